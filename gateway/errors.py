@@ -67,3 +67,11 @@ class S3Error(Exception):
         self.headers = headers or {}
         self.extra = extra  # further XML elements, e.g. BucketName, Key
         super().__init__(f"{code}: {self.message}")
+
+
+class ConfigFileError(Exception):
+    """A configuration file is wrong: one line naming the file, where in it, and what is wrong."""
+
+    def __init__(self, file: str, where: str, message: str) -> None:
+        self.file, self.where, self.message = file, where, message
+        super().__init__(f"{file}: {where}: {message}" if where else f"{file}: {message}")

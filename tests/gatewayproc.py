@@ -1,0 +1,148 @@
+"""Start a real gateway for end-to-end tests: a child process (default) or a thread in this
+process (for backends whose emulator lives in-process, such as b2sdk's simulator)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
+ACCESS_KEY, SECRET_KEY = "accessKey1", "verySecretKey1"
+ACCESS_KEY2, SECRET_KEY2 = "accessKey2", "verySecretKey2"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Gateway:
+    endpoint: str
+    port: int
+    workdir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, access: str = ACCESS_KEY, secret: str = SECRET_KEY, **config: Any) -> Any:
+        """A boto3 S3 client on this gateway, path-style, no retries (errors must show)."""
+        cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                     signature_version=config.pop("signature_version", "s3v4"), **config)
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=access,
+                            aws_secret_access_key=secret, region_name="us-east-1", config=cfg)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+
+def write_config(workdir: Path, port: int, locations: dict[str, Any] | None,
+                 config: dict[str, Any] | None) -> dict[str, str]:
+    """Write config.json and locationConfig.json under workdir; return the env that selects them."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    locs = {"us-east-1": {"type": "file", "legacyAwsBehavior": True, "details": {}}}
+    locs.update(locations or {})
+    cfg: dict[str, Any] = {
+        "port": port,
+        "listenOn": "127.0.0.1",
+        "restEndpoints": {"localhost": "us-east-1", "127.0.0.1": "us-east-1"},
+        "healthChecks": {"interval": 2},
+    }
+    cfg.update(config or {})
+    (workdir / "config.json").write_text(json.dumps(cfg, indent=2))
+    (workdir / "locationConfig.json").write_text(json.dumps(locs, indent=2))
+    return {
+        "S3_CONFIG_FILE": str(workdir / "config.json"),
+        "S3_LOCATION_FILE": str(workdir / "locationConfig.json"),
+        "S3DATAPATH": str(workdir / "data"),
+        "S3METADATAPATH": str(workdir / "metadata"),
+    }
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"gateway not listening on {port} after {timeout}s")
+
+
+@contextmanager
+def start_gateway(workdir: Path, locations: dict[str, Any] | None = None, *,
+                  config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                  inprocess: bool = False, timeout: float = 20) -> Iterator[Gateway]:
+    """Run a gateway on a free port with `locations` added to a file-backed `us-east-1`.
+
+    `config` entries override config.json keys; `env` adds environment variables.
+    """
+    port = free_port()
+    gw_env = write_config(workdir, port, locations, config)
+    gw_env.update(env or {})
+    gateway = Gateway(endpoint=f"http://127.0.0.1:{port}", port=port, workdir=workdir, env=gw_env)
+    if inprocess:
+        with _inprocess(gateway, timeout):
+            yield gateway
+        return
+    gateway.log_path = workdir / "gateway.log"
+    with open(gateway.log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=REPO,
+                                env={**os.environ, **gw_env}, stdout=log, stderr=subprocess.STDOUT)
+    gateway.process = proc
+    try:
+        wait_for_port(port, timeout, proc)
+        yield gateway
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def _inprocess(gateway: Gateway, timeout: float) -> Iterator[None]:
+    from gateway.server import serve
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve(env={**os.environ, **gateway.env}, stop=stop))
+        except BaseException as exc:  # surfaced to the test below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="gateway", daemon=True)
+    thread.start()
+    try:
+        wait_for_port(gateway.port, timeout)
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(15)
+        if failure:
+            raise failure[0]
