@@ -1,0 +1,188 @@
+"""Loading and validating config.json and locationConfig.json (authdata: gateway.accounts).
+
+Every mistake raises ConfigFileError: one line naming the file, where in it, and what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigFileError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LOCATION = "us-east-1"
+LOCATION_TYPES = ("mem", "file", "aws_s3", "azure", "gcp", "b2", "swift")
+
+
+@dataclass(frozen=True)
+class LocationSpec:
+    name: str
+    type: str
+    legacy_aws_behavior: bool
+    details: dict[str, Any]
+    object_id: str
+
+    @property
+    def bucket_match(self) -> bool:
+        return bool(self.details.get("bucketMatch", False))
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    interval: float = 30.0
+    timeout: float = 5.0
+    startup: str = "degraded"  # or "strict": refuse to start while a location is down
+    allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@dataclass
+class Settings:
+    port: int
+    listen_on: str
+    rest_endpoints: dict[str, str]
+    locations: dict[str, LocationSpec]
+    metadata_backend: str
+    metadata_path: Path
+    postgres_dsn: str | None
+    authdata_path: Path
+    health: HealthSettings
+    backend_threads: int
+    log_level: str
+    env: dict[str, str] = field(default_factory=dict)
+    config_path: Path | None = None
+    location_path: Path | None = None
+
+
+def find_file(name: str, override: str | None) -> Path:
+    if override:
+        return Path(override)
+    for candidate in (Path.cwd() / "conf" / name, Path.cwd() / name,
+                      REPO_ROOT / "conf" / name, REPO_ROOT / name):
+        if candidate.is_file():
+            return candidate
+    return Path(name)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigFileError(str(path), "", f"cannot read: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigFileError(str(path), f"line {exc.lineno} column {exc.colno}",
+                              f"invalid JSON: {exc.msg}") from None
+
+
+def load_locations(path: Path, env: Mapping[str, str]) -> dict[str, LocationSpec]:
+    """Parse locationConfig.json; the details are validated by each translator when built."""
+    data = read_json(path)
+    file = str(path)
+    if not isinstance(data, dict) or not data:
+        raise ConfigFileError(file, "", "must be a JSON object of location name -> location")
+    locations: dict[str, LocationSpec] = {}
+    object_ids: set[str] = set()
+    for name, raw in data.items():
+        if not isinstance(raw, dict):
+            raise ConfigFileError(file, f'location "{name}"', "must be an object")
+        kind = raw.get("type")
+        if kind not in LOCATION_TYPES:
+            raise ConfigFileError(file, f'location "{name}" key "type"',
+                                  f"must be one of {', '.join(LOCATION_TYPES)}, got {kind!r}")
+        if name == DEFAULT_LOCATION and env.get("S3BACKEND") in ("mem", "file"):
+            kind = env["S3BACKEND"]
+        legacy = raw.get("legacyAwsBehavior", False)
+        if not isinstance(legacy, bool):
+            raise ConfigFileError(file, f'location "{name}" key "legacyAwsBehavior"',
+                                  "must be true or false")
+        details = raw.get("details", {})
+        if not isinstance(details, dict):
+            raise ConfigFileError(file, f'location "{name}" key "details"', "must be an object")
+        object_id = raw.get("objectId", name)
+        if not isinstance(object_id, str) or object_id in object_ids:
+            raise ConfigFileError(file, f'location "{name}" key "objectId"',
+                                  "must be a string unique across locations")
+        object_ids.add(object_id)
+        bucket_match = details.get("bucketMatch", False)
+        if not isinstance(bucket_match, bool):
+            raise ConfigFileError(file, f'location "{name}" key "details.bucketMatch"',
+                                  "must be true or false")
+        locations[name] = LocationSpec(name, kind, legacy, details, object_id)
+    if DEFAULT_LOCATION not in locations:
+        raise ConfigFileError(file, f'location "{DEFAULT_LOCATION}"',
+                              "is required (the default location)")
+    return locations
+
+
+def _get(data: dict[str, Any], file: str, key: str, kind: type | tuple[type, ...],
+         default: Any) -> Any:
+    value = data.get(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigFileError(file, f'key "{key}"', f"has the wrong type ({value!r})")
+    return value
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    env = dict(env)
+    config_path = find_file("config.json", env.get("S3_CONFIG_FILE"))
+    location_path = find_file("locationConfig.json", env.get("S3_LOCATION_FILE"))
+    authdata_path = find_file("authdata.json", env.get("S3AUTH_CONFIG"))
+    data = read_json(config_path)
+    file = str(config_path)
+    if not isinstance(data, dict):
+        raise ConfigFileError(file, "", "must be a JSON object")
+    locations = load_locations(location_path, env)
+
+    port = int(env.get("S3PORT") or _get(data, file, "port", int, 8000))
+    listen_on = env.get("LISTEN_ADDR") or _get(data, file, "listenOn", str, "127.0.0.1") or "0.0.0.0"
+    endpoints = _get(data, file, "restEndpoints", dict, {"localhost": DEFAULT_LOCATION})
+    if env.get("ENDPOINT"):
+        endpoints = {**endpoints, env["ENDPOINT"]: endpoints.get(env["ENDPOINT"], DEFAULT_LOCATION)}
+    for host, location in endpoints.items():
+        if location not in locations:
+            raise ConfigFileError(file, f'key "restEndpoints.{host}"',
+                                  f'names location "{location}", which {location_path} lacks')
+
+    meta = _get(data, file, "metadata", dict, {})
+    backend = env.get("S3METADATA") or meta.get("backend", "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        raise ConfigFileError(file, 'key "metadata.backend"', "must be sqlite or postgres")
+    metadata_path = Path(env.get("S3METADATAPATH") or meta.get("path") or "./localMetadata")
+    dsn = env.get("S3METADATA_DSN") or meta.get("dsn")
+    if backend == "postgres" and not dsn:
+        raise ConfigFileError(file, 'key "metadata.dsn"', "is required with the postgres backend")
+
+    health_raw = _get(data, file, "healthChecks", dict, {})
+    try:
+        allow = tuple(ipaddress.ip_network(net, strict=False)
+                      for net in [*health_raw.get("allowFrom", []), "127.0.0.0/8", "::1/128"])
+    except ValueError as exc:
+        raise ConfigFileError(file, 'key "healthChecks.allowFrom"', str(exc)) from None
+    startup = health_raw.get("startup", "degraded")
+    if startup not in ("degraded", "strict"):
+        raise ConfigFileError(file, 'key "healthChecks.startup"', "must be degraded or strict")
+    health = HealthSettings(interval=float(health_raw.get("interval", 30)),
+                            timeout=float(health_raw.get("timeout", 5)),
+                            startup=startup, allow_from=allow)
+    return Settings(
+        port=port,
+        listen_on=listen_on,
+        rest_endpoints=endpoints,
+        locations=locations,
+        metadata_backend=backend,
+        metadata_path=metadata_path,
+        postgres_dsn=dsn,
+        authdata_path=authdata_path,
+        health=health,
+        backend_threads=_get(data, file, "backendThreads", int, 16),
+        log_level=(env.get("LOG_LEVEL") or data.get("logLevel") or "info").upper(),
+        env=env,
+        config_path=config_path,
+        location_path=location_path,
+    )
