@@ -1,0 +1,29 @@
+"""`python -m gateway` serves; `python -m gateway locations|check LOCATION` are admin commands."""
+
+from __future__ import annotations
+
+import sys
+
+from gateway.errors import ConfigFileError
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    try:
+        if not args or args[0] == "serve":
+            from gateway.server import run
+
+            run()
+        else:
+            from gateway.admin import main as admin_main
+
+            sys.exit(admin_main(args))
+    except ConfigFileError as err:
+        print(f"gateway: bad config: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

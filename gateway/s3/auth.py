@@ -1,0 +1,612 @@
+"""S3 request authentication: SigV4 (header, presigned query, aws-chunked streaming) and SigV2
+(header, query). Pure logic over the raw request line and headers; no aiohttp here.
+
+`authenticate()` checks everything knowable before the body is read and returns an AuthResult;
+`AuthResult.body()` then checks what depends on the body (payload SHA-256, chunk signatures)
+while streaming it through. Data is yielded before its check completes (the check needs all of
+it), but a failed check raises before the iterator ends, so a consumer that commits only after
+the iterator finishes normally never stores unverified bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote, unquote_plus
+
+from gateway.accounts import Account, AccountStore
+from gateway.errors import S3Error
+
+V4_ALGORITHM = "AWS4-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+MAX_SKEW_SECONDS = 15 * 60
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # 604800, X-Amz-Expires' upper bound and SigV2's horizon
+THREAD_HASH_THRESHOLD = 256 * 1024  # below this, a thread hop costs more than the hash
+MAX_CHUNK_HEADER = 4096  # "<hex>;chunk-signature=<64 hex>\r\n" is ~90 bytes; more is garbage
+
+# Query parameters that are part of SigV2's canonical resource (AWS's list, plus what botocore
+# and s3cmd include: a client's signature only verifies if we pick the same ones).
+V2_SUBRESOURCES = frozenset({
+    "accelerate", "acl", "analytics", "cors", "defaultObjectAcl", "delete", "inventory",
+    "lifecycle", "location", "logging", "metrics", "notification", "object-lock", "partNumber",
+    "policy", "replication", "requestPayment", "restore", "select", "select-type", "storageClass",
+    "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning", "versions", "website",
+    "response-content-type", "response-content-language", "response-expires",
+    "response-cache-control", "response-content-disposition", "response-content-encoding",
+})
+
+_HEX64_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_CHUNK_SIZE_RE = re.compile(rb"^[0-9a-fA-F]{1,16}$")
+_SCOPE_DATE_RE = re.compile(r"^[0-9]{8}$")
+_ISO_BASIC = "%Y%m%dT%H%M%SZ"
+
+
+# --- result and body verification -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _StreamingV4:
+    """What verifying aws-chunked chunk signatures needs; repr hidden (holds the signing key)."""
+    signing_key: bytes
+    timestamp: str
+    scope: str
+    seed_signature: str
+
+
+@dataclass
+class AuthResult:
+    account: Account | None  # None = anonymous request
+    access_key: str | None
+    signature_version: int | None  # 2, 4 or None
+    decoded_length: int | None  # x-amz-decoded-content-length for aws-chunked bodies
+    # The body check authenticate() decided on: a hex SHA-256, or aws-chunked signatures.
+    expected_sha256: str | None = field(default=None, repr=False)
+    _streaming: _StreamingV4 | None = field(default=None, repr=False, compare=False)
+
+    async def body(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The verified, decoded request body (see the module docstring for when checks fire)."""
+        if self._streaming is not None:
+            async for data in _decode_aws_chunked(stream, self._streaming, self.decoded_length):
+                yield data
+        elif self.expected_sha256 is not None:
+            digest = hashlib.sha256()
+            async for piece in stream:
+                await _hash_update(digest, piece)
+                yield piece
+            computed = digest.hexdigest()
+            if not hmac.compare_digest(computed, self.expected_sha256.lower()):
+                raise S3Error("XAmzContentSHA256Mismatch",
+                              ClientComputedContentSHA256=self.expected_sha256,
+                              S3ComputedContentSHA256=computed)
+        else:
+            async for piece in stream:
+                yield piece
+
+
+ANONYMOUS = AuthResult(account=None, access_key=None, signature_version=None, decoded_length=None)
+
+
+async def _hash_update(digest: hashlib._Hash, data: bytes | memoryview) -> None:
+    # hashlib releases the GIL on big buffers, so a worker thread keeps the event loop moving.
+    if len(data) >= THREAD_HASH_THRESHOLD:
+        await asyncio.to_thread(digest.update, data)
+    else:
+        digest.update(data)
+
+
+def _bad_framing(message: str) -> S3Error:
+    return S3Error("InvalidArgument", f"Invalid aws-chunked body: {message}")
+
+
+async def _decode_aws_chunked(stream: AsyncIterator[bytes], streaming: _StreamingV4,
+                              decoded_length: int | None) -> AsyncIterator[bytes]:
+    """Decode `<hex>;chunk-signature=<sig>\\r\\n<data>\\r\\n ... 0;chunk-signature=<sig>\\r\\n\\r\\n`
+    from arbitrarily split pieces, checking each chunk's signature chained from the seed."""
+    header, data, data_crlf, final_crlf, done = range(5)
+    phase = header
+    pending = bytearray()  # a partial header line or CRLF; never chunk data
+    previous_signature = streaming.seed_signature
+    chunk_signature = ""
+    chunk_digest = hashlib.sha256()
+    remaining = 0
+    total = 0
+
+    def check_chunk_signature(chunk_hash: str) -> None:
+        string_to_sign = "\n".join((
+            "AWS4-HMAC-SHA256-PAYLOAD", streaming.timestamp, streaming.scope,
+            previous_signature, EMPTY_SHA256, chunk_hash))
+        expected = hmac.new(streaming.signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, chunk_signature):
+            raise S3Error("SignatureDoesNotMatch", "The chunk signature does not match.")
+
+    async for piece in stream:
+        view = memoryview(piece)
+        pos, size = 0, len(view)
+        while pos < size:
+            if phase == header:
+                newline = piece.find(b"\n", pos)
+                end = size if newline < 0 else newline + 1
+                if len(pending) + end - pos > MAX_CHUNK_HEADER:
+                    raise _bad_framing("chunk header too long")
+                pending += view[pos:end]
+                pos = end
+                if newline < 0:
+                    break
+                chunk_size, chunk_signature = _parse_chunk_header(bytes(pending))
+                pending.clear()
+                if chunk_size == 0:
+                    check_chunk_signature(EMPTY_SHA256)
+                    if decoded_length is not None and total != decoded_length:
+                        raise S3Error("IncompleteBody", f"The aws-chunked body holds {total} bytes; "
+                                      f"x-amz-decoded-content-length says {decoded_length}.")
+                    phase = final_crlf
+                else:
+                    if decoded_length is not None and total + chunk_size > decoded_length:
+                        raise _bad_framing("chunks exceed x-amz-decoded-content-length")
+                    phase, remaining, chunk_digest = data, chunk_size, hashlib.sha256()
+            elif phase == data:
+                take = min(remaining, size - pos)
+                out = piece if (pos == 0 and take == size) else bytes(view[pos:pos + take])
+                await _hash_update(chunk_digest, out)
+                pos += take
+                remaining -= take
+                total += take
+                yield out
+                if remaining == 0:
+                    check_chunk_signature(chunk_digest.hexdigest())
+                    previous_signature = chunk_signature
+                    phase = data_crlf
+            elif phase in (data_crlf, final_crlf):  # exactly "\r\n"
+                take = min(2 - len(pending), size - pos)
+                pending += view[pos:pos + take]
+                pos += take
+                if not b"\r\n".startswith(pending):
+                    raise _bad_framing("chunk data not followed by CRLF" if phase == data_crlf
+                                       else "data after the final chunk")
+                if len(pending) == 2:
+                    pending.clear()
+                    phase = header if phase == data_crlf else done
+            else:
+                raise _bad_framing("data after the final chunk")
+    # The final chunk's own CRLF is optional; everything before it is not.
+    if phase not in (final_crlf, done) or pending:
+        raise S3Error("IncompleteBody", "The aws-chunked body ended before its final chunk.")
+
+
+def _parse_chunk_header(line: bytes) -> tuple[int, str]:
+    if not line.endswith(b"\r\n"):
+        raise _bad_framing("chunk header not terminated by CRLF")
+    size_part, sep, extension = line[:-2].partition(b";")
+    if not sep or not _CHUNK_SIZE_RE.match(size_part):
+        raise _bad_framing("malformed chunk header")
+    name, sep, signature = extension.partition(b"=")
+    if name != b"chunk-signature" or not _HEX64_RE.match(signature.decode("latin-1")):
+        raise _bad_framing("malformed chunk signature")
+    return int(size_part, 16), signature.decode("ascii").lower()
+
+
+# --- dispatch ---------------------------------------------------------------------------------
+
+def authenticate(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
+                 accounts: AccountStore, *, host_bucket: str | None = None,
+                 now: float | None = None) -> AuthResult:
+    """Authenticate one request from its request line and headers; raise S3Error if it fails."""
+    now = time.time() if now is None else now
+    query = _parse_query(raw_query)
+    names = {name for name, _ in query}
+    authorization = headers.get("Authorization")
+    mechanisms = (authorization is not None) + ("X-Amz-Algorithm" in names) + ("Signature" in names)
+    if mechanisms > 1:
+        raise S3Error("InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm "
+                      "query parameter, Signature query string parameter or the Authorization "
+                      "header should be specified")
+    if authorization is not None:
+        if authorization.startswith(V4_ALGORITHM + " "):
+            return _v4_header(method, raw_path, query, headers, authorization, accounts, now)
+        if authorization.startswith("AWS "):
+            return _v2_header(method, raw_path, raw_query, query, headers, authorization,
+                              accounts, now, host_bucket)
+        raise S3Error("AccessDenied", "Unsupported Authorization Type")
+    if "X-Amz-Algorithm" in names:
+        return _v4_query(method, raw_path, query, headers, accounts, now)
+    if "Signature" in names:
+        return _v2_query(method, raw_path, raw_query, query, headers, accounts, now, host_bucket)
+    return ANONYMOUS
+
+
+# --- shared helpers ---------------------------------------------------------------------------
+
+Query = list[tuple[str, str | None]]  # (decoded name, decoded value or None when no '=')
+
+
+def _parse_query(raw_query: str) -> Query:
+    # '+' decodes to a space, as the router's parse_qsl and CloudServer's querystring do.
+    pairs: Query = []
+    for item in raw_query.split("&"):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        pairs.append((unquote_plus(name, errors="surrogateescape"),
+                      unquote_plus(value, errors="surrogateescape") if sep else None))
+    return pairs
+
+
+def _first(query: Query, name: str) -> str | None:
+    for key, value in query:
+        if key == name:
+            return value if value is not None else ""
+    return None
+
+
+def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return list(getall(name, []))
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+def _utf8(text: str) -> bytes:
+    # aiohttp decodes header bytes with surrogateescape; this gives the client's bytes back.
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _aws_quote(text: str) -> str:
+    return quote(text, safe="-_.~", encoding="utf-8", errors="surrogateescape")
+
+
+def _lookup(accounts: AccountStore, access_key: str) -> tuple[Account, str]:
+    found = accounts.lookup(access_key)
+    if found is None:
+        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
+    return found
+
+
+def _parse_http_date(value: str) -> float | None:
+    """Epoch seconds of an ISO 8601 basic ("20130524T000000Z") or RFC 1123 date, else None."""
+    value = value.strip()
+    try:
+        return datetime.strptime(value, _ISO_BASIC).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        pass
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _check_skew(request_time: float, now: float) -> None:
+    if abs(request_time - now) > MAX_SKEW_SECONDS:
+        raise S3Error("RequestTimeTooSkewed",
+                      RequestTime=datetime.fromtimestamp(request_time, UTC).strftime(_ISO_BASIC),
+                      ServerTime=datetime.fromtimestamp(now, UTC).strftime(_ISO_BASIC),
+                      MaxAllowedSkewMilliseconds=str(MAX_SKEW_SECONDS * 1000))
+
+
+def _payload_mode(value: str | None, *, allow_streaming: bool) -> str | None:
+    """Validate x-amz-content-sha256: the hex hash to verify, or None when nothing to verify."""
+    if value is None or value == UNSIGNED_PAYLOAD:
+        return None
+    if value == STREAMING_PAYLOAD and allow_streaming:
+        return value
+    if _HEX64_RE.match(value):
+        return value.lower()
+    if value.startswith("STREAMING-"):
+        raise S3Error("InvalidArgument", f"Unsupported x-amz-content-sha256 mode {value}",
+                      ArgumentName="x-amz-content-sha256", ArgumentValue=value)
+    raise S3Error("InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
+                  "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or a valid sha256 value.",
+                  ArgumentName="x-amz-content-sha256", ArgumentValue=value)
+
+
+# --- SigV4 ------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=256)
+def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    # Four chained HMACs per (secret, day, region, service): worth caching across requests.
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+@dataclass(frozen=True)
+class _Credential:
+    access_key: str
+    date: str
+    region: str
+    service: str
+
+    @property
+    def scope(self) -> str:
+        return f"{self.date}/{self.region}/{self.service}/aws4_request"
+
+
+def _parse_credential(credential: str, error: str) -> _Credential:
+    parts = credential.rsplit("/", 4)
+    if len(parts) != 5 or not parts[0] or not _SCOPE_DATE_RE.match(parts[1]) or not parts[2]:
+        raise S3Error(error, "The authorization header is malformed; the Credential is mal-formed; "
+                      "expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\".",
+                      status=400)
+    access_key, date, region, service, terminator = parts
+    if service != "s3":
+        raise S3Error(error, f"The authorization header is malformed; incorrect service "
+                      f"\"{service}\". This endpoint belongs to \"s3\".", status=400)
+    if terminator != "aws4_request":
+        raise S3Error(error, f"The authorization header is malformed; incorrect terminal "
+                      f"\"{terminator}\". This endpoint uses \"aws4_request\".", status=400)
+    # Any region is accepted: the gateway answers for every region name clients choose.
+    return _Credential(access_key, date, region, service)
+
+
+def _v4_canonical_request(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
+                          signed_headers: list[str], payload_hash: str,
+                          exclude: str | None = None) -> str:
+    # S3 signs the path exactly as sent (no re-encoding, no dot-segment normalization).
+    canonical_query = "&".join(
+        f"{name}={value}" for name, value in sorted(
+            (_aws_quote(name), _aws_quote(value or "")) for name, value in query if name != exclude))
+    header_lines = []
+    for name in signed_headers:
+        values = _header_values(headers, name)
+        if not values:
+            raise S3Error("AccessDenied", f"Header {name} is signed but missing from the request")
+        header_lines.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}\n")
+    return "\n".join((method.upper(), raw_path or "/", canonical_query, "".join(header_lines),
+                      ";".join(signed_headers), payload_hash))
+
+
+def _v4_verify(canonical_request: str, timestamp: str, credential: _Credential, secret: str,
+               signature: str) -> bytes:
+    """Check `signature`; return the signing key (aws-chunked bodies need it)."""
+    string_to_sign = "\n".join((
+        V4_ALGORITHM, timestamp, credential.scope,
+        hashlib.sha256(_utf8(canonical_request)).hexdigest()))
+    key = _signing_key(secret, credential.date, credential.region, credential.service)
+    expected = hmac.new(key, _utf8(string_to_sign), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), _utf8(signature.lower())):
+        raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=credential.access_key,
+                      StringToSign=string_to_sign, SignatureProvided=signature,
+                      CanonicalRequest=canonical_request)
+    return key
+
+
+def _v4_timestamp(headers: Mapping[str, str]) -> tuple[str, float]:
+    """The string-to-sign timestamp (x-amz-date, else Date) and its epoch seconds."""
+    raw = headers.get("x-amz-date") or headers.get("Date")
+    when = _parse_http_date(raw) if raw else None
+    if raw is None or when is None:
+        raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
+    return datetime.fromtimestamp(when, UTC).strftime(_ISO_BASIC), when
+
+
+def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
+               authorization: str, accounts: AccountStore, now: float) -> AuthResult:
+    fields: dict[str, str] = {}
+    for item in authorization[len(V4_ALGORITHM):].split(","):
+        name, sep, value = item.strip().partition("=")
+        if not sep:
+            raise S3Error("AuthorizationHeaderMalformed",
+                          f"The authorization header is malformed; '{item.strip()}' is not name=value.")
+        fields[name] = value.strip()
+    for required in ("Credential", "SignedHeaders", "Signature"):
+        if not fields.get(required):
+            raise S3Error("AuthorizationHeaderMalformed",
+                          f"The authorization header is malformed; missing {required}.")
+    credential = _parse_credential(fields["Credential"], "AuthorizationHeaderMalformed")
+    signed_headers = fields["SignedHeaders"].lower().split(";")
+
+    content_sha256 = headers.get("x-amz-content-sha256")
+    if content_sha256 is None:
+        raise S3Error("MissingSecurityHeader", "Missing required header for this request: "
+                      "x-amz-content-sha256", MissingHeaderName="x-amz-content-sha256")
+    mode = _payload_mode(content_sha256, allow_streaming=True)
+
+    timestamp, request_time = _v4_timestamp(headers)
+    if timestamp[:8] != credential.date:
+        raise S3Error("AuthorizationHeaderMalformed", "The authorization header is malformed; "
+                      "Invalid credential date. Date is not the same as X-Amz-Date.")
+    _check_skew(request_time, now)
+
+    account, secret = _lookup(accounts, credential.access_key)
+    canonical = _v4_canonical_request(method, raw_path, query, headers, signed_headers,
+                                      content_sha256)
+    key = _v4_verify(canonical, timestamp, credential, secret, fields["Signature"])
+
+    result = AuthResult(account=account, access_key=credential.access_key, signature_version=4,
+                        decoded_length=None)
+    if mode == STREAMING_PAYLOAD:
+        if method.upper() != "PUT":
+            raise S3Error("InvalidArgument", "aws-chunked payloads are only supported with PUT")
+        decoded = headers.get("x-amz-decoded-content-length")
+        if decoded is None or not decoded.strip().isdigit():
+            raise S3Error("MissingSecurityHeader", "Missing required header for this request: "
+                          "x-amz-decoded-content-length",
+                          MissingHeaderName="x-amz-decoded-content-length")
+        result.decoded_length = int(decoded)
+        result._streaming = _StreamingV4(key, timestamp, credential.scope,
+                                         fields["Signature"].lower())
+    else:
+        result.expected_sha256 = mode
+    return result
+
+
+def _v4_query(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
+              accounts: AccountStore, now: float) -> AuthResult:
+    error = "AuthorizationQueryParametersError"
+    params = {name: _first(query, name) for name in (
+        "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+        "X-Amz-SignedHeaders", "X-Amz-Signature")}
+    if params["X-Amz-Algorithm"] != V4_ALGORITHM:
+        raise S3Error(error, "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"", status=400)
+    if not all(params.values()):
+        raise S3Error(error, "Query-string authentication version 4 requires the X-Amz-Algorithm, "
+                      "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and "
+                      "X-Amz-Expires parameters.", status=400)
+    expires_text = params["X-Amz-Expires"] or ""
+    if not expires_text.isdigit() or not 1 <= int(expires_text) <= MAX_PRESIGN_SECONDS:
+        raise S3Error("InvalidArgument", "X-Amz-Expires must be between 1 and 604800 seconds",
+                      ArgumentName="X-Amz-Expires", ArgumentValue=expires_text)
+    credential = _parse_credential(params["X-Amz-Credential"] or "", error)
+    timestamp = params["X-Amz-Date"] or ""
+    try:
+        signed_at = datetime.strptime(timestamp, _ISO_BASIC).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise S3Error(error, "X-Amz-Date must be in the ISO8601 Long Format "
+                      "\"yyyyMMdd'T'HHmmss'Z'\"", status=400) from None
+    if timestamp[:8] != credential.date:
+        raise S3Error(error, "Invalid credential date. Date is not the same as X-Amz-Date.",
+                      status=400)
+    if signed_at - now > MAX_SKEW_SECONDS:
+        raise S3Error("AccessDenied", "Request is not valid yet")
+    if now > signed_at + int(expires_text):
+        raise S3Error("AccessDenied", "Request has expired",
+                      Expires=datetime.fromtimestamp(signed_at + int(expires_text), UTC)
+                      .strftime(_ISO_BASIC),
+                      ServerTime=datetime.fromtimestamp(now, UTC).strftime(_ISO_BASIC))
+
+    # A presigned URL's payload is unsigned unless the signer pinned one (query, then header).
+    content_sha256 = (_first(query, "X-Amz-Content-Sha256") or headers.get("x-amz-content-sha256")
+                      or UNSIGNED_PAYLOAD)
+    mode = _payload_mode(content_sha256, allow_streaming=False)
+    account, secret = _lookup(accounts, credential.access_key)
+    signed_headers = (params["X-Amz-SignedHeaders"] or "").lower().split(";")
+    canonical = _v4_canonical_request(method, raw_path, query, headers, signed_headers,
+                                      content_sha256, exclude="X-Amz-Signature")
+    _v4_verify(canonical, timestamp, credential, secret, params["X-Amz-Signature"] or "")
+    return AuthResult(account=account, access_key=credential.access_key, signature_version=4,
+                      decoded_length=None, expected_sha256=mode)
+
+
+# --- SigV2 ------------------------------------------------------------------------------------
+
+def _v2_string_to_sign(method: str, headers: Mapping[str, str], date_line: str,
+                       resource: str) -> str:
+    amz: dict[str, list[str]] = {}
+    for name in headers.keys():
+        lower = name.lower()
+        if lower.startswith("x-amz-") and lower not in amz:
+            amz[lower] = [v.strip() for v in _header_values(headers, lower)]
+    lines = [method.upper(), (headers.get("Content-MD5") or "").strip(),
+             (headers.get("Content-Type") or "").strip(), date_line]
+    lines += [f"{name}:{','.join(amz[name])}" for name in sorted(amz)]
+    lines.append(resource)
+    return "\n".join(lines)
+
+
+def _v2_resources(raw_path: str, query: Query, raw_query: str,
+                  host_bucket: str | None) -> list[str]:
+    """Candidate canonical resources: sub-resource values decoded (AWS, botocore) or as sent
+    (s3cmd quotes them); both are tried so either client style verifies."""
+    path = f"/{host_bucket}{raw_path or '/'}" if host_bucket else (raw_path or "/")
+
+    def render(pairs: Iterable[tuple[str, str | None]]) -> str:
+        chosen = sorted((p for p in pairs if p[0] in V2_SUBRESOURCES), key=lambda p: p[0])
+        if not chosen:
+            return path
+        return path + "?" + "&".join(n if v is None else f"{n}={v}" for n, v in chosen)
+
+    candidates = [render(query)]
+    if raw_query:
+        raw_pairs = []
+        for item in raw_query.split("&"):
+            if item:
+                name, sep, value = item.partition("=")
+                raw_pairs.append((unquote(name), value if sep else None))
+        as_sent = render(raw_pairs)
+        if as_sent not in candidates:
+            candidates.append(as_sent)
+    return candidates
+
+
+def _v2_verify(method: str, headers: Mapping[str, str], date_lines: list[str],
+               resources: list[str], secret: str, signature: str, access_key: str) -> None:
+    if len(signature) == 28:
+        digestmod = hashlib.sha1
+    elif len(signature) == 44:
+        digestmod = hashlib.sha256
+    else:
+        raise S3Error("InvalidArgument", "The V2 signature has an invalid length",
+                      ArgumentName="Signature")
+    provided = _utf8(signature)
+    first = ""
+    matched = False
+    for date_line in date_lines:
+        for resource in resources:
+            string_to_sign = _v2_string_to_sign(method, headers, date_line, resource)
+            first = first or string_to_sign
+            digest = hmac.new(_utf8(secret), _utf8(string_to_sign), digestmod).digest()
+            # Evaluate every candidate (no early exit) so timing does not reveal which matched.
+            matched |= hmac.compare_digest(base64.b64encode(digest), provided)
+    if not matched:
+        raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access_key, StringToSign=first,
+                      SignatureProvided=signature)
+
+
+def _v2_check_payload(headers: Mapping[str, str]) -> str | None:
+    # aws-chunked framing is signed with SigV4 chunk signatures; it cannot come with SigV2.
+    return _payload_mode(headers.get("x-amz-content-sha256"), allow_streaming=False)
+
+
+def _v2_header(method: str, raw_path: str, raw_query: str, query: Query, headers: Mapping[str, str],
+               authorization: str, accounts: AccountStore, now: float,
+               host_bucket: str | None) -> AuthResult:
+    access_key, sep, signature = authorization[len("AWS "):].strip().rpartition(":")
+    if not sep or not access_key or not signature:
+        raise S3Error("InvalidArgument", "AWS authorization header is invalid. "
+                      "Expected AwsAccessKeyId:signature", ArgumentName="Authorization")
+    amz_date, http_date = headers.get("x-amz-date"), headers.get("Date")
+    raw_date = amz_date or http_date
+    when = _parse_http_date(raw_date) if raw_date else None
+    if when is None:
+        raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
+    _check_skew(when, now)
+    expected_sha256 = _v2_check_payload(headers)
+    account, secret = _lookup(accounts, access_key)
+    # AWS leaves the Date line empty when x-amz-date is present; CloudServer (and botocore,
+    # which sends both) uses the Date header: accept either when both are present.
+    date_lines = [(http_date or "").strip()]
+    if amz_date and http_date:
+        date_lines.append("")
+    resources = _v2_resources(raw_path, query, raw_query, host_bucket)
+    _v2_verify(method, headers, date_lines, resources, secret, signature, access_key)
+    return AuthResult(account=account, access_key=access_key, signature_version=2,
+                      decoded_length=None, expected_sha256=expected_sha256)
+
+
+def _v2_query(method: str, raw_path: str, raw_query: str, query: Query, headers: Mapping[str, str],
+              accounts: AccountStore, now: float, host_bucket: str | None) -> AuthResult:
+    access_key = _first(query, "AWSAccessKeyId")
+    signature = _first(query, "Signature")
+    expires_text = _first(query, "Expires")
+    if not access_key or not signature:
+        raise S3Error("AccessDenied", "Query-string authentication requires the Signature, "
+                      "Expires and AWSAccessKeyId parameters")
+    if expires_text is None or not expires_text.strip().isdigit():
+        raise S3Error("MissingSecurityHeader", "Missing required header for this request: Expires",
+                      MissingHeaderName="Expires")
+    expires = int(expires_text)
+    if now > expires:
+        raise S3Error("AccessDenied", "Request has expired", Expires=expires_text)
+    if expires > now + MAX_PRESIGN_SECONDS:
+        raise S3Error("AccessDenied", "Presigned URLs may be valid for at most 7 days")
+    expected_sha256 = _v2_check_payload(headers)
+    account, secret = _lookup(accounts, access_key)
+    resources = _v2_resources(raw_path, query, raw_query, host_bucket)
+    _v2_verify(method, headers, [expires_text.strip()], resources, secret, signature, access_key)
+    return AuthResult(account=account, access_key=access_key, signature_version=2,
+                      decoded_length=None, expected_sha256=expected_sha256)
+

@@ -1,0 +1,157 @@
+"""The front door: request id, routing (path and virtual-hosted style), authentication,
+dispatch to the operation for the resource, and S3 XML errors for every failure."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl, unquote
+
+from aiohttp import web
+
+from gateway.errors import S3Error
+from gateway.s3 import auth
+from gateway.s3.ops import bucket, multipart, obj, service
+from gateway.s3.request import S3Request
+from gateway.s3.xml import render_error
+
+log = logging.getLogger("gateway.access")
+Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
+
+# Query keys that select a sub-resource instead of the plain resource, in precedence order.
+SUBRESOURCES = (
+    "uploads", "uploadId", "location", "versioning", "versions", "acl", "tagging", "policy",
+    "cors", "delete", "lifecycle", "website", "logging", "encryption", "object-lock",
+    "notification", "replication", "accelerate", "requestPayment", "legal-hold", "retention",
+    "restore", "select", "torrent", "analytics", "inventory", "metrics", "ownershipControls",
+    "publicAccessBlock", "intelligent-tiering", "policyStatus", "attributes",
+)
+
+ROUTES: dict[tuple[str, str, str], Handler] = {
+    ("service", "GET", ""): service.list_buckets,
+    ("bucket", "PUT", ""): bucket.create_bucket,
+    ("bucket", "HEAD", ""): bucket.head_bucket,
+    ("bucket", "DELETE", ""): bucket.delete_bucket,
+    ("bucket", "GET", ""): bucket.list_objects,
+    ("bucket", "GET", "location"): bucket.get_location,
+    ("bucket", "GET", "uploads"): multipart.list_uploads,
+    ("bucket", "GET", "versioning"): bucket.get_versioning,
+    ("object", "PUT", ""): obj.put_object,
+    ("object", "GET", ""): obj.get_object,
+    ("object", "HEAD", ""): obj.head_object,
+    ("object", "DELETE", ""): obj.delete_object,
+    ("object", "POST", "uploads"): multipart.create_upload,
+    ("object", "PUT", "uploadId"): multipart.upload_part,
+    ("object", "POST", "uploadId"): multipart.complete_upload,
+    ("object", "DELETE", "uploadId"): multipart.abort_upload,
+    ("object", "GET", "uploadId"): multipart.list_parts,
+}
+
+
+def request_id() -> str:
+    return os.urandom(8).hex().upper()
+
+
+def split_host(host_header: str | None) -> str | None:
+    if not host_header:
+        return None
+    if host_header.startswith("["):
+        return host_header.split("]", 1)[0] + "]"
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def bucket_from_host(host: str | None, endpoints: list[str]) -> str | None:
+    """Virtual-hosted style: `<bucket>.<endpoint>`; an IP or a bare endpoint is path style."""
+    if not host:
+        return None
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    for endpoint in endpoints:  # longest endpoint first, so the shortest bucket name wins
+        if host.endswith("." + endpoint):
+            return host[: -len(endpoint) - 1]
+    return None
+
+
+def parse_target(raw_path: str, host_bucket: str | None) -> tuple[str | None, str | None]:
+    path = raw_path.split("?", 1)[0]
+    if host_bucket is not None:
+        key = unquote(path[1:]) if len(path) > 1 else None
+        return host_bucket, key or None
+    parts = path[1:].split("/", 1)
+    name = unquote(parts[0]) if parts[0] else None
+    key = unquote(parts[1]) if len(parts) > 1 and parts[1] else None
+    return name, key
+
+
+class Front:
+    def __init__(self, gateway: object, endpoints: list[str]) -> None:
+        self.gateway = gateway
+        self.endpoints = sorted(endpoints, key=len, reverse=True)
+
+    async def handle(self, http: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        rid = request_id()
+        s3req: S3Request | None = None
+        status = 500
+        try:
+            response = await self._dispatch(http, rid)
+            status = response.status
+        except S3Error as err:
+            status = err.status
+            response = self.error_response(err, rid, http.method)
+        except (ConnectionResetError, web.HTTPException):
+            raise
+        except Exception:
+            log.error("request %s failed:\n%s", rid, traceback.format_exc())
+            status = 500
+            response = self.error_response(S3Error("InternalError"), rid, http.method)
+        response.headers["x-amz-request-id"] = rid
+        response.headers["x-amz-id-2"] = rid
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s %s %s %d %.1fms", rid, http.method, http.path, status,
+                     (time.monotonic() - started) * 1000, extra={"s3": s3req})
+        return response
+
+    @staticmethod
+    def error_response(err: S3Error, rid: str, method: str) -> web.Response:
+        body = b"" if method == "HEAD" or err.status == 304 else render_error(err, rid)
+        headers = {"Content-Type": "application/xml", **err.headers}
+        return web.Response(status=err.status, body=body, headers=headers)
+
+    async def _dispatch(self, http: web.Request, rid: str) -> web.StreamResponse:
+        raw = http.raw_path
+        raw_path, _, raw_query = raw.partition("?")
+        host = split_host(http.headers.get("Host"))
+        host_bucket = bucket_from_host(host, self.endpoints)
+        bucket_name, key = parse_target(raw_path, host_bucket)
+        try:
+            pairs = parse_qsl(raw_query, keep_blank_values=True)
+        except ValueError:
+            raise S3Error("InvalidURI") from None
+        query = {k: v for k, v in reversed(pairs)}
+        result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
+                                   self.gateway.accounts, host_bucket=host_bucket)
+        level = "service" if bucket_name is None else ("bucket" if key is None else "object")
+        sub = next((name for name in SUBRESOURCES if name in query), "")
+        handler = ROUTES.get((level, http.method, sub))
+        s3req = S3Request(http=http, gateway=self.gateway, request_id=rid, bucket=bucket_name,
+                          key=key, query=query, auth=result, host=host)
+        if handler is None:
+            if sub or level != "service":
+                raise S3Error("NotImplemented",
+                              f"{http.method} {level} {'?' + sub if sub else ''} is not implemented",
+                              resource=s3req.resource)
+            raise S3Error("MethodNotAllowed", resource=s3req.resource)
+        try:
+            return await handler(s3req)
+        except S3Error as err:
+            if err.resource is None:
+                err.resource = s3req.resource
+            raise

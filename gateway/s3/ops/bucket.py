@@ -1,0 +1,166 @@
+"""Bucket operations: create, head, delete, location, listing (v1 and v2)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.errors import S3Error
+from gateway.metadata.base import BucketRecord, Listing
+from gateway.s3.ops.common import get_bucket, validate_bucket_name
+from gateway.s3.ops.service import owner_node
+from gateway.s3.request import S3Request
+from gateway.s3.xml import child_text, iso_time, parse, render
+
+MAX_KEYS = 1000
+
+
+async def create_bucket(req: S3Request) -> web.Response:
+    account = req.require_account()
+    assert req.bucket is not None
+    validate_bucket_name(req.bucket)
+    locations = req.gateway.locations
+    body = await req.http.read()
+    location_name = None
+    if body.strip():
+        config = parse(body, "CreateBucketConfiguration")
+        location_name = child_text(config, "LocationConstraint")
+    if not location_name:
+        location_name = locations.endpoint_location(req.host)
+    if location_name not in locations:
+        raise S3Error("InvalidLocationConstraint",
+                      f"The specified location constraint is not valid: {location_name}",
+                      LocationConstraint=location_name)
+    record = BucketRecord(name=req.bucket, owner=account.canonical_id, location=location_name,
+                          created=time.time())
+    existing = await req.gateway.metadata.create_bucket(record)
+    if existing is not None:
+        if existing.owner != account.canonical_id:
+            raise S3Error("BucketAlreadyExists", BucketName=req.bucket)
+        both_legacy = (locations[location_name].spec.legacy_aws_behavior
+                       and existing.location in locations
+                       and locations[existing.location].spec.legacy_aws_behavior)
+        if not both_legacy:  # us-east-1 (legacy) answers 200 to a repeated create, as AWS does
+            raise S3Error("BucketAlreadyOwnedByYou", BucketName=req.bucket)
+    return web.Response(headers={"Location": f"/{req.bucket}"})
+
+
+async def head_bucket(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    return web.Response(headers={"x-amz-bucket-region": bucket.location})
+
+
+async def delete_bucket(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    if not await req.gateway.metadata.delete_bucket(bucket.name):
+        raise S3Error("BucketNotEmpty", BucketName=bucket.name)
+    return web.Response(status=204)
+
+
+async def get_location(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    # AWS answers an empty constraint for us-east-1.
+    value = "" if bucket.location == "us-east-1" else bucket.location
+    body = render("LocationConstraint", []).replace(b"</LocationConstraint>",
+                                                     value.encode() + b"</LocationConstraint>")
+    return web.Response(body=body, content_type="application/xml")
+
+
+async def get_versioning(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    status = bucket.attrs.get("versioning")
+    body = render("VersioningConfiguration", [("Status", status)] if status else [])
+    return web.Response(body=body, content_type="application/xml")
+
+
+def parse_max_keys(value: str | None) -> int:
+    if value is None:
+        return MAX_KEYS
+    try:
+        number = int(value)
+    except ValueError:
+        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer range",
+                      ArgumentName="max-keys", ArgumentValue=value) from None
+    if number < 0:
+        raise S3Error("InvalidArgument", "Argument maxKeys must be an integer between 0 and 2147483647",
+                      ArgumentName="max-keys", ArgumentValue=value)
+    return min(number, MAX_KEYS)
+
+
+def encode_token(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+def decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                      ArgumentName="continuation-token") from None
+
+
+async def list_objects(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    q = req.query
+    v2 = q.get("list-type") == "2"
+    if "list-type" in q and not v2:
+        raise S3Error("InvalidArgument", "Invalid List Type specified",
+                      ArgumentName="list-type", ArgumentValue=q["list-type"])
+    encoding = q.get("encoding-type")
+    if encoding is not None and encoding != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      ArgumentName="encoding-type", ArgumentValue=encoding)
+    enc = (lambda s: quote(s, safe="/")) if encoding == "url" else (lambda s: s)
+    prefix = q.get("prefix", "")
+    delimiter = q.get("delimiter") or None
+    max_keys = parse_max_keys(q.get("max-keys"))
+    if v2:
+        token = q.get("continuation-token")
+        after = decode_token(token) if token is not None else (q.get("start-after") or None)
+    else:
+        after = q.get("marker") or None
+    if max_keys == 0:
+        listing = Listing([], [], False, None)
+    else:
+        listing = await req.gateway.metadata.list_objects(bucket.name, prefix, delimiter, after,
+                                                          max_keys)
+    accounts = req.gateway.accounts
+    fetch_owner = not v2 or q.get("fetch-owner") == "true"
+    contents = []
+    for o in listing.objects:
+        entry: list[tuple[str, object]] = [
+            ("Key", enc(o.key)), ("LastModified", iso_time(o.last_modified)),
+            ("ETag", f'"{o.etag}"'), ("Size", o.size)]
+        if fetch_owner:
+            owner = accounts.by_canonical_id(o.owner)
+            entry.append(("Owner", owner_node(o.owner, owner.name if owner else "")))
+        entry.append(("StorageClass", "STANDARD"))
+        contents.append(("Contents", entry))
+    nodes: list[tuple[str, object]] = [("Name", bucket.name), ("Prefix", enc(prefix))]
+    if v2:
+        if "continuation-token" in q:
+            nodes.append(("ContinuationToken", q["continuation-token"]))
+        if "start-after" in q:
+            nodes.append(("StartAfter", enc(q["start-after"])))
+        nodes.append(("KeyCount", len(listing.objects) + len(listing.prefixes)))
+    else:
+        nodes.append(("Marker", enc(q.get("marker", ""))))
+    nodes.append(("MaxKeys", max_keys))
+    if delimiter:
+        nodes.append(("Delimiter", enc(delimiter)))
+    if encoding:
+        nodes.append(("EncodingType", encoding))
+    nodes.append(("IsTruncated", listing.truncated))
+    if listing.truncated and listing.next_marker is not None:
+        if v2:
+            nodes.append(("NextContinuationToken", encode_token(listing.next_marker)))
+        elif delimiter:  # AWS sends NextMarker only with a delimiter
+            nodes.append(("NextMarker", enc(listing.next_marker)))
+    nodes += contents
+    nodes += [("CommonPrefixes", [("Prefix", enc(p))]) for p in listing.prefixes]
+    root = "ListBucketResult"
+    return web.Response(body=render(root, nodes), content_type="application/xml")

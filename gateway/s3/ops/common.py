@@ -1,0 +1,194 @@
+"""Rules shared by the operations: bucket access, names, metadata headers, hashed bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl
+
+from gateway.errors import S3Error
+from gateway.metadata.base import BucketRecord, ObjectRecord
+from gateway.s3.request import S3Request
+from gateway.translators.base import CHUNK_SIZE, ObjectMeta, Stored
+
+MAX_KEY_BYTES = 1024
+MAX_USER_META_BYTES = 2048
+MAX_PUT_SIZE = 5 * 1024**3
+CONTENT_HEADERS = ("content-type", "cache-control", "content-disposition", "content-encoding",
+                   "content-language", "expires")
+META_PREFIX = "x-amz-meta-"
+# Hash big chunks in a worker thread (hashlib drops the GIL), small ones inline.
+THREAD_HASH_MIN = 256 * 1024
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+
+
+def validate_bucket_name(name: str) -> None:
+    if (not _BUCKET_RE.match(name) or ".." in name or ".-" in name or "-." in name
+            or _IP_RE.match(name) or name.startswith("xn--") or name.endswith("-s3alias")):
+        raise S3Error("InvalidBucketName", BucketName=name)
+
+
+def validate_key(key: str) -> None:
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise S3Error("KeyTooLongError")
+
+
+async def get_bucket(req: S3Request) -> BucketRecord:
+    """The request's bucket, which must exist and belong to the requester."""
+    assert req.bucket is not None
+    record = await req.gateway.metadata.get_bucket(req.bucket)
+    if record is None:
+        raise S3Error("NoSuchBucket", BucketName=req.bucket)
+    account = req.account
+    if account is None or account.canonical_id != record.owner:
+        raise S3Error("AccessDenied")
+    return record
+
+
+async def get_object(req: S3Request, bucket: BucketRecord) -> ObjectRecord:
+    assert req.key is not None
+    record = await req.gateway.metadata.get_object(bucket.name, req.key)
+    if record is None:
+        raise S3Error("NoSuchKey", Key=req.key)
+    return record
+
+
+def user_metadata(req: S3Request) -> dict[str, str]:
+    meta = {name[len(META_PREFIX):].lower(): value for name, value in req.headers.items()
+            if name.lower().startswith(META_PREFIX)}
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
+    if size > MAX_USER_META_BYTES:
+        raise S3Error("MetadataTooLarge", Size=str(size), MaxSizeAllowed=str(MAX_USER_META_BYTES))
+    return meta
+
+
+def content_headers(req: S3Request) -> dict[str, str]:
+    headers = {name: req.headers[name] for name in CONTENT_HEADERS if name in req.headers}
+    encoding = headers.get("content-encoding")
+    if encoding:  # aws-chunked is transport framing, not the object's encoding
+        kept = [e for e in (p.strip() for p in encoding.split(",")) if e and e != "aws-chunked"]
+        if kept:
+            headers["content-encoding"] = ",".join(kept)
+        else:
+            del headers["content-encoding"]
+    return headers
+
+
+def parse_tagging_header(value: str | None) -> dict[str, str]:
+    if not value:
+        return {}
+    tags = dict(parse_qsl(value, keep_blank_values=True))
+    validate_tags(tags)
+    return tags
+
+
+def validate_tags(tags: dict[str, str]) -> None:
+    if len(tags) > 10:
+        raise S3Error("InvalidTag", "Object tags cannot be greater than 10")
+    for key, value in tags.items():
+        if not key or len(key) > 128:
+            raise S3Error("InvalidTag", "The TagKey you have provided is invalid")
+        if len(value) > 256:
+            raise S3Error("InvalidTag", "The TagValue you have provided is too long")
+
+
+def object_meta(headers: dict[str, str], user: dict[str, str], tags: dict[str, str]) -> ObjectMeta:
+    return ObjectMeta(
+        content_type=headers.get("content-type"),
+        cache_control=headers.get("cache-control"),
+        content_disposition=headers.get("content-disposition"),
+        content_encoding=headers.get("content-encoding"),
+        content_language=headers.get("content-language"),
+        expires=headers.get("expires"),
+        user=user,
+        tags=tags,
+    )
+
+
+def content_md5(req: S3Request) -> bytes | None:
+    value = req.headers.get("Content-MD5")
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise S3Error("InvalidDigest") from None
+    if len(digest) != 16:
+        raise S3Error("InvalidDigest")
+    return digest
+
+
+def body_size(req: S3Request) -> int:
+    """The object's size: decoded length for aws-chunked bodies, else Content-Length."""
+    if req.auth.decoded_length is not None:
+        return req.auth.decoded_length
+    length = req.http.content_length
+    if length is None:
+        if req.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raise S3Error("MissingContentLength")
+        return 0
+    return length
+
+
+class HashedBody:
+    """The request body, decoded and verified by auth, MD5-hashed as it streams through.
+    At its end it checks the length and the Content-MD5 (BadDigest), before the translator
+    sees the end of the stream, so a bad upload never completes on the backend."""
+
+    def __init__(self, req: S3Request, size: int, expected_md5: bytes | None) -> None:
+        self.req = req
+        self.size = size
+        self.expected_md5 = expected_md5
+        self.md5 = hashlib.md5()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        # One chunk is held back until the stream has ended and every check (length, MD5, the
+        # payload signature verified by auth) has passed: the translator never receives the
+        # complete body of a bad upload, so it can never commit one.
+        raw = self.req.http.content.iter_chunked(CHUNK_SIZE)
+        seen = 0
+        md5 = self.md5
+        pending: bytes | None = None
+        async for chunk in self.req.auth.body(raw):
+            if not chunk:
+                continue
+            seen += len(chunk)
+            if seen > self.size:
+                raise S3Error("InvalidRequest", "The body is longer than its declared length.")
+            if len(chunk) >= THREAD_HASH_MIN:
+                await asyncio.to_thread(md5.update, chunk)
+            else:
+                md5.update(chunk)
+            if pending is not None:
+                yield pending
+            pending = chunk
+        if seen != self.size:
+            raise S3Error("IncompleteBody")
+        if self.expected_md5 is not None and md5.digest() != self.expected_md5:
+            raise S3Error("BadDigest")
+        if pending is not None:
+            yield pending
+
+    @property
+    def etag(self) -> str:
+        return self.md5.hexdigest()
+
+
+async def delete_pieces(req: S3Request, pieces: list[Stored], keep: list[Stored] = ()) -> None:
+    """Remove replaced data. A piece the new data still uses (same location and backend key,
+    as on clouds that overwrite in place) is kept."""
+    kept = {(p.location, p.key) for p in keep}
+    for piece in pieces:
+        if (piece.location, piece.key) in kept or piece.location not in req.gateway.locations:
+            continue
+        try:
+            await req.gateway.locations[piece.location].delete(piece)
+        except S3Error as err:  # the object is already gone from metadata: report, go on
+            req.gateway.log.warning("could not delete replaced data %s at %s: %s",
+                                    piece.key, piece.location, err.message)

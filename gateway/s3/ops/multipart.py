@@ -1,0 +1,260 @@
+"""Multipart upload: create, upload part, complete, abort, list parts, list uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.errors import S3Error
+from gateway.locations import LOCATION_HEADER
+from gateway.metadata.base import ObjectRecord, PartRecord, UploadRecord
+from gateway.s3.ops.common import (
+    HashedBody,
+    body_size,
+    content_headers,
+    content_md5,
+    delete_pieces,
+    get_bucket,
+    object_meta,
+    parse_tagging_header,
+    user_metadata,
+    validate_key,
+)
+from gateway.s3.ops.service import owner_node
+from gateway.s3.request import S3Request
+from gateway.s3.xml import iso_time, parse, render
+from gateway.translators.base import Part
+
+MAX_PART_NUMBER = 10_000
+MIN_PART_SIZE = 5 * 1024**2
+MAX_PART_SIZE = 5 * 1024**3
+MAX_LIST = 1000
+
+
+def xml_response(root: str, nodes: list) -> web.Response:
+    return web.Response(body=render(root, nodes), content_type="application/xml")
+
+
+async def create_upload(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    assert req.key is not None
+    validate_key(req.key)
+    account = req.require_account()
+    user = user_metadata(req)
+    headers = content_headers(req)
+    tags = parse_tagging_header(req.headers.get("x-amz-tagging"))
+    location = req.gateway.locations.for_new_object(req.headers.get(LOCATION_HEADER),
+                                                    bucket.location, req.host)
+    backend_key = location.backend_key(bucket.name, req.key)
+    backend_upload_id = await location.create_upload(backend_key, object_meta(headers, user, tags))
+    upload = UploadRecord(
+        upload_id=uuid.uuid4().hex, bucket=bucket.name, key=req.key, initiated=time.time(),
+        owner=account.canonical_id, location=location.name, backend_key=backend_key,
+        backend_upload_id=backend_upload_id, headers=headers, user_meta=user, tags=tags)
+    await req.gateway.metadata.create_upload(upload)
+    return xml_response("InitiateMultipartUploadResult", [
+        ("Bucket", bucket.name), ("Key", req.key), ("UploadId", upload.upload_id)])
+
+
+async def get_upload(req: S3Request) -> UploadRecord:
+    bucket = await get_bucket(req)
+    upload = await req.gateway.metadata.get_upload(req.query["uploadId"])
+    if upload is None or upload.bucket != bucket.name or upload.key != req.key:
+        raise S3Error("NoSuchUpload", UploadId=req.query["uploadId"])
+    return upload
+
+
+def part_number(req: S3Request) -> int:
+    value = req.query.get("partNumber", "")
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_PART_NUMBER:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=value)
+    return number
+
+
+async def upload_part(req: S3Request) -> web.Response:
+    if "x-amz-copy-source" in req.headers:
+        raise S3Error("NotImplemented", "UploadPartCopy is not implemented yet")
+    number = part_number(req)
+    upload = await get_upload(req)
+    expected_md5 = content_md5(req)
+    size = body_size(req)
+    if size > MAX_PART_SIZE:
+        raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(MAX_PART_SIZE))
+    location = req.gateway.locations[upload.location]
+    body = HashedBody(req, size, expected_md5)
+    stored = await location.upload_part(upload.backend_key, upload.backend_upload_id, number,
+                                        aiter(body), size)
+    part = PartRecord(upload_id=upload.upload_id, number=number, size=size, etag=body.etag,
+                      last_modified=time.time(), stored=stored)
+    try:
+        old = await req.gateway.metadata.put_part(part)
+    except LookupError:  # aborted or completed while the part was uploading
+        await delete_pieces(req, [stored])
+        raise S3Error("NoSuchUpload", UploadId=upload.upload_id) from None
+    if old is not None:
+        await delete_pieces(req, [old.stored], keep=[stored])
+    return web.Response(headers={"ETag": f'"{body.etag}"'})
+
+
+def parse_complete(body: bytes) -> list[tuple[int, str]]:
+    root = parse(body, "CompleteMultipartUpload")
+    listed: list[tuple[int, str]] = []
+    for node in root.findall("Part"):
+        number_text = node.findtext("PartNumber")
+        etag = node.findtext("ETag")
+        if number_text is None or etag is None:
+            raise S3Error("MalformedXML")
+        try:
+            number = int(number_text)
+        except ValueError:
+            raise S3Error("MalformedXML") from None
+        listed.append((number, etag.strip().strip('"')))
+    if not listed:
+        raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not "
+                      "validate against our published schema: no parts listed.")
+    if len(listed) > MAX_PART_NUMBER:
+        raise S3Error("TooManyParts")
+    return listed
+
+
+async def all_parts(req: S3Request, upload_id: str) -> list[PartRecord]:
+    parts: list[PartRecord] = []
+    after = 0
+    while True:
+        page = await req.gateway.metadata.list_parts(upload_id, after, MAX_LIST)
+        parts += page
+        if len(page) < MAX_LIST:
+            return parts
+        after = page[-1].number
+
+
+async def complete_upload(req: S3Request) -> web.Response:
+    upload = await get_upload(req)
+    listed = parse_complete(await req.http.read())
+    numbers = [n for n, _ in listed]
+    if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+        raise S3Error("InvalidPartOrder", UploadId=upload.upload_id)
+    stored_parts = {p.number: p for p in await all_parts(req, upload.upload_id)}
+    chosen: list[PartRecord] = []
+    for index, (number, etag) in enumerate(listed):
+        part = stored_parts.get(number)
+        if part is None or part.etag != etag:
+            raise S3Error("InvalidPart", UploadId=upload.upload_id, PartNumber=str(number),
+                          ETag=etag)
+        if index < len(listed) - 1 and part.size < MIN_PART_SIZE:
+            raise S3Error("EntityTooSmall", ProposedSize=str(part.size),
+                          MinSizeAllowed=str(MIN_PART_SIZE), PartNumber=str(number),
+                          ETag=part.etag)
+        chosen.append(part)
+    location = req.gateway.locations[upload.location]
+    meta = object_meta(upload.headers, upload.user_meta, upload.tags)
+    pieces = await location.complete_upload(
+        upload.backend_key, upload.backend_upload_id,
+        [Part(p.number, p.stored) for p in chosen], meta)
+    digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest()
+    etag = f"{digest}-{len(chosen)}"
+    record = ObjectRecord(
+        bucket=upload.bucket, key=upload.key, size=sum(p.size for p in chosen), etag=etag,
+        last_modified=time.time(), location=upload.location, pieces=pieces, owner=upload.owner,
+        headers=upload.headers, user_meta=upload.user_meta, tags=upload.tags,
+        attrs={"parts_count": len(chosen)})
+    try:
+        finished = await req.gateway.metadata.finish_upload(upload.upload_id, record)
+    except BaseException:
+        await delete_pieces(req, pieces, keep=[p.stored for p in chosen])
+        raise
+    if finished is None:  # completed or aborted concurrently
+        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
+    removed_parts, old = finished
+    kept = [p.stored for p in chosen] + pieces
+    # Parts uploaded but not listed are dropped now that the object exists.
+    await delete_pieces(req, [p.stored for p in removed_parts], keep=kept)
+    if old is not None:
+        await delete_pieces(req, old.pieces, keep=pieces)
+    base = f"http://{req.host or 'localhost'}"
+    return xml_response("CompleteMultipartUploadResult", [
+        ("Location", f"{base}/{quote(upload.bucket)}/{quote(upload.key)}"),
+        ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{etag}"')])
+
+
+async def abort_upload(req: S3Request) -> web.Response:
+    upload = await get_upload(req)
+    parts = await all_parts(req, upload.upload_id)
+    location = req.gateway.locations[upload.location]
+    # Backend first: if it fails, the upload stays listed and the client can abort again.
+    await location.abort_upload(upload.backend_key, upload.backend_upload_id,
+                                [Part(p.number, p.stored) for p in parts])
+    finished = await req.gateway.metadata.finish_upload(upload.upload_id, None)
+    if finished is None:
+        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
+    # A part that landed while the backend abort ran.
+    await delete_pieces(req, [p.stored for p in finished[0]], keep=[p.stored for p in parts])
+    return web.Response(status=204)
+
+
+async def list_parts(req: S3Request) -> web.Response:
+    upload = await get_upload(req)
+    q = req.query
+    try:
+        max_parts = min(int(q.get("max-parts", MAX_LIST)), MAX_LIST)
+        marker = int(q.get("part-number-marker", 0) or 0)
+    except ValueError:
+        raise S3Error("InvalidArgument", "max-parts and part-number-marker must be integers") from None
+    page = await req.gateway.metadata.list_parts(upload.upload_id, marker, max_parts + 1)
+    truncated = len(page) > max_parts
+    page = page[:max_parts]
+    accounts = req.gateway.accounts
+    owner = accounts.by_canonical_id(upload.owner)
+    owner_xml = owner_node(upload.owner, owner.name if owner else "")
+    nodes: list = [
+        ("Bucket", upload.bucket), ("Key", upload.key), ("UploadId", upload.upload_id),
+        ("Initiator", owner_xml), ("Owner", owner_xml), ("StorageClass", "STANDARD"),
+        ("PartNumberMarker", marker),
+        ("NextPartNumberMarker", page[-1].number if page else marker),
+        ("MaxParts", max_parts), ("IsTruncated", truncated)]
+    nodes += [("Part", [("PartNumber", p.number), ("LastModified", iso_time(p.last_modified)),
+                        ("ETag", f'"{p.etag}"'), ("Size", p.size)]) for p in page]
+    return xml_response("ListPartsResult", nodes)
+
+
+async def list_uploads(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    q = req.query
+    try:
+        max_uploads = min(int(q.get("max-uploads", MAX_LIST)), MAX_LIST)
+    except ValueError:
+        raise S3Error("InvalidArgument", "max-uploads must be an integer") from None
+    prefix = q.get("prefix", "")
+    delimiter = q.get("delimiter") or None
+    listing = await req.gateway.metadata.list_uploads(
+        bucket.name, prefix, delimiter, q.get("key-marker") or None,
+        q.get("upload-id-marker") or None, max_uploads)
+    accounts = req.gateway.accounts
+    nodes: list = [("Bucket", bucket.name), ("KeyMarker", q.get("key-marker", "")),
+                   ("UploadIdMarker", q.get("upload-id-marker", ""))]
+    if listing.uploads:
+        nodes += [("NextKeyMarker", listing.uploads[-1].key),
+                  ("NextUploadIdMarker", listing.uploads[-1].upload_id)]
+    nodes += [("Prefix", prefix)]
+    if delimiter:
+        nodes.append(("Delimiter", delimiter))
+    nodes += [("MaxUploads", max_uploads), ("IsTruncated", listing.truncated)]
+    for up in listing.uploads:
+        owner = accounts.by_canonical_id(up.owner)
+        owner_xml = owner_node(up.owner, owner.name if owner else "")
+        nodes.append(("Upload", [("Key", up.key), ("UploadId", up.upload_id),
+                                 ("Initiator", owner_xml), ("Owner", owner_xml),
+                                 ("StorageClass", "STANDARD"),
+                                 ("Initiated", iso_time(up.initiated))]))
+    nodes += [("CommonPrefixes", [("Prefix", p)]) for p in listing.prefixes]
+    return xml_response("ListMultipartUploadsResult", nodes)
+

@@ -1,0 +1,275 @@
+"""Object operations: PutObject, GetObject, HeadObject, DeleteObject."""
+
+from __future__ import annotations
+
+import re
+import time
+from email.utils import parsedate_to_datetime
+
+from aiohttp import web
+
+from gateway.errors import S3Error
+from gateway.locations import LOCATION_HEADER
+from gateway.metadata.base import ObjectRecord
+from gateway.s3.ops.common import (
+    MAX_PUT_SIZE,
+    HashedBody,
+    body_size,
+    content_headers,
+    content_md5,
+    delete_pieces,
+    get_bucket,
+    object_meta,
+    parse_tagging_header,
+    user_metadata,
+    validate_key,
+)
+from gateway.s3.request import S3Request
+from gateway.s3.xml import http_time
+from gateway.translators.base import NotFound, Stored
+
+RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+async def guard_open_upload(req: S3Request, location_name: str, backend_key: str) -> None:
+    """On backends that stage parts on the final key, a PUT/DELETE would destroy an open upload."""
+    location = req.gateway.locations[location_name]
+    if location.stages_parts_on_target and await req.gateway.metadata.has_upload_on(
+            location_name, backend_key):
+        raise S3Error("MPUinProgress", "An upload is in progress on this key; complete or abort it first.")
+
+
+async def put_object(req: S3Request) -> web.Response:
+    if "x-amz-copy-source" in req.headers:
+        raise S3Error("NotImplemented", "CopyObject is not implemented yet")
+    bucket = await get_bucket(req)
+    assert req.key is not None
+    validate_key(req.key)
+    user = user_metadata(req)
+    headers = content_headers(req)
+    tags = parse_tagging_header(req.headers.get("x-amz-tagging"))
+    expected_md5 = content_md5(req)
+    size = body_size(req)
+    if size > MAX_PUT_SIZE:
+        raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(MAX_PUT_SIZE))
+    location = req.gateway.locations.for_new_object(req.headers.get(LOCATION_HEADER),
+                                                    bucket.location, req.host)
+    backend_key = location.backend_key(bucket.name, req.key)
+    await guard_open_upload(req, location.name, backend_key)
+    body = HashedBody(req, size, expected_md5)
+    stored = await location.put(backend_key, aiter(body), size, object_meta(headers, user, tags))
+    record = ObjectRecord(
+        bucket=bucket.name, key=req.key, size=size, etag=body.etag, last_modified=time.time(),
+        location=location.name, pieces=[stored], owner=req.require_account().canonical_id,
+        headers=headers, user_meta=user, tags=tags)
+    await commit_object(req, record)
+    response_headers = {"ETag": f'"{body.etag}"'}
+    if stored.encryption:
+        response_headers["x-amz-server-side-encryption"] = stored.encryption
+    return web.Response(headers=response_headers)
+
+
+async def commit_object(req: S3Request, record: ObjectRecord) -> None:
+    """Write metadata now that the data is safe; remove what it replaced. If metadata cannot be
+    written, remove the new data so nothing is orphaned."""
+    try:
+        old = await req.gateway.metadata.put_object(record)
+    except BaseException:
+        await delete_pieces(req, record.pieces)
+        raise
+    if old is not None:
+        await delete_pieces(req, old.pieces, keep=record.pieces)
+
+
+def parse_http_date(value: str) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    candidates = [c.strip().removeprefix("W/").strip('"') for c in header.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+def check_conditions(req: S3Request, obj: ObjectRecord) -> None:
+    """If-Match / If-Unmodified-Since -> 412, If-None-Match / If-Modified-Since -> 304, with
+    AWS's precedence (a matching If-Match overrides a failing If-Unmodified-Since, and so on)."""
+    headers = req.headers
+    modified = int(obj.last_modified)
+    if_match = headers.get("If-Match")
+    if if_match is not None:
+        if not etag_matches(if_match, obj.etag):
+            raise S3Error("PreconditionFailed", Condition="If-Match")
+    elif "If-Unmodified-Since" in headers:
+        since = parse_http_date(headers["If-Unmodified-Since"])
+        if since is not None and modified > since:
+            raise S3Error("PreconditionFailed", Condition="If-Unmodified-Since")
+    not_modified = S3Error("NotModified", headers={"ETag": f'"{obj.etag}"',
+                                                   "Last-Modified": http_time(obj.last_modified)})
+    if_none_match = headers.get("If-None-Match")
+    if if_none_match is not None:
+        if etag_matches(if_none_match, obj.etag):
+            raise not_modified
+    elif "If-Modified-Since" in headers:
+        since = parse_http_date(headers["If-Modified-Since"])
+        if since is not None and modified <= since:
+            raise not_modified
+
+
+def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) inclusive, or None for the whole object. Unsatisfiable -> InvalidRange;
+    a malformed or multi-range header is ignored, as AWS does."""
+    if not value:
+        return None
+    match = _RANGE_RE.match(value.strip())
+    if not match or (not match.group(1) and not match.group(2)):
+        return None
+    first_s, last_s = match.groups()
+    if first_s:
+        first = int(first_s)
+        last = min(int(last_s), size - 1) if last_s else size - 1
+        if last_s and int(last_s) < first:
+            return None
+    else:
+        suffix = int(last_s)
+        if suffix == 0:
+            raise invalid_range(size)
+        first, last = max(size - suffix, 0), size - 1
+    if first >= size:
+        raise invalid_range(size)
+    return first, last
+
+
+def invalid_range(size: int) -> S3Error:
+    return S3Error("InvalidRange", headers={"Content-Range": f"bytes */{size}"},
+                   ActualObjectSize=str(size))
+
+
+def object_headers(obj: ObjectRecord) -> dict[str, str]:
+    headers = {
+        "ETag": f'"{obj.etag}"',
+        "Last-Modified": http_time(obj.last_modified),
+        "Accept-Ranges": "bytes",
+        "Content-Type": obj.headers.get("content-type", "binary/octet-stream"),
+    }
+    for name in ("cache-control", "content-disposition", "content-encoding", "content-language",
+                 "expires"):
+        if name in obj.headers:
+            headers[name.title()] = obj.headers[name]
+    for name, value in obj.user_meta.items():
+        headers[f"x-amz-meta-{name}"] = value
+    if obj.tags:
+        headers["x-amz-tagging-count"] = str(len(obj.tags))
+    encryption = next((p.encryption for p in obj.pieces if p.encryption), None)
+    if encryption:
+        headers["x-amz-server-side-encryption"] = encryption
+    parts = obj.attrs.get("parts_count")
+    if parts:
+        headers["x-amz-mp-parts-count"] = str(parts)
+    return headers
+
+
+def apply_overrides(req: S3Request, headers: dict[str, str]) -> None:
+    for param, header in RESPONSE_OVERRIDES.items():
+        if param in req.query:
+            headers[header] = req.query[param]
+
+
+def piece_spans(pieces: list[Stored], first: int, last: int) -> list[tuple[Stored, int, int]]:
+    """Map the byte range [first, last] onto the pieces: (piece, offset in piece, length)."""
+    spans = []
+    start = 0
+    for piece in pieces:
+        end = start + piece.size  # exclusive
+        if end > first and start <= last:
+            offset = max(first - start, 0)
+            stop = min(last + 1, end) - start
+            spans.append((piece, offset, stop - offset))
+        start = end
+        if start > last:
+            break
+    return spans
+
+
+async def get_object(req: S3Request) -> web.StreamResponse:
+    bucket = await get_bucket(req)
+    obj = await get_object_record(req, bucket.name)
+    check_conditions(req, obj)
+    headers = object_headers(obj)
+    apply_overrides(req, headers)
+    byte_range = parse_range(req.headers.get("Range"), obj.size)
+    status = 200
+    first, last = 0, obj.size - 1
+    if byte_range is not None:
+        first, last = byte_range
+        status = 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{obj.size}"
+    length = last - first + 1 if obj.size else 0
+    spans = piece_spans(obj.pieces, first, last) if length else []
+    locations = req.gateway.locations
+    # Open the first stream before answering, so a missing backend object is a clean error.
+    streams = []
+    if spans:
+        piece, offset, span_len = spans[0]
+        try:
+            streams.append(await locations[piece.location].get(piece, offset, span_len))
+        except NotFound:
+            raise S3Error("NoSuchKey", "The object's data is missing from its location.",
+                          Key=obj.key) from None
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    await response.prepare(req.http)
+    for index, (piece, offset, span_len) in enumerate(spans):
+        stream = streams[0] if index == 0 else await locations[piece.location].get(
+            piece, offset, span_len)
+        async for chunk in stream:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def get_object_record(req: S3Request, bucket_name: str) -> ObjectRecord:
+    assert req.key is not None
+    obj = await req.gateway.metadata.get_object(bucket_name, req.key)
+    if obj is None:
+        raise S3Error("NoSuchKey", Key=req.key)
+    return obj
+
+
+async def head_object(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    obj = await get_object_record(req, bucket.name)
+    check_conditions(req, obj)
+    headers = object_headers(obj)
+    apply_overrides(req, headers)
+    byte_range = parse_range(req.headers.get("Range"), obj.size)
+    status, length = 200, obj.size
+    if byte_range is not None:
+        status = 206
+        length = byte_range[1] - byte_range[0] + 1
+        headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{obj.size}"
+    headers["Content-Length"] = str(length)
+    return web.Response(status=status, headers=headers)
+
+
+async def delete_object(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    assert req.key is not None
+    existing = await req.gateway.metadata.get_object(bucket.name, req.key)
+    if existing is not None:
+        for piece in existing.pieces:
+            await guard_open_upload(req, piece.location, piece.key)
+    old = await req.gateway.metadata.delete_object(bucket.name, req.key)
+    if old is not None:
+        await delete_pieces(req, old.pieces)
+    return web.Response(status=204)

@@ -1,0 +1,103 @@
+"""Assembling and running the gateway: settings -> accounts, metadata, locations, health -> HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from gateway.accounts import AccountStore, load_accounts
+from gateway.config import Settings, load_settings
+from gateway.locations import Locations
+from gateway.metadata.base import MetadataStore
+from gateway.s3.front import Front
+
+log = logging.getLogger("gateway")
+
+
+def make_metadata(settings: Settings) -> MetadataStore:
+    if settings.metadata_backend == "postgres":
+        from gateway.metadata.postgres import PostgresStore
+
+        assert settings.postgres_dsn is not None
+        return PostgresStore(settings.postgres_dsn)
+    from gateway.metadata.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.metadata_path)
+
+
+class Gateway:
+    """The services every operation uses. Built from settings; no I/O until start()."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log = log
+        self.accounts: AccountStore = load_accounts(settings.authdata_path, settings.env)
+        self.locations = Locations(settings.locations, settings.env, settings.rest_endpoints,
+                                   str(settings.location_path))
+        self.metadata = make_metadata(settings)
+        self.front = Front(self, list(settings.rest_endpoints))
+
+    async def start(self) -> None:
+        await self.metadata.open()
+        await self.locations.open()
+
+    async def stop(self) -> None:
+        await self.locations.close()
+        await self.metadata.close()
+
+    def app(self) -> web.Application:
+        # client_max_size only bounds bodies read whole (XML); object bodies are streamed.
+        app = web.Application(client_max_size=2 * 1024 * 1024, handler_args={"max_field_size": 16384})
+        app.router.add_route("*", "/{tail:.*}", self.front.handle)
+        return app
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None = None) -> None:
+    settings = load_settings(env if env is not None else os.environ)
+    gateway = Gateway(settings)
+    await gateway.start()
+    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_on, settings.port, backlog=1024,
+                       reuse_address=True)
+    await site.start()
+    log.info("gateway listening on http://%s:%d (locations: %s; metadata: %s)",
+             settings.listen_on, settings.port, ", ".join(l.name for l in gateway.locations),
+             settings.metadata_backend)
+    stop = stop or asyncio.Event()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await gateway.stop()
+
+
+def run() -> None:
+    """Entry point: serve until SIGINT/SIGTERM."""
+    settings_env = dict(os.environ)
+    configure_logging((settings_env.get("LOG_LEVEL") or "info").upper())
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings_env, stop)
+
+    asyncio.run(main())

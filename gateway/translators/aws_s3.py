@@ -1,0 +1,474 @@
+"""AWS S3 and any S3-compatible service (MinIO, Ceph RGW, Wasabi, s3rver, another gateway).
+
+Objects sit on the backend bucket as ordinary S3 objects: user metadata as x-amz-meta-*, tags as
+object tags, content headers as the object's own. Multipart uploads are the backend's native ones
+(its UploadId, one backend part per S3 part), so an upload outlives a gateway restart. One
+aiobotocore client (one aiohttp connection pool, keep-alive) is made in open() and reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import configparser
+import os
+from collections.abc import AsyncIterator, Mapping
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiobotocore.session import get_session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gateway.translators.base import (
+    CHUNK_SIZE,
+    ByteStream,
+    ConfigError,
+    Health,
+    NotFound,
+    ObjectMeta,
+    Part,
+    Stored,
+    Translator,
+    details_bool,
+    details_str,
+)
+
+# Error codes meaning "the object / version / upload is not there".
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NoSuchUpload"})
+# CopyObject refuses sources over 5 GiB; bigger ones are copied part by part.
+_MAX_SINGLE_COPY = 5 * 1024**3
+_COPY_PART_SIZE = 1024**3
+_DEFAULT_POOL = 64
+_CONNECT_TIMEOUT = 5
+_READ_TIMEOUT = 60
+
+
+class AwsS3Translator(Translator):
+    type_name = "aws_s3"
+
+    def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        super().__init__(name, details, env)
+        self.bucket = details_str(details, "bucketName")
+        assert self.bucket is not None
+        if "/" in self.bucket:
+            raise ConfigError("bucketName", "must be a bucket name, without '/'")
+        details_bool(details, "bucketMatch", False)  # applied by the caller; type-checked here
+        self.https = details_bool(details, "https", True)
+        self.path_style = details_bool(details, "pathStyle", False)
+        self.sse = details_bool(details, "serverSideEncryption", False)
+        self.supports_versioning = details_bool(details, "supportsVersioning", True)
+        self.region = details_str(details, "region", required=False) or "us-east-1"
+        self.endpoint_url = _endpoint_url(details_str(details, "awsEndpoint", required=False),
+                                          self.https)
+        pool = details.get("maxPoolConnections", _DEFAULT_POOL)
+        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+            raise ConfigError("maxPoolConnections", "must be a positive integer")
+        self.max_pool = pool
+
+        # Credentials, first found wins: environment for this location, inline, profile,
+        # AWS_PROFILE from the environment. Profiles are read in open() (no I/O here).
+        self._keys: tuple[str, str, str | None] | None = None
+        self._profile: str | None = None
+        self._credentials_file = Path(
+            env.get("AWS_SHARED_CREDENTIALS_FILE")
+            or Path(env.get("HOME") or os.path.expanduser("~")) / ".aws" / "credentials"
+        )
+        inline = details.get("credentials")
+        profile = details_str(details, "credentialsProfile", required=False)
+        if inline is not None and profile is not None:
+            raise ConfigError("credentialsProfile", "set either credentials or credentialsProfile, not both")
+        env_access = env.get(f"{name}_AWS_ACCESS_KEY_ID")
+        env_secret = env.get(f"{name}_AWS_SECRET_ACCESS_KEY")
+        if bool(env_access) != bool(env_secret):
+            raise ConfigError("credentials", f"set both {name}_AWS_ACCESS_KEY_ID and "
+                                             f"{name}_AWS_SECRET_ACCESS_KEY, or neither")
+        if env_access and env_secret:
+            self._keys = (env_access, env_secret, None)
+        elif inline is not None:
+            if not (isinstance(inline, Mapping)
+                    and isinstance(inline.get("accessKey"), str) and inline["accessKey"]
+                    and isinstance(inline.get("secretKey"), str) and inline["secretKey"]):
+                raise ConfigError("credentials", "must be {accessKey, secretKey}, both non-empty strings")
+            self._keys = (inline["accessKey"], inline["secretKey"], None)
+        elif profile is not None:
+            self._profile = profile
+        elif env.get("AWS_PROFILE"):
+            self._profile = env["AWS_PROFILE"]
+        else:
+            raise ConfigError("credentials", "set credentials {accessKey, secretKey}, credentialsProfile, "
+                                             f"or {name}_AWS_ACCESS_KEY_ID/_SECRET_ACCESS_KEY")
+        self._client: Any = None
+        self._client_context: Any = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._keys is None:
+            assert self._profile is not None
+            self._keys = await asyncio.to_thread(
+                _read_profile, self._credentials_file, self._profile)
+        access, secret, token = self._keys
+        config = Config(
+            connect_timeout=_CONNECT_TIMEOUT,
+            read_timeout=_READ_TIMEOUT,
+            # One attempt: retries of idempotent calls belong to the wrapper above us.
+            retries={"mode": "standard", "total_max_attempts": 1},
+            max_pool_connections=self.max_pool,
+            # No CRC trailers (they need aws-chunked bodies); no SHA-256 of streamed bodies,
+            # which would need the whole body before sending (UNSIGNED-PAYLOAD instead).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path" if self.path_style else "auto",
+                "payload_signing_enabled": False},
+            signature_version="s3v4",
+            tcp_keepalive=True,
+        )
+        self._client_context = get_session().create_client(
+            "s3", region_name=self.region, endpoint_url=self.endpoint_url,
+            aws_access_key_id=access, aws_secret_access_key=secret, aws_session_token=token,
+            config=config,
+        )
+        self._client = await self._client_context.__aenter__()
+
+    async def close(self) -> None:
+        if self._client_context is not None:
+            context, self._client_context, self._client = self._client_context, None, None
+            await context.__aexit__(None, None, None)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError(f"location {self.name}: translator used before open()")
+        return self._client
+
+    # ---- objects ---------------------------------------------------------------------------
+
+    async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
+        upload = _UploadBody(body, size)
+        try:
+            response = await self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=upload if size else b"", ContentLength=size,
+                **self._object_params(meta))
+        except Exception:
+            upload.reraise_body_error()
+            raise
+        if not size:
+            await upload.drain()
+        return self._stored(key, size, response)
+
+    async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
+        if length == 0:
+            await self.head(stored)  # NotFound still wins over an empty answer
+            return _empty()
+        params = self._version(stored)
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            params["Range"] = f"bytes={offset}-{end}"
+        try:
+            response = await self.client.get_object(Bucket=self.bucket, Key=stored.key, **params)
+        except ClientError as exc:
+            _raise_not_found(exc, stored.key)
+            raise
+        return _read_body(response["Body"])
+
+    async def head(self, stored: Stored) -> Stored:
+        try:
+            response = await self.client.head_object(
+                Bucket=self.bucket, Key=stored.key, **self._version(stored))
+        except ClientError as exc:
+            _raise_not_found(exc, stored.key)
+            raise
+        return self._stored(stored.key, response["ContentLength"], response,
+                            version_id=stored.version_id)
+
+    async def delete(self, stored: Stored) -> None:
+        # Without a version id this removes whatever the key holds now: the caller must not
+        # delete a replaced piece whose key the new data reuses (same key, no version ids).
+        try:
+            await self.client.delete_object(
+                Bucket=self.bucket, Key=stored.key, **self._version(stored))
+        except ClientError as exc:
+            if _code(exc) not in _MISSING_CODES:
+                raise
+
+    async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
+        if src.size > _MAX_SINGLE_COPY:
+            return await self._multipart_copy(src, key, meta)
+        try:
+            response = await self.client.copy_object(
+                Bucket=self.bucket, Key=key, CopySource=self._copy_source(src),
+                MetadataDirective="REPLACE", TaggingDirective="REPLACE",
+                **self._object_params(meta))
+        except ClientError as exc:
+            _raise_not_found(exc, src.key)
+            raise
+        result = response.get("CopyObjectResult", {})
+        return self._stored(key, src.size, {**response, "ETag": result.get("ETag")})
+
+    async def _multipart_copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored:
+        upload_id = await self.create_upload(key, meta)
+        try:
+            parts = []
+            for number, offset in enumerate(range(0, src.size, _COPY_PART_SIZE), start=1):
+                length = min(_COPY_PART_SIZE, src.size - offset)
+                stored = await self.copy_part(src, offset, length, key, upload_id, number)
+                parts.append(Part(number=number, stored=stored))
+            [result] = await self.complete_upload(key, upload_id, parts, meta)
+        except BaseException:
+            await asyncio.shield(self.abort_upload(key, upload_id, []))
+            raise
+        return result
+
+    async def update_meta(self, stored: Stored, meta: ObjectMeta) -> Stored:
+        # Tags change in place (no new version, no data copy). User metadata on S3 only changes
+        # by rewriting the object, which the gateway does through copy(); we leave it.
+        params = self._version(stored)
+        try:
+            if meta.tags:
+                await self.client.put_object_tagging(
+                    Bucket=self.bucket, Key=stored.key, **params,
+                    Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in meta.tags.items()]})
+            else:
+                await self.client.delete_object_tagging(Bucket=self.bucket, Key=stored.key, **params)
+        except ClientError as exc:
+            _raise_not_found(exc, stored.key)
+            raise
+        return stored
+
+    # ---- multipart -------------------------------------------------------------------------
+
+    async def create_upload(self, key: str, meta: ObjectMeta) -> str:
+        response = await self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, **self._object_params(meta))
+        return response["UploadId"]
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: ByteStream, size: int
+    ) -> Stored:
+        upload = _UploadBody(body, size)
+        try:
+            response = await self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                Body=upload if size else b"", ContentLength=size)
+        except ClientError as exc:
+            upload.reraise_body_error()
+            _raise_not_found(exc, f"{key} upload {upload_id}")
+            raise
+        except Exception:
+            upload.reraise_body_error()
+            raise
+        if not size:
+            await upload.drain()
+        return Stored(location=self.name, key=key, size=size, etag=_etag(response.get("ETag")),
+                      encryption=self._encryption())
+
+    async def copy_part(
+        self, src: Stored, offset: int, length: int, key: str, upload_id: str, number: int
+    ) -> Stored | None:
+        try:
+            response = await self.client.upload_part_copy(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                CopySource=self._copy_source(src),
+                CopySourceRange=f"bytes={offset}-{offset + length - 1}")
+        except ClientError as exc:
+            _raise_not_found(exc, f"{src.key} or upload {upload_id}")
+            raise
+        etag = _etag(response.get("CopyPartResult", {}).get("ETag"))
+        return Stored(location=self.name, key=key, size=length, etag=etag,
+                      encryption=self._encryption())
+
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: list[Part], meta: ObjectMeta
+    ) -> list[Stored]:
+        listed = [{"PartNumber": p.number, "ETag": f'"{p.stored.etag}"'} for p in parts]
+        try:
+            response = await self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": listed})
+        except ClientError as exc:
+            _raise_not_found(exc, f"{key} upload {upload_id}")
+            raise
+        # Unlisted parts are discarded by the backend itself on completion.
+        size = sum(p.stored.size for p in parts)
+        return [self._stored(key, size, response)]
+
+    async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
+        try:
+            await self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if _code(exc) not in _MISSING_CODES:
+                raise
+
+    # ---- health ----------------------------------------------------------------------------
+
+    async def check(self) -> Health:
+        try:
+            if self.supports_versioning:
+                # One call proves credentials and bucket, and that versions will be kept.
+                response = await self.client.get_bucket_versioning(Bucket=self.bucket)
+                if response.get("Status") != "Enabled":
+                    return Health(False, f"versioning must be enabled on bucket {self.bucket} "
+                                         "(or set supportsVersioning: false)")
+            else:
+                await self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            return Health(False, f"bucket {self.bucket}: {error.get('Code')} {error.get('Message') or ''}".rstrip())
+        except BotoCoreError as exc:
+            return Health(False, f"bucket {self.bucket}: {exc}")
+        return Health(True, "OK")
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _encryption(self) -> str | None:
+        return "AES256" if self.sse else None
+
+    def _version(self, stored: Stored) -> dict[str, str]:
+        if self.supports_versioning and stored.version_id:
+            return {"VersionId": stored.version_id}
+        return {}
+
+    def _copy_source(self, src: Stored) -> dict[str, str]:
+        return {"Bucket": self.bucket, "Key": src.key, **self._version(src)}
+
+    def _stored(self, key: str, size: int, response: Mapping[str, Any],
+                version_id: str | None = None) -> Stored:
+        if self.supports_versioning:
+            version_id = response.get("VersionId") or version_id
+        else:
+            version_id = None
+        return Stored(location=self.name, key=key, size=size, version_id=version_id,
+                      etag=_etag(response.get("ETag")), encryption=self._encryption())
+
+    def _object_params(self, meta: ObjectMeta) -> dict[str, Any]:
+        """PutObject / CopyObject / CreateMultipartUpload parameters carrying `meta` natively."""
+        params: dict[str, Any] = {
+            "Metadata": {name: _header_safe(value) for name, value in meta.user.items()},
+        }
+        for field, param in (("content_type", "ContentType"), ("cache_control", "CacheControl"),
+                             ("content_disposition", "ContentDisposition"),
+                             ("content_encoding", "ContentEncoding"),
+                             ("content_language", "ContentLanguage")):
+            value = getattr(meta, field)
+            if value:
+                params[param] = _header_safe(value)
+        if meta.expires:
+            try:
+                params["Expires"] = parsedate_to_datetime(meta.expires)
+            except (TypeError, ValueError):
+                pass  # S3 keeps an unparseable Expires as is; the gateway's metadata still has it
+        if meta.tags:
+            params["Tagging"] = urlencode(meta.tags)
+        if self.sse:
+            params["ServerSideEncryption"] = "AES256"
+        return params
+
+
+class _UploadBody:
+    """An async-iterable request body for aiohttp that streams `body` and checks its length.
+
+    aiohttp sends any async iterable chunk by chunk (AsyncIterablePayload). botocore's parameter
+    validation wants a file-like object, hence `read`, which nothing calls for these bodies.
+    An error raised by `body` itself is kept, so the caller re-raises it instead of the
+    transport error aiohttp wraps it in.
+    """
+
+    def __init__(self, body: ByteStream, size: int) -> None:
+        self._body = body
+        self._size = size
+        self._error: BaseException | None = None
+
+    def read(self, amount: int = -1) -> bytes:
+        raise NotImplementedError("streamed body: iterate asynchronously")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        sent = 0
+        try:
+            async for chunk in self._body:
+                sent += len(chunk)
+                if sent > self._size:
+                    raise ValueError(f"body is longer than its declared size {self._size}")
+                if chunk:
+                    yield chunk
+            if sent != self._size:
+                raise ValueError(f"body ended after {sent} of {self._size} bytes")
+        except BaseException as exc:
+            self._error = exc
+            raise
+
+    async def drain(self) -> None:
+        async for _ in self:
+            pass
+
+    def reraise_body_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+async def _read_body(stream: Any) -> ByteStream:
+    try:
+        while chunk := await stream.read(CHUNK_SIZE):
+            yield chunk
+    finally:
+        stream.close()  # releases (or drops, when unread) the pooled connection
+
+
+async def _empty() -> ByteStream:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _raise_not_found(exc: ClientError, what: str) -> None:
+    if _code(exc) in _MISSING_CODES:
+        raise NotFound(what) from exc
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') if value else None
+
+
+def _header_safe(value: str) -> str:
+    """S3 carries metadata in HTTP headers, ASCII only: encode other text as RFC 2047, the
+    form AWS itself answers with for such values."""
+    if value.isascii():
+        return value
+    return "=?UTF-8?B?" + base64.b64encode(value.encode()).decode() + "?="
+
+
+def _endpoint_url(endpoint: str | None, https: bool) -> str | None:
+    """`awsEndpoint` is host[:port]; None (AWS itself) lets the SDK pick the regional endpoint."""
+    if endpoint is None:
+        return None
+    if "://" in endpoint or "/" in endpoint:
+        raise ConfigError("awsEndpoint", "must be host[:port], without scheme or path "
+                                         "(use https: false for http)")
+    port = endpoint.rpartition(":")[2] if endpoint.count(":") == 1 else ""
+    if not endpoint or endpoint.startswith(":"):
+        raise ConfigError("awsEndpoint", "must name a host")
+    if endpoint.count(":") == 1 and not port.isdigit():
+        raise ConfigError("awsEndpoint", f"port {port!r} is not a number")
+    return f"{'https' if https else 'http'}://{endpoint}"
+
+
+def _read_profile(path: Path, profile: str) -> tuple[str, str, str | None]:
+    parser = configparser.RawConfigParser()
+    try:
+        with open(path) as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError("credentialsProfile", f"cannot read {path}: {exc.strerror}") from None
+    if not parser.has_section(profile):
+        raise ConfigError("credentialsProfile", f"profile {profile!r} not found in {path}")
+    access = parser.get(profile, "aws_access_key_id", fallback="")
+    secret = parser.get(profile, "aws_secret_access_key", fallback="")
+    if not access or not secret:
+        raise ConfigError("credentialsProfile", f"profile {profile!r} in {path} lacks "
+                                                "aws_access_key_id or aws_secret_access_key")
+    return access, secret, parser.get(profile, "aws_session_token", fallback=None) or None
