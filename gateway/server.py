@@ -72,7 +72,7 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
                        reuse_address=True)
     await site.start()
     log.info("gateway listening on http://%s:%d (locations: %s; metadata: %s)",
-             settings.listen_on, settings.port, ", ".join(l.name for l in gateway.locations),
+             settings.listen_on, settings.port, ", ".join(loc.name for loc in gateway.locations),
              settings.metadata_backend)
     stop = stop or asyncio.Event()
     try:
