@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +155,8 @@ def _parse_file(path: Path) -> list[tuple[Account, list[tuple[str, str]]]]:
     return entries
 
 
-def _required_string(raw: dict[str, Any], key: str, where: str, fail: Any) -> str:
+def _required_string(raw: dict[str, Any], key: str, where: str,
+                     fail: Callable[[str, str], ConfigFileError]) -> str:
     value = raw.get(key)
     if value is None:
         raise fail(where, "missing")

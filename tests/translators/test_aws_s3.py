@@ -281,10 +281,8 @@ async def test_abort_cleans_up(moto_loc: AwsS3Translator, aws_s3_moto: S3Emulato
     await moto_loc.abort_upload("aborted", upload_id, [Part(1, part)])
     await moto_loc.abort_upload("aborted", upload_id, [Part(1, part)])  # idempotent
     assert not native.list_multipart_uploads(Bucket=aws_s3_bucket).get("Uploads")
-    with pytest.raises(NotFound):
-        await moto_loc.upload_part("aborted", upload_id, 2, stream(b"more"), 4)
-    with pytest.raises(NotFound):
-        await moto_loc.complete_upload("aborted", upload_id, [Part(1, part)], ObjectMeta())
+    # (Using an aborted upload is NoSuchUpload -> NotFound on AWS; moto 5.2 answers 500 and
+    # s3rver has no abort at all, so neither emulator can show it.)
     assert native.list_objects_v2(Bucket=aws_s3_bucket).get("KeyCount", 0) == 0
 
 
@@ -322,7 +320,7 @@ GOOD = {"awsEndpoint": "127.0.0.1:9", "bucketName": "bkt",
     ({"pathStyle": 1}, "pathStyle"),
     ({"bucketMatch": "true"}, "bucketMatch"),
     ({"serverSideEncryption": "AES256"}, "serverSideEncryption"),
-    ({"supportsVersioning": None}, "supportsVersioning"),
+    ({"supportsVersioning": "no"}, "supportsVersioning"),
     ({"region": 5}, "region"),
     ({"awsEndpoint": "http://s3.example.com"}, "awsEndpoint"),
     ({"awsEndpoint": "host:port"}, "awsEndpoint"),
@@ -489,9 +487,10 @@ async def test_s3rver_round_trip(s3rver_loc: AwsS3Translator, aws_s3_s3rver: S3E
 
 
 async def test_s3rver_credentials(aws_s3_s3rver: S3Emulator, tmp_path: Path) -> None:
-    """s3rver checks signatures, so wrong keys fail, and env/profile keys visibly win."""
+    """Wrong keys fail; keys from the environment or a profile visibly win."""
     bucket = aws_s3_s3rver.create_bucket(versioned=False)
-    wrong = {"accessKey": "S3RVER", "secretKey": "wrong"}
+    # s3rver checks the access key id of V4 requests (not the signature itself).
+    wrong = {"accessKey": "NOT-S3RVER", "secretKey": "sekrit-value"}
     base = aws_s3_s3rver.details(bucket, supportsVersioning=False)
     bad = AwsS3Translator("s3r", {**base, "credentials": wrong}, {})
     from_env = AwsS3Translator("s3r", {**base, "credentials": wrong},
@@ -509,7 +508,8 @@ async def test_s3rver_credentials(aws_s3_s3rver: S3Emulator, tmp_path: Path) -> 
         await translator.open()
     try:
         health = await bad.check()
-        assert not health.ok and "wrong" not in health.message
+        assert not health.ok and "403" in health.message  # HEAD answers carry no body
+        assert "sekrit" not in health.message
         for translator in translators[1:]:
             assert (await translator.check()).ok
         stored = await profile.put("p", stream(b"via profile"), 11, ObjectMeta())

@@ -1,0 +1,693 @@
+"""Backblaze B2 location, through B2's native API (b2sdk, which is synchronous).
+
+Every b2sdk call runs in a bounded thread pool owned by the translator, so a slow B2 call never
+stalls the event loop. Bytes stream both ways: an upload reads the async request body chunk by
+chunk from a worker thread (no whole object or part in memory), a download is pulled chunk by
+chunk with one chunk of read-ahead. Objects are ordinary B2 files named by the backend key;
+multipart uploads are B2 large files (start / upload part / finish, cancel on abort). The
+Stored.version_id of every object is its B2 file id, so reads and deletes address exactly the
+version the gateway wrote even though B2 keeps every version of a name.
+
+The gateway talks to b2sdk's B2Session (the layer below B2Api) so the code path is the same
+against real B2 and against b2sdk's RawSimulator: only the raw API object differs, chosen by
+the module-level RAW_API_FACTORY hook, which tests set (see tests/clouds/b2.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+from b2sdk._internal.exception import CopySourceTooBig  # not re-exported; b2sdk is pinned
+from b2sdk.v2 import (
+    REALM_URLS,
+    AbstractRawApi,
+    B2Http,
+    B2HttpApiConfig,
+    B2Session,
+    InMemoryAccountInfo,
+    InMemoryCache,
+    MetadataDirectiveMode,
+    StreamWithHash,
+)
+from b2sdk.v2.exception import BadRequest, FileNotPresent, NonExistentBucket
+
+from gateway.translators.base import (
+    CHUNK_SIZE,
+    ByteStream,
+    ConfigError,
+    Conflict,
+    Health,
+    NotFound,
+    ObjectMeta,
+    Part,
+    Stored,
+    Translator,
+    details_bool,
+    details_str,
+)
+
+T = TypeVar("T")
+
+# Test hook: when set, called with the B2Http object to give the raw API (b2sdk's RawSimulator
+# in tests). A module-level hook rather than a constructor keyword because the end-to-end tests
+# build translators inside the gateway (from locationConfig.json), where no keyword can reach.
+RAW_API_FACTORY: Callable[[B2Http], AbstractRawApi] | None = None
+
+# B2's own limits (https://www.backblaze.com/docs/cloud-storage-large-files).
+MAX_SIMPLE_UPLOAD = 5_000_000_000  # b2_upload_file and b2_copy_file take at most 5 GB
+MAX_PART = 5_000_000_000  # b2_upload_part / b2_copy_part
+MAX_FILE_INFO = 10  # custom file info entries per file (b2-* content headers included)
+DEFAULT_THREADS = 8
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+HEX_DIGITS_AT_END = "hex_digits_at_end"  # B2: the part/file SHA1 follows the bytes in the body
+
+# Our own file info names. B2 file info names: letters, digits, '-', '_', at most 50 chars.
+TAGS_INFO = "s3-tagging"  # the S3 tag set as a URL query string, like x-amz-tagging
+OVERFLOW_INFO = "s3-meta"  # JSON of the user metadata that cannot be entries of their own
+CONTENT_INFO = {  # B2 serves these file infos back as the matching response headers
+    "cache_control": "b2-cache-control",
+    "content_disposition": "b2-content-disposition",
+    "content_encoding": "b2-content-encoding",
+    "content_language": "b2-content-language",
+    "expires": "b2-expires",
+}
+_INFO_NAME = re.compile(r"[a-z0-9_-]{1,50}")
+
+
+class _GatewayB2Http(B2Http):
+    """b2sdk's HTTP layer with bounded timeouts and no retries.
+
+    b2sdk retries up to 20 times with backoff by default, which turns an unreachable B2 into a
+    minutes-long hang and re-sends non-idempotent calls. Retries of idempotent calls belong to
+    the location wrapper above the translator."""
+
+    CONNECTION_TIMEOUT = 5
+    TIMEOUT = 60
+    TIMEOUT_FOR_UPLOAD = 60
+    TIMEOUT_FOR_COPY = 300  # every JSON call uses it; server-side copies of GBs take a while
+
+    @classmethod
+    def _translate_and_retry(cls, fcn: Callable[[], Any], try_count: int,
+                             post_params: dict[str, Any] | None = None) -> Any:
+        return super()._translate_and_retry(fcn, 1, post_params)
+
+
+class _GatewaySession(B2Session):
+    B2HTTP_CLASS = staticmethod(_GatewayB2Http)
+
+
+class B2Translator(Translator):
+    type_name = "b2"
+
+    def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        super().__init__(name, details, env)
+        self.bucket_name: str = details_str(details, "bucketName")  # type: ignore[assignment]
+        self.bucket_match = details_bool(details, "bucketMatch", False)
+        key_id = env.get(f"{name}_B2_APPLICATION_KEY_ID") or details.get("applicationKeyId")
+        key = env.get(f"{name}_B2_APPLICATION_KEY") or details.get("applicationKey")
+        if not isinstance(key_id, str) or not key_id:
+            raise ConfigError("applicationKeyId", "must be set in locationConfig or environment "
+                              f"variable {name}_B2_APPLICATION_KEY_ID")
+        if not isinstance(key, str) or not key:
+            raise ConfigError("applicationKey", "must be set in locationConfig or environment "
+                              f"variable {name}_B2_APPLICATION_KEY")
+        self._key_id, self._key = key_id, key
+        realm = details_str(details, "realm", required=False, default="production")
+        if realm not in REALM_URLS and not re.match(r"https?://[^/\s]+", realm or ""):
+            raise ConfigError("realm", f"must be one of {sorted(REALM_URLS)} or an http(s) URL")
+        self.realm: str = realm  # type: ignore[assignment]
+        threads = details.get("threads", DEFAULT_THREADS)
+        if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 64:
+            raise ConfigError("threads", "must be an integer from 1 to 64")
+        self.threads = threads
+        # Puts above this size become B2 large files (B2 refuses simple uploads over 5 GB).
+        self.max_simple_upload = MAX_SIMPLE_UPLOAD
+        self._session: B2Session | None = None
+        self._bucket_id: str | None = None
+        self._authorized = False
+        self._auth_lock = threading.Lock()
+        # Two pools: uploads block on the client's request body for as long as it trickles in,
+        # so they get their own threads; a download feeding an upload of this same location
+        # (streamed copy) must never wait for a thread held by that upload.
+        self._calls: ThreadPoolExecutor | None = None
+        self._uploads: ThreadPoolExecutor | None = None
+
+    # ---- lifecycle and plumbing
+
+    async def open(self) -> None:
+        config = B2HttpApiConfig(_raw_api_class=RAW_API_FACTORY)  # None: the real HTTP API
+        self._session = _GatewaySession(InMemoryAccountInfo(), InMemoryCache(), config)
+        self._authorized, self._bucket_id = False, None
+        self._calls = ThreadPoolExecutor(self.threads, thread_name_prefix=f"b2-{self.name}")
+        self._uploads = ThreadPoolExecutor(self.threads, thread_name_prefix=f"b2up-{self.name}")
+
+    async def close(self) -> None:
+        for pool in (self._calls, self._uploads):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._calls = self._uploads = None
+        self._session = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any, pool: ThreadPoolExecutor | None = None,
+                   **kwargs: Any) -> T:
+        """Run one blocking b2sdk call in the translator's pool."""
+        if self._calls is None:
+            raise RuntimeError(f"b2 location {self.name} is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool or self._calls,
+                                          functools.partial(fn, *args, **kwargs))
+
+    def _ready(self, refresh: bool = False) -> tuple[B2Session, str]:
+        """Session and bucket id, authorizing on first use (in a worker thread, never in
+        open(), so an unreachable B2 does not stop the gateway from starting). b2sdk
+        re-authorizes by itself when the token expires."""
+        session = self._session
+        if session is None:
+            raise RuntimeError(f"b2 location {self.name} is not open")
+        with self._auth_lock:
+            if self._bucket_id is None or refresh:
+                if not self._authorized:
+                    session.authorize_account(self.realm, self._key_id, self._key)
+                    self._authorized = True
+                account_id = session.account_info.get_account_id()
+                buckets = session.list_buckets(account_id, bucket_name=self.bucket_name)
+                matches = [b for b in buckets["buckets"] if b["bucketName"] == self.bucket_name]
+                if not matches:
+                    raise NonExistentBucket(self.bucket_name)
+                self._bucket_id = matches[0]["bucketId"]
+            return session, self._bucket_id
+
+    # ---- objects
+
+    async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
+        content_type, info = file_info_from_meta(meta)
+        source = _BodySource(body, asyncio.get_running_loop())
+        if size > self.max_simple_upload:
+            return await self._put_large(key, source, size, content_type, info)
+        try:
+            result = await self._run(self._upload_simple, key, source, size, content_type, info,
+                                     pool=self._uploads)
+        except BaseException as exc:
+            source.reraise_body_error(exc)
+            raise
+        return self._stored(key, result)
+
+    def _upload_simple(self, key: str, source: _BodySource, size: int, content_type: str,
+                       info: dict[str, str]) -> dict[str, Any]:
+        session, bucket_id = self._ready()
+        stream = StreamWithHash(_ExactStream(source, size), size)
+        result = session.upload_file(bucket_id, key, len(stream), content_type, HEX_DIGITS_AT_END,
+                                     info, stream)
+        if source.read(1):  # the body is longer than announced: do not keep a truncated object
+            session.delete_file_version(result["fileId"], key)
+            raise ValueError(f"request body longer than {size} bytes")
+        return result
+
+    async def _put_large(self, key: str, source: _BodySource, size: int, content_type: str,
+                         info: dict[str, str]) -> Stored:
+        """A put over B2's simple-upload limit: a large file of recommended-size parts, each
+        streamed straight from the body."""
+        upload_id = await self.create_upload_raw(key, content_type, info)
+        try:
+            part_size = await self._run(self._large_part_size, size)
+            sha1s: list[str] = []
+            offset = 0
+            while offset < size:
+                length = min(part_size, size - offset)
+                result = await self._run(self._upload_part_sync, upload_id, len(sha1s) + 1,
+                                         source, length, pool=self._uploads)
+                sha1s.append(result["contentSha1"])
+                offset += length
+            if await self._run(source.read, 1):
+                raise ValueError(f"request body longer than {size} bytes")
+            result = await self._run(self._finish, upload_id, sha1s)
+        except BaseException as exc:
+            await self._cancel_quietly(upload_id)
+            source.reraise_body_error(exc)
+            raise
+        return self._stored(key, result, size)
+
+    def _large_part_size(self, size: int) -> int:
+        session, _ = self._ready()
+        recommended = session.account_info.get_recommended_part_size()
+        return max(recommended, -(-size // 10_000))  # B2 allows at most 10,000 parts
+
+    async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
+        file_id = self._file_id(stored)
+        if length == 0:
+            await self.head(stored)  # NotFound still applies to an empty range
+            return _empty()
+        byte_range = None
+        if offset or length is not None:
+            end = stored.size - 1 if length is None else offset + length - 1
+            byte_range = (offset, end)
+        try:
+            response_cm, chunks = await self._run(self._open_download, file_id, byte_range)
+        except FileNotPresent:
+            raise NotFound(stored.key) from None
+        return self._stream_download(response_cm, chunks)
+
+    def _open_download(self, file_id: str, byte_range: tuple[int, int] | None) -> tuple[Any, Any]:
+        session, _ = self._ready()
+        url = session.get_download_url_by_id(file_id)
+        response_cm = session.download_file_from_url(url, range_=byte_range)
+        response = response_cm.__enter__()
+        return response_cm, response.iter_content(CHUNK_SIZE)
+
+    async def _stream_download(self, response_cm: Any, chunks: Any) -> ByteStream:
+        """Pull chunks in the pool, one chunk ahead of the consumer: a slow client holds a
+        connection but no thread."""
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[bytes] | None = None
+        try:
+            pending = loop.run_in_executor(self._calls, next, chunks, b"")
+            while True:
+                chunk = await pending
+                pending = None
+                if not chunk:
+                    return
+                pending = loop.run_in_executor(self._calls, next, chunks, b"")
+                yield chunk
+        finally:
+            if pending is not None:
+                await asyncio.wait([pending])  # never close the response under a reading thread
+            if self._calls is not None:
+                await loop.run_in_executor(self._calls, response_cm.__exit__, None, None, None)
+
+    async def head(self, stored: Stored) -> Stored:
+        file_id = self._file_id(stored)
+        try:
+            info = await self._run(self._file_info, file_id)
+        except FileNotPresent:
+            raise NotFound(stored.key) from None
+        if info.get("action") not in ("upload", "copy"):  # an unfinished large file, a hide marker
+            raise NotFound(stored.key)
+        return self._stored(info["fileName"], info)
+
+    def _file_info(self, file_id: str) -> dict[str, Any]:
+        session, _ = self._ready()
+        return session.get_file_info_by_id(file_id)
+
+    async def delete(self, stored: Stored) -> None:
+        # Only the version this Stored names: other versions of the name may back other
+        # (gateway-versioned) objects, or be the newer object that replaced this one.
+        if stored.version_id:
+            await self._run(self._delete_version, stored.version_id, stored.key)
+        else:
+            await self._run(self._delete_all_versions, stored.key)
+
+    def _delete_version(self, file_id: str, file_name: str) -> None:
+        session, _ = self._ready()
+        try:
+            session.delete_file_version(file_id, file_name)
+        except FileNotPresent:
+            pass  # already gone is success
+
+    def _delete_all_versions(self, file_name: str) -> None:
+        session, bucket_id = self._ready()
+        while True:
+            listing = session.list_file_versions(bucket_id, start_file_name=file_name,
+                                                 max_file_count=100, prefix=file_name)
+            versions = [f for f in listing["files"] if f["fileName"] == file_name]
+            if not versions:
+                return
+            for version in versions:
+                self._delete_version(version["fileId"], file_name)
+
+    async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
+        if src.location != self.name:
+            return None
+        content_type, info = file_info_from_meta(meta)
+        try:
+            result = await self._run(self._copy_sync, self._file_id(src), src.size, key,
+                                     content_type, info)
+        except FileNotPresent:
+            raise NotFound(src.key) from None
+        return self._stored(key, result, src.size)
+
+    def _copy_sync(self, file_id: str, size: int, key: str, content_type: str,
+                   info: dict[str, str]) -> dict[str, Any]:
+        session, _ = self._ready()
+        try:
+            return session.copy_file(file_id, key, metadata_directive=MetadataDirectiveMode.REPLACE,
+                                     content_type=content_type, file_info=info)
+        except CopySourceTooBig:
+            pass  # over 5 GB: assemble a large file from server-side part copies below
+        session, bucket_id = self._ready()
+        large = session.start_large_file(bucket_id, key, content_type, info)
+        upload_id = large["fileId"]
+        try:
+            part_size = min(MAX_PART, max(self._large_part_size(size), 1 << 30))
+            sha1s = []
+            for number, start in enumerate(range(0, size, part_size), 1):
+                end = min(start + part_size, size) - 1
+                part = session.copy_part(file_id, upload_id, number, bytes_range=(start, end))
+                sha1s.append(part["contentSha1"])
+            return session.finish_large_file(upload_id, sha1s)
+        except BaseException:
+            self._cancel_sync(upload_id)
+            raise
+
+    async def copy_part(self, src: Stored, offset: int, length: int, key: str, upload_id: str,
+                        number: int) -> Stored | None:
+        if src.location != self.name or length > MAX_PART or length == 0:
+            return None
+        try:
+            result = await self._run(self._copy_part_sync, self._file_id(src), upload_id, number,
+                                     (offset, offset + length - 1))
+        except FileNotPresent:
+            raise NotFound(src.key) from None
+        return Stored(location=self.name, key=key, size=length, version_id=upload_id,
+                      etag=result["contentSha1"])
+
+    def _copy_part_sync(self, file_id: str, upload_id: str, number: int,
+                        byte_range: tuple[int, int]) -> dict[str, Any]:
+        session, _ = self._ready()
+        return session.copy_part(file_id, upload_id, number, bytes_range=byte_range)
+
+    async def update_meta(self, stored: Stored, meta: ObjectMeta) -> Stored:
+        """B2 file info is immutable: copy the file onto its own name with the new info, then
+        drop the old version. The new Stored (new file id) replaces the old one."""
+        new = await self.copy(stored, stored.key, meta)
+        assert new is not None
+        await self.delete(stored)
+        return new
+
+    # ---- multipart = B2 large files
+
+    async def create_upload(self, key: str, meta: ObjectMeta) -> str:
+        content_type, info = file_info_from_meta(meta)
+        return await self.create_upload_raw(key, content_type, info)
+
+    async def create_upload_raw(self, key: str, content_type: str, info: dict[str, str]) -> str:
+        result = await self._run(self._start_large, key, content_type, info)
+        return result["fileId"]
+
+    def _start_large(self, key: str, content_type: str, info: dict[str, str]) -> dict[str, Any]:
+        session, bucket_id = self._ready()
+        return session.start_large_file(bucket_id, key, content_type, info)
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: ByteStream, size: int
+    ) -> Stored:
+        source = _BodySource(body, asyncio.get_running_loop())
+        try:
+            result = await self._run(self._upload_part_sync, upload_id, number, source, size,
+                                     pool=self._uploads)
+            if await self._run(source.read, 1):
+                raise ValueError(f"request body longer than {size} bytes")
+        except FileNotPresent:
+            raise NotFound(upload_id) from None
+        except BaseException as exc:
+            source.reraise_body_error(exc)
+            raise
+        # Nothing to clean up on failure: B2 keeps no half-uploaded part.
+        return Stored(location=self.name, key=key, size=size, version_id=upload_id,
+                      etag=result["contentSha1"])
+
+    def _upload_part_sync(self, upload_id: str, number: int, source: _BodySource,
+                          size: int) -> dict[str, Any]:
+        session, _ = self._ready()
+        stream = StreamWithHash(_ExactStream(source, size), size)
+        try:
+            return session.upload_part(upload_id, number, len(stream), HEX_DIGITS_AT_END, stream)
+        except BadRequest as exc:
+            if source.consumed == 0:  # refused before any byte: the upload id is not (or no
+                raise FileNotPresent(upload_id) from exc  # longer) an unfinished large file
+            raise
+
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: list[Part], meta: ObjectMeta
+    ) -> list[Stored]:
+        try:
+            result = await self._run(self._complete_sync, key, upload_id, parts)
+        except FileNotPresent:
+            raise NotFound(upload_id) from None
+        return [self._stored(key, result, sum(p.stored.size for p in parts))]
+
+    def _complete_sync(self, key: str, upload_id: str, parts: list[Part]) -> dict[str, Any]:
+        session, bucket_id = self._ready()
+        uploaded = self._list_parts(upload_id)
+        listed = [p.number for p in parts]
+        if listed == list(range(1, len(parts) + 1)) and sorted(uploaded) == listed:
+            # The usual case: B2 finishes exactly the parts S3 lists.
+            return self._finish(upload_id, [p.stored.etag or "" for p in parts])
+        # S3 may list a subset of the uploaded parts (or leave gaps in the numbering); a B2
+        # large file is always all its parts 1..N. When the uploaded parts are contiguous,
+        # finish them all as a staging version, copy the listed ranges server-side into the
+        # final file, and delete the staging version.
+        numbers = sorted(uploaded)
+        if numbers != list(range(1, len(numbers) + 1)):
+            raise Conflict(f"b2 large file {upload_id}: uploaded parts {numbers} are not "
+                            "numbered 1..N, B2 cannot assemble them")
+        staging = self._finish(upload_id, [uploaded[n]["contentSha1"] for n in numbers])
+        try:
+            starts: dict[int, int] = {}
+            offset = 0
+            for number in numbers:
+                starts[number] = offset
+                offset += uploaded[number]["contentLength"]
+            info = staging.get("fileInfo") or {}
+            final = session.start_large_file(bucket_id, key, staging["contentType"], info)
+            try:
+                sha1s = []
+                for index, part in enumerate(parts, 1):
+                    start = starts[part.number]
+                    end = start + uploaded[part.number]["contentLength"] - 1
+                    copied = session.copy_part(staging["fileId"], final["fileId"], index,
+                                               bytes_range=(start, end))
+                    sha1s.append(copied["contentSha1"])
+                return session.finish_large_file(final["fileId"], sha1s)
+            except BaseException:
+                self._cancel_sync(final["fileId"])
+                raise
+        finally:
+            self._delete_version(staging["fileId"], key)
+
+    def _list_parts(self, upload_id: str) -> dict[int, dict[str, Any]]:
+        session, _ = self._ready()
+        parts: dict[int, dict[str, Any]] = {}
+        start: int | None = None
+        while True:
+            try:
+                page = session.list_parts(upload_id, start, 1000)
+            except BadRequest as exc:  # B2 answers 400 for an id that is no unfinished file
+                raise FileNotPresent(upload_id) from exc
+            for part in page["parts"]:
+                parts[part["partNumber"]] = part
+            start = page.get("nextPartNumber")
+            if start is None:
+                return parts
+
+    def _finish(self, upload_id: str, sha1s: list[str]) -> dict[str, Any]:
+        session, _ = self._ready()
+        return session.finish_large_file(upload_id, sha1s)
+
+    async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
+        await self._run(self._cancel_sync, upload_id)
+
+    def _cancel_sync(self, upload_id: str) -> None:
+        session, _ = self._ready()
+        try:
+            session.cancel_large_file(upload_id)
+        except (FileNotPresent, BadRequest):
+            pass  # B2 answers 400 for an id that is no (longer an) unfinished large file
+
+    async def _cancel_quietly(self, upload_id: str) -> None:
+        try:
+            await self._run(self._cancel_sync, upload_id)
+        except Exception:  # cleanup after a failure: the first error is the one to report
+            pass
+
+    async def check(self) -> Health:
+        try:
+            # Look the bucket up afresh each time (one b2_list_buckets, authorizing first if
+            # needed): a bucket deleted or a key restricted since the last check must show.
+            await self._run(self._probe)
+        except NonExistentBucket:
+            return Health(ok=False, message=f"B2 bucket {self.bucket_name} does not exist or "
+                                            "is not visible to this application key")
+        except Exception as exc:
+            return Health(ok=False, message=f"B2 unreachable: {type(exc).__name__}: {exc}"[:300])
+        return Health(ok=True, message=f"B2 bucket {self.bucket_name} is reachable")
+
+    def _probe(self) -> None:
+        self._ready(refresh=True)
+
+    # ---- helpers
+
+    def _file_id(self, stored: Stored) -> str:
+        if not stored.version_id:
+            raise NotFound(stored.key)
+        return stored.version_id
+
+    def _stored(self, key: str, result: Mapping[str, Any], size: int | None = None) -> Stored:
+        sha1 = result.get("contentSha1")
+        if not sha1 or sha1 == "none":  # large files carry no whole-file SHA1
+            sha1 = None
+        elif sha1.startswith("unverified:"):
+            sha1 = sha1.removeprefix("unverified:")
+        length = result.get("contentLength")
+        return Stored(location=self.name, key=key,
+                      size=int(length) if length is not None else int(size or 0),
+                      version_id=result["fileId"], etag=sha1)
+
+
+# ---- metadata <-> B2 file info
+
+
+def file_info_from_meta(meta: ObjectMeta) -> tuple[str, dict[str, str]]:
+    """The B2 content type and file info for an object's metadata.
+
+    B2 allows 10 file info entries (names: letters, digits, '-', '_', up to 50 chars, stored
+    lower-case) and about 7,000 bytes of file info headers. Content headers become B2's own
+    b2-* entries (served back as the HTTP headers), tags one `s3-tagging` entry, each user
+    metadata key an entry of its own name (as B2's S3-compatible API does); user keys that
+    are not valid names, collide with ours, or do not fit in 10 entries go together into one
+    `s3-meta` JSON entry, so nothing is lost."""
+    info: dict[str, str] = {}
+    for field_name, info_name in CONTENT_INFO.items():
+        value = getattr(meta, field_name)
+        if value:
+            info[info_name] = value
+    if meta.tags:
+        info[TAGS_INFO] = urlencode(meta.tags)
+    direct: dict[str, str] = {}
+    overflow: dict[str, str] = {}
+    for name, value in meta.user.items():
+        lowered = name.lower()
+        reserved = lowered.startswith("b2-") or lowered in (TAGS_INFO, OVERFLOW_INFO)
+        if _INFO_NAME.fullmatch(lowered) and not reserved and lowered not in direct:
+            direct[lowered] = value
+        else:
+            overflow[name] = value
+    room = MAX_FILE_INFO - len(info)
+    if len(direct) + (1 if overflow else 0) > room:
+        keep = max(room - 1, 0)
+        names = list(direct)
+        overflow = {**{n: direct[n] for n in names[keep:]}, **overflow}
+        direct = {n: direct[n] for n in names[:keep]}
+    info.update(direct)
+    if overflow:
+        info[OVERFLOW_INFO] = json.dumps(overflow, separators=(",", ":"), ensure_ascii=False)
+    return meta.content_type or DEFAULT_CONTENT_TYPE, info
+
+
+def meta_from_file_info(content_type: str | None, info: Mapping[str, str]) -> ObjectMeta:
+    """The inverse of file_info_from_meta (user metadata names come back lower-case)."""
+    meta = ObjectMeta(content_type=content_type)
+    for field_name, info_name in CONTENT_INFO.items():
+        if info_name in info:
+            setattr(meta, field_name, info[info_name])
+    for name, value in info.items():
+        if name == TAGS_INFO:
+            meta.tags = dict(parse_qsl(value, keep_blank_values=True))
+        elif name == OVERFLOW_INFO:
+            meta.user.update(json.loads(value))
+        elif not name.startswith("b2-") and name not in ("large_file_sha1",):
+            meta.user[name] = value
+    return meta
+
+
+# ---- async body -> sync stream
+
+
+class _BodySource:
+    """The async request body, read synchronously by a b2sdk worker thread: each read pulls
+    the next chunk through the event loop, so at most one chunk is held at a time."""
+
+    def __init__(self, body: ByteStream, loop: asyncio.AbstractEventLoop) -> None:
+        self._body: AsyncIterator[bytes] = aiter(body)
+        self._loop = loop
+        self._buffer = memoryview(b"")
+        self._done = False
+        self._closed = False
+        self.consumed = 0
+        self.error: BaseException | None = None
+
+    async def _next_chunk(self) -> bytes:
+        return await anext(self._body, b"")
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes; b"" at the end of the body. Runs in a worker thread."""
+        while not self._buffer and not self._done:
+            if self._closed:  # the request was given up: stop the worker pulling the body
+                raise OSError("upload abandoned")
+            try:
+                chunk = asyncio.run_coroutine_threadsafe(self._next_chunk(), self._loop).result()
+            except BaseException as exc:
+                self.error = exc
+                raise
+            if chunk:
+                self._buffer = memoryview(chunk)
+            else:
+                self._done = True
+        data = bytes(self._buffer[:size])
+        self._buffer = self._buffer[size:]
+        self.consumed += len(data)
+        return data
+
+    def reraise_body_error(self, exc: BaseException) -> None:
+        """Called when the upload failed or was cancelled: stop reading, and re-raise the
+        body's own error (b2sdk wraps whatever the stream raised) if it was the cause."""
+        self._closed = True
+        if self.error is not None and exc is not self.error:
+            raise self.error from None
+
+
+class _ExactStream:
+    """Exactly `length` bytes of a _BodySource as the file-like object b2sdk posts. It can be
+    rewound only while nothing has been read (b2sdk seeks to 0 before each attempt), so a
+    retry can never resend a half-consumed body."""
+
+    def __init__(self, source: _BodySource, length: int) -> None:
+        self._source = source
+        self._length = length
+        self._position = 0
+
+    def seek(self, position: int, whence: int = 0) -> int:
+        if position != 0 or whence != 0 or self._position != 0:
+            raise OSError("a streamed request body cannot be rewound")
+        return 0
+
+    def tell(self) -> int:
+        return self._position
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = self._length - self._position
+        if size is None or size < 0 or size > remaining:
+            size = remaining
+        pieces: list[bytes] = []
+        wanted = size
+        while wanted:
+            data = self._source.read(wanted)
+            if not data:
+                raise ValueError(f"request body ended after {self._position} of "
+                                 f"{self._length} bytes")
+            pieces.append(data)
+            wanted -= len(data)
+            self._position += len(data)
+        # A short read means the end to b2sdk's hashing stream, so always fill the request.
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+async def _empty() -> ByteStream:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+__all__ = ["B2Translator", "RAW_API_FACTORY", "file_info_from_meta", "meta_from_file_info"]

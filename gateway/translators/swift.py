@@ -1,0 +1,706 @@
+"""OpenStack Swift location (tempauth or Keystone v3) through python-swiftclient.
+
+Objects are ordinary Swift objects in `containerName`; user metadata, tags and content headers are
+the object's own Swift metadata. Multipart uploads write each part as a segment object in
+`<containerName>_segments` and complete into a Static Large Object (SLO) manifest, which any Swift
+client reads as one object. python-swiftclient is synchronous: every call runs in a thread pool the
+translator owns, on pooled connections that share one token and re-authenticate on 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import queue
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode
+
+import swiftclient
+from swiftclient.exceptions import ClientException
+
+from gateway.translators.base import (
+    CHUNK_SIZE,
+    ByteStream,
+    ConfigError,
+    Health,
+    NotFound,
+    ObjectMeta,
+    Part,
+    Stored,
+    Translator,
+    details_bool,
+    details_str,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 60.0
+GIB = 1024**3
+# Swift refuses single PUTs over max_file_size (5 GiB + 2 by default): larger bodies go as an SLO.
+DEFAULT_LARGE_OBJECT_THRESHOLD = 5 * GIB
+DEFAULT_SEGMENT_SIZE = 1 * GIB
+DEFAULT_MAX_CONNECTIONS = 16
+# Swift's default max_manifest_segments; /info is asked for the cluster's own value.
+DEFAULT_MAX_MANIFEST_SEGMENTS = 1000
+# A streamed PUT cannot be replayed after a 401, so a connection idle for longer than this
+# first proves its token with a cheap HEAD (swiftclient re-authenticates on that 401).
+TOKEN_PROBE_AFTER = 10.0
+# Chunks queued between the async body and the thread sending it (memory bound per upload).
+PIPE_CHUNKS = 4
+# Tags travel as one metadata item in x-amz-tagging form (`k1=v1&k2=v2`, URL-encoded), because
+# tag keys may hold characters that are not allowed in header names.
+TAGS_META = "s3-tagging"
+META_PREFIX = "x-object-meta-"
+# Content headers Swift keeps with an object (object-server allowed_headers defaults).
+CONTENT_HEADERS = {
+    "content_type": "Content-Type",
+    "cache_control": "Cache-Control",
+    "content_disposition": "Content-Disposition",
+    "content_encoding": "Content-Encoding",
+    "content_language": "Content-Language",
+    "expires": "Expires",
+}
+MAX_NAME_BYTES = 1024  # Swift's default max_object_name_length
+_UPLOAD_SEGMENT = re.compile(r"[0-9a-f]{32}/(\d{5}|manifest-\d{3}|segment-\d{5})")
+
+
+class _BodyFailed(Exception):
+    """Raised inside the sending thread when the async body failed or was abandoned."""
+
+
+@dataclass
+class _Pooled:
+    conn: swiftclient.Connection
+    verified_at: float = 0.0  # monotonic time of the last successful request
+
+
+def _is_missing(exc: BaseException) -> bool:
+    return isinstance(exc, ClientException) and exc.http_status == 404
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') if value else None
+
+
+class SwiftTranslator(Translator):
+    type_name = "swift"
+
+    def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        super().__init__(name, details, env)
+        self.auth_url = details_str(details, "authUrl")
+        assert self.auth_url is not None
+        if not self.auth_url.startswith(("http://", "https://")):
+            raise ConfigError("authUrl", "must be an http:// or https:// URL")
+        self.auth_version = _auth_version(details.get("authVersion", 1))
+        self.user = details_str(details, "user")
+        key = env.get(f"{name}_SWIFT_KEY") or details_str(details, "key", required=False)
+        if not key:
+            raise ConfigError("key", f"is required (in details or env {name}_SWIFT_KEY)")
+        self.key = key
+        self.container = details_str(details, "containerName")
+        assert self.container is not None
+        if "/" in self.container or len(self.container.encode()) > 256 - len("_segments"):
+            raise ConfigError("containerName", "must not contain '/' and be at most 247 bytes")
+        self.segments_container = f"{self.container}_segments"
+        details_bool(details, "bucketMatch", False)  # applied by the caller; checked here
+        self.storage_policy = details_str(details, "storagePolicy", required=False)
+        self.os_options = self._keystone_options(details)
+        self.max_connections = _details_int(details, "maxConnections", DEFAULT_MAX_CONNECTIONS,
+                                            1, 256)
+        self.large_object_threshold = _details_int(
+            details, "largeObjectThreshold", DEFAULT_LARGE_OBJECT_THRESHOLD, 1, 5 * GIB)
+        self.segment_size = _details_int(details, "segmentSize", DEFAULT_SEGMENT_SIZE, 1, 5 * GIB)
+        self._executor: ThreadPoolExecutor | None = None
+        self._idle: list[_Pooled] = []
+        self._lock = threading.Lock()
+        self._token: tuple[str, str] | None = None  # (storage url, token) shared by the pool
+        self._segments_ready = False
+        self._capabilities: dict[str, Any] | None = None
+
+    def _keystone_options(self, details: Mapping[str, Any]) -> dict[str, str]:
+        options: dict[str, str] = {}
+        region = details_str(details, "region", required=False)
+        if region:
+            options["region_name"] = region
+        if self.auth_version != "3":
+            return options
+        if importlib.util.find_spec("keystoneclient") is None:
+            raise ConfigError("authVersion", "3 (Keystone) needs python-keystoneclient installed")
+        tenant = details_str(details, "tenantName", required=False)
+        project = details_str(details, "projectName", required=False)
+        if tenant and project and tenant != project:
+            raise ConfigError("projectName", "and tenantName name different projects")
+        if not (tenant or project):
+            raise ConfigError("projectName", "is required with authVersion 3 (or tenantName)")
+        options["project_name"] = project or tenant or ""
+        for key, option, default in (
+            ("userDomainName", "user_domain_name", "Default"),
+            ("projectDomainName", "project_domain_name", "Default"),
+            ("userDomainId", "user_domain_id", None),
+            ("projectDomainId", "project_domain_id", None),
+        ):
+            value = details_str(details, key, required=False, default=default)
+            if value:
+                options[option] = value
+        return options
+
+    # ---- connection pool and threads -------------------------------------------------------
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(self.max_connections,
+                                            thread_name_prefix=f"swift-{self.name}")
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for pooled in idle:
+            pooled.conn.close()
+
+    def _new_connection(self) -> swiftclient.Connection:
+        url, token = self._token or (None, None)
+        return swiftclient.Connection(
+            authurl=self.auth_url, user=self.user, key=self.key, auth_version=self.auth_version,
+            os_options=dict(self.os_options), preauthurl=url, preauthtoken=token,
+            retries=0,  # no replays of PUT/POST; 401 still triggers one re-auth and retry
+            timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+
+    def _checkout(self) -> _Pooled:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return _Pooled(self._new_connection())
+
+    def _checkin(self, pooled: _Pooled, ok: bool) -> None:
+        if ok:
+            pooled.verified_at = time.monotonic()
+        else:
+            pooled.conn.close()  # the HTTP connection may be mid-request; the token stays
+        conn = pooled.conn
+        with self._lock:
+            if conn.url and conn.token:
+                self._token = (conn.url, conn.token)  # new connections start authenticated
+            if len(self._idle) < self.max_connections:
+                self._idle.append(pooled)
+                return
+        conn.close()
+
+    def _with_connection(self, call: Callable[[_Pooled], T]) -> T:
+        pooled = self._checkout()
+        try:
+            result = call(pooled)
+        except BaseException:
+            self._checkin(pooled, ok=False)
+            raise
+        self._checkin(pooled, ok=True)
+        return result
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError(f"swift location {self.name} is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _run(self, call: Callable[[swiftclient.Connection], T]) -> T:
+        """Run `call(connection)` in the pool's threads on a pooled connection."""
+        return await self._in_thread(lambda: self._with_connection(lambda p: call(p.conn)))
+
+    # ---- metadata --------------------------------------------------------------------------
+
+    def _headers(self, meta: ObjectMeta) -> dict[str, str]:
+        headers = {header: value for field, header in CONTENT_HEADERS.items()
+                   if (value := getattr(meta, field))}
+        for name, value in meta.user.items():
+            headers[f"X-Object-Meta-{name}"] = value
+        if meta.tags:
+            headers[f"X-Object-Meta-{TAGS_META}"] = urlencode(meta.tags, quote_via=quote)
+        return headers
+
+    @staticmethod
+    def meta_from_headers(headers: Mapping[str, str]) -> ObjectMeta:
+        """Read an object's Swift headers back into ObjectMeta (the inverse of what we write)."""
+        meta = ObjectMeta()
+        for field, header in CONTENT_HEADERS.items():
+            setattr(meta, field, headers.get(header.lower()))
+        for name, value in headers.items():
+            name = name.lower()
+            if name == META_PREFIX + TAGS_META:
+                meta.tags = dict(parse_qsl(value, keep_blank_values=True))
+            elif name.startswith(META_PREFIX):
+                meta.user[name[len(META_PREFIX):]] = value
+        return meta
+
+    # ---- streaming -------------------------------------------------------------------------
+
+    async def _put_stream(self, container: str, name: str, body: ByteStream, size: int,
+                          headers: Mapping[str, str]) -> str:
+        """PUT `size` bytes of `body` to container/name from a pool thread; return the etag."""
+        pipe = _BodyPipe(asyncio.get_running_loop(), size)
+        feeder = asyncio.create_task(pipe.feed(body))
+
+        def send(pooled: _Pooled) -> str:
+            conn = pooled.conn
+            if time.monotonic() - pooled.verified_at > TOKEN_PROBE_AFTER:
+                conn.head_container(container)
+            response: dict[str, Any] = {}
+            conn.put_object(container, name, pipe, content_length=size, headers=dict(headers),
+                            response_dict=response)
+            return _etag(response["headers"].get("etag")) or ""
+
+        try:
+            etag = await self._in_thread(lambda: self._with_connection(send))
+        except BaseException:
+            pipe.abort()
+            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+                raise feeder.exception() from None  # type: ignore[misc]  # the body's own error
+            feeder.cancel()
+            raise
+        try:
+            await feeder  # a body longer than `size` fails here
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._run(lambda conn: conn.delete_object(container, name))
+            raise
+        return etag
+
+    async def _stream_get(self, pooled: _Pooled, body: Any) -> ByteStream:
+        finished = False
+        try:
+            while True:
+                chunk = await self._in_thread(lambda: next(body, b""))
+                if not chunk:
+                    break
+                yield chunk
+            finished = True
+        finally:
+            if not finished:
+                body.close()
+            self._checkin(pooled, ok=finished)
+
+    # ---- objects ---------------------------------------------------------------------------
+
+    async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
+        self._check_name(key)
+        headers = self._headers(meta)
+        replaced = await self._run(lambda conn: self._owned_segments(conn, key))
+        if size > self.large_object_threshold:
+            stored = await self._put_large(key, body, size, headers)
+        else:
+            etag = await self._put_stream(self.container, key, body, size, headers)
+            stored = Stored(location=self.name, key=key, size=size, etag=etag)
+        await self._drop_segments(replaced)
+        return stored
+
+    async def _put_large(self, key: str, body: ByteStream, size: int,
+                         headers: Mapping[str, str]) -> Stored:
+        """A body over largeObjectThreshold: segments of segmentSize, then an SLO manifest."""
+        await self._ensure_segments_container()
+        upload_id = uuid.uuid4().hex
+        reader = _ChunkReader(body)
+        parts: list[Part] = []
+        try:
+            for number, start in enumerate(range(0, size, self.segment_size), start=1):
+                length = min(self.segment_size, size - start)
+                name = self._segment_name(key, upload_id, f"segment-{number:05d}")
+                etag = await self._put_stream(self.segments_container, name,
+                                              reader.take(length), length, {})
+                parts.append(Part(number, Stored(self.name, name, length, etag=etag)))
+            if not await reader.at_end():
+                raise ValueError(f"body is longer than its declared size {size}")
+            return await self._write_manifest(key, upload_id, parts, headers)
+        except BaseException:
+            await asyncio.shield(self._abort_quietly(key, upload_id))
+            raise
+
+    async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
+        if length == 0:
+            await self.head(stored)
+            return _empty()
+        headers = {}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            headers["Range"] = f"bytes={offset}-{end}"
+
+        def start(pooled: _Pooled) -> Any:
+            try:
+                _, body = pooled.conn.get_object(self.container, stored.key,
+                                                 resp_chunk_size=CHUNK_SIZE, headers=headers)
+            except BaseException as exc:
+                self._checkin(pooled, ok=_is_missing(exc))
+                raise
+            return body
+
+        pooled = await self._in_thread(self._checkout)
+        try:
+            body = await self._in_thread(lambda: start(pooled))
+        except ClientException as exc:
+            if _is_missing(exc):
+                raise NotFound(stored.key) from None
+            raise
+        return self._stream_get(pooled, body)
+
+    async def head(self, stored: Stored) -> Stored:
+        try:
+            headers = await self._run(lambda conn: conn.head_object(self.container, stored.key))
+        except ClientException as exc:
+            if _is_missing(exc):
+                raise NotFound(stored.key) from None
+            raise
+        return Stored(location=self.name, key=stored.key, size=int(headers["content-length"]),
+                      etag=_etag(headers.get("etag")))
+
+    async def delete(self, stored: Stored) -> None:
+        def delete(conn: swiftclient.Connection) -> list[str]:
+            segments = self._owned_segments(conn, stored.key)
+            try:
+                conn.delete_object(self.container, stored.key)  # an SLO: just its manifest
+            except ClientException as exc:
+                if not _is_missing(exc):
+                    raise
+            return segments
+
+        await self._drop_segments(await self._run(delete))
+
+    async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
+        if src.size > self.large_object_threshold:
+            return None  # Swift copies an SLO as one object, over max_file_size: caller streams
+        self._check_name(key)
+        headers = self._headers(meta)
+
+        def copy(conn: swiftclient.Connection) -> tuple[list[str], str | None]:
+            replaced = self._owned_segments(conn, key)
+            response: dict[str, Any] = {}
+            conn.copy_object(self.container, src.key, f"/{self.container}/{key}",
+                             headers=headers, fresh_metadata=True, response_dict=response)
+            return replaced, _etag(response["headers"].get("etag"))
+
+        try:
+            replaced, etag = await self._run(copy)
+        except ClientException as exc:
+            if _is_missing(exc):
+                raise NotFound(src.key) from None
+            raise
+        await self._drop_segments(replaced)
+        return Stored(location=self.name, key=key, size=src.size, etag=etag)
+
+    async def update_meta(self, stored: Stored, meta: ObjectMeta) -> Stored:
+        headers = self._headers(meta)  # a POST replaces all of the object's user metadata
+        try:
+            await self._run(lambda conn: conn.post_object(self.container, stored.key, headers))
+        except ClientException as exc:
+            if _is_missing(exc):
+                raise NotFound(stored.key) from None
+            raise
+        return stored
+
+    # ---- multipart -------------------------------------------------------------------------
+
+    async def create_upload(self, key: str, meta: ObjectMeta) -> str:
+        self._check_name(key)
+        await self._ensure_segments_container()
+        return uuid.uuid4().hex
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: ByteStream, size: int
+    ) -> Stored:
+        name = self._segment_name(key, upload_id, f"{number:05d}")
+        etag = await self._put_stream(self.segments_container, name, body, size, {})
+        return Stored(location=self.name, key=name, size=size, etag=etag)
+
+    async def copy_part(
+        self, src: Stored, offset: int, length: int, key: str, upload_id: str, number: int
+    ) -> Stored | None:
+        name = self._segment_name(key, upload_id, f"{number:05d}")
+        headers = {"X-Copy-From": quote(f"/{self.container}/{src.key}"),
+                   "Range": f"bytes={offset}-{offset + length - 1}"}
+        try:
+            etag = await self._run(lambda conn: conn.put_object(
+                self.segments_container, name, None, headers=headers))
+        except ClientException as exc:
+            if _is_missing(exc):
+                raise NotFound(src.key) from None
+            raise
+        return Stored(location=self.name, key=name, size=length, etag=_etag(etag))
+
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: list[Part], meta: ObjectMeta
+    ) -> list[Stored]:
+        stored = await self._write_manifest(key, upload_id, parts, self._headers(meta))
+        return [stored]
+
+    async def _write_manifest(self, key: str, upload_id: str, parts: list[Part],
+                              headers: Mapping[str, str]) -> Stored:
+        # SLO refuses 0-byte segments; S3 allows an empty last part (or one empty part).
+        segments = [part.stored for part in parts if part.stored.size > 0]
+        size = sum(s.size for s in segments)
+        max_segments = await self._max_manifest_segments()
+
+        def write(conn: swiftclient.Connection) -> tuple[list[str], str | None]:
+            replaced = self._owned_segments(conn, key)
+            if not segments:  # an empty object: a plain one, no manifest
+                return replaced, _etag(conn.put_object(self.container, key, b"",
+                                                       headers=dict(headers)))
+            entries = [{"path": f"/{self.segments_container}/{s.key}", "etag": s.etag,
+                        "size_bytes": s.size} for s in segments]
+            if len(entries) > max_segments:  # nest: sub-manifests of max_segments each
+                subs = []
+                for index, start in enumerate(range(0, len(entries), max_segments)):
+                    name = self._segment_name(key, upload_id, f"manifest-{index:03d}")
+                    conn.put_object(self.segments_container, name,
+                                    json.dumps(entries[start:start + max_segments]),
+                                    query_string="multipart-manifest=put")
+                    subs.append({"path": f"/{self.segments_container}/{name}"})
+                entries = subs
+            etag = conn.put_object(self.container, key, json.dumps(entries),
+                                   headers=dict(headers), query_string="multipart-manifest=put")
+            return replaced, _etag(etag)
+
+        replaced, etag = await self._run(write)
+        # Segments of this upload that did not make it into the manifest (re-uploads, unlisted
+        # parts), and segments of the SLO this one replaced.
+        used = {s.key for s in segments}
+        staged = await self._run(lambda conn: self._upload_segments(conn, key, upload_id))
+        await self._drop_segments([n for n in staged if n not in used and "manifest-" not in n]
+                                  + [n for n in replaced if n not in used])
+        return Stored(location=self.name, key=key, size=size, etag=etag)
+
+    async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
+        staged = await self._run(lambda conn: self._upload_segments(conn, key, upload_id))
+        await self._drop_segments(sorted(set(staged) | {p.stored.key for p in parts}))
+
+    async def _abort_quietly(self, key: str, upload_id: str) -> None:
+        try:
+            await self.abort_upload(key, upload_id, [])
+        except Exception:  # the original error matters more
+            log.warning("swift %s: could not remove segments of %s", self.name, key,
+                        exc_info=True)
+
+    # ---- segments --------------------------------------------------------------------------
+
+    def _check_name(self, key: str) -> None:
+        if len(key.encode()) > MAX_NAME_BYTES:
+            raise ValueError(f"object name longer than Swift's {MAX_NAME_BYTES} bytes")
+
+    def _key_prefix(self, key: str) -> str:
+        """Segments live under `<key>/` (as the swift CLI does); overlong keys use a hash."""
+        if len(key.encode()) + 50 > MAX_NAME_BYTES:
+            return "sha256-" + hashlib.sha256(key.encode()).hexdigest()
+        return key
+
+    def _segment_name(self, key: str, upload_id: str, leaf: str) -> str:
+        return f"{self._key_prefix(key)}/{upload_id}/{leaf}"
+
+    def _upload_segments(self, conn: swiftclient.Connection, key: str,
+                         upload_id: str) -> list[str]:
+        prefix = self._segment_name(key, upload_id, "")
+        try:
+            _, listing = conn.get_container(self.segments_container, prefix=prefix,
+                                            full_listing=True)
+        except ClientException as exc:
+            if _is_missing(exc):
+                return []
+            raise
+        return [item["name"] for item in listing]
+
+    def _owned_segments(self, conn: swiftclient.Connection, key: str) -> list[str]:
+        """Segments (in our segments container, under this key's prefix) of the SLO now at
+        `key`, so that replacing or deleting it does not leak them. [] for plain objects."""
+        try:
+            headers = conn.head_object(self.container, key)
+        except ClientException as exc:
+            if _is_missing(exc):
+                return []
+            raise
+        if headers.get("x-static-large-object", "").lower() != "true":
+            return []
+        names: list[str] = []
+        self._manifest_segments(conn, self.container, key, self._key_prefix(key) + "/", names)
+        return names
+
+    def _manifest_segments(self, conn: swiftclient.Connection, container: str, name: str,
+                           prefix: str, names: list[str]) -> None:
+        _, body = conn.get_object(container, name, query_string="multipart-manifest=get")
+        own = f"/{self.segments_container}/"
+        for entry in json.loads(body):
+            path: str = entry.get("name", "")
+            if not path.startswith(own):
+                continue
+            segment = path[len(own):]
+            if not (segment.startswith(prefix) and _UPLOAD_SEGMENT.fullmatch(segment[len(prefix):])):
+                continue
+            if entry.get("sub_slo"):
+                self._manifest_segments(conn, self.segments_container, segment, prefix, names)
+            names.append(segment)
+
+    async def _drop_segments(self, names: list[str]) -> None:
+        if not names:
+            return
+
+        def drop(conn: swiftclient.Connection) -> None:
+            for name in names:
+                try:
+                    conn.delete_object(self.segments_container, name)
+                except ClientException as exc:
+                    if not _is_missing(exc):
+                        raise
+
+        await self._run(drop)
+
+    async def _ensure_segments_container(self) -> None:
+        if self._segments_ready:
+            return
+
+        def ensure(conn: swiftclient.Connection) -> None:
+            try:
+                conn.head_container(self.segments_container)
+            except ClientException as exc:
+                if not _is_missing(exc):
+                    raise
+                headers = {"X-Storage-Policy": self.storage_policy} if self.storage_policy else {}
+                conn.put_container(self.segments_container, headers=headers)
+
+        await self._run(ensure)
+        self._segments_ready = True
+
+    async def _max_manifest_segments(self) -> int:
+        if self._capabilities is None:
+            try:
+                self._capabilities = await self._run(lambda conn: conn.get_capabilities())
+            except Exception:  # /info can be disabled: use Swift's default
+                self._capabilities = {}
+        slo = self._capabilities.get("slo") or {}
+        return int(slo.get("max_manifest_segments", DEFAULT_MAX_MANIFEST_SEGMENTS))
+
+    # ---- health ----------------------------------------------------------------------------
+
+    async def check(self) -> Health:
+        try:
+            await self._run(lambda conn: conn.head_container(self.container))
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return Health(False, f"container {self.container} does not exist")
+            if exc.http_status == 401:
+                return Health(False, "authentication refused")
+            return Health(False, f"swift error {exc.http_status or ''}: {exc.msg}".strip())
+        except Exception as exc:
+            return Health(False, f"{type(exc).__name__}: {exc}"[:300])
+        return Health(True, "OK")
+
+
+class _BodyPipe:
+    """Bridge from the async body (fed on the event loop) to the blocking `read()` that
+    python-swiftclient calls in a pool thread. At most PIPE_CHUNKS chunks wait in between."""
+
+    _END = object()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self._loop = loop
+        self._size = size
+        self._items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._slots = asyncio.Semaphore(PIPE_CHUNKS)
+        self._buffer = memoryview(b"")
+        self._delivered = 0
+        self._aborted = False
+
+    async def feed(self, body: ByteStream) -> None:
+        received = 0
+        try:
+            async for chunk in body:
+                received += len(chunk)
+                if received > self._size:
+                    raise ValueError(f"body is longer than its declared size {self._size}")
+                if chunk:
+                    await self._slots.acquire()
+                    self._items.put(chunk)
+        except BaseException as exc:
+            self._items.put(exc)
+            raise
+        self._items.put(self._END)
+
+    def abort(self) -> None:
+        self._aborted = True
+        self._items.put(_BodyFailed("upload abandoned"))
+
+    def read(self, size: int = -1) -> bytes:  # called in the pool thread
+        if self._aborted:
+            raise _BodyFailed("upload abandoned")
+        if not self._buffer:
+            item = self._items.get()
+            if item is self._END:
+                if self._delivered < self._size:
+                    raise _BodyFailed(f"body ended after {self._delivered} of {self._size} bytes")
+                return b""
+            if isinstance(item, BaseException):
+                raise _BodyFailed(str(item) or type(item).__name__)
+            self._buffer = memoryview(item)
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nobody feeds
+                self._loop.call_soon_threadsafe(self._slots.release)
+        if size < 0 or size >= len(self._buffer):
+            data, self._buffer = self._buffer, memoryview(b"")
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        self._delivered += len(data)
+        return bytes(data)
+
+
+class _ChunkReader:
+    """Cut one async body into consecutive sub-streams of given lengths."""
+
+    def __init__(self, body: ByteStream) -> None:
+        self._body = aiter(body)
+        self._leftover = b""
+
+    async def take(self, length: int) -> AsyncIterator[bytes]:
+        remaining = length
+        while remaining > 0:
+            if not self._leftover:
+                try:
+                    self._leftover = await anext(self._body)
+                except StopAsyncIteration:
+                    return  # short: the pipe reports it
+            chunk, self._leftover = self._leftover[:remaining], self._leftover[remaining:]
+            remaining -= len(chunk)
+            yield chunk
+
+    async def at_end(self) -> bool:
+        if self._leftover:
+            return False
+        async for chunk in self._body:
+            if chunk:
+                return False
+        return True
+
+
+async def _empty() -> ByteStream:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+def _auth_version(value: Any) -> str:
+    text = str(value)
+    if text in ("1", "1.0"):
+        return "1"
+    if text in ("3", "3.0"):
+        return "3"
+    raise ConfigError("authVersion", "must be 1 (tempauth, swauth) or 3 (Keystone v3)")
+
+
+def _details_int(details: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = details.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(key, f"must be an integer from {low} to {high}")
+    return value

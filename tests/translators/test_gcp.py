@@ -1,0 +1,448 @@
+"""GcpTranslator against fake-gcs-server; objects read back with gcloud-aio-storage itself."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from gcloud.aio.storage import Storage
+
+from gateway.translators.base import ConfigError, NotFound, ObjectMeta, Part, Stored
+from gateway.translators.gcp import UPLOAD_CHUNK, GcpTranslator
+from tests.clouds.gcp import GcsEmulator
+
+pytestmark = pytest.mark.gcp
+
+MiB = 1024 * 1024
+
+
+def pattern(offset: int, size: int) -> bytes:
+    """Deterministic bytes of a virtual stream, so any slice can be recomputed."""
+    block = bytes(range(251))  # a prime length: part and chunk boundaries fall mid-cycle
+    start = offset % 251
+    reps = (start + size) // 251 + 1
+    return (block * reps)[start:start + size]
+
+
+async def stream(size: int, offset: int = 0, chunk: int = MiB) -> AsyncIterator[bytes]:
+    for pos in range(offset, offset + size, chunk):
+        yield pattern(pos, min(chunk, offset + size - pos))
+
+
+async def collect(body: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in body])
+
+
+def md5_of(size: int, offset: int = 0) -> str:
+    digest = hashlib.md5()
+    for pos in range(offset, offset + size, MiB):
+        digest.update(pattern(pos, min(MiB, offset + size - pos)))
+    return digest.hexdigest()
+
+
+@pytest.fixture
+async def gcs(gcs_emulator: GcsEmulator, gcs_bucket: str) -> AsyncIterator[GcpTranslator]:
+    translator = GcpTranslator("gcs1", {"bucketName": gcs_bucket,
+                                        "gcpEndpoint": gcs_emulator.url}, {})
+    await translator.open()
+    yield translator
+    await translator.close()
+
+
+@pytest.fixture
+async def sdk(gcs_emulator: GcsEmulator) -> AsyncIterator[Storage]:
+    """The cloud's own SDK, to see objects as other tools do."""
+    async with aiohttp.ClientSession() as session:
+        yield Storage(session=session, api_root=gcs_emulator.url)
+
+
+async def names_under(sdk: Storage, bucket: str, prefix: str = "") -> list[str]:
+    listing = await sdk.list_objects(bucket, params={"prefix": prefix})
+    return [item["name"] for item in listing.get("items", [])]
+
+
+META = ObjectMeta(content_type="text/plain; charset=utf-8", cache_control="max-age=60",
+                  content_disposition='attachment; filename="a.txt"', content_language="fr",
+                  expires="Wed, 21 Oct 2037 07:28:00 GMT",
+                  user={"color": "blue", "Mixed-Case": "kept"}, tags={"Team": "storage", "k2": ""})
+
+
+# -- plain objects --------------------------------------------------------------------------
+
+async def test_put_get_native_object(gcs: GcpTranslator, sdk: Storage, gcs_bucket: str) -> None:
+    stored = await gcs.put("photos/a b+c.txt", stream(5000), 5000, META)
+    assert (stored.key, stored.size, stored.location) == ("photos/a b+c.txt", 5000, "gcs1")
+    assert stored.version_id and stored.etag
+    assert await collect(await gcs.get(stored)) == pattern(0, 5000)
+    # What any GCS tool sees: one ordinary object, headers as properties, the rest as metadata.
+    assert await sdk.download(gcs_bucket, "photos/a b+c.txt") == pattern(0, 5000)
+    native = await sdk.download_metadata(gcs_bucket, "photos/a b+c.txt")
+    assert native["generation"] == stored.version_id
+    assert native["contentType"] == "text/plain; charset=utf-8"
+    assert native["cacheControl"] == "max-age=60"
+    assert native["contentDisposition"] == 'attachment; filename="a.txt"'
+    assert native["contentLanguage"] == "fr"
+    assert native["metadata"] == {"color": "blue", "Mixed-Case": "kept", "aws-tag-Team": "storage",
+                                  "aws-tag-k2": "", "aws-expires": "Wed, 21 Oct 2037 07:28:00 GMT"}
+
+
+async def test_empty_object(gcs: GcpTranslator, sdk: Storage, gcs_bucket: str) -> None:
+    stored = await gcs.put("empty", stream(0), 0, ObjectMeta())
+    assert stored.size == 0
+    assert await collect(await gcs.get(stored)) == b""
+    assert await collect(await gcs.get(stored, 0, 0)) == b""
+    assert (await sdk.download_metadata(gcs_bucket, "empty"))["size"] == "0"
+
+
+async def test_large_put_streams_in_chunks(gcs: GcpTranslator, sdk: Storage,
+                                           gcs_bucket: str) -> None:
+    size = 2 * UPLOAD_CHUNK + 12345  # a resumable upload: two full chunks and a tail
+    stored = await gcs.put("big", stream(size, chunk=300_000), size, ObjectMeta(user={"a": "1"}))
+    assert stored.size == size
+    digest = hashlib.md5()
+    async for chunk in await gcs.get(stored):
+        digest.update(chunk)
+    assert digest.hexdigest() == md5_of(size)
+    native = await sdk.download_metadata(gcs_bucket, "big")
+    assert native["metadata"] == {"a": "1"} and int(native["size"]) == size
+
+
+@pytest.mark.parametrize(("offset", "length"), [
+    (0, 1), (10, 100), (UPLOAD_CHUNK - 5, 10), (UPLOAD_CHUNK + 7, None), (3 * MiB, 2 * MiB),
+])
+async def test_ranged_get(gcs: GcpTranslator, offset: int, length: int | None) -> None:
+    size = UPLOAD_CHUNK + 4 * MiB
+    stored = await gcs.put("ranged", stream(size), size, ObjectMeta())
+    expected = size - offset if length is None else length
+    assert await collect(await gcs.get(stored, offset, length)) == pattern(offset, expected)
+
+
+async def test_head_and_delete_are_pinned_to_the_generation(gcs: GcpTranslator, sdk: Storage,
+                                                            gcs_bucket: str) -> None:
+    old = await gcs.put("same", stream(10), 10, ObjectMeta())
+    new = await gcs.put("same", stream(20), 20, ObjectMeta())
+    assert new.version_id != old.version_id
+    assert (await gcs.head(new)).size == 20
+    with pytest.raises(NotFound):
+        await gcs.head(old)  # replaced: that generation is gone
+    with pytest.raises(NotFound):
+        await gcs.get(old)
+    await gcs.delete(old)  # what the gateway does after an overwrite: must spare the new object
+    assert await collect(await gcs.get(new)) == pattern(0, 20)
+    await gcs.delete(new)
+    await gcs.delete(new)  # already gone is success
+    assert await names_under(sdk, gcs_bucket) == []
+    with pytest.raises(NotFound):
+        await gcs.get(new)
+
+
+async def test_failed_body_leaves_nothing(gcs: GcpTranslator, sdk: Storage,
+                                          gcs_bucket: str) -> None:
+    async def broken(size: int) -> AsyncIterator[bytes]:
+        async for chunk in stream(size):
+            yield chunk
+        raise ConnectionResetError("client went away")
+
+    for size in (1000, 3 * UPLOAD_CHUNK):  # single-request and resumable uploads
+        with pytest.raises(ConnectionResetError):
+            await gcs.put("broken", broken(size), size + 10, ObjectMeta())
+    with pytest.raises(ValueError):  # a body shorter than announced is refused too
+        await gcs.put("short", stream(100), 200, ObjectMeta())
+    assert await names_under(sdk, gcs_bucket) == []
+
+
+async def test_copy_is_server_side_with_new_meta(gcs: GcpTranslator, sdk: Storage,
+                                                 gcs_bucket: str) -> None:
+    src = await gcs.put("src", stream(3000), 3000, META)
+    meta = ObjectMeta(content_type="image/png", user={"new": "yes"}, tags={"t": "1"})
+    copied = await gcs.copy(src, "dst/copy", meta)
+    assert copied is not None and copied.key == "dst/copy" and copied.size == 3000
+    assert await sdk.download(gcs_bucket, "dst/copy") == pattern(0, 3000)
+    native = await sdk.download_metadata(gcs_bucket, "dst/copy")
+    assert native["contentType"] == "image/png"
+    assert native["metadata"] == {"new": "yes", "aws-tag-t": "1"}
+    await gcs.delete(src)
+    with pytest.raises(NotFound):
+        await gcs.copy(src, "dst/again", meta)
+
+
+async def test_update_meta_replaces_metadata(gcs: GcpTranslator, sdk: Storage,
+                                             gcs_bucket: str) -> None:
+    stored = await gcs.put("tagged", stream(10), 10, META)
+    updated = await gcs.update_meta(stored, ObjectMeta(content_type="text/csv",
+                                                       user={"color": "red"}, tags={"new": "1"}))
+    assert updated.version_id == stored.version_id  # a metadata change keeps the bytes' generation
+    native = await sdk.download_metadata(gcs_bucket, "tagged")
+    assert native["contentType"] == "text/csv"
+    current = {k: v for k, v in native["metadata"].items() if v != ""}  # emulator: dropped = ""
+    assert current == {"color": "red", "aws-tag-new": "1"}
+    await gcs.delete(updated)
+    with pytest.raises(NotFound):
+        await gcs.update_meta(updated, ObjectMeta())
+
+
+# -- multipart ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+async def test_multipart_100mib(gcs: GcpTranslator, sdk: Storage, gcs_bucket: str) -> None:
+    part_size, count = 5 * MiB, 20
+    upload_id = await gcs.create_upload("mpu/big", META)
+    started = time.monotonic()
+    parts = [Part(n, await gcs.upload_part("mpu/big", upload_id, n,
+                                           stream(part_size, (n - 1) * part_size), part_size))
+             for n in range(1, count + 1)]
+    assert all(p.stored.size == part_size for p in parts)
+    pieces = await gcs.complete_upload("mpu/big", upload_id, parts, META)
+    elapsed = time.monotonic() - started
+    size = part_size * count
+    assert len(pieces) == 1 and pieces[0].key == "mpu/big" and pieces[0].size == size
+    print(f"\n100 MiB multipart through the translator: {elapsed:.2f}s")
+    digest = hashlib.md5()
+    async for chunk in await gcs.get(pieces[0]):
+        digest.update(chunk)
+    assert digest.hexdigest() == md5_of(size)
+    # A range across the boundary of parts 3 and 4.
+    boundary = 3 * part_size
+    assert await collect(await gcs.get(pieces[0], boundary - 100, 300)) == pattern(boundary - 100,
+                                                                                    300)
+    native = await sdk.download_metadata(gcs_bucket, "mpu/big")
+    assert native["contentType"] == META.content_type
+    assert native["metadata"]["aws-tag-Team"] == "storage"
+    assert await names_under(sdk, gcs_bucket) == ["mpu/big"]  # temporaries gone
+
+
+async def test_multipart_reupload_and_unlisted_parts(gcs: GcpTranslator, sdk: Storage,
+                                                     gcs_bucket: str) -> None:
+    upload_id = await gcs.create_upload("k", ObjectMeta())
+    first = await gcs.upload_part("k", upload_id, 1, stream(100), 100)
+    second = await gcs.upload_part("k", upload_id, 1, stream(50, 1000), 50)  # replaces part 1
+    assert first.key == second.key and first.version_id != second.version_id
+    await gcs.upload_part("k", upload_id, 2, stream(30, 5000), 30)  # not listed at completion
+    three = await gcs.upload_part("k", upload_id, 3, stream(40, 7000), 40)
+    pieces = await gcs.complete_upload("k", upload_id, [Part(1, second), Part(3, three)],
+                                       ObjectMeta())
+    assert await collect(await gcs.get(pieces[0])) == pattern(1000, 50) + pattern(7000, 40)
+    assert await names_under(sdk, gcs_bucket) == ["k"]
+
+
+async def test_more_than_1024_parts(gcs: GcpTranslator, sdk: Storage, gcs_bucket: str) -> None:
+    """CloudServer stops at 1024 parts (two compose rounds); three rounds are needed here."""
+    count = 1100
+    upload_id = await gcs.create_upload("many", ObjectMeta())
+    limit = asyncio.Semaphore(8)
+
+    async def upload(n: int) -> Part:
+        async with limit:
+            body = f"<{n}>".encode()
+
+            async def one() -> AsyncIterator[bytes]:
+                yield body
+
+            return Part(n, await gcs.upload_part("many", upload_id, n, one(), len(body)))
+
+    parts = await asyncio.gather(*(upload(n) for n in range(1, count + 1)))
+    pieces = await gcs.complete_upload("many", upload_id, list(parts), ObjectMeta())
+    expected = b"".join(f"<{n}>".encode() for n in range(1, count + 1))
+    assert pieces[0].size == len(expected)
+    assert await collect(await gcs.get(pieces[0])) == expected
+    assert await names_under(sdk, gcs_bucket) == ["many"]
+
+
+async def test_separate_mpu_bucket(gcs_emulator: GcsEmulator, sdk: Storage) -> None:
+    main, staging = gcs_emulator.create_bucket(), gcs_emulator.create_bucket()
+    gcs = GcpTranslator("gcs2", {"bucketName": main, "mpuBucketName": staging,
+                                 "gcpEndpoint": gcs_emulator.url}, {})
+    await gcs.open()
+    try:
+        upload_id = await gcs.create_upload("obj", META)
+        part = await gcs.upload_part("obj", upload_id, 1, stream(1000), 1000)
+        assert await names_under(sdk, staging) == [part.key]
+        assert await names_under(sdk, main) == []
+        assert (await gcs.head(part)).size == 1000  # part names resolve to the staging bucket
+        pieces = await gcs.complete_upload("obj", upload_id, [Part(1, part)], META)
+        assert await sdk.download(main, "obj") == pattern(0, 1000)
+        native = await sdk.download_metadata(main, "obj")
+        assert native["contentType"] == META.content_type
+        assert native["metadata"]["color"] == "blue"
+        assert pieces[0].version_id == native["generation"]
+        assert await names_under(sdk, staging) == []
+        assert (await gcs.check()).ok
+    finally:
+        await gcs.close()
+
+
+async def test_abort_cleans_up(gcs: GcpTranslator, sdk: Storage, gcs_bucket: str) -> None:
+    upload_id = await gcs.create_upload("aborted", ObjectMeta())
+    parts = [Part(n, await gcs.upload_part("aborted", upload_id, n, stream(10), 10))
+             for n in (1, 2)]
+    assert len(await names_under(sdk, gcs_bucket)) == 2
+    await gcs.abort_upload("aborted", upload_id, parts)
+    assert await names_under(sdk, gcs_bucket) == []
+    await gcs.abort_upload("aborted", upload_id, parts)  # idempotent
+    with pytest.raises(NotFound):
+        await gcs.abort_upload("aborted", "../not-an-upload-id", [])
+
+
+async def test_upload_survives_a_restart(gcs_emulator: GcsEmulator, gcs_bucket: str) -> None:
+    details = {"bucketName": gcs_bucket, "gcpEndpoint": gcs_emulator.url}
+    before = GcpTranslator("gcs1", details, {})
+    await before.open()
+    upload_id = await before.create_upload("restart", ObjectMeta())
+    part = await before.upload_part("restart", upload_id, 1, stream(64), 64)
+    await before.close()
+    after = GcpTranslator("gcs1", details, {})
+    await after.open()
+    try:
+        pieces = await after.complete_upload("restart", upload_id, [Part(1, part)], ObjectMeta())
+        assert await collect(await after.get(pieces[0])) == pattern(0, 64)
+    finally:
+        await after.close()
+
+
+async def test_copy_part(gcs: GcpTranslator) -> None:
+    src = await gcs.put("copy-src", stream(700), 700, ObjectMeta())
+    upload_id = await gcs.create_upload("copy-dst", ObjectMeta())
+    assert await gcs.copy_part(src, 10, 100, "copy-dst", upload_id, 1) is None  # caller streams
+    whole = await gcs.copy_part(src, 0, 700, "copy-dst", upload_id, 1)
+    assert whole is not None and whole.size == 700
+    tail = await gcs.upload_part("copy-dst", upload_id, 2, stream(5), 5)
+    pieces = await gcs.complete_upload("copy-dst", upload_id, [Part(1, whole), Part(2, tail)],
+                                       ObjectMeta())
+    assert await collect(await gcs.get(pieces[0])) == pattern(0, 700) + pattern(0, 5)
+
+
+# -- health and failures --------------------------------------------------------------------
+
+async def test_check(gcs: GcpTranslator, gcs_emulator: GcsEmulator) -> None:
+    health = await gcs.check()
+    assert health.ok and health.message == "OK"
+    missing = GcpTranslator("gone", {"bucketName": "no-such-bucket",
+                                     "gcpEndpoint": gcs_emulator.url}, {})
+    await missing.open()
+    try:
+        health = await missing.check()
+        assert not health.ok and "no-such-bucket" in health.message
+        assert "does not exist" in health.message
+    finally:
+        await missing.close()
+
+
+async def test_emulator_stopped_mid_test(gcs_emulator_factory: Any) -> None:
+    emulator = gcs_emulator_factory()
+    bucket = emulator.create_bucket()
+    gcs = GcpTranslator("gcs1", {"bucketName": bucket, "gcpEndpoint": emulator.url}, {})
+    await gcs.open()
+    try:
+        stored = await gcs.put("x", stream(10), 10, ObjectMeta())
+        emulator.stop()
+        started = time.monotonic()
+        with pytest.raises(aiohttp.ClientError):  # not NotFound: the wrapper makes it a 503
+            await gcs.get(stored)
+        with pytest.raises(aiohttp.ClientError):
+            await gcs.put("y", stream(10), 10, ObjectMeta())
+        health = await gcs.check()
+        assert not health.ok and "unreachable" in health.message
+        assert time.monotonic() - started < 10
+    finally:
+        await gcs.close()
+
+
+# -- configuration --------------------------------------------------------------------------
+
+def service_key(token_uri: str = "https://oauth2.googleapis.com/token") -> dict[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    return {"type": "service_account", "client_email": "gw@test.iam.gserviceaccount.com",
+            "private_key": pem, "token_uri": token_uri, "project_id": "test"}
+
+
+@pytest.mark.parametrize(("details", "env", "key"), [
+    ({}, {}, "bucketName"),
+    ({"bucketName": "Bad_Name"}, {}, "bucketName"),
+    ({"bucketName": "ok-bucket", "mpuBucketName": "x"}, {}, "mpuBucketName"),
+    ({"bucketName": "ok-bucket", "bucketMatch": "yes"}, {}, "bucketMatch"),
+    ({"bucketName": "ok-bucket"}, {}, "serviceCredentials"),  # real GCS needs credentials
+    ({"bucketName": "ok-bucket", "gcpEndpoint": "http://"}, {}, "gcpEndpoint"),
+    ({"bucketName": "ok-bucket", "credentials": {"accessKey": "a", "secretKey": "b"}}, {},
+     "credentials"),
+    ({"bucketName": "ok-bucket", "serviceCredentials": "{not json"}, {}, "serviceCredentials"),
+    ({"bucketName": "ok-bucket", "serviceCredentials": {"type": "service_account"}}, {},
+     "serviceCredentials"),
+    ({"bucketName": "ok-bucket", "serviceCredentials": {"serviceEmail": "a@b"}}, {},
+     "serviceCredentials"),
+    ({"bucketName": "ok-bucket"}, {"gcs1_GCP_SERVICE_KEYFILE": "{}"}, "gcs1_GCP_SERVICE_KEYFILE"),
+    ({"bucketName": "ok-bucket"}, {"gcs1_GCP_SERVICE_EMAIL": "a@b"}, "gcs1_GCP_SERVICE_EMAIL"),
+])
+def test_config_errors_name_the_key(details: dict[str, Any], env: dict[str, str],
+                                    key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        GcpTranslator("gcs1", details, env)
+    assert caught.value.key == key
+
+
+def test_config_accepted_shapes(tmp_path: Path) -> None:
+    emulator = GcpTranslator("e", {"bucketName": "b-1", "gcpEndpoint": "127.0.0.1:4443/"}, {})
+    assert emulator.anonymous and emulator.api_root == "https://127.0.0.1:4443"
+    assert emulator.mpu_bucket == "b-1"
+    for creds in ("/etc/key.json", json.dumps(service_key()), service_key(),
+                  {"keyFilename": "/etc/key.json"},
+                  {"serviceEmail": "a@b", "serviceKey": "-----BEGIN PRIVATE KEY-----\\nx"}):
+        real = GcpTranslator("r", {"bucketName": "b-1", "serviceCredentials": creds}, {})
+        assert not real.anonymous and real.api_root == "https://storage.googleapis.com"
+    from_env = GcpTranslator("r", {"bucketName": "b-1"}, {"r_GCP_SERVICE_KEYFILE": "/k.json"})
+    assert not from_env.anonymous
+
+
+async def test_unreadable_key_file_fails_at_open(tmp_path: Path) -> None:
+    gcs = GcpTranslator("r", {"bucketName": "b-1", "serviceCredentials": str(tmp_path / "no")}, {})
+    with pytest.raises(ConfigError) as caught:
+        await gcs.open()
+    assert caught.value.key == "serviceCredentials" and "cannot read" in caught.value.message
+
+
+async def test_env_key_file_overrides_and_authenticates(tmp_path: Path) -> None:
+    """A service account key from <location>_GCP_SERVICE_KEYFILE is exchanged for a token
+    (local token endpoint) and the token goes out as a Bearer header."""
+    seen: list[str] = []
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        return web.json_response({"access_token": "tok-123", "expires_in": 3600})
+
+    async def bucket(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.json_response({"name": request.match_info["name"]})
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    app.router.add_get("/storage/v1/b/{name}", bucket)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}"
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps(service_key(f"{url}/token")))
+    details = {"bucketName": "b-1", "gcpEndpoint": url,
+               "serviceCredentials": {"keyFilename": str(tmp_path / "ignored.json")}}
+    gcs = GcpTranslator("loc", details, {"loc_GCP_SERVICE_KEYFILE": str(key_file)})
+    await gcs.open()
+    try:
+        assert (await gcs.check()).ok
+        assert seen == ["Bearer tok-123"]
+    finally:
+        await gcs.close()
+        await runner.cleanup()
