@@ -42,6 +42,7 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NoSuchUpload"}
 _MAX_SINGLE_COPY = 5 * 1024**3
 _COPY_PART_SIZE = 1024**3
 _DEFAULT_POOL = 64
+_PART_KEY = ""  # no S3 object has an empty key
 _CONNECT_TIMEOUT = 5
 _READ_TIMEOUT = 60
 
@@ -160,6 +161,7 @@ class AwsS3Translator(Translator):
         return self._stored(key, size, response)
 
     async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
+        _not_a_part(stored)
         if length == 0:
             await self.head(stored)  # NotFound still wins over an empty answer
             return _empty()
@@ -175,6 +177,7 @@ class AwsS3Translator(Translator):
         return _read_body(response["Body"])
 
     async def head(self, stored: Stored) -> Stored:
+        _not_a_part(stored)
         try:
             response = await self.client.head_object(
                 Bucket=self.bucket, Key=stored.key, **self._version(stored))
@@ -185,6 +188,8 @@ class AwsS3Translator(Translator):
                             version_id=stored.version_id)
 
     async def delete(self, stored: Stored) -> None:
+        if stored.key == _PART_KEY:
+            return  # a part of a native upload: the backend drops it on complete or abort
         # Without a version id this removes whatever the key holds now: the caller must not
         # delete a replaced piece whose key the new data reuses (same key, no version ids).
         try:
@@ -262,8 +267,7 @@ class AwsS3Translator(Translator):
             raise
         if not size:
             await upload.drain()
-        return Stored(location=self.name, key=key, size=size, etag=_etag(response.get("ETag")),
-                      encryption=self._encryption())
+        return _part(self.name, size, _etag(response.get("ETag")))
 
     async def copy_part(
         self, src: Stored, offset: int, length: int, key: str, upload_id: str, number: int
@@ -276,9 +280,7 @@ class AwsS3Translator(Translator):
         except ClientError as exc:
             _raise_not_found(exc, f"{src.key} or upload {upload_id}")
             raise
-        etag = _etag(response.get("CopyPartResult", {}).get("ETag"))
-        return Stored(location=self.name, key=key, size=length, etag=etag,
-                      encryption=self._encryption())
+        return _part(self.name, length, _etag(response.get("CopyPartResult", {}).get("ETag")))
 
     async def complete_upload(
         self, key: str, upload_id: str, parts: list[Part], meta: ObjectMeta
@@ -419,6 +421,18 @@ async def _read_body(stream: Any) -> ByteStream:
 async def _empty() -> ByteStream:
     return
     yield b""  # an async generator that yields nothing
+
+
+def _part(location: str, size: int, etag: str | None) -> Stored:
+    """A part of a native multipart upload. It is no object of its own, so it has no key: a
+    delete of it (a re-uploaded or unlisted part) must not touch the object at the upload's key;
+    the backend itself drops unused parts on complete and all of them on abort."""
+    return Stored(location=location, key=_PART_KEY, size=size, etag=etag)
+
+
+def _not_a_part(stored: Stored) -> None:
+    if stored.key == _PART_KEY:
+        raise NotFound("a part of a multipart upload is not readable on its own")
 
 
 def _code(exc: ClientError) -> str:

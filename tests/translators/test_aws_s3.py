@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import BotoCoreError
 
-from gateway.translators import translator_class
 from gateway.translators import aws_s3 as aws_s3_module
+from gateway.translators import translator_class
 from gateway.translators.aws_s3 import AwsS3Translator
 from gateway.translators.base import ConfigError, NotFound, ObjectMeta, Part, Stored
 from tests.clouds.aws_s3 import S3Emulator
@@ -218,6 +218,8 @@ async def test_multipart_100mib(moto_loc: AwsS3Translator, aws_s3_moto: S3Emulat
         assert stored.size == part_size and stored.etag
         parts.append(Part(number=number, stored=stored))
     assert parts[1].stored.etag != stale.etag  # the re-upload replaced part 2
+    # The gateway deletes a replaced part's piece: that must not touch the object at the key.
+    await moto_loc.delete(stale)
     [whole] = await moto_loc.complete_upload(key, upload_id, parts, META)
     elapsed = time.monotonic() - started
     assert whole.size == count * part_size and whole.etag and whole.etag.endswith("-5")
@@ -251,6 +253,11 @@ async def test_multipart_unlisted_part_and_copy_part(moto_loc: AwsS3Translator) 
     parts = [Part(1, part1), Part(3, part3)]
     [whole] = await moto_loc.complete_upload(key, upload_id, parts, ObjectMeta())
     assert unlisted.etag
+    existing = await moto_loc.put(key, stream(b"older object"), 12, ObjectMeta())
+    await moto_loc.delete(unlisted)  # a part piece: never the object at the upload's key
+    with pytest.raises(NotFound):
+        await moto_loc.get(unlisted)
+    assert await collect(await moto_loc.get(existing)) == b"older object"
     assert whole.size == 8 * MiB
     assert await collect(await moto_loc.get(whole)) == first + src_data[MiB : 4 * MiB]
 
