@@ -17,10 +17,12 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
 from gateway.accounts import Account, AccountStore
@@ -29,6 +31,7 @@ from gateway.errors import S3Error
 V4_ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW_SECONDS = 15 * 60
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # 604800, X-Amz-Expires' upper bound and SigV2's horizon
@@ -63,20 +66,32 @@ class _StreamingV4:
     seed_signature: str
 
 
+@dataclass(frozen=True)
+class _UnsignedTrailer:
+    """STREAMING-UNSIGNED-PAYLOAD-TRAILER: aws-chunked without signatures, a checksum trailer."""
+    trailer: str | None  # x-amz-trailer, e.g. "x-amz-checksum-crc32"
+
+
 @dataclass
 class AuthResult:
     account: Account | None  # None = anonymous request
     access_key: str | None
     signature_version: int | None  # 2, 4 or None
     decoded_length: int | None  # x-amz-decoded-content-length for aws-chunked bodies
-    # The body check authenticate() decided on: a hex SHA-256, or aws-chunked signatures.
+    # The body check authenticate() decided on: a hex SHA-256, or aws-chunked decoding.
     expected_sha256: str | None = field(default=None, repr=False)
-    _streaming: _StreamingV4 | None = field(default=None, repr=False, compare=False)
+    _chunked: _StreamingV4 | _UnsignedTrailer | None = field(default=None, repr=False,
+                                                             compare=False)
+
+    @property
+    def aws_chunked(self) -> bool:
+        """True when the body is aws-chunked framing (body() decodes it)."""
+        return self._chunked is not None
 
     async def body(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The verified, decoded request body (see the module docstring for when checks fire)."""
-        if self._streaming is not None:
-            async for data in _decode_aws_chunked(stream, self._streaming, self.decoded_length):
+        if self._chunked is not None:
+            async for data in _decode_aws_chunked(stream, self._chunked, self.decoded_length):
                 yield data
         elif self.expected_sha256 is not None:
             digest = hashlib.sha256()
@@ -96,36 +111,68 @@ class AuthResult:
 ANONYMOUS = AuthResult(account=None, access_key=None, signature_version=None, decoded_length=None)
 
 
-async def _hash_update(digest: hashlib._Hash, data: bytes | memoryview) -> None:
-    # hashlib releases the GIL on big buffers, so a worker thread keeps the event loop moving.
+async def _hash_update(digest: Any, data: bytes | memoryview) -> None:
+    # hashlib (and zlib) release the GIL on big buffers: a worker thread keeps the loop moving.
     if len(data) >= THREAD_HASH_THRESHOLD:
         await asyncio.to_thread(digest.update, data)
     else:
         digest.update(data)
 
 
+class _Crc32:
+    """zlib.crc32 behind hashlib's update/digest interface."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+
+# Trailer checksums the standard library can verify; others (crc32c, crc64nvme) pass unchecked.
+_TRAILER_CHECKSUMS: dict[str, Callable[[], Any]] = {
+    "x-amz-checksum-crc32": _Crc32,
+    "x-amz-checksum-sha1": hashlib.sha1,
+    "x-amz-checksum-sha256": hashlib.sha256,
+}
+
+
 def _bad_framing(message: str) -> S3Error:
     return S3Error("InvalidArgument", f"Invalid aws-chunked body: {message}")
 
 
-async def _decode_aws_chunked(stream: AsyncIterator[bytes], streaming: _StreamingV4,
+async def _decode_aws_chunked(stream: AsyncIterator[bytes],
+                              mode: _StreamingV4 | _UnsignedTrailer,
                               decoded_length: int | None) -> AsyncIterator[bytes]:
-    """Decode `<hex>;chunk-signature=<sig>\\r\\n<data>\\r\\n ... 0;chunk-signature=<sig>\\r\\n\\r\\n`
-    from arbitrarily split pieces, checking each chunk's signature chained from the seed."""
-    header, data, data_crlf, final_crlf, done = range(5)
+    """Decode aws-chunked framing from arbitrarily split pieces.
+
+    Signed:   `<hex>;chunk-signature=<sig>\r\n<data>\r\n` ... `0;chunk-signature=<sig>\r\n\r\n`,
+              each signature chained from the previous one, starting at the seed signature.
+    Unsigned: `<hex>\r\n<data>\r\n` ... `0\r\n<name>:<value>\r\n...\r\n` (trailers).
+    """
+    header, data, data_crlf, final_crlf, trailers, done = range(6)
+    signed = mode if isinstance(mode, _StreamingV4) else None
     phase = header
-    pending = bytearray()  # a partial header line or CRLF; never chunk data
-    previous_signature = streaming.seed_signature
+    pending = bytearray()  # a partial header/trailer line or CRLF; never chunk data
+    previous_signature = signed.seed_signature if signed else ""
     chunk_signature = ""
     chunk_digest = hashlib.sha256()
     remaining = 0
     total = 0
+    trailer_values: dict[str, str] = {}
+    trailer_name = mode.trailer if isinstance(mode, _UnsignedTrailer) else None
+    checksum_factory = _TRAILER_CHECKSUMS.get(trailer_name or "")
+    checksum = checksum_factory() if checksum_factory else None
 
     def check_chunk_signature(chunk_hash: str) -> None:
+        assert signed is not None
         string_to_sign = "\n".join((
-            "AWS4-HMAC-SHA256-PAYLOAD", streaming.timestamp, streaming.scope,
+            "AWS4-HMAC-SHA256-PAYLOAD", signed.timestamp, signed.scope,
             previous_signature, EMPTY_SHA256, chunk_hash))
-        expected = hmac.new(streaming.signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+        expected = hmac.new(signed.signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, chunk_signature):
             raise S3Error("SignatureDoesNotMatch", "The chunk signature does not match.")
 
@@ -133,23 +180,32 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes], streaming: _Streamin
         view = memoryview(piece)
         pos, size = 0, len(view)
         while pos < size:
-            if phase == header:
+            if phase in (header, trailers):  # a line ending in CRLF
                 newline = piece.find(b"\n", pos)
                 end = size if newline < 0 else newline + 1
                 if len(pending) + end - pos > MAX_CHUNK_HEADER:
-                    raise _bad_framing("chunk header too long")
+                    raise _bad_framing("chunk header or trailer too long")
                 pending += view[pos:end]
                 pos = end
                 if newline < 0:
                     break
-                chunk_size, chunk_signature = _parse_chunk_header(bytes(pending))
+                line = bytes(pending)
                 pending.clear()
+                if phase == trailers:
+                    if line == b"\r\n":
+                        phase = done
+                    else:
+                        name, value = _parse_trailer(line)
+                        trailer_values[name] = value
+                    continue
+                chunk_size, chunk_signature = _parse_chunk_header(line, signed=signed is not None)
                 if chunk_size == 0:
-                    check_chunk_signature(EMPTY_SHA256)
+                    if signed:
+                        check_chunk_signature(EMPTY_SHA256)
                     if decoded_length is not None and total != decoded_length:
                         raise S3Error("IncompleteBody", f"The aws-chunked body holds {total} bytes; "
                                       f"x-amz-decoded-content-length says {decoded_length}.")
-                    phase = final_crlf
+                    phase = final_crlf if signed else trailers
                 else:
                     if decoded_length is not None and total + chunk_size > decoded_length:
                         raise _bad_framing("chunks exceed x-amz-decoded-content-length")
@@ -157,14 +213,17 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes], streaming: _Streamin
             elif phase == data:
                 take = min(remaining, size - pos)
                 out = piece if (pos == 0 and take == size) else bytes(view[pos:pos + take])
-                await _hash_update(chunk_digest, out)
+                digest = chunk_digest if signed else checksum
+                if digest is not None:
+                    await _hash_update(digest, out)
                 pos += take
                 remaining -= take
                 total += take
                 yield out
                 if remaining == 0:
-                    check_chunk_signature(chunk_digest.hexdigest())
-                    previous_signature = chunk_signature
+                    if signed:
+                        check_chunk_signature(chunk_digest.hexdigest())
+                        previous_signature = chunk_signature
                     phase = data_crlf
             elif phase in (data_crlf, final_crlf):  # exactly "\r\n"
                 take = min(2 - len(pending), size - pos)
@@ -178,17 +237,37 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes], streaming: _Streamin
                     phase = header if phase == data_crlf else done
             else:
                 raise _bad_framing("data after the final chunk")
-    # The final chunk's own CRLF is optional; everything before it is not.
-    if phase not in (final_crlf, done) or pending:
+    # A signed body's last CRLF is optional; everything before it is not.
+    if not (phase == done or (phase == final_crlf and not pending)):
         raise S3Error("IncompleteBody", "The aws-chunked body ended before its final chunk.")
+    if trailer_name is not None:
+        sent = trailer_values.get(trailer_name)
+        if sent is None:
+            raise S3Error("InvalidRequest", f"The {trailer_name} trailer announced by "
+                          "x-amz-trailer is missing.")
+        if checksum is not None:
+            computed = base64.b64encode(checksum.digest()).decode()
+            if not hmac.compare_digest(computed, sent):
+                algorithm = trailer_name.removeprefix("x-amz-checksum-").upper()
+                raise S3Error("BadDigest", f"The {algorithm} you specified did not match the "
+                              "calculated checksum.")
 
 
-def _parse_chunk_header(line: bytes) -> tuple[int, str]:
+def _parse_trailer(line: bytes) -> tuple[str, str]:
+    name, sep, value = line[:-2].partition(b":")
+    if not line.endswith(b"\r\n") or not sep or not name.strip():
+        raise _bad_framing("malformed trailer")
+    return name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")
+
+
+def _parse_chunk_header(line: bytes, *, signed: bool) -> tuple[int, str]:
     if not line.endswith(b"\r\n"):
         raise _bad_framing("chunk header not terminated by CRLF")
     size_part, sep, extension = line[:-2].partition(b";")
-    if not sep or not _CHUNK_SIZE_RE.match(size_part):
+    if not _CHUNK_SIZE_RE.match(size_part) or (signed and not sep):
         raise _bad_framing("malformed chunk header")
+    if not signed:
+        return int(size_part, 16), ""  # chunk extensions, if any, carry nothing we check
     name, sep, signature = extension.partition(b"=")
     if name != b"chunk-signature" or not _HEX64_RE.match(signature.decode("latin-1")):
         raise _bad_framing("malformed chunk signature")
@@ -300,7 +379,7 @@ def _payload_mode(value: str | None, *, allow_streaming: bool) -> str | None:
     """Validate x-amz-content-sha256: the hex hash to verify, or None when nothing to verify."""
     if value is None or value == UNSIGNED_PAYLOAD:
         return None
-    if value == STREAMING_PAYLOAD and allow_streaming:
+    if value in (STREAMING_PAYLOAD, STREAMING_UNSIGNED_TRAILER) and allow_streaming:
         return value
     if _HEX64_RE.match(value):
         return value.lower()
@@ -308,7 +387,8 @@ def _payload_mode(value: str | None, *, allow_streaming: bool) -> str | None:
         raise S3Error("InvalidArgument", f"Unsupported x-amz-content-sha256 mode {value}",
                       ArgumentName="x-amz-content-sha256", ArgumentValue=value)
     raise S3Error("InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
-                  "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or a valid sha256 value.",
+                  "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, "
+                  "or a valid sha256 value.",
                   ArgumentName="x-amz-content-sha256", ArgumentValue=value)
 
 
@@ -428,17 +508,23 @@ def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, s
 
     result = AuthResult(account=account, access_key=credential.access_key, signature_version=4,
                         decoded_length=None)
-    if mode == STREAMING_PAYLOAD:
+    if mode in (STREAMING_PAYLOAD, STREAMING_UNSIGNED_TRAILER):
         if method.upper() != "PUT":
             raise S3Error("InvalidArgument", "aws-chunked payloads are only supported with PUT")
         decoded = headers.get("x-amz-decoded-content-length")
-        if decoded is None or not decoded.strip().isdigit():
+        if decoded is not None and decoded.strip().isdigit():
+            result.decoded_length = int(decoded)
+        elif mode == STREAMING_PAYLOAD:
             raise S3Error("MissingSecurityHeader", "Missing required header for this request: "
                           "x-amz-decoded-content-length",
                           MissingHeaderName="x-amz-decoded-content-length")
-        result.decoded_length = int(decoded)
-        result._streaming = _StreamingV4(key, timestamp, credential.scope,
-                                         fields["Signature"].lower())
+        # (botocore omits the decoded length for trailer uploads of unknown size.)
+        if mode == STREAMING_PAYLOAD:
+            result._chunked = _StreamingV4(key, timestamp, credential.scope,
+                                           fields["Signature"].lower())
+        else:
+            trailer = headers.get("x-amz-trailer")
+            result._chunked = _UnsignedTrailer(trailer.strip().lower() if trailer else None)
     else:
         result.expected_sha256 = mode
     return result

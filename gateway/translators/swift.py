@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import quote, urlencode
 
 import swiftclient
 from swiftclient.exceptions import ClientException
@@ -63,7 +63,6 @@ PIPE_CHUNKS = 4
 # Tags travel as one metadata item in x-amz-tagging form (`k1=v1&k2=v2`, URL-encoded), because
 # tag keys may hold characters that are not allowed in header names.
 TAGS_META = "s3-tagging"
-META_PREFIX = "x-object-meta-"
 # Content headers Swift keeps with an object (object-server allowed_headers defaults).
 CONTENT_HEADERS = {
     "content_type": "Content-Type",
@@ -229,20 +228,6 @@ class SwiftTranslator(Translator):
         if meta.tags:
             headers[f"X-Object-Meta-{TAGS_META}"] = urlencode(meta.tags, quote_via=quote)
         return headers
-
-    @staticmethod
-    def meta_from_headers(headers: Mapping[str, str]) -> ObjectMeta:
-        """Read an object's Swift headers back into ObjectMeta (the inverse of what we write)."""
-        meta = ObjectMeta()
-        for field, header in CONTENT_HEADERS.items():
-            setattr(meta, field, headers.get(header.lower()))
-        for name, value in headers.items():
-            name = name.lower()
-            if name == META_PREFIX + TAGS_META:
-                meta.tags = dict(parse_qsl(value, keep_blank_values=True))
-            elif name.startswith(META_PREFIX):
-                meta.user[name[len(META_PREFIX):]] = value
-        return meta
 
     # ---- streaming -------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ API object differs, injected through gateway.translators.b2.RAW_API_FACTORY.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class B2Simulator(RawSimulator):
     def __init__(self, b2_http: Any = None) -> None:
         super().__init__(b2_http)
         self.stopped = False
+        self.latency = 0.0  # seconds every call takes, as over a network
 
     def copy_file(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         result = super().copy_file(*args, **kwargs)
@@ -94,6 +96,8 @@ def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
     def guarded(self: B2Simulator, *args: Any, **kwargs: Any) -> Any:
         if self.stopped:
             raise B2ConnectionError("Connection refused (simulator stopped)")
+        if self.latency:
+            time.sleep(self.latency)
         try:
             return method(self, *args, **kwargs)
         except KeyError as exc:  # the stock simulator's answer to an unknown file id

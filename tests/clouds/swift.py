@@ -117,7 +117,10 @@ def _write_confs(root: Path, ports: dict[str, int], memcached_port: int, token_l
         common + f"bind_port = {ports['proxy']}\n\n"
         "[pipeline:main]\npipeline = catch_errors gatekeeper healthcheck proxy-logging cache "
         "listing_formats bulk tempauth copy slo dlo proxy-logging proxy-server\n\n"
-        "[app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n\n"
+        # One single-process node per server on a busy test machine: generous backend timeouts,
+        # and no error limiting (it would turn one slow answer into a minute of 503s).
+        "[app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n"
+        "conn_timeout = 5\nnode_timeout = 30\nerror_suppression_limit = 100000\n\n"
         f"[filter:tempauth]\nuse = egg:swift#tempauth\ntoken_life = {token_life}\n"
         f"user_test_tester = {SWIFT_KEY} .admin\n\n"
         f"[filter:cache]\nuse = egg:swift#memcache\nmemcache_servers = 127.0.0.1:{memcached_port}\n\n"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine with Python 3.11 and Node 20:
+# the project with its test extras, Azurite (npm), memcached and rclone (apt), and an OpenStack
+# Swift all-in-one in its own virtualenv. Each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+if [ ! -x node_modules/.bin/azurite-blob ]; then
+  npm install --no-audit --no-fund --loglevel=error
+fi
+
+missing=()
+command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+SWIFT_VENV="${SWIFT_VENV:-/opt/swift-venv}"
+if [ ! -x "$SWIFT_VENV/bin/swift-proxy-server" ]; then
+  python3 -m venv "$SWIFT_VENV"
+  "$SWIFT_VENV/bin/pip" install --quiet --disable-pip-version-check swift
+fi
