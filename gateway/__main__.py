@@ -21,6 +21,13 @@ def main() -> None:
     except ConfigFileError as err:
         print(f"gateway: bad config: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:
+        from gateway.server import StartupError
+
+        if not isinstance(err, StartupError):
+            raise
+        print(f"gateway: cannot start: {err}", file=sys.stderr)
+        sys.exit(3)
     except KeyboardInterrupt:
         pass
 

@@ -119,9 +119,9 @@ def _parse_file(path: Path) -> list[tuple[Account, list[tuple[str, str]]]]:
             fields[key] = _required_string(raw, key, f"{where}.{key}", fail)
         if "@" not in fields["email"]:
             raise fail(f"{where}.email", f"not an email address: {fields['email']!r}")
-        if not _SHORTID_RE.match(fields["shortid"]):
+        if not _SHORTID_RE.fullmatch(fields["shortid"]):
             raise fail(f"{where}.shortid", "must be 12 digits")
-        if not _ARN_RE.match(fields["arn"]):
+        if not _ARN_RE.fullmatch(fields["arn"]):
             raise fail(f"{where}.arn", f"must look like arn:aws:iam::<12 digits>:root, got {fields['arn']!r}")
         for key, values in seen.items():
             value = fields[key].lower() if key == "email" else fields[key]

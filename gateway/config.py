@@ -53,6 +53,7 @@ class Settings:
     health: HealthSettings
     backend_threads: int
     log_level: str
+    metrics_port: int
     env: dict[str, str] = field(default_factory=dict)
     config_path: Path | None = None
     location_path: Path | None = None
@@ -182,6 +183,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         health=health,
         backend_threads=_get(data, file, "backendThreads", int, 16),
         log_level=(env.get("LOG_LEVEL") or data.get("logLevel") or "info").upper(),
+        metrics_port=_get(data, file, "metricsPort", int, 0),
         env=env,
         config_path=config_path,
         location_path=location_path,

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config import DEFAULT_LOCATION, LocationSpec
 from gateway.errors import ConfigFileError, S3Error
@@ -29,6 +29,9 @@ from gateway.translators.base import (
     Stored,
     Translator,
 )
+
+if TYPE_CHECKING:
+    from gateway.health.metrics import Metrics
 
 log = logging.getLogger("gateway.locations")
 T = TypeVar("T")
@@ -47,17 +50,20 @@ class HealthState:
     consecutive_failures: int = 0
 
 
-class BodyFailure:
-    """Remembers an error raised by the request body, so it is reported as the client's
-    (BadDigest, IncompleteBody, SignatureDoesNotMatch) and not as the backend's."""
+class TrackedBody:
+    """A body on its way to a backend: counts its bytes, and remembers an error it raised so
+    that error is reported as the client's (BadDigest, IncompleteBody, SignatureDoesNotMatch)
+    and not as the backend's."""
 
     def __init__(self, body: ByteStream) -> None:
         self.error: BaseException | None = None
+        self.size = 0
         self._body = body
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._body:
+                self.size += len(chunk)
                 yield chunk
         except BaseException as exc:
             self.error = exc
@@ -76,7 +82,7 @@ class Location:
         self.type_name = spec.type
         self.translator = translator
         self.health = HealthState()
-        self.on_result: Callable[[Location, str, bool, float], None] | None = None
+        self.metrics: Metrics | None = None
 
     def backend_key(self, bucket: str, key: str) -> str:
         """bucketMatch: the object key alone; otherwise `<bucket>/<key>` (several S3 buckets
@@ -95,7 +101,12 @@ class Location:
         if self.health.state == "down":
             raise self.unavailable(self.health.message or "marked down by health checks")
 
-    def record(self, operation: str, ok: bool, started: float) -> None:
+    def record(self, operation: str, ok: bool, started: float, kind: str = "") -> None:
+        if self.metrics is not None:
+            self.metrics.backend_seconds.labels(self.name, operation).observe(
+                time.monotonic() - started)
+            if not ok:
+                self.metrics.backend_errors.labels(self.name, kind or "error").inc()
         if ok:
             self.health.consecutive_failures = 0
         else:
@@ -105,11 +116,9 @@ class Location:
                 self.health.message = f"{self.health.consecutive_failures} consecutive request failures"
                 log.warning("location %s marked down after %d failures", self.name,
                             self.health.consecutive_failures)
-        if self.on_result:
-            self.on_result(self, operation, ok, time.monotonic() - started)
 
     async def _call(self, operation: str, make: Callable[[], Awaitable[T]],
-                    body: BodyFailure | None = None, timeout: float | None = CALL_TIMEOUT) -> T:
+                    body: TrackedBody | None = None, timeout: float | None = CALL_TIMEOUT) -> T:
         self._guard()
         started = time.monotonic()
         try:
@@ -124,12 +133,12 @@ class Location:
         except S3Error:
             raise
         except TimeoutError:
-            self.record(operation, False, started)
+            self.record(operation, False, started, "timeout")
             raise self.unavailable(f"{operation} timed out") from None
         except Exception as exc:
             if body is not None and body.error is not None:
                 raise body.error from None  # the client's body failed, not the backend
-            self.record(operation, False, started)
+            self.record(operation, False, started, type(exc).__name__)
             log.warning("location %s: %s failed: %s: %s", self.name, operation,
                         type(exc).__name__, exc)
             raise self.unavailable(f"{type(exc).__name__} during {operation}") from exc
@@ -137,12 +146,29 @@ class Location:
         return result
 
     async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
-        tracked = BodyFailure(body)
-        return await self._call("put", lambda: self.translator.put(key, aiter(tracked), size, meta),
-                                tracked, timeout=None)
+        tracked = TrackedBody(body)
+        try:
+            return await self._call("put", lambda: self.translator.put(key, aiter(tracked), size,
+                                                                       meta), tracked, timeout=None)
+        finally:
+            self._count("in", tracked.size)
 
     async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
-        return await self._call("get", lambda: self.translator.get(stored, offset, length))
+        stream = await self._call("get", lambda: self.translator.get(stored, offset, length))
+        return stream if self.metrics is None else self._counted(stream)
+
+    async def _counted(self, stream: ByteStream) -> ByteStream:
+        size = 0
+        try:
+            async for chunk in stream:
+                size += len(chunk)
+                yield chunk
+        finally:
+            self._count("out", size)
+
+    def _count(self, direction: str, size: int) -> None:
+        if self.metrics is not None and size:
+            self.metrics.backend_bytes.labels(self.name, direction).inc(size)
 
     async def head(self, stored: Stored) -> Stored:
         return await self._call("head", lambda: self.translator.head(stored))
@@ -168,11 +194,14 @@ class Location:
 
     async def upload_part(self, key: str, upload_id: str, number: int, body: ByteStream,
                           size: int) -> Stored:
-        tracked = BodyFailure(body)
-        return await self._call(
-            "upload_part",
-            lambda: self.translator.upload_part(key, upload_id, number, aiter(tracked), size),
-            tracked, timeout=None)
+        tracked = TrackedBody(body)
+        try:
+            return await self._call(
+                "upload_part",
+                lambda: self.translator.upload_part(key, upload_id, number, aiter(tracked), size),
+                tracked, timeout=None)
+        finally:
+            self._count("in", tracked.size)
 
     async def complete_upload(self, key: str, upload_id: str, parts: list[Part],
                               meta: ObjectMeta) -> list[Stored]:

@@ -12,9 +12,12 @@ from aiohttp import web
 
 from gateway.accounts import AccountStore, load_accounts
 from gateway.config import Settings, load_settings
+from gateway.health.endpoints import HealthEndpoints
+from gateway.health.metrics import Metrics
+from gateway.health.monitor import HealthMonitor
 from gateway.locations import Locations
 from gateway.metadata.base import MetadataStore
-from gateway.s3.front import Front
+from gateway.s3.front import Front, add_request_id
 
 log = logging.getLogger("gateway")
 
@@ -40,13 +43,27 @@ class Gateway:
         self.locations = Locations(settings.locations, settings.env, settings.rest_endpoints,
                                    str(settings.location_path))
         self.metadata = make_metadata(settings)
+        self.metrics = Metrics()
+        for location in self.locations:
+            location.metrics = self.metrics
+        self.health = HealthMonitor(self.locations, settings.health, self.metrics)
+        self.health_endpoints = HealthEndpoints(self)
         self.front = Front(self, list(settings.rest_endpoints))
 
     async def start(self) -> None:
         await self.metadata.open()
         await self.locations.open()
+        down = await self.health.flight_check()
+        for location in down:
+            log.warning("location %s (%s) is DOWN at start-up: %s", location.name,
+                        location.type_name, location.health.message)
+        if down and self.settings.health.startup == "strict":
+            names = ", ".join(loc.name for loc in down)
+            raise StartupError(f"healthChecks.startup is strict and locations are down: {names}")
+        self.health.start()
 
     async def stop(self) -> None:
+        await self.health.stop()
         await self.locations.close()
         await self.metadata.close()
 
@@ -54,7 +71,17 @@ class Gateway:
         # client_max_size only bounds bodies read whole (XML); object bodies are streamed.
         app = web.Application(client_max_size=2 * 1024 * 1024, handler_args={"max_field_size": 16384})
         app.router.add_route("*", "/{tail:.*}", self.front.handle)
+        app.on_response_prepare.append(add_request_id)
         return app
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message is the one line to show."""
+
+
+async def metrics_site_handler(gateway: Gateway, request: web.Request) -> web.StreamResponse:
+    response = await gateway.health_endpoints.handle(request, request.path)
+    return response if response is not None else web.Response(status=404)
 
 
 def configure_logging(level: str) -> None:
@@ -65,12 +92,23 @@ def configure_logging(level: str) -> None:
 async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None = None) -> None:
     settings = load_settings(env if env is not None else os.environ)
     gateway = Gateway(settings)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except BaseException:
+        await gateway.stop()
+        raise
     runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.listen_on, settings.port, backlog=1024,
                        reuse_address=True)
     await site.start()
+    if settings.metrics_port:
+        metrics_app = web.Application()
+        metrics_app.router.add_route(
+            "*", "/{tail:.*}", lambda request: metrics_site_handler(gateway, request))
+        metrics_runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, settings.listen_on, settings.metrics_port).start()
     log.info("gateway listening on http://%s:%d (locations: %s; metadata: %s)",
              settings.listen_on, settings.port, ", ".join(loc.name for loc in gateway.locations),
              settings.metadata_backend)

@@ -62,7 +62,8 @@ def write_config(workdir: Path, port: int, locations: dict[str, Any] | None,
         "port": port,
         "listenOn": "127.0.0.1",
         "restEndpoints": {"localhost": "us-east-1", "127.0.0.1": "us-east-1"},
-        "healthChecks": {"interval": 2},
+        "healthChecks": {"interval": 2, "timeout": 2},
+        "metricsPort": 0,
     }
     cfg.update(config or {})
     (workdir / "config.json").write_text(json.dumps(cfg, indent=2))

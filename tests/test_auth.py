@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import random
 import re
 import time
@@ -24,6 +25,7 @@ from botocore.auth import (
 )
 from botocore.awsrequest import AWSPreparedRequest, AWSRequest
 from botocore.credentials import Credentials
+from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum, Sha256Checksum
 from botocore.utils import percent_encode_sequence
 from multidict import CIMultiDict
 
@@ -674,3 +676,54 @@ def test_aws_chunked_only_for_put() -> None:
         "x-amz-content-sha256": STREAMING,
                                          "x-amz-decoded-content-length": "1"})
     rejects("InvalidArgument", signed)
+
+
+# --- aws-chunked with an unsigned checksum trailer (botocore's default over TLS) ----------------
+
+TRAILER_MODE = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+
+
+def trailer_put(data: bytes, checksum_cls: Any = Crc32Checksum,
+                trailer: str = "x-amz-checksum-crc32", *,
+                with_length: bool = True) -> tuple[Signed, bytes]:
+    headers = {"x-amz-content-sha256": TRAILER_MODE, "Content-Encoding": "aws-chunked",
+               "x-amz-trailer": trailer}
+    if with_length:
+        headers["x-amz-decoded-content-length"] = str(len(data))
+    signed = sign(SigV4Auth(BART, "s3", "us-east-1"), "PUT", headers=headers)
+    framed = AwsChunkedWrapper(io.BytesIO(data), checksum_cls=checksum_cls,
+                               checksum_name=trailer, chunk_size=65536).read()
+    return signed, framed
+
+
+@pytest.mark.parametrize(("checksum_cls", "trailer"), [
+    (Crc32Checksum, "x-amz-checksum-crc32"), (Sha256Checksum, "x-amz-checksum-sha256")])
+async def test_unsigned_trailer_decodes_any_split(checksum_cls: Any, trailer: str) -> None:
+    data = random.Random(11).randbytes(200_000)
+    signed, framed = trailer_put(data, checksum_cls, trailer)
+    assert framed.endswith(b"\r\n\r\n") and trailer.encode() in framed
+    rng = random.Random(12)
+    for max_piece in (1, 50, 70_000, len(framed)):
+        result = signed.auth()
+        assert result.aws_chunked and result.decoded_length == len(data)
+        assert await read_body(result, random_split(framed, rng, max_piece)) == data
+
+
+async def test_unsigned_trailer_without_decoded_length() -> None:
+    signed, framed = trailer_put(b"abc" * 1000, with_length=False)
+    result = signed.auth()
+    assert result.decoded_length is None
+    assert await read_body(result, [framed]) == b"abc" * 1000
+
+
+@pytest.mark.parametrize(("mangle", "code"), [
+    (lambda b: b.replace(b"a" * 10, b"b" * 10, 1), "BadDigest"),
+    (lambda b: re.sub(rb"x-amz-checksum-crc32:[^\r]*\r\n", b"", b), "InvalidRequest"),
+    (lambda b: b[:-2], "IncompleteBody"),
+    (lambda b: b[:1000], "IncompleteBody"),
+])
+async def test_unsigned_trailer_rejections(mangle: Any, code: str) -> None:
+    signed, framed = trailer_put(b"a" * 100_000)
+    with pytest.raises(S3Error) as caught:
+        await read_body(signed.auth(), [mangle(framed)])
+    assert caught.value.code == code

@@ -1,5 +1,6 @@
-"""S3 request authentication: SigV4 (header, presigned query, aws-chunked streaming) and SigV2
-(header, query). Pure logic over the raw request line and headers; no aiohttp here.
+"""S3 request authentication: SigV4 (header, presigned query, aws-chunked streaming with chunk
+signatures or with an unsigned checksum trailer) and SigV2 (header, query). Pure logic over the
+raw request line and headers; no aiohttp here.
 
 `authenticate()` checks everything knowable before the body is read and returns an AuthResult;
 `AuthResult.body()` then checks what depends on the body (payload SHA-256, chunk signatures)
@@ -264,12 +265,12 @@ def _parse_chunk_header(line: bytes, *, signed: bool) -> tuple[int, str]:
     if not line.endswith(b"\r\n"):
         raise _bad_framing("chunk header not terminated by CRLF")
     size_part, sep, extension = line[:-2].partition(b";")
-    if not _CHUNK_SIZE_RE.match(size_part) or (signed and not sep):
+    if not _CHUNK_SIZE_RE.fullmatch(size_part) or (signed and not sep):
         raise _bad_framing("malformed chunk header")
     if not signed:
         return int(size_part, 16), ""  # chunk extensions, if any, carry nothing we check
     name, sep, signature = extension.partition(b"=")
-    if name != b"chunk-signature" or not _HEX64_RE.match(signature.decode("latin-1")):
+    if name != b"chunk-signature" or not _HEX64_RE.fullmatch(signature.decode("latin-1")):
         raise _bad_framing("malformed chunk signature")
     return int(size_part, 16), signature.decode("ascii").lower()
 
@@ -381,7 +382,7 @@ def _payload_mode(value: str | None, *, allow_streaming: bool) -> str | None:
         return None
     if value in (STREAMING_PAYLOAD, STREAMING_UNSIGNED_TRAILER) and allow_streaming:
         return value
-    if _HEX64_RE.match(value):
+    if _HEX64_RE.fullmatch(value):
         return value.lower()
     if value.startswith("STREAMING-"):
         raise S3Error("InvalidArgument", f"Unsupported x-amz-content-sha256 mode {value}",
@@ -417,7 +418,7 @@ class _Credential:
 
 def _parse_credential(credential: str, error: str) -> _Credential:
     parts = credential.rsplit("/", 4)
-    if len(parts) != 5 or not parts[0] or not _SCOPE_DATE_RE.match(parts[1]) or not parts[2]:
+    if len(parts) != 5 or not parts[0] or not _SCOPE_DATE_RE.fullmatch(parts[1]) or not parts[2]:
         raise S3Error(error, "The authorization header is malformed; the Credential is mal-formed; "
                       "expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\".",
                       status=400)

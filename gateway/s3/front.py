@@ -4,6 +4,7 @@ dispatch to the operation for the resource, and S3 XML errors for every failure.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import time
@@ -90,18 +91,31 @@ def parse_target(raw_path: str, host_bucket: str | None) -> tuple[str | None, st
     return name, key
 
 
+async def add_request_id(http: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare hook: streamed responses are prepared inside the operation."""
+    rid = http.get("request_id")
+    if rid:
+        response.headers["x-amz-request-id"] = rid
+        response.headers["x-amz-id-2"] = rid
+
+
 class Front:
     def __init__(self, gateway: object, endpoints: list[str]) -> None:
         self.gateway = gateway
         self.endpoints = sorted(endpoints, key=len, reverse=True)
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
+        if http.path.startswith("/_/"):
+            answer = await self.gateway.health_endpoints.handle(http, http.path[3:])
+            if answer is not None:
+                return answer
         started = time.monotonic()
         rid = request_id()
-        s3req: S3Request | None = None
+        http["request_id"] = rid
         status = 500
+        info: dict[str, object] = {"operation": "unknown"}
         try:
-            response = await self._dispatch(http, rid)
+            response = await self._dispatch(http, rid, info)
             status = response.status
         except S3Error as err:
             status = err.status
@@ -112,11 +126,17 @@ class Front:
             log.error("request %s failed:\n%s", rid, traceback.format_exc())
             status = 500
             response = self.error_response(S3Error("InternalError"), rid, http.method)
-        response.headers["x-amz-request-id"] = rid
-        response.headers["x-amz-id-2"] = rid
+        elapsed = time.monotonic() - started
+        operation = str(info["operation"])
+        metrics = self.gateway.metrics
+        metrics.requests.labels(operation, str(status)).inc()
+        metrics.request_seconds.labels(operation).observe(elapsed)
         if log.isEnabledFor(logging.INFO):
-            log.info("%s %s %s %d %.1fms", rid, http.method, http.path, status,
-                     (time.monotonic() - started) * 1000, extra={"s3": s3req})
+            info.update(requestId=rid, status=status, method=http.method,
+                        durationMs=round(elapsed * 1000, 2),
+                        bytesIn=http.content_length or 0,
+                        bytesOut=response.content_length or 0)
+            log.info(json.dumps(info, default=str))
         return response
 
     @staticmethod
@@ -125,7 +145,8 @@ class Front:
         headers = {"Content-Type": "application/xml", **err.headers}
         return web.Response(status=err.status, body=body, headers=headers)
 
-    async def _dispatch(self, http: web.Request, rid: str) -> web.StreamResponse:
+    async def _dispatch(self, http: web.Request, rid: str,
+                        info: dict[str, object]) -> web.StreamResponse:
         raw = http.raw_path
         raw_path, _, raw_query = raw.partition("?")
         host = split_host(http.headers.get("Host"))
@@ -142,7 +163,10 @@ class Front:
         sub = next((name for name in SUBRESOURCES if name in query), "")
         handler = ROUTES.get((level, http.method, sub))
         s3req = S3Request(http=http, gateway=self.gateway, request_id=rid, bucket=bucket_name,
-                          key=key, query=query, auth=result, host=host)
+                          key=key, query=query, auth=result, host=host, extra_log=info)
+        info["operation"] = handler.__name__ if handler else "unsupported"
+        info["bucket"] = bucket_name
+        info["account"] = result.account.name if result.account else None
         if handler is None:
             if sub or level != "service":
                 raise S3Error("NotImplemented",

@@ -535,6 +535,8 @@ class AzureTranslator(Translator):
         source = self if src.location == self.name else _OPEN_LOCATIONS.get(src.location)
         if source is None or source.settings.endpoint != self.settings.endpoint or _is_part(src):
             return None  # another account (or not an azure location): the caller streams
+        if self.settings.sas_token and not source.settings.sas_token:
+            return None  # Azure reads the source with our shared key or token, never our SAS
         source_url = source._blob(src.key).url
         if source.settings.sas_token:
             source_url += "?" + source.settings.sas_token
@@ -656,7 +658,13 @@ class AzureTranslator(Translator):
         if self._container is None:
             return Health(False, "not open")
         try:
-            await self._container.get_container_properties()
+            if self.settings.auth_method == "shared-access-signature":
+                # A container SAS may not allow Get Container Properties; listing is its probe.
+                pages = self._container.list_blobs(results_per_page=1).by_page()
+                async for _page in pages:
+                    break
+            else:
+                await self._container.get_container_properties()
         except ResourceNotFoundError:
             return Health(False, f"container {self.settings.container} does not exist")
         except HttpResponseError as exc:

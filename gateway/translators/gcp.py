@@ -165,7 +165,8 @@ class GcpTranslator(Translator):
             headers["Range"] = f"bytes={offset}-{end}"
         params = {"alt": "media", **_generation(stored)}
         response = await self._request("GET", self._object_url(stored.key), params=params,
-                                       headers=headers, auto_decompress=False)
+                                       headers=headers, auto_decompress=False,
+                                       not_found=stored.key)
         skip = offset if ranged and response.status == 200 else 0  # server ignored Range
         return _read_response(response, skip, length)
 
@@ -313,14 +314,16 @@ class GcpTranslator(Translator):
 
     async def _request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                        not_found: str | None = None, **kwargs: Any) -> aiohttp.ClientResponse:
-        """One JSON API call on the shared session; 404 becomes NotFound(`not_found` or url)."""
+        """One JSON API call on the shared session. A 404 becomes NotFound(`not_found`) when the
+        caller names what would be missing; otherwise (a missing bucket on upload) it stays a
+        backend error."""
         all_headers = {**(await self._headers()), **(headers or {})}
         try:
             return await self.storage.session.request(method, url, headers=all_headers,
                                                       timeout=TIMEOUT, **kwargs)
         except aiohttp.ClientResponseError as exc:
-            if exc.status == 404:
-                raise NotFound(not_found or url) from exc
+            if exc.status == 404 and not_found is not None:
+                raise NotFound(not_found) from exc
             raise
 
     async def _object_resource(self, name: str, generation: str | None) -> dict[str, Any]:

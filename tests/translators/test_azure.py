@@ -545,6 +545,7 @@ async def test_sas_token_location(azurite: Azurite, azure_container: str, sdk: A
     location = AzureTranslator("sas", details, {})
     await location.open()
     try:
+        assert await location.check() == Health(True, "OK")
         stored = await location.put("via-sas", one_shot(b"sas"), 3, ObjectMeta(user={"a": "b"}))
         assert await read_all(await location.get(stored)) == b"sas"
         copied = await location.copy(stored, "via-sas-copy", ObjectMeta())
@@ -553,6 +554,15 @@ async def test_sas_token_location(azurite: Azurite, azure_container: str, sdk: A
     finally:
         await location.close()
     assert (await sdk.get_blob_client("via-sas").get_blob_properties()).metadata == {"a": "b"}
+    for bad in ({**details, "sasToken": token.replace("sig=", "sig=AAAA")},
+                {**details, "azureContainerName": "no-such-container"}):
+        failing = AzureTranslator("sas-bad", bad, {})
+        await failing.open()
+        try:
+            health = await failing.check()
+        finally:
+            await failing.close()
+        assert not health.ok and "sig=" not in health.message
 
 
 async def test_service_principal_needs_azure_identity() -> None:

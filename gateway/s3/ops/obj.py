@@ -63,6 +63,7 @@ async def put_object(req: S3Request) -> web.Response:
     location = req.gateway.locations.for_new_object(req.headers.get(LOCATION_HEADER),
                                                     bucket.location, req.host)
     backend_key = location.backend_key(bucket.name, req.key)
+    req.extra_log["location"] = location.name
     await guard_open_upload(req, location.name, backend_key)
     body = HashedBody(req, size, expected_md5)
     stored = await location.put(backend_key, aiter(body), size, object_meta(headers, user, tags))
@@ -204,6 +205,7 @@ def piece_spans(pieces: list[Stored], first: int, last: int) -> list[tuple[Store
 async def get_object(req: S3Request) -> web.StreamResponse:
     bucket = await get_bucket(req)
     obj = await get_object_record(req, bucket.name)
+    req.extra_log["location"] = obj.location
     check_conditions(req, obj)
     headers = object_headers(obj)
     apply_overrides(req, headers)
@@ -249,6 +251,7 @@ async def get_object_record(req: S3Request, bucket_name: str) -> ObjectRecord:
 async def head_object(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     obj = await get_object_record(req, bucket.name)
+    req.extra_log["location"] = obj.location
     check_conditions(req, obj)
     headers = object_headers(obj)
     apply_overrides(req, headers)

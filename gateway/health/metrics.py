@@ -1,0 +1,36 @@
+"""Prometheus metrics: requests, latencies, bytes and errors per location, health, uploads."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """One registry per gateway (tests run several gateways in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("s3gw_requests", "S3 requests by operation and status",
+                                ["operation", "status"], registry=r)
+        self.request_seconds = Histogram("s3gw_request_duration_seconds",
+                                         "S3 request latency by operation", ["operation"],
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.backend_seconds = Histogram("s3gw_backend_duration_seconds",
+                                         "Backend call latency by location and call",
+                                         ["location", "call"], buckets=LATENCY_BUCKETS, registry=r)
+        self.backend_bytes = Counter("s3gw_backend_bytes", "Bytes moved to (in) and from (out) "
+                                     "each location", ["location", "direction"], registry=r)
+        self.backend_errors = Counter("s3gw_backend_errors", "Failed backend calls by location "
+                                      "and kind", ["location", "kind"], registry=r)
+        self.location_up = Gauge("s3gw_location_up", "1 when the location's last health check "
+                                 "passed, 0 when down, -1 when unknown", ["location", "type"],
+                                 registry=r)
+        self.open_uploads = Gauge("s3gw_multipart_uploads_open",
+                                  "Multipart uploads started and not yet completed or aborted",
+                                  registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
