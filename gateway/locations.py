@@ -129,7 +129,7 @@ class Location:
             raise
         except Conflict as exc:
             self.record(operation, True, started)
-            raise S3Error("MPUinProgress", str(exc) or None) from exc
+            raise S3Error("InvalidRequest", f"Location {self.name}: {exc}") from exc
         except S3Error:
             raise
         except TimeoutError:

@@ -78,9 +78,15 @@ class AwsS3Translator(Translator):
             or Path(env.get("HOME") or os.path.expanduser("~")) / ".aws" / "credentials"
         )
         inline = details.get("credentials")
+        if inline is not None and not (
+                isinstance(inline, Mapping)
+                and isinstance(inline.get("accessKey"), str) and inline["accessKey"]
+                and isinstance(inline.get("secretKey"), str) and inline["secretKey"]):
+            raise ConfigError("credentials", "must be {accessKey, secretKey}, non-empty strings")
         profile = details_str(details, "credentialsProfile", required=False)
         if inline is not None and profile is not None:
-            raise ConfigError("credentialsProfile", "set either credentials or credentialsProfile, not both")
+            raise ConfigError("credentialsProfile",
+                              "set either credentials or credentialsProfile, not both")
         env_access = env.get(f"{name}_AWS_ACCESS_KEY_ID")
         env_secret = env.get(f"{name}_AWS_SECRET_ACCESS_KEY")
         if bool(env_access) != bool(env_secret):
@@ -89,18 +95,15 @@ class AwsS3Translator(Translator):
         if env_access and env_secret:
             self._keys = (env_access, env_secret, None)
         elif inline is not None:
-            if not (isinstance(inline, Mapping)
-                    and isinstance(inline.get("accessKey"), str) and inline["accessKey"]
-                    and isinstance(inline.get("secretKey"), str) and inline["secretKey"]):
-                raise ConfigError("credentials", "must be {accessKey, secretKey}, both non-empty strings")
             self._keys = (inline["accessKey"], inline["secretKey"], None)
         elif profile is not None:
             self._profile = profile
         elif env.get("AWS_PROFILE"):
             self._profile = env["AWS_PROFILE"]
         else:
-            raise ConfigError("credentials", "set credentials {accessKey, secretKey}, credentialsProfile, "
-                                             f"or {name}_AWS_ACCESS_KEY_ID/_SECRET_ACCESS_KEY")
+            raise ConfigError("credentials", "set credentials {accessKey, secretKey}, "
+                                             "credentialsProfile, or the environment variables "
+                                             f"{name}_AWS_ACCESS_KEY_ID/_SECRET_ACCESS_KEY")
         self._client: Any = None
         self._client_context: Any = None
 
@@ -318,7 +321,8 @@ class AwsS3Translator(Translator):
                 await self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            return Health(False, f"bucket {self.bucket}: {error.get('Code')} {error.get('Message') or ''}".rstrip())
+            detail = f"{error.get('Code')} {error.get('Message') or ''}".rstrip()
+            return Health(False, f"bucket {self.bucket}: {detail}")
         except BotoCoreError as exc:
             return Health(False, f"bucket {self.bucket}: {exc}")
         return Health(True, "OK")

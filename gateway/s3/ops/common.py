@@ -180,12 +180,19 @@ class HashedBody:
         return self.md5.hexdigest()
 
 
+def same_data(a: Stored, b: Stored) -> bool:
+    """Whether two pieces name the same backend bytes. Clouds that overwrite in place reuse the
+    key; a distinct version id (B2, versioned S3/GCS) still means distinct bytes."""
+    return (a.location == b.location and a.key == b.key
+            and (a.version_id is None or b.version_id is None or a.version_id == b.version_id))
+
+
 async def delete_pieces(req: S3Request, pieces: list[Stored], keep: list[Stored] = ()) -> None:
-    """Remove replaced data. A piece the new data still uses (same location and backend key,
-    as on clouds that overwrite in place) is kept."""
-    kept = {(p.location, p.key) for p in keep}
+    """Remove replaced data, except pieces the new data still uses."""
     for piece in pieces:
-        if (piece.location, piece.key) in kept or piece.location not in req.gateway.locations:
+        if any(same_data(piece, kept) for kept in keep):
+            continue
+        if piece.location not in req.gateway.locations:
             continue
         try:
             await req.gateway.locations[piece.location].delete(piece)
