@@ -82,15 +82,13 @@ class SwiftCluster:
         return name
 
     def stop(self) -> None:
+        # SIGKILL: on SIGTERM the servers wait for open keep-alive connections (seconds each),
+        # and a throwaway cluster has nothing to flush.
         for proc in reversed(self.processes):
             if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+        for proc in self.processes:
+            proc.wait()
         for log in self.logs:
             log.close()
         self.logs.clear()

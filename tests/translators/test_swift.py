@@ -431,16 +431,16 @@ async def test_storage_policy_applies_to_segments_container(
 
 async def test_token_expiry_then_cloud_stopped(swift_factory: Any,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    cluster: SwiftCluster = swift_factory(token_life=2)
+    cluster: SwiftCluster = swift_factory(token_life=3)
     container = cluster.make_container("short")
     monkeypatch.setattr(swift_module, "TOKEN_PROBE_AFTER", 1.0)
     swift = await opened(cluster, container)
     try:
         stored = await swift.put("k", body_of(b"first"), 5, ObjectMeta())
         token = swift._token
-        await asyncio.sleep(2.5)  # the token expires; swiftclient re-authenticates on the 401
+        await asyncio.sleep(3.5)  # the token expires; swiftclient re-authenticates on the 401
         assert (await swift.head(stored)).size == 5
-        await asyncio.sleep(2.5)  # expired again: a streamed PUT cannot replay its body
+        await asyncio.sleep(3.5)  # expired again: a streamed PUT cannot replay its body
         stored = await swift.put("k", body_of(b"second"), 6, ObjectMeta())
         assert await read_all(await swift.get(stored)) == b"second"
         assert swift._token != token

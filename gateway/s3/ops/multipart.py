@@ -24,6 +24,7 @@ from gateway.s3.ops.common import (
     user_metadata,
     validate_key,
 )
+from gateway.s3.ops.obj import guard_open_upload
 from gateway.s3.ops.service import owner_node
 from gateway.s3.request import S3Request
 from gateway.s3.xml import iso_time, parse, render
@@ -50,6 +51,9 @@ async def create_upload(req: S3Request) -> web.Response:
     location = req.gateway.locations.for_new_object(req.headers.get(LOCATION_HEADER),
                                                     bucket.location, req.host)
     backend_key = location.backend_key(bucket.name, req.key)
+    # Where parts are staged on the final key (Azure), two uploads on one key would destroy
+    # each other's parts at completion: allow one at a time.
+    await guard_open_upload(req, location.name, backend_key)
     backend_upload_id = await location.create_upload(backend_key, object_meta(headers, user, tags))
     upload = UploadRecord(
         upload_id=uuid.uuid4().hex, bucket=bucket.name, key=req.key, initiated=time.time(),
