@@ -239,6 +239,7 @@ class Locations:
                  rest_endpoints: Mapping[str, str], location_file: str) -> None:
         self.by_name: dict[str, Location] = {}
         self.rest_endpoints = dict(rest_endpoints)
+        self.location_file = location_file
         for name, spec in specs.items():
             try:
                 cls = translator_class(spec.type)
@@ -262,7 +263,12 @@ class Locations:
 
     async def open(self) -> None:
         for location in self.by_name.values():
-            await location.translator.open()
+            try:
+                await location.translator.open()
+            except ConfigError as exc:  # some details (a credentials profile) are read here
+                raise ConfigFileError(self.location_file,
+                                      f'location "{location.name}" key "details.{exc.key}"',
+                                      exc.message) from None
 
     async def close(self) -> None:
         for location in self.by_name.values():

@@ -43,7 +43,7 @@ class Gateway:
 
     def client(self, access: str = ACCESS_KEY, secret: str = SECRET_KEY, **config: Any) -> Any:
         """A boto3 S3 client on this gateway, path-style, no retries (errors must show)."""
-        cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+        cfg = Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1, "mode": "standard"},
                      signature_version=config.pop("signature_version", "s3v4"), **config)
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=access,
                             aws_secret_access_key=secret, region_name="us-east-1", config=cfg)

@@ -56,9 +56,9 @@ log = logging.getLogger(__name__)
 GCS_API_ROOT = "https://storage.googleapis.com"
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 
-# Resumable-upload chunks must be multiples of 256 KiB; 8 MiB keeps memory bounded (two chunks per
-# upload: one in flight, one filling) while amortising a round trip per chunk.
-UPLOAD_CHUNK = 32 * 256 * 1024
+# Bodies up to this size go in one request (buffered); larger ones stream through a resumable
+# session without buffering.
+SINGLE_REQUEST_MAX = 8 * 1024 * 1024
 COMPOSE_MAX_SOURCES = 32  # GCS limit per compose call
 CONCURRENCY = 16  # parallel compose/delete calls of one completion or cleanup
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5, sock_read=60)
@@ -334,44 +334,32 @@ class GcpTranslator(Translator):
 
     async def _upload(self, bucket: str, name: str, resource: dict[str, Any], body: ByteStream,
                       size: int) -> dict[str, Any]:
-        """Stream `body` into a new object: one multipart request when it fits in one chunk,
-        else a resumable upload fed chunk by chunk (one chunk sent while the next fills).
-        Nothing is visible until the last chunk lands; a failure cancels the session."""
+        """Stream `body` into a new object. Up to SINGLE_REQUEST_MAX: one multipart request
+        (bounded buffer). Larger: a resumable session fed by ONE streamed PUT of the whole body,
+        so nothing is buffered. (Chunked PUTs would cost a round trip per chunk, and
+        fake-gcs-server rewrites the whole object on each chunk: 256 MiB took 14 s.)
+        Nothing is visible before the last byte lands; a failure cancels the session and
+        re-raises the body's own error when the body failed."""
+        if size < 0:
+            raise ValueError("GCS uploads need the body size")
         resource = {**resource, "name": name}
-        buffer = bytearray()
-        session_url: str | None = None
-        sent = 0
-        in_flight: asyncio.Task[None] | None = None
+        counted = _CountedBody(body, size)
+        if size <= SINGLE_REQUEST_MAX:
+            data = b"".join([chunk async for chunk in counted])
+            return await self._upload_single(bucket, resource, data)
+        session_url = await self._start_resumable(bucket, resource, size)
         try:
-            async for data in body:
-                buffer += data
-                # Keep at least one byte back: the last request must carry the total size.
-                while len(buffer) > UPLOAD_CHUNK:
-                    chunk = bytes(buffer[:UPLOAD_CHUNK])
-                    del buffer[:UPLOAD_CHUNK]
-                    if in_flight is not None:
-                        await in_flight
-                    if session_url is None:
-                        session_url = await self._start_resumable(bucket, resource)
-                    in_flight = asyncio.create_task(
-                        self._send_chunk(session_url, chunk, sent, None))
-                    sent += len(chunk)
-            if in_flight is not None:
-                await in_flight
-                in_flight = None
-            total = sent + len(buffer)
-            if size >= 0 and total != size:
-                raise ValueError(f"body gave {total} bytes, expected {size}")
-            if session_url is None:
-                return await self._upload_single(bucket, resource, bytes(buffer))
-            return await self._send_chunk(session_url, bytes(buffer), sent, total)
-        except BaseException:
-            if in_flight is not None:
-                in_flight.cancel()
-                with contextlib.suppress(BaseException):
-                    await in_flight
-            if session_url is not None:
-                await self._cancel_resumable(session_url)
+            response = await self._request(
+                "PUT", session_url, data=counted, allow_redirects=False,
+                headers={"Content-Length": str(size)})
+            if response.status not in (200, 201):  # 308: GCS is missing bytes
+                response.release()
+                raise RuntimeError(f"resumable upload incomplete: HTTP {response.status}")
+            return await response.json(content_type=None)
+        except BaseException as exc:
+            await self._cancel_resumable(session_url)
+            if counted.error is not None and counted.error is not exc:
+                raise counted.error from None  # aiohttp wraps it in ClientOSError
             raise
 
     async def _upload_single(self, bucket: str, resource: dict[str, Any],
@@ -392,38 +380,15 @@ class GcpTranslator(Translator):
             headers={"Content-Type": f"multipart/related; boundary={boundary}"})
         return await response.json(content_type=None)
 
-    async def _start_resumable(self, bucket: str, resource: dict[str, Any]) -> str:
+    async def _start_resumable(self, bucket: str, resource: dict[str, Any], size: int) -> str:
         url = f"{self.api_root}/upload/storage/v1/b/{quote(bucket, safe='')}/o"
-        headers = {"X-Upload-Content-Type": resource.get("contentType")
+        headers = {"X-Upload-Content-Length": str(size),
+                   "X-Upload-Content-Type": resource.get("contentType")
                    or "application/octet-stream"}
         response = await self._request("POST", url, headers=headers, json=resource,
                                        params={"uploadType": "resumable", "name": resource["name"]})
         response.release()
         return response.headers["Location"]
-
-    async def _send_chunk(self, session_url: str, chunk: bytes, offset: int,
-                          total: int | None) -> Any:
-        """PUT one chunk; returns the object resource after the last one (total known).
-        GCS may persist only part of a chunk (it answers 308 with the Range it kept): the rest
-        is sent again, from the offset GCS confirmed."""
-        end = offset + len(chunk)
-        for _attempt in range(5):
-            size = "*" if total is None else str(total)
-            headers = {"Content-Range": f"bytes {offset}-{end - 1}/{size}" if chunk
-                       else f"bytes */{size}"}
-            response = await self._request("PUT", session_url, headers=headers, data=chunk,
-                                           allow_redirects=False)
-            if response.status in (200, 201):
-                return await response.json(content_type=None)
-            response.release()
-            if response.status != 308:
-                raise RuntimeError(f"resumable upload: unexpected HTTP {response.status}")
-            kept = response.headers.get("Range")  # "bytes=0-N"
-            persisted = int(kept.rsplit("-", 1)[1]) + 1 if kept else 0
-            if total is None and persisted >= end:
-                return None
-            chunk, offset = chunk[persisted - offset:], persisted
-        raise RuntimeError("resumable upload: GCS keeps refusing the chunk")
 
     async def _cancel_resumable(self, session_url: str) -> None:
         # GCS answers 499 to a cancelled session; a failed cancel only leaves an
@@ -482,6 +447,29 @@ class GcpTranslator(Translator):
         except aiohttp.ClientResponseError as exc:
             if exc.status != 404:
                 raise
+
+
+class _CountedBody:
+    """The request body, held to exactly `size` bytes; remembers the error the body raised."""
+
+    def __init__(self, body: ByteStream, size: int) -> None:
+        self.body = body
+        self.size = size
+        self.error: BaseException | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        try:
+            async for chunk in self.body:
+                seen += len(chunk)
+                if seen > self.size:
+                    raise ValueError(f"body is longer than the announced {self.size} bytes")
+                yield chunk
+            if seen != self.size:
+                raise ValueError(f"body gave {seen} bytes, expected {self.size}")
+        except BaseException as exc:
+            self.error = exc
+            raise
 
 
 class _NoToken:

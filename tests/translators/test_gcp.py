@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gcloud.aio.storage import Storage
 
 from gateway.translators.base import ConfigError, NotFound, ObjectMeta, Part
-from gateway.translators.gcp import UPLOAD_CHUNK, GcpTranslator
+from gateway.translators.gcp import SINGLE_REQUEST_MAX, GcpTranslator
 from tests.clouds.gcp import GcsEmulator
 
 pytestmark = pytest.mark.gcp
@@ -106,7 +106,7 @@ async def test_empty_object(gcs: GcpTranslator, sdk: Storage, gcs_bucket: str) -
 
 async def test_large_put_streams_in_chunks(gcs: GcpTranslator, sdk: Storage,
                                            gcs_bucket: str) -> None:
-    size = 2 * UPLOAD_CHUNK + 12345  # a resumable upload: two full chunks and a tail
+    size = 2 * SINGLE_REQUEST_MAX + 12345  # a resumable upload, streamed in one PUT
     stored = await gcs.put("big", stream(size, chunk=300_000), size, ObjectMeta(user={"a": "1"}))
     assert stored.size == size
     digest = hashlib.md5()
@@ -118,10 +118,10 @@ async def test_large_put_streams_in_chunks(gcs: GcpTranslator, sdk: Storage,
 
 
 @pytest.mark.parametrize(("offset", "length"), [
-    (0, 1), (10, 100), (UPLOAD_CHUNK - 5, 10), (UPLOAD_CHUNK + 7, None), (3 * MiB, 2 * MiB),
+    (0, 1), (10, 100), (SINGLE_REQUEST_MAX - 5, 10), (SINGLE_REQUEST_MAX + 7, None), (3 * MiB, 2 * MiB),
 ])
 async def test_ranged_get(gcs: GcpTranslator, offset: int, length: int | None) -> None:
-    size = UPLOAD_CHUNK + 4 * MiB
+    size = SINGLE_REQUEST_MAX + 4 * MiB
     stored = await gcs.put("ranged", stream(size), size, ObjectMeta())
     expected = size - offset if length is None else length
     assert await collect(await gcs.get(stored, offset, length)) == pattern(offset, expected)
@@ -153,7 +153,7 @@ async def test_failed_body_leaves_nothing(gcs: GcpTranslator, sdk: Storage,
             yield chunk
         raise ConnectionResetError("client went away")
 
-    for size in (1000, 3 * UPLOAD_CHUNK):  # single-request and resumable uploads
+    for size in (1000, 3 * SINGLE_REQUEST_MAX):  # single-request and resumable uploads
         with pytest.raises(ConnectionResetError):
             await gcs.put("broken", broken(size), size + 10, ObjectMeta())
     with pytest.raises(ValueError):  # a body shorter than announced is refused too

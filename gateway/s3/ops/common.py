@@ -7,12 +7,14 @@ import base64
 import binascii
 import hashlib
 import re
+import zlib
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
 from gateway.s3.request import S3Request
+from gateway.s3.xml import MAX_XML_BODY
 from gateway.translators.base import CHUNK_SIZE, ObjectMeta, Stored
 
 MAX_KEY_BYTES = 1024
@@ -199,3 +201,45 @@ async def delete_pieces(req: S3Request, pieces: list[Stored], keep: list[Stored]
         except S3Error as err:  # the object is already gone from metadata: report, go on
             req.gateway.log.warning("could not delete replaced data %s at %s: %s",
                                     piece.key, piece.location, err.message)
+
+
+# Whole-body checksums a client may send instead of Content-MD5 (AWS's flexible checksums);
+# the ones the standard library cannot compute (crc32c, crc64nvme) pass unchecked.
+_BODY_CHECKSUMS = {
+    "x-amz-checksum-crc32": lambda data: zlib.crc32(data).to_bytes(4, "big"),
+    "x-amz-checksum-sha1": lambda data: hashlib.sha1(data).digest(),
+    "x-amz-checksum-sha256": lambda data: hashlib.sha256(data).digest(),
+}
+
+
+async def read_body(req: S3Request, *, require_digest: bool = False) -> bytes:
+    """A small (XML) request body read whole, through auth's payload checks, verified against
+    Content-MD5 (BadDigest) and any x-amz-checksum-* header. With `require_digest`, one of
+    them must be present, as AWS requires for DeleteObjects."""
+    expected_md5 = content_md5(req)
+    checksums = [name for name in req.headers if name.lower().startswith("x-amz-checksum-")
+                 and name.lower() != "x-amz-checksum-type"]
+    trailer = req.headers.get("x-amz-trailer", "").lower().startswith("x-amz-checksum-")
+    if require_digest and expected_md5 is None and not checksums and not trailer:
+        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
+    data = bytearray()
+    async for chunk in req.auth.body(req.http.content.iter_chunked(CHUNK_SIZE)):
+        data += chunk
+        if len(data) > MAX_XML_BODY:
+            raise S3Error("MalformedXML", "The XML you provided was larger than allowed.")
+    body = bytes(data)
+    if expected_md5 is not None and hashlib.md5(body).digest() != expected_md5:
+        raise S3Error("BadDigest")
+    for name in checksums:
+        compute = _BODY_CHECKSUMS.get(name.lower())
+        if compute is None:
+            continue
+        try:
+            stated = base64.b64decode(req.headers[name], validate=True)
+        except (binascii.Error, ValueError):
+            stated = b""
+        if compute(body) != stated:
+            algorithm = name.lower().removeprefix("x-amz-checksum-").upper()
+            raise S3Error("BadDigest", f"The {algorithm} you specified did not match the "
+                          "calculated checksum.")
+    return body
