@@ -122,6 +122,14 @@ class MetadataStore(ABC):
     async def delete_object(self, bucket: str, key: str) -> ObjectRecord | None: ...
 
     @abstractmethod
+    async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
+                            changes: dict[str, Any]) -> ObjectRecord | None:
+        """Change fields of an object in place (`changes`: ObjectRecord field -> new value, e.g.
+        tags, attrs, pieces, headers), only while it is still the object stored at
+        `expected_pieces` (compare-and-set against a concurrent overwrite). Return the updated
+        record, or None when it was replaced or deleted meanwhile."""
+
+    @abstractmethod
     async def list_objects(self, bucket: str, prefix: str, delimiter: str | None,
                            after: str | None, limit: int) -> Listing:
         """Keys > `after` starting with `prefix`, in UTF-8 byte order; with a delimiter, keys

@@ -8,6 +8,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -211,6 +212,20 @@ class SQLiteStore(MetadataStore):
             return old
 
         return await self._run(_delete)
+
+    async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
+                            changes: dict[str, Any]) -> ObjectRecord | None:
+        def _update(db: sqlite3.Connection) -> ObjectRecord | None:
+            # The single connection thread makes this read-compare-write atomic.
+            current = self._object(db, bucket, key)
+            if current is None or current.pieces != expected_pieces:
+                return None
+            updated = replace(current, **changes)
+            db.execute(f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS}) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _object_row(updated))
+            return updated
+
+        return await self._run(_update)
 
     async def list_objects(self, bucket: str, prefix: str, delimiter: str | None,
                            after: str | None, limit: int) -> Listing:

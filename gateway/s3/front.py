@@ -16,7 +16,19 @@ from aiohttp import web
 
 from gateway.errors import S3Error
 from gateway.s3 import auth
-from gateway.s3.ops import bucket, multipart, obj, service
+from gateway.s3.ops import (
+    acl,
+    batch,
+    bucket,
+    bucket_config,
+    cors,
+    multipart,
+    obj,
+    policy,
+    post,
+    service,
+    tagging,
+)
 from gateway.s3.request import S3Request
 from gateway.s3.xml import render_error
 
@@ -50,6 +62,49 @@ ROUTES: dict[tuple[str, str, str], Handler] = {
     ("object", "POST", "uploadId"): multipart.complete_upload,
     ("object", "DELETE", "uploadId"): multipart.abort_upload,
     ("object", "GET", "uploadId"): multipart.list_parts,
+    # access control and browser features
+    ("bucket", "GET", "acl"): acl.get_bucket_acl,
+    ("bucket", "PUT", "acl"): acl.put_bucket_acl,
+    ("object", "GET", "acl"): acl.get_object_acl,
+    ("object", "PUT", "acl"): acl.put_object_acl,
+    ("bucket", "GET", "policy"): policy.get_bucket_policy,
+    ("bucket", "PUT", "policy"): policy.put_bucket_policy,
+    ("bucket", "DELETE", "policy"): policy.delete_bucket_policy,
+    ("bucket", "GET", "cors"): cors.get_bucket_cors,
+    ("bucket", "PUT", "cors"): cors.put_bucket_cors,
+    ("bucket", "DELETE", "cors"): cors.delete_bucket_cors,
+    ("bucket", "POST", ""): post.post_object,
+    # DeleteObjects and tagging
+    ("bucket", "POST", "delete"): batch.delete_objects,
+    ("object", "GET", "tagging"): tagging.get_object_tagging,
+    ("object", "PUT", "tagging"): tagging.put_object_tagging,
+    ("object", "DELETE", "tagging"): tagging.delete_object_tagging,
+    ("bucket", "GET", "tagging"): tagging.get_bucket_tagging,
+    ("bucket", "PUT", "tagging"): tagging.put_bucket_tagging,
+    ("bucket", "DELETE", "tagging"): tagging.delete_bucket_tagging,
+    # bucket configurations answered with AWS's unconfigured defaults
+    ("bucket", "GET", "lifecycle"): bucket_config.get_lifecycle,
+    ("bucket", "PUT", "lifecycle"): bucket_config.put_lifecycle,
+    ("bucket", "DELETE", "lifecycle"): bucket_config.delete_lifecycle,
+    ("bucket", "GET", "website"): bucket_config.get_website,
+    ("bucket", "PUT", "website"): bucket_config.put_website,
+    ("bucket", "DELETE", "website"): bucket_config.delete_website,
+    ("bucket", "GET", "encryption"): bucket_config.get_encryption,
+    ("bucket", "PUT", "encryption"): bucket_config.put_encryption,
+    ("bucket", "DELETE", "encryption"): bucket_config.delete_encryption,
+    ("bucket", "GET", "object-lock"): bucket_config.get_object_lock,
+    ("bucket", "PUT", "object-lock"): bucket_config.put_object_lock,
+    ("bucket", "GET", "replication"): bucket_config.get_replication,
+    ("bucket", "PUT", "replication"): bucket_config.put_replication,
+    ("bucket", "DELETE", "replication"): bucket_config.delete_replication,
+    ("bucket", "GET", "logging"): bucket_config.get_logging,
+    ("bucket", "PUT", "logging"): bucket_config.put_logging,
+    ("bucket", "GET", "notification"): bucket_config.get_notification,
+    ("bucket", "PUT", "notification"): bucket_config.put_notification,
+    ("bucket", "GET", "accelerate"): bucket_config.get_accelerate,
+    ("bucket", "PUT", "accelerate"): bucket_config.put_accelerate,
+    ("bucket", "GET", "requestPayment"): bucket_config.get_request_payment,
+    ("bucket", "PUT", "requestPayment"): bucket_config.put_request_payment,
 }
 
 
@@ -97,6 +152,7 @@ async def add_request_id(http: web.Request, response: web.StreamResponse) -> Non
     if rid:
         response.headers["x-amz-request-id"] = rid
         response.headers["x-amz-id-2"] = rid
+    cors.add_cors_headers(http, response)
 
 
 class Front:
@@ -157,6 +213,10 @@ class Front:
         except ValueError:
             raise S3Error("InvalidURI") from None
         query = {k: v for k, v in reversed(pairs)}
+        if http.method == "OPTIONS":  # CORS preflight: browsers send it without credentials
+            info["operation"] = "cors_preflight"
+            info["bucket"] = bucket_name
+            return await cors.preflight(self.gateway, bucket_name, http)
         result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
                                    self.gateway.accounts, host_bucket=host_bucket)
         level = "service" if bucket_name is None else ("bucket" if key is None else "object")

@@ -26,17 +26,18 @@ def escape(text: str) -> str:
 
 def _render(node: Node, out: list[str]) -> None:
     tag, value = node
+    end = tag.split(" ", 1)[0]  # a tag may carry attributes: 'Grantee xsi:type="Group"'
     if value is None:
-        out.append(f"<{tag}></{tag}>")
+        out.append(f"<{tag}></{end}>")
     elif isinstance(value, list):
         out.append(f"<{tag}>")
         for child in value:
             _render(child, out)
-        out.append(f"</{tag}>")
+        out.append(f"</{end}>")
     else:
         if isinstance(value, bool):
             value = "true" if value else "false"
-        out.append(f"<{tag}>{escape(str(value))}</{tag}>")
+        out.append(f"<{tag}>{escape(str(value))}</{end}>")
 
 
 def render(root: str, children: Iterable[Node], *, namespace: bool = True) -> bytes:

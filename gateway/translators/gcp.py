@@ -91,7 +91,7 @@ class GcpTranslator(Translator):
         super().__init__(name, details, env)
         self.bucket = _bucket_name(details, "bucketName", None)
         self.mpu_bucket = _bucket_name(details, "mpuBucketName", self.bucket)
-        self.bucket_match = details_bool(details, "bucketMatch", False)
+        details_bool(details, "bucketMatch", False)  # applied by the caller; checked here
         for unsupported in ("credentials", "credentialsProfile"):
             if unsupported in details:
                 raise ConfigError(unsupported, "GCS HMAC keys only work with the XML API; this "
@@ -126,12 +126,10 @@ class GcpTranslator(Translator):
             timeout=TIMEOUT, read_bufsize=CHUNK_SIZE,
             connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
         )
-        token = None
+        token: Token | _NoToken = _NoToken()  # anonymous: skip the SDK's default-credentials lookup
         if key_data is not None:
             token = Token(service_file=io.StringIO(json.dumps(key_data)), session=self._session,
                           scopes=self._scopes)
-        else:
-            token = _NoToken()  # skips the SDK's default-credentials lookup
         self._storage = Storage(session=self._session, api_root=self.api_root,
                                 api_is_dev=self.anonymous, token=token)  # type: ignore[arg-type]
 

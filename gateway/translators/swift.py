@@ -44,6 +44,9 @@ from gateway.translators.base import (
 )
 
 log = logging.getLogger(__name__)
+# swiftclient logs every non-2xx answer at INFO (our expected 404s included) with token
+# prefixes; errors reach the gateway as exceptions anyway.
+logging.getLogger("swiftclient").setLevel(logging.WARNING)
 
 T = TypeVar("T")
 

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
+from gateway.s3 import access
 from gateway.s3.request import S3Request
 from gateway.s3.xml import MAX_XML_BODY
 from gateway.translators.base import CHUNK_SIZE, ObjectMeta, Stored
@@ -41,15 +42,15 @@ def validate_key(key: str) -> None:
         raise S3Error("KeyTooLongError")
 
 
-async def get_bucket(req: S3Request) -> BucketRecord:
-    """The request's bucket, which must exist and belong to the requester."""
+async def get_bucket(req: S3Request, action: str | None = None) -> BucketRecord:
+    """The request's bucket, which must exist and allow the requester `action` (by default the
+    request's own, e.g. s3:GetObject) on it or on the request's key: see gateway/s3/access.py."""
     assert req.bucket is not None
     record = await req.gateway.metadata.get_bucket(req.bucket)
     if record is None:
         raise S3Error("NoSuchBucket", BucketName=req.bucket)
-    account = req.account
-    if account is None or account.canonical_id != record.owner:
-        raise S3Error("AccessDenied")
+    req.http["bucket_record"] = record  # for the CORS headers of the response (ops/cors.py)
+    await access.authorize(req, record, action or access.request_action(req), req.key)
     return record
 
 

@@ -86,7 +86,8 @@ def part_number(req: S3Request) -> int:
 
 async def upload_part(req: S3Request) -> web.Response:
     if "x-amz-copy-source" in req.headers:
-        raise S3Error("NotImplemented", "UploadPartCopy is not implemented yet")
+        from gateway.s3.ops.copy import upload_part_copy  # copy builds on this module's helpers
+        return await upload_part_copy(req)
     number = part_number(req)
     upload = await get_upload(req)
     expected_md5 = content_md5(req)

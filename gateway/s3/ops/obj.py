@@ -49,7 +49,8 @@ async def guard_open_upload(req: S3Request, location_name: str, backend_key: str
 
 async def put_object(req: S3Request) -> web.Response:
     if "x-amz-copy-source" in req.headers:
-        raise S3Error("NotImplemented", "CopyObject is not implemented yet")
+        from gateway.s3.ops.copy import copy_object  # copy builds on this module's helpers
+        return await copy_object(req)
     bucket = await get_bucket(req)
     assert req.key is not None
     validate_key(req.key)
@@ -268,11 +269,17 @@ async def head_object(req: S3Request) -> web.Response:
 async def delete_object(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     assert req.key is not None
-    existing = await req.gateway.metadata.get_object(bucket.name, req.key)
+    await remove_object(req, bucket.name, req.key)
+    return web.Response(status=204)
+
+
+async def remove_object(req: S3Request, bucket_name: str, key: str) -> ObjectRecord | None:
+    """Delete one key (DeleteObject, and each key of DeleteObjects); absent is success."""
+    existing = await req.gateway.metadata.get_object(bucket_name, key)
     if existing is not None:
         for piece in existing.pieces:
             await guard_open_upload(req, piece.location, piece.key)
-    old = await req.gateway.metadata.delete_object(bucket.name, req.key)
+    old = await req.gateway.metadata.delete_object(bucket_name, key)
     if old is not None:
         await delete_pieces(req, old.pieces)
-    return web.Response(status=204)
+    return old

@@ -1,0 +1,135 @@
+"""ACL operations: Get/PutBucketAcl, Get/PutObjectAcl. The rules live in gateway/s3/access.py."""
+
+from __future__ import annotations
+
+from xml.etree.ElementTree import Element
+
+from aiohttp import web
+
+from gateway.errors import S3Error
+from gateway.metadata.base import BucketRecord, ObjectRecord
+from gateway.s3 import access
+from gateway.s3.access import Grant
+from gateway.s3.ops.common import get_bucket, read_body
+from gateway.s3.ops.service import owner_node
+from gateway.s3.request import S3Request
+from gateway.s3.xml import parse, render
+
+XSI = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+_XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+
+
+def render_acl(req: S3Request, owner: str, grants: list[Grant]) -> web.Response:
+    accounts = req.gateway.accounts
+
+    def display(canonical_id: str) -> str:
+        account = accounts.by_canonical_id(canonical_id)
+        return account.name if account else ""
+
+    nodes = []
+    for grant in grants:
+        if "uri" in grant:
+            grantee = (f'Grantee {XSI} xsi:type="Group"', [("URI", grant["uri"])])
+        else:
+            grantee = (f'Grantee {XSI} xsi:type="CanonicalUser"',
+                       owner_node(grant["id"], display(grant["id"])))
+        nodes.append(("Grant", [grantee, ("Permission", grant["permission"])]))
+    body = render("AccessControlPolicy", [("Owner", owner_node(owner, display(owner))),
+                                          ("AccessControlList", nodes)])
+    return web.Response(body=body, content_type="application/xml")
+
+
+def parse_acl_body(req: S3Request, body: bytes, owner: str) -> list[Grant]:
+    """An AccessControlPolicy document: its Owner must be the resource's owner."""
+    root = parse(body)
+    if root.tag != "AccessControlPolicy":
+        raise S3Error("MalformedACLError")
+    owner_id = root.findtext("Owner/ID")
+    if owner_id is None:
+        raise S3Error("MalformedACLError")
+    if owner_id.strip() != owner:
+        raise S3Error("AccessDenied")
+    acl = root.find("AccessControlList")
+    if acl is None:
+        raise S3Error("MalformedACLError")
+    grants: list[Grant] = []
+    for node in acl:
+        if node.tag != "Grant":
+            raise S3Error("MalformedACLError")
+        grants.append(parse_grant(req, node))
+    return grants
+
+
+def parse_grant(req: S3Request, node: Element) -> Grant:
+    grantee = node.find("Grantee")
+    permission = (node.findtext("Permission") or "").strip()
+    if grantee is None or permission not in access.PERMISSIONS:
+        raise S3Error("MalformedACLError")
+    kind = grantee.get(_XSI_TYPE) or grantee.get("type")
+    fields = {"CanonicalUser": ("ID", "id"), "AmazonCustomerByEmail": ("EmailAddress",
+                                                                     "emailaddress"),
+              "Group": ("URI", "uri")}
+    if kind is None:  # no xsi:type: infer it from the one identifying element present
+        kind = next((k for k, (tag, _) in fields.items() if grantee.find(tag) is not None), None)
+    if kind not in fields:
+        raise S3Error("MalformedACLError")
+    tag, resolver_kind = fields[kind]
+    value = grantee.findtext(tag)
+    if not value or not value.strip():
+        raise S3Error("MalformedACLError")
+    resolved = access.resolve_grantee(req.gateway.accounts, resolver_kind, value.strip())
+    return {**resolved, "permission": permission}
+
+
+async def requested_acl(req: S3Request, owner: str, bucket_owner: str | None) -> list[Grant]:
+    """From the canned/grant headers or the XML body (never both), validated."""
+    from_headers = access.acl_from_headers(req, owner, bucket_owner)
+    body = await read_body(req)
+    if from_headers is not None:
+        if body.strip():
+            raise S3Error("UnexpectedContent")
+        return from_headers
+    if not body.strip():
+        raise S3Error("MalformedACLError", "You must specify an ACL: the x-amz-acl header, "
+                      "x-amz-grant-* headers or an AccessControlPolicy body.")
+    return parse_acl_body(req, body, owner)
+
+
+async def get_bucket_acl(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    return render_acl(req, bucket.owner, access.acl_of(bucket))
+
+
+async def put_bucket_acl(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    grants = await requested_acl(req, bucket.owner, None)
+    fresh = await req.gateway.metadata.get_bucket(bucket.name) or bucket
+    await req.gateway.metadata.update_bucket_attrs(bucket.name, {**fresh.attrs, "acl": grants})
+    return web.Response()
+
+
+async def object_record(req: S3Request, bucket: BucketRecord) -> ObjectRecord:
+    assert req.key is not None
+    record = await req.gateway.metadata.get_object(bucket.name, req.key)
+    if record is None:
+        raise S3Error("NoSuchKey", Key=req.key)
+    return record
+
+
+async def get_object_acl(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    record = await object_record(req, bucket)
+    return render_acl(req, record.owner, access.acl_of(record))
+
+
+async def put_object_acl(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    record = await object_record(req, bucket)
+    grants = await requested_acl(req, record.owner, bucket.owner)
+    for _ in range(5):  # compare-and-set: retry when a concurrent change touched the object
+        updated = await req.gateway.metadata.update_object(
+            bucket.name, record.key, record.pieces, {"attrs": {**record.attrs, "acl": grants}})
+        if updated is not None:
+            return web.Response()
+        record = await object_record(req, bucket)
+    raise S3Error("InternalError", "The object kept changing; try again.")

@@ -1,0 +1,58 @@
+"""DeleteObjects (POST /bucket?delete): up to 1000 keys in one request, each deleted exactly as
+DeleteObject deletes it, with per-key results."""
+
+from __future__ import annotations
+
+from xml.etree.ElementTree import Element
+
+from aiohttp import web
+
+from gateway.errors import S3Error
+from gateway.s3.ops.common import get_bucket, read_body
+from gateway.s3.ops.obj import remove_object
+from gateway.s3.request import S3Request
+from gateway.s3.xml import Node, parse, render
+
+MAX_DELETE_KEYS = 1000
+
+
+def parse_delete(body: bytes) -> tuple[bool, list[tuple[str, str | None]]]:
+    """(quiet, [(key, version id)]) from a <Delete> document."""
+    root = parse(body, "Delete")
+    quiet_text = root.findtext("Quiet")
+    quiet = quiet_text is not None and quiet_text.strip().lower() == "true"
+    entries: list[tuple[str, str | None]] = []
+    objects: list[Element] = root.findall("Object")
+    if not objects or len(objects) > MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML")
+    for node in objects:
+        key = node.findtext("Key")
+        if not key:
+            raise S3Error("MalformedXML")
+        entries.append((key, node.findtext("VersionId")))
+    return quiet, entries
+
+
+async def delete_objects(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    quiet, entries = parse_delete(await read_body(req, require_digest=True))
+    results: list[Node] = []
+    for key, version_id in entries:
+        try:
+            if version_id is not None and version_id != "null":
+                # Without versioning the only version is the null one.
+                raise S3Error("NoSuchVersion")
+            await remove_object(req, bucket.name, key)
+        except S3Error as err:
+            error: list[Node] = [("Key", key)]
+            if version_id is not None:
+                error.append(("VersionId", version_id))
+            error += [("Code", err.code), ("Message", err.message)]
+            results.append(("Error", error))
+            continue
+        if not quiet:  # Quiet mode reports only the failures
+            deleted: list[Node] = [("Key", key)]
+            if version_id is not None:
+                deleted.append(("VersionId", version_id))
+            results.append(("Deleted", deleted))
+    return web.Response(body=render("DeleteResult", results), content_type="application/xml")

@@ -1,0 +1,320 @@
+"""Server-side copies: CopyObject (PUT with x-amz-copy-source) and UploadPartCopy.
+
+Within one location a single-piece source is copied by the translator (no byte passes through
+the gateway); otherwise the source pieces are streamed from their location(s) into the
+destination and MD5-hashed on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote
+
+from aiohttp import web
+
+from gateway.errors import S3Error
+from gateway.locations import LOCATION_HEADER
+from gateway.metadata.base import BucketRecord, ObjectRecord, PartRecord
+from gateway.s3.ops.common import (
+    MAX_PUT_SIZE,
+    META_PREFIX,
+    THREAD_HASH_MIN,
+    content_headers,
+    delete_pieces,
+    get_bucket,
+    object_meta,
+    parse_tagging_header,
+    user_metadata,
+    validate_key,
+)
+from gateway.s3.ops.multipart import MAX_PART_SIZE, get_upload, part_number
+from gateway.s3.ops.obj import (
+    commit_object,
+    etag_matches,
+    guard_open_upload,
+    parse_http_date,
+    piece_spans,
+)
+from gateway.s3.request import S3Request
+from gateway.s3.xml import iso_time, render
+from gateway.translators.base import NotFound, Stored
+
+COPY_SOURCE = "x-amz-copy-source"
+METADATA_DIRECTIVE = "x-amz-metadata-directive"
+TAGGING_DIRECTIVE = "x-amz-tagging-directive"
+COPY_RANGE = "x-amz-copy-source-range"
+# The location header is also ordinary user metadata, stored under this name.
+LOCATION_META = LOCATION_HEADER[len(META_PREFIX):]
+SELF_COPY_MESSAGE = (
+    "This copy request is illegal because it is trying to copy an object to itself without "
+    "changing the object's metadata, storage class, website redirect location or encryption "
+    "attributes.")
+_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_COPY_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
+
+
+@dataclass
+class CopySource:
+    bucket: BucketRecord
+    obj: ObjectRecord
+    version_id: str | None
+
+
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """`[/]bucket/key[?versionId=v]`, URL-encoded -> (bucket, key, version id)."""
+    raw_path, _, raw_query = value.partition("?")
+    path = unquote(raw_path).removeprefix("/")
+    bucket, _, key = path.partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: "
+                      "sourcebucket/sourcekey", ArgumentName=COPY_SOURCE, ArgumentValue=value)
+    version_id = dict(parse_qsl(raw_query, keep_blank_values=True)).get("versionId")
+    return bucket, key, version_id
+
+
+async def load_source(req: S3Request) -> CopySource:
+    """The source object, after the same read-access check as any request on its bucket."""
+    bucket_name, key, version_id = parse_copy_source(req.headers[COPY_SOURCE])
+    # Reuse get_bucket's access rules by asking them about the source bucket and key.
+    source_req = dataclasses.replace(req, bucket=bucket_name, key=key)
+    bucket = await get_bucket(source_req)
+    obj = await req.gateway.metadata.get_object(bucket.name, key)
+    if version_id is not None and version_id != "null":
+        # Without versioning the only version is the null one.
+        raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
+    if obj is None:
+        raise S3Error("NoSuchKey", Key=key)
+    return CopySource(bucket=bucket, obj=obj, version_id=version_id)
+
+
+def check_source_conditions(req: S3Request, obj: ObjectRecord) -> None:
+    """x-amz-copy-source-if-*: every failure is 412, with AWS's precedence (a matching
+    if-match overrides if-unmodified-since, a failing if-none-match decides alone)."""
+    headers = req.headers
+    modified = int(obj.last_modified)
+    if_match = headers.get("x-amz-copy-source-if-match")
+    if if_match is not None:
+        if not etag_matches(if_match, obj.etag):
+            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Match")
+    elif "x-amz-copy-source-if-unmodified-since" in headers:
+        since = parse_http_date(headers["x-amz-copy-source-if-unmodified-since"])
+        if since is not None and modified > since:
+            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Unmodified-Since")
+    if_none_match = headers.get("x-amz-copy-source-if-none-match")
+    if if_none_match is not None:
+        if etag_matches(if_none_match, obj.etag):
+            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-None-Match")
+    elif "x-amz-copy-source-if-modified-since" in headers:
+        since = parse_http_date(headers["x-amz-copy-source-if-modified-since"])
+        if since is not None and modified <= since:
+            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Modified-Since")
+
+
+def directive(req: S3Request, header: str, kind: str) -> str:
+    value = req.headers.get(header, "COPY")
+    if value not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", f"Unknown {kind} directive.", ArgumentName=header,
+                      ArgumentValue=value)
+    return value
+
+
+def too_large(size: int, limit: int) -> S3Error:
+    return S3Error("InvalidRequest", "The specified copy source is larger than the maximum "
+                   f"allowable size for a copy source: {limit}", ProposedSize=str(size))
+
+
+def missing_data(key: str) -> S3Error:
+    return S3Error("NoSuchKey", "The copy source's data is missing from its location.", Key=key)
+
+
+class SourceBody:
+    """A byte range of the source object, read piece by piece from its location(s) and
+    MD5-hashed as it streams. The last chunk is held back until the length is confirmed, so a
+    source that comes up short never completes a write at the destination."""
+
+    def __init__(self, req: S3Request, obj: ObjectRecord, first: int, length: int) -> None:
+        self.req = req
+        self.key = obj.key
+        self.length = length
+        self.spans = piece_spans(obj.pieces, first, first + length - 1) if length else []
+        self.md5 = hashlib.md5()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        locations = self.req.gateway.locations
+        seen = 0
+        pending: bytes | None = None
+        for piece, offset, span_length in self.spans:
+            if piece.location not in locations:
+                raise missing_data(self.key)
+            try:
+                stream = await locations[piece.location].get(piece, offset, span_length)
+                async for chunk in stream:
+                    if not chunk:
+                        continue
+                    seen += len(chunk)
+                    if len(chunk) >= THREAD_HASH_MIN:
+                        await asyncio.to_thread(self.md5.update, chunk)
+                    else:
+                        self.md5.update(chunk)
+                    if pending is not None:
+                        yield pending
+                    pending = chunk
+            except NotFound:
+                raise missing_data(self.key) from None
+        if seen != self.length:
+            raise S3Error("InternalError", f"The copy source gave {seen} of {self.length} bytes.")
+        if pending is not None:
+            yield pending
+
+    @property
+    def etag(self) -> str:
+        return self.md5.hexdigest()
+
+
+def xml_response(root: str, etag: str, modified: float, headers: dict[str, str]) -> web.Response:
+    body = render(root, [("LastModified", iso_time(modified)), ("ETag", f'"{etag}"')])
+    return web.Response(body=body, content_type="application/xml", headers=headers)
+
+
+async def copy_object(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)  # the destination must be writable by the requester
+    assert req.key is not None
+    validate_key(req.key)
+    meta_directive = directive(req, METADATA_DIRECTIVE, "metadata")
+    tag_directive = directive(req, TAGGING_DIRECTIVE, "tagging")
+    source = await load_source(req)
+    src = source.obj
+    check_source_conditions(req, src)
+    same_object = source.bucket.name == bucket.name and src.key == req.key
+    if same_object and meta_directive != "REPLACE":
+        raise S3Error("InvalidRequest", SELF_COPY_MESSAGE)
+    if src.size > MAX_PUT_SIZE:
+        raise too_large(src.size, MAX_PUT_SIZE)
+    if meta_directive == "REPLACE":
+        headers, user = content_headers(req), user_metadata(req)
+        header_location = req.headers.get(LOCATION_HEADER)
+    else:  # COPY: the request's content and x-amz-meta-* headers are ignored, as AWS does
+        headers, user = dict(src.headers), dict(src.user_meta)
+        header_location = None
+    if tag_directive == "REPLACE":
+        tags = parse_tagging_header(req.headers.get("x-amz-tagging"))
+    else:
+        tags = dict(src.tags)
+    location = req.gateway.locations.for_new_object(header_location, bucket.location, req.host)
+    if header_location is None and LOCATION_META in user:
+        user[LOCATION_META] = location.name  # COPY: the destination's location replaces it
+    req.extra_log["location"] = location.name
+    meta = object_meta(headers, user, tags)
+    account = req.require_account()
+    now = time.time()
+    # A one-piece object with a plain MD5 ETag can be copied without reading it: its ETag is
+    # already the MD5 of its bytes. A multipart source gets a fresh MD5 (as AWS), so it streams.
+    one_piece = (len(src.pieces) == 1 and src.pieces[0].location == location.name
+                 and bool(_PLAIN_MD5.match(src.etag)))
+
+    if same_object and one_piece:
+        # REPLACE onto itself in place: only metadata changes, no byte is copied.
+        try:
+            piece = await location.update_meta(src.pieces[0], meta)
+        except NotFound:
+            raise missing_data(src.key) from None
+        changes = {"headers": headers, "user_meta": user, "tags": tags, "pieces": [piece],
+                   "last_modified": now, "owner": account.canonical_id, "attrs": {}}
+        if await req.gateway.metadata.update_object(bucket.name, req.key, src.pieces,
+                                                    changes) is None:
+            raise S3Error("OperationAborted", "The object changed while it was being copied. "
+                          "Please try again.")
+        return xml_response("CopyObjectResult", src.etag, now, encryption_headers(piece))
+
+    backend_key = location.backend_key(bucket.name, req.key)
+    await guard_open_upload(req, location.name, backend_key)
+    stored: Stored | None = None
+    etag = src.etag
+    if one_piece:
+        try:
+            stored = await location.copy(src.pieces[0], backend_key, meta)
+        except NotFound:
+            raise missing_data(src.key) from None
+    if stored is None:  # another location, several pieces, or no server-side copy: stream
+        body = SourceBody(req, src, 0, src.size)
+        stored = await location.put(backend_key, aiter(body), src.size, meta)
+        etag = body.etag
+    record = ObjectRecord(
+        bucket=bucket.name, key=req.key, size=src.size, etag=etag, last_modified=now,
+        location=location.name, pieces=[stored], owner=account.canonical_id, headers=headers,
+        user_meta=user, tags=tags)
+    await commit_object(req, record)
+    return xml_response("CopyObjectResult", etag, now, encryption_headers(stored))
+
+
+def encryption_headers(stored: Stored) -> dict[str, str]:
+    return {"x-amz-server-side-encryption": stored.encryption} if stored.encryption else {}
+
+
+def parse_copy_range(value: str | None, size: int) -> tuple[int, int]:
+    """(first, length) of the x-amz-copy-source-range, or the whole object. Unlike GET's Range
+    (ignored when malformed), a bad copy range is an error, and AWS answers InvalidArgument."""
+    if value is None:
+        return 0, size
+    match = _COPY_RANGE_RE.match(value.strip())
+    if not match:
+        raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the form "
+                      "bytes=first-last where first and last are the zero-based offsets of the "
+                      "first and last bytes to copy", ArgumentName=COPY_RANGE, ArgumentValue=value)
+    first, last = int(match.group(1)), int(match.group(2))
+    if first > last or last >= size:
+        raise S3Error("InvalidArgument",
+                      f"Range specified is not valid for source object of size: {size}",
+                      ArgumentName=COPY_RANGE, ArgumentValue=value)
+    return first, last - first + 1
+
+
+async def upload_part_copy(req: S3Request) -> web.Response:
+    number = part_number(req)
+    upload = await get_upload(req)  # the destination bucket's access check included
+    source = await load_source(req)
+    src = source.obj
+    check_source_conditions(req, src)
+    first, length = parse_copy_range(req.headers.get(COPY_RANGE), src.size)
+    if length > MAX_PART_SIZE:
+        raise too_large(length, MAX_PART_SIZE)
+    location = req.gateway.locations[upload.location]
+    req.extra_log["location"] = location.name
+    stored: Stored | None = None
+    etag = ""
+    if length and len(src.pieces) == 1 and src.pieces[0].location == location.name:
+        try:
+            stored = await location.copy_part(src.pieces[0], first, length, upload.backend_key,
+                                              upload.backend_upload_id, number)
+        except NotFound:
+            raise missing_data(src.key) from None
+        if stored is not None:
+            whole = first == 0 and length == src.size
+            if whole and _PLAIN_MD5.match(src.etag):
+                etag = src.etag
+            else:
+                # The bytes never passed through the gateway, so their MD5 is unknown; the
+                # part ETag (which clients only echo back at completion) is a stable stand-in.
+                etag = hashlib.md5(f"{src.etag}:{first}-{length}".encode()).hexdigest()
+    if stored is None:
+        body = SourceBody(req, src, first, length)
+        stored = await location.upload_part(upload.backend_key, upload.backend_upload_id, number,
+                                            aiter(body), length)
+        etag = body.etag
+    now = time.time()
+    part = PartRecord(upload_id=upload.upload_id, number=number, size=length, etag=etag,
+                      last_modified=now, stored=stored)
+    try:
+        old = await req.gateway.metadata.put_part(part)
+    except LookupError:  # aborted or completed while the part was copied
+        await delete_pieces(req, [stored])
+        raise S3Error("NoSuchUpload", UploadId=upload.upload_id) from None
+    if old is not None:
+        await delete_pieces(req, [old.stored], keep=[stored])
+    return xml_response("CopyPartResult", etag, now, encryption_headers(stored))

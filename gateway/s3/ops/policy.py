@@ -1,0 +1,51 @@
+"""Bucket policy operations: Get/Put/DeleteBucketPolicy. Validation and evaluation live in
+gateway/s3/access.py; the policy is kept as the JSON text the client sent."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import S3Error
+from gateway.s3 import access
+from gateway.s3.ops.common import get_bucket, read_body
+from gateway.s3.request import S3Request
+
+
+async def get_bucket_policy(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    policy = bucket.attrs.get("policy")
+    if policy is None:
+        raise S3Error("NoSuchBucketPolicy", BucketName=bucket.name)
+    return web.Response(text=policy, content_type="application/json")
+
+
+async def put_bucket_policy(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    body = await read_body(req)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Error("MalformedPolicy", "Policies must be valid JSON and the first byte "
+                      "must be '{'") from None
+    access.parse_policy(text, bucket.name)
+    await set_policy(req, bucket.name, text)
+    return web.Response(status=204)
+
+
+async def delete_bucket_policy(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    await set_policy(req, bucket.name, None)
+    return web.Response(status=204)
+
+
+async def set_policy(req: S3Request, bucket_name: str, text: str | None) -> None:
+    # Re-read just before writing: attrs hold other settings (ACL, tags, CORS...).
+    fresh = await req.gateway.metadata.get_bucket(bucket_name)
+    if fresh is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket_name)
+    attrs = dict(fresh.attrs)
+    if text is None:
+        attrs.pop("policy", None)
+    else:
+        attrs["policy"] = text
+    await req.gateway.metadata.update_bucket_attrs(bucket_name, attrs)
