@@ -130,6 +130,7 @@ def start_nginx(base: Path) -> Server:
     (work / "tmp").mkdir(exist_ok=True)
     conf = f"""
 worker_processes 1;
+user root;
 daemon off;
 pid {work}/nginx.pid;
 error_log {work}/error.log warn;

@@ -584,8 +584,8 @@ def condition_keys(req: S3Request, account: Account | None) -> dict[str, str]:
         keys["aws:userid"] = account.shortid
         keys["aws:username"] = account.name
         keys["aws:principalarn"] = account.arn
-        keys["s3:signatureversion"] = f"AWS4-HMAC-SHA256" if req.auth.signature_version == 4 \
-            else "AWS"
+        keys["s3:signatureversion"] = ("AWS4-HMAC-SHA256" if req.auth.signature_version == 4
+                                       else "AWS")
     for header, name in (("Referer", "aws:referer"), ("User-Agent", "aws:useragent"),
                          ("x-amz-acl", "s3:x-amz-acl"),
                          ("x-amz-copy-source", "s3:x-amz-copy-source"),

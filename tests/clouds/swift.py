@@ -170,10 +170,13 @@ def _wait_ready(cluster: SwiftCluster, timeout: float) -> None:
                 cluster.auth_url, headers={"X-Auth-User": SWIFT_USER, "X-Auth-Key": SWIFT_KEY})
             with urllib.request.urlopen(request, timeout=2) as resp:
                 url, token = resp.headers["X-Storage-Url"], resp.headers["X-Auth-Token"]
-            # The account HEAD goes through to the account server: the backends answer too.
-            head = urllib.request.Request(url, method="HEAD", headers={"X-Auth-Token": token})
-            with urllib.request.urlopen(head, timeout=2):
-                return
+            # A container and an object PUT reach the account, container and object servers.
+            for path in ("/readiness-probe", "/readiness-probe/probe"):
+                put = urllib.request.Request(url + path, method="PUT", data=b"",
+                                             headers={"X-Auth-Token": token})
+                with urllib.request.urlopen(put, timeout=5):
+                    pass
+            return
         except (OSError, urllib.error.URLError, KeyError) as exc:
             last = exc
             time.sleep(0.1)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, Listing
+from gateway.s3 import access
 from gateway.s3.ops.common import get_bucket, validate_bucket_name
 from gateway.s3.ops.service import owner_node
 from gateway.s3.request import S3Request
@@ -35,8 +36,9 @@ async def create_bucket(req: S3Request) -> web.Response:
         raise S3Error("InvalidLocationConstraint",
                       f"The specified location constraint is not valid: {location_name}",
                       LocationConstraint=location_name)
+    grants = access.acl_from_headers(req, account.canonical_id)
     record = BucketRecord(name=req.bucket, owner=account.canonical_id, location=location_name,
-                          created=time.time())
+                          created=time.time(), attrs={"acl": grants} if grants else {})
     existing = await req.gateway.metadata.create_bucket(record)
     if existing is not None:
         if existing.owner != account.canonical_id:

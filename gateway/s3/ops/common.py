@@ -8,7 +8,7 @@ import binascii
 import hashlib
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import parse_qsl
 
 from gateway.errors import S3Error
@@ -63,7 +63,12 @@ async def get_object(req: S3Request, bucket: BucketRecord) -> ObjectRecord:
 
 
 def user_metadata(req: S3Request) -> dict[str, str]:
-    meta = {name[len(META_PREFIX):].lower(): value for name, value in req.headers.items()
+    return user_metadata_from(req.headers)
+
+
+def user_metadata_from(fields: Mapping[str, str]) -> dict[str, str]:
+    """x-amz-meta-* from request headers or, for POST Object, from form fields."""
+    meta = {name[len(META_PREFIX):].lower(): value for name, value in fields.items()
             if name.lower().startswith(META_PREFIX)}
     size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
     if size > MAX_USER_META_BYTES:
@@ -72,7 +77,12 @@ def user_metadata(req: S3Request) -> dict[str, str]:
 
 
 def content_headers(req: S3Request) -> dict[str, str]:
-    headers = {name: req.headers[name] for name in CONTENT_HEADERS if name in req.headers}
+    return content_headers_from(req.headers)
+
+
+def content_headers_from(fields: Mapping[str, str]) -> dict[str, str]:
+    """Content-Type & co. from request headers or, for POST Object, from (lower-cased) fields."""
+    headers = {name: fields[name] for name in CONTENT_HEADERS if name in fields}
     encoding = headers.get("content-encoding")
     if encoding:  # aws-chunked is transport framing, not the object's encoding
         kept = [e for e in (p.strip() for p in encoding.split(",")) if e and e != "aws-chunked"]

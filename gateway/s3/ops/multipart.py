@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import ObjectRecord, PartRecord, UploadRecord
+from gateway.s3 import access
 from gateway.s3.ops.common import (
     HashedBody,
     body_size,
@@ -44,7 +45,8 @@ async def create_upload(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     assert req.key is not None
     validate_key(req.key)
-    account = req.require_account()
+    owner = access.requester_id(req)
+    grants = access.acl_from_headers(req, owner, bucket.owner)
     user = user_metadata(req)
     headers = content_headers(req)
     tags = parse_tagging_header(req.headers.get("x-amz-tagging"))
@@ -57,8 +59,9 @@ async def create_upload(req: S3Request) -> web.Response:
     backend_upload_id = await location.create_upload(backend_key, object_meta(headers, user, tags))
     upload = UploadRecord(
         upload_id=uuid.uuid4().hex, bucket=bucket.name, key=req.key, initiated=time.time(),
-        owner=account.canonical_id, location=location.name, backend_key=backend_key,
-        backend_upload_id=backend_upload_id, headers=headers, user_meta=user, tags=tags)
+        owner=owner, location=location.name, backend_key=backend_key,
+        backend_upload_id=backend_upload_id, headers=headers, user_meta=user, tags=tags,
+        attrs={"acl": grants} if grants else {})
     await req.gateway.metadata.create_upload(upload)
     return xml_response("InitiateMultipartUploadResult", [
         ("Bucket", bucket.name), ("Key", req.key), ("UploadId", upload.upload_id)])
@@ -171,7 +174,7 @@ async def complete_upload(req: S3Request) -> web.Response:
         bucket=upload.bucket, key=upload.key, size=sum(p.size for p in chosen), etag=etag,
         last_modified=time.time(), location=upload.location, pieces=pieces, owner=upload.owner,
         headers=upload.headers, user_meta=upload.user_meta, tags=upload.tags,
-        attrs={"parts_count": len(chosen)})
+        attrs={"parts_count": len(chosen), **upload.attrs})
     try:
         finished = await req.gateway.metadata.finish_upload(upload.upload_id, record)
     except BaseException:

@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import ObjectRecord
+from gateway.s3 import access
 from gateway.s3.ops.common import (
     MAX_PUT_SIZE,
     HashedBody,
@@ -57,6 +58,8 @@ async def put_object(req: S3Request) -> web.Response:
     user = user_metadata(req)
     headers = content_headers(req)
     tags = parse_tagging_header(req.headers.get("x-amz-tagging"))
+    owner = access.requester_id(req)
+    grants = access.acl_from_headers(req, owner, bucket.owner)
     expected_md5 = content_md5(req)
     size = body_size(req)
     if size > MAX_PUT_SIZE:
@@ -70,8 +73,8 @@ async def put_object(req: S3Request) -> web.Response:
     stored = await location.put(backend_key, aiter(body), size, object_meta(headers, user, tags))
     record = ObjectRecord(
         bucket=bucket.name, key=req.key, size=size, etag=body.etag, last_modified=time.time(),
-        location=location.name, pieces=[stored], owner=req.require_account().canonical_id,
-        headers=headers, user_meta=user, tags=tags)
+        location=location.name, pieces=[stored], owner=owner,
+        headers=headers, user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
     await commit_object(req, record)
     response_headers = {"ETag": f'"{body.etag}"'}
     if stored.encryption:

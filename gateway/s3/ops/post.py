@@ -1,0 +1,349 @@
+"""POST Object: the browser form upload (POST /bucket, multipart/form-data).
+
+The front authenticates every request from its headers, and a form carries no Authorization
+header, so it arrives anonymous: the form's own signature (SigV4 `x-amz-signature` or SigV2
+`signature`, both over the base64 policy document) names the account here. The policy
+document's expiration and conditions are checked before a byte of the file is read, except
+`content-length-range`, checked once the file's size is known.
+
+The file field is streamed to a temporary spool file (never held in memory) because a
+backend put needs the exact size up front and the form gives none; from there it goes to the
+location as a PutObject would, and metadata is committed only after the bytes are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import hashlib
+import hmac
+import json
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import IO, Any
+from urllib.parse import quote, urlencode
+
+from aiohttp import BodyPartReader, web
+
+from gateway.accounts import Account
+from gateway.errors import S3Error
+from gateway.locations import LOCATION_HEADER
+from gateway.metadata.base import ObjectRecord
+from gateway.s3 import access
+from gateway.s3.auth import _signing_key  # the one SigV4 key derivation
+from gateway.s3.ops.common import (
+    MAX_PUT_SIZE,
+    THREAD_HASH_MIN,
+    content_headers_from,
+    get_bucket,
+    object_meta,
+    user_metadata_from,
+    validate_key,
+    validate_tags,
+)
+from gateway.s3.ops.obj import commit_object, guard_open_upload
+from gateway.s3.ops.tagging import parse_tagging
+from gateway.s3.request import S3Request
+from gateway.s3.xml import render
+from gateway.translators.base import CHUNK_SIZE
+
+MAX_FIELD_BYTES = 64 * 1024  # a policy document is at most 20 KB; nothing else is longer
+MAX_FIELDS_BYTES = 1024 * 1024
+# Fields the policy need not name (AWS's list).
+EXEMPT_FIELDS = ("policy", "x-amz-signature", "signature", "awsaccesskeyid", "file")
+ENCLOSURE = "Bucket POST must be of the enclosure-type multipart/form-data"
+
+
+@dataclasses.dataclass
+class FormPolicy:
+    conditions: list[tuple[str, str, str]]  # (op "eq"/"starts-with", field, value)
+    length_range: tuple[int, int] | None
+    raw: list[Any]
+
+
+async def read_field(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(CHUNK_SIZE):
+        data += chunk
+        if len(data) > MAX_FIELD_BYTES:
+            raise S3Error("MalformedPOSTRequest", f"The form field {part.name} is too long.")
+    return data.decode("utf-8", "replace")
+
+
+async def read_form(req: S3Request) -> tuple[dict[str, str], BodyPartReader]:
+    """The fields before the file (lower-cased names) and the file part itself; fields after
+    the file are ignored, as AWS does."""
+    if not req.headers.get("Content-Type", "").lower().startswith("multipart/form-data"):
+        raise S3Error("PreconditionFailed", ENCLOSURE, Condition=ENCLOSURE)
+    try:
+        reader = await req.http.multipart()
+    except (AssertionError, ValueError, KeyError):
+        raise S3Error("MalformedPOSTRequest") from None
+    fields: dict[str, str] = {}
+    total = 0
+    while True:
+        try:
+            part = await reader.next()
+        except (AssertionError, ValueError):
+            raise S3Error("MalformedPOSTRequest") from None
+        if part is None:
+            raise S3Error("InvalidArgument", "POST requires exactly one file upload per request.",
+                          ArgumentName="file", ArgumentValue="0")
+        if not isinstance(part, BodyPartReader) or not part.name:
+            raise S3Error("MalformedPOSTRequest")
+        name = part.name.lower()
+        if name == "file":
+            return fields, part
+        value = await read_field(part)
+        total += len(value)
+        if total > MAX_FIELDS_BYTES:
+            raise S3Error("MalformedPOSTRequest", "The form fields are too long.")
+        fields[name] = value
+
+
+# --- signature and policy --------------------------------------------------------------------
+
+def form_account(req: S3Request, fields: dict[str, str]) -> Account | None:
+    """Who signed the form (None: an unsigned, anonymous form)."""
+    policy = fields.get("policy")
+    if "x-amz-signature" in fields or "x-amz-algorithm" in fields or "x-amz-credential" in fields:
+        return verify_v4(req, fields, policy)
+    if "signature" in fields or "awsaccesskeyid" in fields:
+        return verify_v2(req, fields, policy)
+    return None
+
+
+def _require(fields: dict[str, str], name: str, shown: str) -> str:
+    value = fields.get(name)
+    if not value:
+        raise S3Error("InvalidArgument", f"Bucket POST must contain a field named '{shown}'. "
+                      "If it is specified, please check the order of the fields.",
+                      ArgumentName=shown, ArgumentValue="")
+    return value
+
+
+def verify_v4(req: S3Request, fields: dict[str, str], policy: str | None) -> Account:
+    algorithm = _require(fields, "x-amz-algorithm", "X-Amz-Algorithm")
+    credential = _require(fields, "x-amz-credential", "X-Amz-Credential")
+    _require(fields, "x-amz-date", "X-Amz-Date")
+    signature = _require(fields, "x-amz-signature", "X-Amz-Signature")
+    policy = _require(fields, "policy", "Policy")
+    if algorithm != "AWS4-HMAC-SHA256":
+        raise S3Error("InvalidArgument", "Only AWS4-HMAC-SHA256 is supported",
+                      ArgumentName="X-Amz-Algorithm", ArgumentValue=algorithm)
+    parts = credential.split("/")
+    if len(parts) != 5 or parts[4] != "aws4_request" or parts[3] != "s3" or len(parts[1]) != 8:
+        raise S3Error("InvalidArgument", "Invalid X-Amz-Credential",
+                      ArgumentName="X-Amz-Credential", ArgumentValue=credential)
+    access_key, date, region, service, _ = parts
+    found = req.gateway.accounts.lookup(access_key)
+    if found is None:
+        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
+    account, secret = found
+    key = _signing_key(secret, date, region, service)
+    expected = hmac.new(key, policy.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature.lower()):
+        raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access_key)
+    return account
+
+
+def verify_v2(req: S3Request, fields: dict[str, str], policy: str | None) -> Account:
+    access_key = _require(fields, "awsaccesskeyid", "AWSAccessKeyId")
+    signature = _require(fields, "signature", "Signature")
+    policy = _require(fields, "policy", "Policy")
+    found = req.gateway.accounts.lookup(access_key)
+    if found is None:
+        raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
+    account, secret = found
+    expected = base64.b64encode(
+        hmac.new(secret.encode(), policy.encode(), hashlib.sha1).digest()).decode()
+    if not hmac.compare_digest(expected, signature):
+        raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access_key)
+    return account
+
+
+def _bad_policy(message: str) -> S3Error:
+    return S3Error("InvalidPolicyDocument", f"Invalid Policy: {message}")
+
+
+def _policy_failed(message: str) -> S3Error:
+    return S3Error("AccessDenied", f"Invalid according to Policy: {message}")
+
+
+def parse_form_policy(encoded: str) -> FormPolicy:
+    try:
+        doc = json.loads(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, ValueError):
+        raise _bad_policy("Invalid JSON.") from None
+    if not isinstance(doc, dict):
+        raise _bad_policy("Invalid JSON.")
+    expiration = doc.get("expiration")
+    if expiration is None:
+        raise _bad_policy("Policy missing expiration.")
+    try:
+        expires = datetime.fromisoformat(str(expiration).replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad_policy(f"Invalid 'expiration' value: '{expiration}'") from None
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    if expires.timestamp() < time.time():
+        raise _policy_failed("Policy expired.")
+    raw = doc.get("conditions")
+    if not isinstance(raw, list):
+        raise _bad_policy("Policy missing conditions.")
+    conditions: list[tuple[str, str, str]] = []
+    length_range = None
+    for item in raw:
+        if isinstance(item, dict) and len(item) == 1:
+            name, value = next(iter(item.items()))
+            if not isinstance(value, str):
+                raise _bad_policy(f"Invalid Condition: {json.dumps(item)}")
+            conditions.append(("eq", name.lower().lstrip("$"), value))
+        elif isinstance(item, list) and len(item) == 3 and isinstance(item[0], str):
+            op = item[0].lower()
+            if op == "content-length-range":
+                try:
+                    low, high = int(item[1]), int(item[2])
+                except (TypeError, ValueError):
+                    raise _bad_policy(f"Invalid content-length-range: {json.dumps(item)}") from None
+                length_range = (low, high)
+            elif op in ("eq", "starts-with") and isinstance(item[1], str) and \
+                    item[1].startswith("$") and isinstance(item[2], str):
+                conditions.append((op, item[1][1:].lower(), item[2]))
+            else:
+                raise _bad_policy(f"Invalid Condition: {json.dumps(item)}")
+        else:
+            raise _bad_policy(f"Invalid Condition: {json.dumps(item)}")
+    return FormPolicy(conditions, length_range, raw)
+
+
+def check_form_policy(policy: FormPolicy, fields: dict[str, str], bucket: str) -> None:
+    for op, name, expected in policy.conditions:
+        actual = bucket if name == "bucket" else fields.get(name)
+        shown = json.dumps([op, f"${name}", expected])
+        if actual is None:
+            raise _policy_failed(f"Policy Condition failed: {shown}")
+        if op == "eq" and actual != expected:
+            raise _policy_failed(f"Policy Condition failed: {shown}")
+        if op == "starts-with" and not actual.startswith(expected):
+            raise _policy_failed(f"Policy Condition failed: {shown}")
+    named = {name for _, name, _ in policy.conditions}
+    for name in fields:
+        if name in EXEMPT_FIELDS or name.startswith("x-ignore-") or name in named:
+            continue
+        raise _policy_failed(f"Extra input fields: {name}")
+
+
+# --- the upload --------------------------------------------------------------------------------
+
+async def spool(part: BodyPartReader, limit: int) -> tuple[IO[bytes], int, str]:
+    """Stream the file part to a temporary file: (file, size, MD5 hex)."""
+    spool_file = tempfile.TemporaryFile()
+    md5 = hashlib.md5()
+    size = 0
+    try:
+        while chunk := await part.read_chunk(CHUNK_SIZE):
+            size += len(chunk)
+            if size > limit:
+                raise S3Error("EntityTooLarge", ProposedSize=str(size),
+                              MaxSizeAllowed=str(limit))
+            if len(chunk) >= THREAD_HASH_MIN:
+                await asyncio.to_thread(md5.update, chunk)
+            else:
+                md5.update(chunk)
+            await asyncio.to_thread(spool_file.write, chunk)
+        await asyncio.to_thread(spool_file.seek, 0)
+    except BaseException:
+        spool_file.close()
+        raise
+    return spool_file, size, md5.hexdigest()
+
+
+async def read_spool(spool_file: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(spool_file.read, CHUNK_SIZE):
+        yield chunk
+
+
+def form_acl(req: S3Request, fields: dict[str, str], owner: str,
+             bucket_owner: str) -> list[access.Grant] | None:
+    if "acl" in fields:
+        return access.canned_acl(fields["acl"].strip(), owner, bucket_owner)
+    grants: list[access.Grant] = []
+    for name, permission in access.GRANT_HEADERS.items():
+        if name in fields:
+            grants += access.parse_grant_header(req.gateway.accounts, fields[name], permission)
+    return grants or None
+
+
+async def post_object(req: S3Request) -> web.StreamResponse:
+    fields, file_part = await read_form(req)
+    signed_by = form_account(req, fields)
+    if signed_by is not None:  # act as the form's signer from here on
+        req.auth = dataclasses.replace(req.auth, account=signed_by)
+    policy = parse_form_policy(fields["policy"]) if "policy" in fields else None
+    assert req.bucket is not None
+    if policy is not None:
+        check_form_policy(policy, fields, req.bucket)
+    key = _require(fields, "key", "key")
+    if "${filename}" in key:
+        key = key.replace("${filename}", file_part.filename or "")
+    if not key:
+        raise S3Error("InvalidArgument", "User key must have a length greater than 0.",
+                      ArgumentName="key", ArgumentValue="")
+    validate_key(key)
+    req.key = key
+    bucket = await get_bucket(req, "s3:PutObject")
+    owner = access.requester_id(req)
+    grants = form_acl(req, fields, owner, bucket.owner)
+    headers = content_headers_from(fields)
+    user = user_metadata_from(fields)
+    tags: dict[str, str] = {}
+    if fields.get("tagging"):
+        tags = parse_tagging(fields["tagging"].encode())
+        validate_tags(tags)
+    location = req.gateway.locations.for_new_object(fields.get(LOCATION_HEADER),
+                                                    bucket.location, req.host)
+    backend_key = location.backend_key(bucket.name, key)
+    req.extra_log["location"] = location.name
+    await guard_open_upload(req, location.name, backend_key)
+
+    low, high = policy.length_range if policy and policy.length_range else (0, MAX_PUT_SIZE)
+    spool_file, size, etag = await spool(file_part, min(high, MAX_PUT_SIZE))
+    try:
+        if size < low:
+            raise S3Error("EntityTooSmall", ProposedSize=str(size), MinSizeAllowed=str(low))
+        stored = await location.put(backend_key, read_spool(spool_file), size,
+                                    object_meta(headers, user, tags))
+    finally:
+        spool_file.close()
+    record = ObjectRecord(
+        bucket=bucket.name, key=key, size=size, etag=etag, last_modified=time.time(),
+        location=location.name, pieces=[stored], owner=owner, headers=headers,
+        user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
+    await commit_object(req, record)
+    await req.http.release()  # fields after the file are ignored
+    return post_response(req, fields, bucket.name, key, etag)
+
+
+def post_response(req: S3Request, fields: dict[str, str], bucket: str, key: str,
+                  etag: str) -> web.Response:
+    object_url = f"{req.http.scheme}://{req.http.host}/{quote(bucket)}/{quote(key)}"
+    headers = {"ETag": f'"{etag}"', "Location": object_url}
+    redirect = fields.get("success_action_redirect") or fields.get("redirect")
+    if redirect and redirect.startswith(("http://", "https://")):
+        query = urlencode({"bucket": bucket, "key": key, "etag": f'"{etag}"'})
+        headers["Location"] = redirect + ("&" if "?" in redirect else "?") + query
+        return web.Response(status=303, headers=headers)
+    wanted = fields.get("success_action_status")
+    if wanted == "201":
+        body = render("PostResponse", [("Location", object_url), ("Bucket", bucket),
+                                       ("Key", key), ("ETag", f'"{etag}"')], namespace=False)
+        return web.Response(status=201, body=body, headers=headers,
+                            content_type="application/xml")
+    if wanted == "200":
+        return web.Response(status=200, headers=headers)
+    return web.Response(status=204, headers=headers)
