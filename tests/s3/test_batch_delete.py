@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import uuid
 import zlib
 from pathlib import Path
@@ -127,11 +128,26 @@ def test_malformed_bodies(gateway: Any, s3: Any, loc_bucket: str, body: bytes) -
 
 def test_access_and_missing_bucket(s3: Any, s3_other: Any, loc_bucket: str) -> None:
     s3.put_object(Bucket=loc_bucket, Key="mine", Body=b"m")
-    with pytest.raises(ClientError) as exc:
-        s3_other.delete_objects(Bucket=loc_bucket, Delete={"Objects": [{"Key": "mine"}]})
-    assert error_code(exc) == "AccessDenied"
+    # As on AWS, each key is authorized on its own: a refused key is a per-key AccessDenied.
+    result = s3_other.delete_objects(Bucket=loc_bucket, Delete={"Objects": [{"Key": "mine"}]})
+    assert [(e["Key"], e["Code"]) for e in result["Errors"]] == [("mine", "AccessDenied")]
+    assert "Deleted" not in result
     assert keys_in(s3, loc_bucket) == ["mine"]
     with pytest.raises(ClientError) as exc:
         s3.delete_objects(Bucket=f"gone-{uuid.uuid4().hex[:8]}",
                           Delete={"Objects": [{"Key": "k"}]})
     assert error_code(exc) == "NoSuchBucket"
+
+
+def test_policy_is_checked_per_key(s3: Any, s3_other: Any, loc_bucket: str) -> None:
+    s3.put_bucket_policy(Bucket=loc_bucket, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789013:root"},
+            "Action": "s3:DeleteObject", "Resource": f"arn:aws:s3:::{loc_bucket}/tmp/*"}]}))
+    for key in ("tmp/a", "tmp/b", "keep/c"):
+        s3.put_object(Bucket=loc_bucket, Key=key, Body=b"x")
+    result = s3_other.delete_objects(Bucket=loc_bucket, Delete={"Objects": [
+        {"Key": "tmp/a"}, {"Key": "keep/c"}, {"Key": "tmp/b"}]})
+    assert sorted(d["Key"] for d in result["Deleted"]) == ["tmp/a", "tmp/b"]
+    assert [(e["Key"], e["Code"]) for e in result["Errors"]] == [("keep/c", "AccessDenied")]
+    assert keys_in(s3, loc_bucket) == ["keep/c"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -289,3 +290,38 @@ def test_upload_part_copy_whole_object_and_errors(s3: Any, where: str) -> None:
     parts = s3.list_parts(Bucket=bucket, Key="dst", UploadId=upload).get("Parts", [])
     assert [p["PartNumber"] for p in parts] == [1]  # no failed copy left a part
     s3.abort_multipart_upload(Bucket=bucket, Key="dst", UploadId=upload)
+
+
+def test_copy_source_read_is_authorized_as_get_object(s3: Any, s3_other: Any) -> None:
+    theirs = f"other-{uuid.uuid4().hex[:12]}"
+    s3_other.create_bucket(Bucket=theirs)
+    s3_other.put_object(Bucket=theirs, Key="public/doc", Body=b"shared")
+    s3_other.put_object(Bucket=theirs, Key="private/doc", Body=b"secret")
+    s3_other.put_bucket_policy(Bucket=theirs, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{theirs}/public/*"}]}))
+    mine = new_bucket(s3, "file")
+    s3.copy_object(Bucket=mine, Key="got", CopySource=f"{theirs}/public/doc")
+    assert s3.get_object(Bucket=mine, Key="got")["Body"].read() == b"shared"
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=mine, Key="nope", CopySource=f"{theirs}/private/doc")
+    assert error_code(exc) == "AccessDenied"
+    # Reading the source is not writing it: the policy gives no PutObject on their bucket.
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=theirs, Key="public/new", CopySource=f"{mine}/got")
+    assert error_code(exc) == "AccessDenied"
+
+
+def test_copy_acl_comes_from_the_request_not_the_source(gateway: Any, s3: Any) -> None:
+    bucket = new_bucket(s3, "file")
+    s3.put_object(Bucket=bucket, Key="public", Body=b"p", ACL="public-read")
+    s3.copy_object(Bucket=bucket, Key="copy-private", CopySource=f"{bucket}/public")
+    s3.copy_object(Bucket=bucket, Key="copy-public", CopySource=f"{bucket}/public",
+                   ACL="public-read")
+    anonymous = raw_request(gateway, "GET", f"/{bucket}/copy-public", sign=False)
+    assert anonymous.status_code == 200 and anonymous.content == b"p"
+    anonymous = raw_request(gateway, "GET", f"/{bucket}/copy-private", sign=False)
+    assert anonymous.status_code == 403
+    grants = s3.get_object_acl(Bucket=bucket, Key="copy-private")["Grants"]
+    assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]

@@ -3,6 +3,7 @@ DeleteObject deletes it, with per-key results."""
 
 from __future__ import annotations
 
+import dataclasses
 from xml.etree.ElementTree import Element
 
 from aiohttp import web
@@ -34,11 +35,17 @@ def parse_delete(body: bytes) -> tuple[bool, list[tuple[str, str | None]]]:
 
 
 async def delete_objects(req: S3Request) -> web.Response:
-    bucket = await get_bucket(req)
+    assert req.bucket is not None
+    if await req.gateway.metadata.get_bucket(req.bucket) is None:
+        raise S3Error("NoSuchBucket", BucketName=req.bucket)
     quiet, entries = parse_delete(await read_body(req, require_digest=True))
     results: list[Node] = []
     for key, version_id in entries:
         try:
+            # AWS authorizes each key as its own DeleteObject (a policy may allow a prefix only),
+            # and a refused key is a per-key AccessDenied.
+            action = "s3:DeleteObject" if version_id is None else "s3:DeleteObjectVersion"
+            bucket = await get_bucket(dataclasses.replace(req, key=key), action)
             if version_id is not None and version_id != "null":
                 # Without versioning the only version is the null one.
                 raise S3Error("NoSuchVersion")

@@ -21,6 +21,7 @@ from aiohttp import web
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import BucketRecord, ObjectRecord, PartRecord
+from gateway.s3 import access
 from gateway.s3.ops.common import (
     MAX_PUT_SIZE,
     META_PREFIX,
@@ -81,9 +82,13 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
 async def load_source(req: S3Request) -> CopySource:
     """The source object, after the same read-access check as any request on its bucket."""
     bucket_name, key, version_id = parse_copy_source(req.headers[COPY_SOURCE])
-    # Reuse get_bucket's access rules by asking them about the source bucket and key.
+    # Reuse get_bucket's access rules by asking them about reading the source bucket and key.
     source_req = dataclasses.replace(req, bucket=bucket_name, key=key)
-    bucket = await get_bucket(source_req)
+    action = "s3:GetObject" if version_id is None else "s3:GetObjectVersion"
+    destination_record = req.http.get("bucket_record")
+    bucket = await get_bucket(source_req, action)
+    if destination_record is not None:  # the response's CORS headers are the destination's
+        req.http["bucket_record"] = destination_record
     obj = await req.gateway.metadata.get_object(bucket.name, key)
     if version_id is not None and version_id != "null":
         # Without versioning the only version is the null one.
@@ -211,7 +216,11 @@ async def copy_object(req: S3Request) -> web.Response:
         user[LOCATION_META] = location.name  # COPY: the destination's location replaces it
     req.extra_log["location"] = location.name
     meta = object_meta(headers, user, tags)
-    account = req.require_account()
+    # The copy is a new object: the requester's, with the ACL its headers ask for (not the
+    # source's), as AWS does.
+    owner = access.requester_id(req)
+    grants = access.acl_from_headers(req, owner, bucket.owner)
+    attrs = {"acl": grants} if grants else {}
     now = time.time()
     # A one-piece object with a plain MD5 ETag can be copied without reading it: its ETag is
     # already the MD5 of its bytes. A multipart source gets a fresh MD5 (as AWS), so it streams.
@@ -225,7 +234,7 @@ async def copy_object(req: S3Request) -> web.Response:
         except NotFound:
             raise missing_data(src.key) from None
         changes = {"headers": headers, "user_meta": user, "tags": tags, "pieces": [piece],
-                   "last_modified": now, "owner": account.canonical_id, "attrs": {}}
+                   "last_modified": now, "owner": owner, "attrs": attrs}
         if await req.gateway.metadata.update_object(bucket.name, req.key, src.pieces,
                                                     changes) is None:
             raise S3Error("OperationAborted", "The object changed while it was being copied. "
@@ -247,8 +256,8 @@ async def copy_object(req: S3Request) -> web.Response:
         etag = body.etag
     record = ObjectRecord(
         bucket=bucket.name, key=req.key, size=src.size, etag=etag, last_modified=now,
-        location=location.name, pieces=[stored], owner=account.canonical_id, headers=headers,
-        user_meta=user, tags=tags)
+        location=location.name, pieces=[stored], owner=owner, headers=headers,
+        user_meta=user, tags=tags, attrs=attrs)
     await commit_object(req, record)
     return xml_response("CopyObjectResult", etag, now, encryption_headers(stored))
 
