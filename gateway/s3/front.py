@@ -29,7 +29,7 @@ from gateway.s3.ops import (
     service,
     tagging,
 )
-from gateway.s3.request import S3Request
+from gateway.s3.request import S3Request, resource_of
 from gateway.s3.xml import render_error
 
 log = logging.getLogger("gateway.access")
@@ -217,8 +217,13 @@ class Front:
             info["operation"] = "cors_preflight"
             info["bucket"] = bucket_name
             return await cors.preflight(self.gateway, bucket_name, http)
-        result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
-                                   self.gateway.accounts, host_bucket=host_bucket)
+        try:
+            result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
+                                       self.gateway.accounts, host_bucket=host_bucket)
+        except S3Error as err:
+            if err.resource is None:
+                err.resource = resource_of(bucket_name, key)
+            raise
         level = "service" if bucket_name is None else ("bucket" if key is None else "object")
         sub = next((name for name in SUBRESOURCES if name in query), "")
         handler = ROUTES.get((level, http.method, sub))

@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from gateway.server import Gateway
 
 
+def resource_of(bucket: str | None, key: str | None) -> str:
+    """The <Resource> of an error: /, /bucket or /bucket/key."""
+    if bucket is None:
+        return "/"
+    return f"/{bucket}/{key}" if key else f"/{bucket}"
+
+
 @dataclass
 class S3Request:
     http: web.Request
@@ -37,9 +44,7 @@ class S3Request:
 
     @property
     def resource(self) -> str:
-        if self.bucket is None:
-            return "/"
-        return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}"
+        return resource_of(self.bucket, self.key)
 
     def require_account(self) -> Account:
         if self.auth.account is None:

@@ -521,8 +521,6 @@ def test_boto3_presigned_urls_with_curl(tools: Tools, tmp_path: Path) -> None:
         assert status == 403 and error_code(body) == "AccessDenied", (version, body)
 
 
-@pytest.mark.xfail(raises=AssertionError,
-                   reason="errors raised during authentication carry no <Resource>")
 def test_auth_errors_name_the_resource(tools: Tools) -> None:
     gw = tools.gateway
     gw.client().create_bucket(Bucket="resource-check")
