@@ -84,6 +84,13 @@ class Server:
                 method, url, data=body, headers=headers) as resp:
             return resp.status, await resp.read()
 
+    def enable_versioning(self, bucket: str) -> None:
+        body = (b"<VersioningConfiguration><Status>Enabled</Status>"
+                b"</VersioningConfiguration>")
+        status, data = asyncio.run(self.request("PUT", f"/{bucket}", {"versioning": ""}, body))
+        if status != 200:
+            raise RuntimeError(f"{self.name}: PutBucketVersioning: {status} {data[:200]!r}")
+
     def create_bucket(self, bucket: str, location: str | None = None) -> None:
         if not self.s3:
             return
@@ -193,7 +200,9 @@ def start_s3rver(base: Path) -> Server:
     work = base / "s3rver"
     return _spawn("s3rver", [binary, "-d", str(work / "data"), "-a", "127.0.0.1", "-p", str(port),
                              "--no-vhost-buckets", "--silent"],
-                  work, port, S3RVER_KEYS, True)
+                  work, port, S3RVER_KEYS, True,
+                  # its ListObjectsV2 continuation tokens use DES, legacy in OpenSSL 3
+                  env={"NODE_OPTIONS": "--openssl-legacy-provider"})
 
 
 def start_gateway(base: Path, moto: Server | None, moto_bucket: str | None,
