@@ -36,6 +36,9 @@ class ObjectRecord:
     user_meta: dict[str, str] = field(default_factory=dict)  # x-amz-meta-* names without prefix
     tags: dict[str, str] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)  # acl, sse, parts count...
+    version_id: str | None = None  # None is S3's "null" version (unversioned writes)
+    delete_marker: bool = False
+    latest: bool = True  # as read back: whether this is the key's current version
 
 
 @dataclass
@@ -75,6 +78,17 @@ class Listing:
 
 
 @dataclass
+class VersionListing:
+    """One page of ListObjectVersions: versions and delete markers, by key, newest first."""
+
+    versions: list[ObjectRecord]
+    prefixes: list[str]
+    truncated: bool
+    next_key: str | None
+    next_version_id: str | None
+
+
+@dataclass
 class UploadListing:
     uploads: list[UploadRecord]
     prefixes: list[str]
@@ -110,16 +124,29 @@ class MetadataStore(ABC):
     async def delete_bucket(self, name: str) -> bool:
         """Delete when it holds no object and no upload; False when not empty."""
 
-    # objects
+    # objects: every key has one or more versions; the newest is its current one. Unversioned
+    # writes (version_id None, S3's "null" version) replace the key's null version.
     @abstractmethod
     async def put_object(self, obj: ObjectRecord) -> ObjectRecord | None:
-        """Insert or replace atomically; return the record replaced, if any."""
+        """Make `obj` (an object or a delete marker) the current version of its key, atomically.
+        With version_id None it replaces the key's null version, which is returned."""
 
     @abstractmethod
-    async def get_object(self, bucket: str, key: str) -> ObjectRecord | None: ...
+    async def get_object(self, bucket: str, key: str, version_id: str | None = None, *,
+                         markers: bool = False) -> ObjectRecord | None:
+        """The current version (or `version_id`; "null" names the null version). A delete
+        marker is returned only with `markers=True`; otherwise it reads as absent."""
 
     @abstractmethod
-    async def delete_object(self, bucket: str, key: str) -> ObjectRecord | None: ...
+    async def delete_object(self, bucket: str, key: str,
+                            version_id: str | None = None) -> ObjectRecord | None:
+        """Remove one version (None or "null": the null version) and return it; when it was
+        the current one, the next newest becomes current."""
+
+    @abstractmethod
+    async def list_versions(self, bucket: str, prefix: str, delimiter: str | None,
+                            key_marker: str | None, version_id_marker: str | None,
+                            limit: int) -> VersionListing: ...
 
     @abstractmethod
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],

@@ -20,6 +20,7 @@ from gateway.metadata.base import (
     PartRecord,
     UploadListing,
     UploadRecord,
+    VersionListing,
 )
 from gateway.translators.base import Stored
 
@@ -34,7 +35,13 @@ CREATE TABLE IF NOT EXISTS objects (
     bucket TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
     last_modified REAL NOT NULL, location TEXT NOT NULL, pieces TEXT NOT NULL,
     owner TEXT NOT NULL, headers TEXT NOT NULL, user_meta TEXT NOT NULL, tags TEXT NOT NULL,
-    attrs TEXT NOT NULL, PRIMARY KEY (bucket, key)) WITHOUT ROWID;
+    attrs TEXT NOT NULL, version_id TEXT, delete_marker INTEGER NOT NULL DEFAULT 0,
+    latest INTEGER NOT NULL DEFAULT 1, seq INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key, seq)) WITHOUT ROWID;
+-- Listing reads only current, visible versions, in key order.
+CREATE INDEX IF NOT EXISTS objects_current ON objects(bucket, key)
+    WHERE latest = 1 AND delete_marker = 0;
+CREATE INDEX IF NOT EXISTS objects_version ON objects(bucket, key, version_id);
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, initiated REAL NOT NULL,
     owner TEXT NOT NULL, location TEXT NOT NULL, backend_key TEXT NOT NULL,
@@ -49,7 +56,11 @@ CREATE TABLE IF NOT EXISTS parts (
 """
 
 OBJECT_COLUMNS = ("bucket, key, size, etag, last_modified, location, pieces, owner, headers, "
-                  "user_meta, tags, attrs")
+                  "user_meta, tags, attrs, version_id, delete_marker, latest")
+INSERT_OBJECT = (f"INSERT INTO objects ({OBJECT_COLUMNS}, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,1,"
+                 "(SELECT COALESCE(MAX(seq), 0) + 1 FROM objects WHERE bucket=? AND key=?))")
+# Only current versions that are not delete markers are objects a listing shows.
+CURRENT = "latest = 1 AND delete_marker = 0"
 UPLOAD_COLUMNS = ("upload_id, bucket, key, initiated, owner, location, backend_key, "
                   "backend_upload_id, headers, user_meta, tags, attrs")
 
@@ -58,10 +69,15 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _pieces_json(pieces: list[Stored]) -> str:
+    return _dumps([p.to_dict() for p in pieces])
+
+
 def _object_row(obj: ObjectRecord) -> tuple[Any, ...]:
     return (obj.bucket, obj.key, obj.size, obj.etag, obj.last_modified, obj.location,
-            _dumps([p.to_dict() for p in obj.pieces]), obj.owner, _dumps(obj.headers),
-            _dumps(obj.user_meta), _dumps(obj.tags), _dumps(obj.attrs))
+            _pieces_json(obj.pieces), obj.owner, _dumps(obj.headers),
+            _dumps(obj.user_meta), _dumps(obj.tags), _dumps(obj.attrs), obj.version_id,
+            int(obj.delete_marker))
 
 
 def _object_from(row: tuple[Any, ...]) -> ObjectRecord:
@@ -69,7 +85,8 @@ def _object_from(row: tuple[Any, ...]) -> ObjectRecord:
         bucket=row[0], key=row[1], size=row[2], etag=row[3], last_modified=row[4],
         location=row[5], pieces=[Stored.from_dict(p) for p in json.loads(row[6])], owner=row[7],
         headers=json.loads(row[8]), user_meta=json.loads(row[9]), tags=json.loads(row[10]),
-        attrs=json.loads(row[11]))
+        attrs=json.loads(row[11]), version_id=row[12], delete_marker=bool(row[13]),
+        latest=bool(row[14]))
 
 
 def _upload_row(up: UploadRecord) -> tuple[Any, ...]:
@@ -186,43 +203,91 @@ class SQLiteStore(MetadataStore):
 
     # objects ------------------------------------------------------------------------------
     @staticmethod
-    def _object(db: sqlite3.Connection, bucket: str, key: str) -> ObjectRecord | None:
-        row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket=? AND key=?",
-                         (bucket, key)).fetchone()
-        return _object_from(row) if row else None
+    def _object(db: sqlite3.Connection, bucket: str, key: str, version_id: str | None = None,
+                markers: bool = False) -> ObjectRecord | None:
+        if version_id is None:
+            where, args = "latest = 1", (bucket, key)
+        elif version_id == "null":
+            where, args = "version_id IS NULL", (bucket, key)
+        else:
+            where, args = "version_id = ?", (bucket, key, version_id)
+        row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket=? AND key=? "
+                         f"AND {where} ORDER BY seq DESC LIMIT 1", args).fetchone()
+        if row is None:
+            return None
+        record = _object_from(row)
+        return None if record.delete_marker and not markers else record
+
+    @staticmethod
+    def _insert_current(db: sqlite3.Connection, obj: ObjectRecord) -> ObjectRecord | None:
+        """Make `obj` the key's current version; an unversioned write replaces the null one."""
+        replaced = None
+        if obj.version_id is None:
+            replaced = SQLiteStore._object(db, obj.bucket, obj.key, "null", markers=True)
+            db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND version_id IS NULL",
+                       (obj.bucket, obj.key))
+        db.execute("UPDATE objects SET latest=0 WHERE bucket=? AND key=? AND latest=1",
+                   (obj.bucket, obj.key))
+        db.execute(INSERT_OBJECT, (*_object_row(obj), obj.bucket, obj.key))
+        return replaced
+
+    @staticmethod
+    def _transaction(db: sqlite3.Connection, fn: Callable[[], T]) -> T:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn()
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
 
     async def put_object(self, obj: ObjectRecord) -> ObjectRecord | None:
-        def _put(db: sqlite3.Connection) -> ObjectRecord | None:
-            # One thread owns the connection, so read-then-replace cannot interleave.
-            old = self._object(db, obj.bucket, obj.key)
-            db.execute(f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS}) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _object_row(obj))
+        return await self._run(lambda db: self._transaction(
+            db, lambda: self._insert_current(db, obj)))
+
+    async def get_object(self, bucket: str, key: str, version_id: str | None = None, *,
+                         markers: bool = False) -> ObjectRecord | None:
+        return await self._run(lambda db: self._object(db, bucket, key, version_id, markers))
+
+    async def delete_object(self, bucket: str, key: str,
+                            version_id: str | None = None) -> ObjectRecord | None:
+        def _delete() -> ObjectRecord | None:
+            db = self._db
+            assert db is not None
+            old = self._object(db, bucket, key, version_id or "null", markers=True)
+            if old is None:
+                return None
+            if old.version_id is None:
+                db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND version_id IS NULL",
+                           (bucket, key))
+            else:
+                db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND version_id=?",
+                           (bucket, key, old.version_id))
+            if old.latest:  # the next newest version becomes current
+                db.execute("UPDATE objects SET latest=1 WHERE bucket=? AND key=? AND seq="
+                           "(SELECT MAX(seq) FROM objects WHERE bucket=? AND key=?)",
+                           (bucket, key, bucket, key))
             return old
 
-        return await self._run(_put)
-
-    async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
-        return await self._run(lambda db: self._object(db, bucket, key))
-
-    async def delete_object(self, bucket: str, key: str) -> ObjectRecord | None:
-        def _delete(db: sqlite3.Connection) -> ObjectRecord | None:
-            old = self._object(db, bucket, key)
-            if old:
-                db.execute("DELETE FROM objects WHERE bucket=? AND key=?", (bucket, key))
-            return old
-
-        return await self._run(_delete)
+        return await self._run(lambda db: self._transaction(db, _delete))
 
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
                             changes: dict[str, Any]) -> ObjectRecord | None:
         def _update(db: sqlite3.Connection) -> ObjectRecord | None:
-            # The single connection thread makes this read-compare-write atomic.
-            current = self._object(db, bucket, key)
-            if current is None or current.pieces != expected_pieces:
+            # The single connection thread makes this read-compare-write atomic. The pieces
+            # name the version: every version's bytes sit at their own backend keys.
+            row = db.execute(f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=? AND "
+                             "key=? AND pieces=? AND delete_marker=0 ORDER BY seq DESC LIMIT 1",
+                             (bucket, key, _pieces_json(expected_pieces))).fetchone()
+            if row is None:
                 return None
-            updated = replace(current, **changes)
-            db.execute(f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS}) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _object_row(updated))
+            updated = replace(_object_from(row), **changes)
+            db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND seq=?",
+                       (bucket, key, row[-1]))
+            db.execute(f"INSERT INTO objects ({OBJECT_COLUMNS}, seq) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (*_object_row(updated), int(updated.latest), row[-1]))
             return updated
 
         return await self._run(_update)
@@ -245,7 +310,8 @@ class SQLiteStore(MetadataStore):
             last: str | None = None
             while True:
                 batch = limit - len(objects) - len(prefixes) + 1
-                sql = f"SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket=? AND key>=?"
+                sql = (f"SELECT {OBJECT_COLUMNS} FROM objects INDEXED BY objects_current "
+                       f"WHERE bucket=? AND {CURRENT} AND key>=?")
                 args: list[Any] = [bucket, start]
                 if cursor is not None:
                     sql += " AND key>?"
@@ -280,6 +346,82 @@ class SQLiteStore(MetadataStore):
                 else:
                     if len(rows) < batch:
                         return Listing(objects, prefixes, False, None)
+
+        return await self._run(_list)
+
+    async def list_versions(self, bucket: str, prefix: str, delimiter: str | None,
+                            key_marker: str | None, version_id_marker: str | None,
+                            limit: int) -> VersionListing:
+        def _list(db: sqlite3.Connection) -> VersionListing:
+            versions: list[ObjectRecord] = []
+            prefixes: list[str] = []
+            end = prefix_end(prefix)
+            # The cursor is (key, seq): resume after key_marker's version_id_marker, or after
+            # every version of key_marker when no version marker is given.
+            cursor_key = key_marker if key_marker and key_marker >= prefix else None
+            cursor_seq: int | None = None
+            if cursor_key is not None and version_id_marker:
+                vid = None if version_id_marker == "null" else version_id_marker
+                row = db.execute(
+                    "SELECT seq FROM objects WHERE bucket=? AND key=? AND version_id IS ?",
+                    (bucket, cursor_key, vid)).fetchone()
+                if row is None:
+                    raise LookupError(version_id_marker)
+                cursor_seq = row[0]
+            if delimiter and cursor_key is not None:
+                cut = cursor_key.find(delimiter, len(prefix))
+                if cut >= 0:
+                    skip_to = prefix_end(cursor_key[: cut + len(delimiter)])
+                    if skip_to is None:
+                        return VersionListing([], [], False, None, None)
+                    cursor_key, cursor_seq = None, None
+                    prefix_floor = skip_to
+                else:
+                    prefix_floor = prefix
+            else:
+                prefix_floor = prefix
+            while True:
+                sql = (f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=? AND key>=?")
+                args: list[Any] = [bucket, prefix_floor]
+                if end is not None:
+                    sql += " AND key<?"
+                    args.append(end)
+                if cursor_key is not None:
+                    if cursor_seq is None:
+                        sql += " AND key>?"
+                        args.append(cursor_key)
+                    else:
+                        sql += " AND (key>? OR (key=? AND seq<?))"
+                        args += [cursor_key, cursor_key, cursor_seq]
+                sql += " ORDER BY key, seq DESC LIMIT ?"
+                args.append(limit - len(versions) - len(prefixes) + 1)
+                rows = db.execute(sql, args).fetchall()
+                if not rows:
+                    return VersionListing(versions, prefixes, False, None, None)
+                for row in rows:
+                    record = _object_from(row)
+                    if len(versions) + len(prefixes) == limit:
+                        last = versions[-1] if versions and (
+                            not prefixes or versions[-1].key > prefixes[-1]) else None
+                        if last is not None:
+                            return VersionListing(versions, prefixes, True, last.key,
+                                                  last.version_id or "null")
+                        return VersionListing(versions, prefixes, True, prefixes[-1], None)
+                    if delimiter:
+                        cut = record.key.find(delimiter, len(prefix))
+                        if cut >= 0:
+                            common = record.key[: cut + len(delimiter)]
+                            prefixes.append(common)
+                            skip_to = prefix_end(common)
+                            if skip_to is None:
+                                return VersionListing(versions, prefixes, False, None, None)
+                            prefix_floor, cursor_key, cursor_seq = skip_to, None, None
+                            break
+                    versions.append(record)
+                    cursor_key, cursor_seq = record.key, row[-1]
+                else:
+                    if len(rows) < args[-1]:
+                        return VersionListing(versions, prefixes, False, None, None)
 
         return await self._run(_list)
 
@@ -378,11 +520,7 @@ class SQLiteStore(MetadataStore):
                     "WHERE upload_id=? ORDER BY number", (upload_id,))]
                 db.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
                 db.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
-                old = None
-                if obj is not None:
-                    old = self._object(db, obj.bucket, obj.key)
-                    db.execute(f"INSERT OR REPLACE INTO objects ({OBJECT_COLUMNS}) "
-                               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _object_row(obj))
+                old = self._insert_current(db, obj) if obj is not None else None
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

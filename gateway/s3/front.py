@@ -53,6 +53,8 @@ ROUTES: dict[tuple[str, str, str], Handler] = {
     ("bucket", "GET", "location"): bucket.get_location,
     ("bucket", "GET", "uploads"): multipart.list_uploads,
     ("bucket", "GET", "versioning"): bucket.get_versioning,
+    ("bucket", "PUT", "versioning"): bucket.put_versioning,
+    ("bucket", "GET", "versions"): bucket.list_versions,
     ("object", "PUT", ""): obj.put_object,
     ("object", "GET", ""): obj.get_object,
     ("object", "HEAD", ""): obj.head_object,

@@ -99,6 +99,9 @@ class Translator(ABC):
     # True when multipart parts are staged on the final key itself (Azure blocks), so a plain
     # PUT/DELETE of that key while an upload is open would destroy the upload.
     stages_parts_on_target: bool = False
+    # True when every put() stores its bytes under a key of its own (file, mem), so older
+    # versions of an S3 key stay readable: what a versioned bucket needs.
+    versions_kept: bool = False
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.name = name

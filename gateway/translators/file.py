@@ -31,6 +31,7 @@ _KEY_PATTERN = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}")
 
 class FileTranslator(Translator):
     type_name = "file"
+    versions_kept = True
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         super().__init__(name, details, env)

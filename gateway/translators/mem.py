@@ -23,6 +23,7 @@ _STORE: dict[str, bytes] = {}
 
 class MemTranslator(Translator):
     type_name = "mem"
+    versions_kept = True
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         super().__init__(name, details, env)

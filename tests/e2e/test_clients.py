@@ -562,3 +562,44 @@ def test_gateway_log_is_clean(gateway: Gateway) -> None:
     log = gateway.log()
     assert "Traceback" not in log, log[-5000:]
     assert not re.search(r" 500 [0-9.]+ms$", log, re.M), log[-5000:]
+
+
+# --- versioning ----------------------------------------------------------------------------------
+
+def test_versioning_with_aws_cli_and_rclone(tools: Tools, tmp_path: Path) -> None:
+    bucket = "versioned-tools"
+    tools.aws("s3", "mb", f"s3://{bucket}")
+    tools.aws("s3api", "put-bucket-versioning", "--bucket", bucket,
+              "--versioning-configuration", "Status=Enabled")
+    status = json.loads(tools.aws("s3api", "get-bucket-versioning", "--bucket", bucket).stdout)
+    assert status["Status"] == "Enabled"
+    body = tmp_path / "body.txt"
+    ids = []
+    for text in ("first", "second", "third"):
+        body.write_text(text)
+        put = json.loads(tools.aws("s3api", "put-object", "--bucket", bucket, "--key", "doc.txt",
+                                   "--body", str(body)).stdout)
+        ids.append(put["VersionId"])
+    tools.aws("s3", "rm", f"s3://{bucket}/doc.txt")  # a delete marker on top
+    listing = json.loads(tools.aws("s3api", "list-object-versions", "--bucket", bucket).stdout)
+    assert [v["VersionId"] for v in listing["Versions"]] == list(reversed(ids))
+    assert len(listing["DeleteMarkers"]) == 1 and listing["DeleteMarkers"][0]["IsLatest"]
+    out = tmp_path / "old.txt"
+    tools.aws("s3api", "get-object", "--bucket", bucket, "--key", "doc.txt", "--version-id",
+              ids[0], str(out))
+    assert out.read_text() == "first"
+
+    rclone = find_tool("rclone")
+    conf = str(tools.home / "rclone.conf")
+    current = run([rclone, "--config", conf, "ls", f"gw:{bucket}"], tools.env).stdout
+    assert current.strip() == ""  # the marker hides the object
+    with_versions = run([rclone, "--config", conf, "ls", "--s3-versions", f"gw:{bucket}"],
+                        tools.env).stdout
+    names = sorted(line.split(None, 1)[1] for line in with_versions.splitlines() if line.strip())
+    assert len(names) == 3 and all(name.startswith("doc-v") for name in names)
+    # Remove the marker: the newest version is current again, for rclone too.
+    marker = listing["DeleteMarkers"][0]["VersionId"]
+    tools.aws("s3api", "delete-object", "--bucket", bucket, "--key", "doc.txt", "--version-id",
+              marker)
+    back = run([rclone, "--config", conf, "cat", f"gw:{bucket}/doc.txt"], tools.env).stdout
+    assert back == "third"

@@ -46,10 +46,7 @@ async def delete_objects(req: S3Request) -> web.Response:
             # and a refused key is a per-key AccessDenied.
             action = "s3:DeleteObject" if version_id is None else "s3:DeleteObjectVersion"
             bucket = await get_bucket(dataclasses.replace(req, key=key), action)
-            if version_id is not None and version_id != "null":
-                # Without versioning the only version is the null one.
-                raise S3Error("NoSuchVersion")
-            await remove_object(req, bucket.name, key)
+            outcome = await remove_object(req, bucket, key, version_id)
         except S3Error as err:
             error: list[Node] = [("Key", key)]
             if version_id is not None:
@@ -61,5 +58,8 @@ async def delete_objects(req: S3Request) -> web.Response:
             deleted: list[Node] = [("Key", key)]
             if version_id is not None:
                 deleted.append(("VersionId", version_id))
+            if outcome is not None and outcome.delete_marker:
+                deleted.append(("DeleteMarker", True))
+                deleted.append(("DeleteMarkerVersionId", outcome.version_id or "null"))
             results.append(("Deleted", deleted))
     return web.Response(body=render("DeleteResult", results), content_type="application/xml")

@@ -10,7 +10,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.errors import S3Error
-from gateway.metadata.base import BucketRecord, Listing
+from gateway.metadata.base import BucketRecord, Listing, VersionListing
 from gateway.s3 import access
 from gateway.s3.ops.common import get_bucket, validate_bucket_name
 from gateway.s3.ops.service import owner_node
@@ -77,6 +77,74 @@ async def get_versioning(req: S3Request) -> web.Response:
     status = bucket.attrs.get("versioning")
     body = render("VersioningConfiguration", [("Status", status)] if status else [])
     return web.Response(body=body, content_type="application/xml")
+
+
+async def put_versioning(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    config = parse(await req.http.read(), "VersioningConfiguration")
+    status = child_text(config, "Status")
+    if status not in ("Enabled", "Suspended"):
+        raise S3Error("MalformedXML", "The versioning Status must be Enabled or Suspended.")
+    if child_text(config, "MfaDelete") == "Enabled":
+        raise S3Error("NotImplemented", "MFA Delete is not supported.")
+    location = req.gateway.locations[bucket.location] if bucket.location in \
+        req.gateway.locations else None
+    if status == "Enabled" and (location is None or not location.translator.versions_kept):
+        raise S3Error("NotImplemented", f"Versioning is not supported on location "
+                      f"{bucket.location}: it needs a location that stores every write apart "
+                      "(mem, file).")
+    await req.gateway.metadata.update_bucket_attrs(bucket.name, {**bucket.attrs,
+                                                                 "versioning": status})
+    return web.Response()
+
+
+async def list_versions(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    q = req.query
+    encoding = q.get("encoding-type")
+    if encoding is not None and encoding != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      ArgumentName="encoding-type", ArgumentValue=encoding)
+    enc = (lambda s: quote(s, safe="/")) if encoding == "url" else (lambda s: s)
+    prefix = q.get("prefix", "")
+    delimiter = q.get("delimiter") or None
+    max_keys = parse_max_keys(q.get("max-keys"))
+    key_marker = q.get("key-marker") or None
+    version_marker = q.get("version-id-marker") or None
+    if version_marker and not key_marker:
+        raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a key "
+                      "marker.", ArgumentName="version-id-marker", ArgumentValue=version_marker)
+    try:
+        listing = await req.gateway.metadata.list_versions(
+            bucket.name, prefix, delimiter, key_marker, version_marker, max_keys) if max_keys \
+            else VersionListing([], [], False, None, None)
+    except LookupError:
+        raise S3Error("InvalidArgument", "Invalid version id specified",
+                      ArgumentName="version-id-marker", ArgumentValue=version_marker) from None
+    accounts = req.gateway.accounts
+    nodes: list[tuple[str, object]] = [
+        ("Name", bucket.name), ("Prefix", enc(prefix)), ("KeyMarker", enc(key_marker or "")),
+        ("VersionIdMarker", version_marker or ""), ("MaxKeys", max_keys)]
+    if delimiter:
+        nodes.append(("Delimiter", enc(delimiter)))
+    if encoding:
+        nodes.append(("EncodingType", encoding))
+    nodes.append(("IsTruncated", listing.truncated))
+    if listing.truncated:
+        nodes.append(("NextKeyMarker", enc(listing.next_key or "")))
+        if listing.next_version_id:
+            nodes.append(("NextVersionIdMarker", listing.next_version_id))
+    for v in listing.versions:
+        owner = accounts.by_canonical_id(v.owner)
+        entry: list[tuple[str, object]] = [
+            ("Key", enc(v.key)), ("VersionId", v.version_id or "null"), ("IsLatest", v.latest),
+            ("LastModified", iso_time(v.last_modified))]
+        if not v.delete_marker:
+            entry += [("ETag", f'"{v.etag}"'), ("Size", v.size), ("StorageClass", "STANDARD")]
+        entry.append(("Owner", owner_node(v.owner, owner.name if owner else "")))
+        nodes.append(("DeleteMarker" if v.delete_marker else "Version", entry))
+    nodes += [("CommonPrefixes", [("Prefix", enc(p))]) for p in listing.prefixes]
+    return web.Response(body=render("ListVersionsResult", nodes), content_type="application/xml")
 
 
 def parse_max_keys(value: str | None) -> int:

@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import re
+import uuid
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import parse_qsl
@@ -254,3 +255,54 @@ async def read_body(req: S3Request, *, require_digest: bool = False) -> bytes:
             raise S3Error("BadDigest", f"The {algorithm} you specified did not match the "
                           "calculated checksum.")
     return body
+
+
+# --- versioning -------------------------------------------------------------------------------
+
+def versioning_state(bucket: BucketRecord) -> str | None:
+    """"Enabled", "Suspended", or None for a bucket that never had versioning."""
+    return bucket.attrs.get("versioning")
+
+
+def new_version_id(req: S3Request, bucket: BucketRecord, location_name: str) -> str | None:
+    """The version id a new write gets: a fresh one while versioning is enabled, else None
+    (S3's "null" version, which replaces the previous null version)."""
+    if versioning_state(bucket) != "Enabled":
+        return None
+    location = req.gateway.locations[location_name]
+    if not location.translator.versions_kept:
+        raise S3Error("NotImplemented", f"Location {location_name} cannot keep object versions: "
+                      "versioned buckets need a location that stores each write apart "
+                      "(mem, file).")
+    return uuid.uuid4().hex
+
+
+def version_headers(bucket: BucketRecord, record: ObjectRecord) -> dict[str, str]:
+    """x-amz-version-id (and x-amz-delete-marker) for responses in a versioning bucket."""
+    headers: dict[str, str] = {}
+    if record.version_id is not None or versioning_state(bucket) is not None:
+        headers["x-amz-version-id"] = record.version_id or "null"
+    if record.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    return headers
+
+
+async def read_version(req: S3Request, bucket_name: str, key: str,
+                       version_id: str | None) -> ObjectRecord:
+    """The object a read names: its current version, or `version_id` ("null" included).
+    A current delete marker reads as NoSuchKey; naming a marker is MethodNotAllowed (AWS)."""
+    if version_id == "":
+        raise S3Error("InvalidArgument", "Version id cannot be the empty string",
+                      ArgumentName="versionId", ArgumentValue="")
+    obj = await req.gateway.metadata.get_object(bucket_name, key, version_id, markers=True)
+    if obj is None:
+        if version_id is not None:
+            raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
+        raise S3Error("NoSuchKey", Key=key)
+    if obj.delete_marker:
+        headers = {"x-amz-delete-marker": "true", "x-amz-version-id": obj.version_id or "null"}
+        if version_id is not None:
+            raise S3Error("MethodNotAllowed", headers=headers, Method=req.http.method,
+                          ResourceType="DeleteMarker")
+        raise S3Error("NoSuchKey", headers=headers, Key=key)
+    return obj

@@ -31,8 +31,11 @@ from gateway.s3.ops.common import (
     get_bucket,
     object_meta,
     parse_tagging_header,
+    read_version,
     user_metadata,
     validate_key,
+    version_headers,
+    versioning_state,
 )
 from gateway.s3.ops.multipart import MAX_PART_SIZE, get_upload, part_number
 from gateway.s3.ops.obj import (
@@ -89,12 +92,13 @@ async def load_source(req: S3Request) -> CopySource:
     bucket = await get_bucket(source_req, action)
     if destination_record is not None:  # the response's CORS headers are the destination's
         req.http["bucket_record"] = destination_record
-    obj = await req.gateway.metadata.get_object(bucket.name, key)
-    if version_id is not None and version_id != "null":
-        # Without versioning the only version is the null one.
-        raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
-    if obj is None:
-        raise S3Error("NoSuchKey", Key=key)
+    try:
+        obj = await read_version(req, bucket.name, key, version_id)
+    except S3Error as err:
+        if err.code == "MethodNotAllowed":  # AWS's answer for a delete marker as source
+            raise S3Error("InvalidRequest", "The source of a copy request may not specifically "
+                          "refer to a delete marker by version id.") from None
+        raise
     return CopySource(bucket=bucket, obj=obj, version_id=version_id)
 
 
@@ -227,8 +231,12 @@ async def copy_object(req: S3Request) -> web.Response:
     one_piece = (len(src.pieces) == 1 and src.pieces[0].location == location.name
                  and bool(_PLAIN_MD5.match(src.etag)))
 
-    if same_object and one_piece:
-        # REPLACE onto itself in place: only metadata changes, no byte is copied.
+    source_headers = version_headers(source.bucket, src)
+    copy_headers = ({"x-amz-copy-source-version-id": source_headers["x-amz-version-id"]}
+                    if "x-amz-version-id" in source_headers else {})
+    if same_object and one_piece and versioning_state(bucket) != "Enabled":
+        # REPLACE onto itself in place: only metadata changes, no byte is copied. (With
+        # versioning enabled the copy is a new version, below.)
         try:
             piece = await location.update_meta(src.pieces[0], meta)
         except NotFound:
@@ -239,7 +247,8 @@ async def copy_object(req: S3Request) -> web.Response:
                                                     changes) is None:
             raise S3Error("OperationAborted", "The object changed while it was being copied. "
                           "Please try again.")
-        return xml_response("CopyObjectResult", src.etag, now, encryption_headers(piece))
+        return xml_response("CopyObjectResult", src.etag, now,
+                            {**encryption_headers(piece), **copy_headers})
 
     backend_key = location.backend_key(bucket.name, req.key)
     await guard_open_upload(req, location.name, backend_key)
@@ -258,8 +267,10 @@ async def copy_object(req: S3Request) -> web.Response:
         bucket=bucket.name, key=req.key, size=src.size, etag=etag, last_modified=now,
         location=location.name, pieces=[stored], owner=owner, headers=headers,
         user_meta=user, tags=tags, attrs=attrs)
-    await commit_object(req, record)
-    return xml_response("CopyObjectResult", etag, now, encryption_headers(stored))
+    await commit_object(req, bucket, record)
+    return xml_response("CopyObjectResult", etag, now,
+                        {**encryption_headers(stored), **copy_headers,
+                         **version_headers(bucket, record)})
 
 
 def encryption_headers(stored: Stored) -> dict[str, str]:

@@ -20,10 +20,12 @@ from gateway.s3.ops.common import (
     content_md5,
     delete_pieces,
     get_bucket,
+    new_version_id,
     object_meta,
     parse_tagging_header,
     user_metadata,
     validate_key,
+    version_headers,
 )
 from gateway.s3.ops.obj import guard_open_upload
 from gateway.s3.ops.service import owner_node
@@ -37,8 +39,8 @@ MAX_PART_SIZE = 5 * 1024**3
 MAX_LIST = 1000
 
 
-def xml_response(root: str, nodes: list) -> web.Response:
-    return web.Response(body=render(root, nodes), content_type="application/xml")
+def xml_response(root: str, nodes: list, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=render(root, nodes), content_type="application/xml", headers=headers)
 
 
 async def create_upload(req: S3Request) -> web.Response:
@@ -164,6 +166,9 @@ async def complete_upload(req: S3Request) -> web.Response:
                           ETag=part.etag)
         chosen.append(part)
     location = req.gateway.locations[upload.location]
+    bucket = await req.gateway.metadata.get_bucket(upload.bucket)
+    assert bucket is not None  # a bucket with an open upload cannot be deleted
+    version_id = new_version_id(req, bucket, upload.location)
     meta = object_meta(upload.headers, upload.user_meta, upload.tags)
     pieces = await location.complete_upload(
         upload.backend_key, upload.backend_upload_id,
@@ -175,6 +180,7 @@ async def complete_upload(req: S3Request) -> web.Response:
         last_modified=time.time(), location=upload.location, pieces=pieces, owner=upload.owner,
         headers=upload.headers, user_meta=upload.user_meta, tags=upload.tags,
         attrs={"parts_count": len(chosen), **upload.attrs})
+    record.version_id = version_id
     try:
         finished = await req.gateway.metadata.finish_upload(upload.upload_id, record)
     except BaseException:
@@ -191,7 +197,8 @@ async def complete_upload(req: S3Request) -> web.Response:
     base = f"http://{req.host or 'localhost'}"
     return xml_response("CompleteMultipartUploadResult", [
         ("Location", f"{base}/{quote(upload.bucket)}/{quote(upload.key)}"),
-        ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{etag}"')])
+        ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{etag}"')],
+        headers=version_headers(bucket, record))
 
 
 async def abort_upload(req: S3Request) -> web.Response:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from email.utils import parsedate_to_datetime
 
 from aiohttp import web
 
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
-from gateway.metadata.base import ObjectRecord
+from gateway.metadata.base import BucketRecord, ObjectRecord
 from gateway.s3 import access
 from gateway.s3.ops.common import (
     MAX_PUT_SIZE,
@@ -20,10 +21,14 @@ from gateway.s3.ops.common import (
     content_md5,
     delete_pieces,
     get_bucket,
+    new_version_id,
     object_meta,
     parse_tagging_header,
+    read_version,
     user_metadata,
     validate_key,
+    version_headers,
+    versioning_state,
 )
 from gateway.s3.request import S3Request
 from gateway.s3.xml import http_time
@@ -37,6 +42,8 @@ RESPONSE_OVERRIDES = {
     "response-content-disposition": "Content-Disposition",
     "response-content-encoding": "Content-Encoding",
 }
+# The form of the version ids this gateway hands out (uuid4 hex), and S3's "null".
+VERSION_ID = re.compile(r"[0-9a-f]{32}|null")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -75,17 +82,19 @@ async def put_object(req: S3Request) -> web.Response:
         bucket=bucket.name, key=req.key, size=size, etag=body.etag, last_modified=time.time(),
         location=location.name, pieces=[stored], owner=owner,
         headers=headers, user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
-    await commit_object(req, record)
-    response_headers = {"ETag": f'"{body.etag}"'}
+    await commit_object(req, bucket, record)
+    response_headers = {"ETag": f'"{body.etag}"', **version_headers(bucket, record)}
     if stored.encryption:
         response_headers["x-amz-server-side-encryption"] = stored.encryption
     return web.Response(headers=response_headers)
 
 
-async def commit_object(req: S3Request, record: ObjectRecord) -> None:
-    """Write metadata now that the data is safe; remove what it replaced. If metadata cannot be
-    written, remove the new data so nothing is orphaned."""
+async def commit_object(req: S3Request, bucket: BucketRecord, record: ObjectRecord) -> None:
+    """Write metadata now that the data is safe, as a new version when the bucket keeps them
+    (setting record.version_id); remove what it replaced. If metadata cannot be written,
+    remove the new data so nothing is orphaned."""
     try:
+        record.version_id = new_version_id(req, bucket, record.location)
         old = await req.gateway.metadata.put_object(record)
     except BaseException:
         await delete_pieces(req, record.pieces)
@@ -211,7 +220,7 @@ async def get_object(req: S3Request) -> web.StreamResponse:
     obj = await get_object_record(req, bucket.name)
     req.extra_log["location"] = obj.location
     check_conditions(req, obj)
-    headers = object_headers(obj)
+    headers = {**object_headers(obj), **version_headers(bucket, obj)}
     apply_overrides(req, headers)
     byte_range = parse_range(req.headers.get("Range"), obj.size)
     status = 200
@@ -246,10 +255,7 @@ async def get_object(req: S3Request) -> web.StreamResponse:
 
 async def get_object_record(req: S3Request, bucket_name: str) -> ObjectRecord:
     assert req.key is not None
-    obj = await req.gateway.metadata.get_object(bucket_name, req.key)
-    if obj is None:
-        raise S3Error("NoSuchKey", Key=req.key)
-    return obj
+    return await read_version(req, bucket_name, req.key, req.query.get("versionId"))
 
 
 async def head_object(req: S3Request) -> web.Response:
@@ -257,7 +263,7 @@ async def head_object(req: S3Request) -> web.Response:
     obj = await get_object_record(req, bucket.name)
     req.extra_log["location"] = obj.location
     check_conditions(req, obj)
-    headers = object_headers(obj)
+    headers = {**object_headers(obj), **version_headers(bucket, obj)}
     apply_overrides(req, headers)
     byte_range = parse_range(req.headers.get("Range"), obj.size)
     status, length = 200, obj.size
@@ -272,17 +278,38 @@ async def head_object(req: S3Request) -> web.Response:
 async def delete_object(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     assert req.key is not None
-    await remove_object(req, bucket.name, req.key)
-    return web.Response(status=204)
+    outcome = await remove_object(req, bucket, req.key, req.query.get("versionId"))
+    return web.Response(status=204, headers=version_headers(bucket, outcome) if outcome else {})
 
 
-async def remove_object(req: S3Request, bucket_name: str, key: str) -> ObjectRecord | None:
-    """Delete one key (DeleteObject, and each key of DeleteObjects); absent is success."""
-    existing = await req.gateway.metadata.get_object(bucket_name, key)
-    if existing is not None:
-        for piece in existing.pieces:
-            await guard_open_upload(req, piece.location, piece.key)
-    old = await req.gateway.metadata.delete_object(bucket_name, key)
+async def remove_object(req: S3Request, bucket: BucketRecord, key: str,
+                        version_id: str | None = None) -> ObjectRecord | None:
+    """Delete one key or one version (DeleteObject, and each key of DeleteObjects); absent is
+    success. Without a version id, a versioning bucket gets a delete marker instead.
+    Returns what the response describes: the version removed or the marker written."""
+    metadata = req.gateway.metadata
+    if version_id == "":
+        raise S3Error("InvalidArgument", "Version id cannot be the empty string",
+                      ArgumentName="versionId", ArgumentValue="")
+    if version_id is None and versioning_state(bucket) is not None:
+        marker = ObjectRecord(
+            bucket=bucket.name, key=key, size=0, etag="", last_modified=time.time(),
+            location=bucket.location, pieces=[], owner=access.requester_id(req),
+            delete_marker=True)
+        if versioning_state(bucket) == "Enabled":
+            marker.version_id = uuid.uuid4().hex
+        replaced = await metadata.put_object(marker)  # suspended: replaces the null version
+        if replaced is not None:
+            await delete_pieces(req, replaced.pieces)
+        return marker
+    existing = await metadata.get_object(bucket.name, key, version_id, markers=True)
+    if existing is None:
+        if version_id is not None and not VERSION_ID.fullmatch(version_id):
+            raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
+        return None  # a well-formed id that is gone: deleting it again succeeds
+    for piece in existing.pieces:
+        await guard_open_upload(req, piece.location, piece.key)
+    old = await metadata.delete_object(bucket.name, key, existing.version_id or "null")
     if old is not None:
         await delete_pieces(req, old.pieces)
     return old

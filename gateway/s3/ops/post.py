@@ -324,7 +324,7 @@ async def post_object(req: S3Request) -> web.StreamResponse:
         bucket=bucket.name, key=key, size=size, etag=etag, last_modified=time.time(),
         location=location.name, pieces=[stored], owner=owner, headers=headers,
         user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
-    await commit_object(req, record)
+    await commit_object(req, bucket, record)
     await req.http.release()  # fields after the file are ignored
     return post_response(req, fields, bucket.name, key, etag)
 

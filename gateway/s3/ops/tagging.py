@@ -10,7 +10,14 @@ from aiohttp import web
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
-from gateway.s3.ops.common import get_bucket, object_meta, read_body, validate_tags
+from gateway.s3.ops.common import (
+    get_bucket,
+    object_meta,
+    read_body,
+    read_version,
+    validate_tags,
+    version_headers,
+)
 from gateway.s3.request import S3Request
 from gateway.s3.xml import Node, parse, render
 from gateway.translators.base import NotFound
@@ -53,26 +60,18 @@ def tagging_xml(tags: dict[str, str]) -> web.Response:
                         content_type="application/xml")
 
 
-def check_version(req: S3Request) -> None:
-    version_id = req.query.get("versionId")
-    if version_id is not None and version_id != "null":
-        # Without versioning the only version is the null one.
-        raise S3Error("NoSuchVersion", Key=req.key or "", VersionId=version_id)
-
-
 async def current_object(req: S3Request, bucket: BucketRecord) -> ObjectRecord:
+    """The version the request names (?versionId=), else the current one."""
     assert req.key is not None
-    check_version(req)
-    obj = await req.gateway.metadata.get_object(bucket.name, req.key)
-    if obj is None:
-        raise S3Error("NoSuchKey", Key=req.key)
-    return obj
+    return await read_version(req, bucket.name, req.key, req.query.get("versionId"))
 
 
 async def get_object_tagging(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     obj = await current_object(req, bucket)
-    return tagging_xml(obj.tags)
+    response = tagging_xml(obj.tags)
+    response.headers.update(version_headers(bucket, obj))
+    return response
 
 
 async def set_object_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, str]) -> None:
@@ -100,7 +99,6 @@ async def set_object_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, 
 async def put_object_tagging(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     assert req.key is not None
-    check_version(req)
     tags = parse_tagging(await read_body(req))
     validate_tags(tags)
     await set_object_tags(req, bucket, tags)
