@@ -80,12 +80,17 @@ def _object_row(obj: ObjectRecord) -> tuple[Any, ...]:
             int(obj.delete_marker))
 
 
+def _dict(text: str) -> dict[str, Any]:
+    # Most objects have no user metadata, tags or attrs: skip the JSON decoder for "{}".
+    return {} if text == "{}" else json.loads(text)
+
+
 def _object_from(row: tuple[Any, ...]) -> ObjectRecord:
     return ObjectRecord(
         bucket=row[0], key=row[1], size=row[2], etag=row[3], last_modified=row[4],
         location=row[5], pieces=[Stored.from_dict(p) for p in json.loads(row[6])], owner=row[7],
-        headers=json.loads(row[8]), user_meta=json.loads(row[9]), tags=json.loads(row[10]),
-        attrs=json.loads(row[11]), version_id=row[12], delete_marker=bool(row[13]),
+        headers=_dict(row[8]), user_meta=_dict(row[9]), tags=_dict(row[10]),
+        attrs=_dict(row[11]), version_id=row[12], delete_marker=bool(row[13]),
         latest=bool(row[14]))
 
 
@@ -119,6 +124,10 @@ class SQLiteStore(MetadataStore):
         self.path = directory / "metadata.sqlite3"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
+        # Bucket rows by name. Every request reads its bucket; a hit saves a hop to the SQLite
+        # thread. Filled and invalidated only on that thread, in order with the writes; this
+        # process is the only writer of the file (several gateways share PostgreSQL instead).
+        self._buckets: dict[str, tuple[Any, ...]] = {}
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -158,18 +167,26 @@ class SQLiteStore(MetadataStore):
                 "VALUES (?, ?, ?, ?, ?)",
                 (bucket.name, bucket.owner, bucket.location, bucket.created, _dumps(bucket.attrs)))
             if cur.rowcount:
+                self._buckets.pop(bucket.name, None)
                 return None
             return self._bucket(db, bucket.name)
 
         return await self._run(_create)
 
-    @staticmethod
-    def _bucket(db: sqlite3.Connection, name: str) -> BucketRecord | None:
+    def _bucket(self, db: sqlite3.Connection, name: str) -> BucketRecord | None:
         row = db.execute("SELECT name, owner, location, created, attrs FROM buckets WHERE name=?",
                          (name,)).fetchone()
-        return BucketRecord(*row[:4], attrs=json.loads(row[4])) if row else None
+        if row is None:
+            return None
+        if len(self._buckets) >= 10000:
+            self._buckets.clear()
+        self._buckets[name] = row
+        return BucketRecord(*row[:4], attrs=json.loads(row[4]))
 
     async def get_bucket(self, name: str) -> BucketRecord | None:
+        row = self._buckets.get(name)
+        if row is not None:  # a fresh record each time: callers may change attrs
+            return BucketRecord(*row[:4], attrs=_dict(row[4]))
         return await self._run(lambda db: self._bucket(db, name))
 
     async def list_buckets(self, owner: str) -> list[BucketRecord]:
@@ -181,11 +198,15 @@ class SQLiteStore(MetadataStore):
         return await self._run(_list)
 
     async def update_bucket_attrs(self, name: str, attrs: dict[str, Any]) -> None:
-        await self._run(lambda db: db.execute("UPDATE buckets SET attrs=? WHERE name=?",
-                                              (_dumps(attrs), name)))
+        def _update(db: sqlite3.Connection) -> None:
+            self._buckets.pop(name, None)
+            db.execute("UPDATE buckets SET attrs=? WHERE name=?", (_dumps(attrs), name))
+
+        await self._run(_update)
 
     async def delete_bucket(self, name: str) -> bool:
         def _delete(db: sqlite3.Connection) -> bool:
+            self._buckets.pop(name, None)
             db.execute("BEGIN IMMEDIATE")
             try:
                 busy = db.execute(

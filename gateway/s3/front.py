@@ -29,7 +29,7 @@ from gateway.s3.ops import (
     service,
     tagging,
 )
-from gateway.s3.request import S3Request, resource_of
+from gateway.s3.request import REQUEST_ID, S3Request, resource_of
 from gateway.s3.xml import render_error
 
 log = logging.getLogger("gateway.access")
@@ -150,7 +150,7 @@ def parse_target(raw_path: str, host_bucket: str | None) -> tuple[str | None, st
 
 async def add_request_id(http: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare hook: streamed responses are prepared inside the operation."""
-    rid = http.get("request_id")
+    rid = http.get(REQUEST_ID)
     if rid:
         response.headers["x-amz-request-id"] = rid
         response.headers["x-amz-id-2"] = rid
@@ -169,7 +169,7 @@ class Front:
                 return answer
         started = time.monotonic()
         rid = request_id()
-        http["request_id"] = rid
+        http[REQUEST_ID] = rid
         status = 500
         info: dict[str, object] = {"operation": "unknown"}
         try:

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from gateway.server import Gateway
 
 
+# Values kept on the aiohttp request for the response hooks (request id, CORS headers).
+REQUEST_ID = web.RequestKey("request_id", str)
+BUCKET_RECORD = web.RequestKey("bucket_record", object)
+
+
 def resource_of(bucket: str | None, key: str | None) -> str:
     """The <Resource> of an error: /, /bucket or /bucket/key."""
     if bucket is None:

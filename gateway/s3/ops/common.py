@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
 from gateway.s3 import access
-from gateway.s3.request import S3Request
+from gateway.s3.request import BUCKET_RECORD, S3Request
 from gateway.s3.xml import MAX_XML_BODY
 from gateway.translators.base import CHUNK_SIZE, ObjectMeta, Stored
 
@@ -50,7 +50,7 @@ async def get_bucket(req: S3Request, action: str | None = None) -> BucketRecord:
     record = await req.gateway.metadata.get_bucket(req.bucket)
     if record is None:
         raise S3Error("NoSuchBucket", BucketName=req.bucket)
-    req.http["bucket_record"] = record  # for the CORS headers of the response (ops/cors.py)
+    req.http[BUCKET_RECORD] = record  # for the CORS headers of the response (ops/cors.py)
     await access.authorize(req, record, action or access.request_action(req), req.key)
     return record
 

@@ -45,7 +45,7 @@ from gateway.s3.ops.obj import (
     parse_http_date,
     piece_spans,
 )
-from gateway.s3.request import S3Request
+from gateway.s3.request import BUCKET_RECORD, S3Request
 from gateway.s3.xml import iso_time, render
 from gateway.translators.base import NotFound, Stored
 
@@ -88,10 +88,10 @@ async def load_source(req: S3Request) -> CopySource:
     # Reuse get_bucket's access rules by asking them about reading the source bucket and key.
     source_req = dataclasses.replace(req, bucket=bucket_name, key=key)
     action = "s3:GetObject" if version_id is None else "s3:GetObjectVersion"
-    destination_record = req.http.get("bucket_record")
+    destination_record = req.http.get(BUCKET_RECORD)
     bucket = await get_bucket(source_req, action)
     if destination_record is not None:  # the response's CORS headers are the destination's
-        req.http["bucket_record"] = destination_record
+        req.http[BUCKET_RECORD] = destination_record
     try:
         obj = await read_version(req, bucket.name, key, version_id)
     except S3Error as err:

@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord
 from gateway.s3.ops.common import get_bucket, read_body
-from gateway.s3.request import S3Request
+from gateway.s3.request import BUCKET_RECORD, S3Request
 from gateway.s3.xml import parse, render
 
 CORS_METHODS = ("GET", "PUT", "HEAD", "POST", "DELETE")
@@ -185,7 +185,7 @@ def add_cors_headers(http: web.Request, response: web.StreamResponse) -> None:
     """For actual (non-preflight) requests with an Origin on a bucket with CORS rules; called
     when the response is prepared, so streamed and error responses get them too."""
     origin = http.headers.get("Origin")
-    bucket: BucketRecord | None = http.get("bucket_record")
+    bucket: BucketRecord | None = http.get(BUCKET_RECORD)
     if not origin or bucket is None or http.method == "OPTIONS":
         return
     rules = bucket.attrs.get("cors")
