@@ -40,9 +40,8 @@ from gateway.s3.ops.common import (
 from gateway.s3.ops.multipart import MAX_PART_SIZE, get_upload, part_number
 from gateway.s3.ops.obj import (
     commit_object,
-    etag_matches,
+    failed_condition,
     guard_open_upload,
-    parse_http_date,
     piece_spans,
 )
 from gateway.s3.request import BUCKET_RECORD, S3Request
@@ -103,26 +102,10 @@ async def load_source(req: S3Request) -> CopySource:
 
 
 def check_source_conditions(req: S3Request, obj: ObjectRecord) -> None:
-    """x-amz-copy-source-if-*: every failure is 412, with AWS's precedence (a matching
-    if-match overrides if-unmodified-since, a failing if-none-match decides alone)."""
-    headers = req.headers
-    modified = int(obj.last_modified)
-    if_match = headers.get("x-amz-copy-source-if-match")
-    if if_match is not None:
-        if not etag_matches(if_match, obj.etag):
-            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Match")
-    elif "x-amz-copy-source-if-unmodified-since" in headers:
-        since = parse_http_date(headers["x-amz-copy-source-if-unmodified-since"])
-        if since is not None and modified > since:
-            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Unmodified-Since")
-    if_none_match = headers.get("x-amz-copy-source-if-none-match")
-    if if_none_match is not None:
-        if etag_matches(if_none_match, obj.etag):
-            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-None-Match")
-    elif "x-amz-copy-source-if-modified-since" in headers:
-        since = parse_http_date(headers["x-amz-copy-source-if-modified-since"])
-        if since is not None and modified <= since:
-            raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Modified-Since")
+    """x-amz-copy-source-if-*: the same rules as GET's conditions, but every failure is 412."""
+    failed = failed_condition(req.headers, obj, prefix="x-amz-copy-source-")
+    if failed is not None:
+        raise S3Error("PreconditionFailed", Condition=failed[0])
 
 
 def directive(req: S3Request, header: str, kind: str) -> str:

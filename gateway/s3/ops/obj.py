@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
 from aiohttp import web
@@ -115,29 +116,42 @@ def etag_matches(header: str, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-def check_conditions(req: S3Request, obj: ObjectRecord) -> None:
-    """If-Match / If-Unmodified-Since -> 412, If-None-Match / If-Modified-Since -> 304, with
-    AWS's precedence (a matching If-Match overrides a failing If-Unmodified-Since, and so on)."""
-    headers = req.headers
+def failed_condition(headers: Mapping[str, str], obj: ObjectRecord,
+                     prefix: str = "") -> tuple[str, str] | None:
+    """The first conditional header that fails, as (header name, "412" or "304"), or None.
+    AWS's precedence: a matching If-Match overrides a failing If-Unmodified-Since, and a
+    non-matching If-None-Match overrides a failing If-Modified-Since. `prefix` selects the
+    x-amz-copy-source-if-* family."""
     modified = int(obj.last_modified)
-    if_match = headers.get("If-Match")
+    if_match = headers.get(f"{prefix}If-Match")
     if if_match is not None:
         if not etag_matches(if_match, obj.etag):
-            raise S3Error("PreconditionFailed", Condition="If-Match")
-    elif "If-Unmodified-Since" in headers:
-        since = parse_http_date(headers["If-Unmodified-Since"])
+            return f"{prefix}If-Match", "412"
+    elif f"{prefix}If-Unmodified-Since" in headers:
+        since = parse_http_date(headers[f"{prefix}If-Unmodified-Since"])
         if since is not None and modified > since:
-            raise S3Error("PreconditionFailed", Condition="If-Unmodified-Since")
-    not_modified = S3Error("NotModified", headers={"ETag": f'"{obj.etag}"',
-                                                   "Last-Modified": http_time(obj.last_modified)})
-    if_none_match = headers.get("If-None-Match")
+            return f"{prefix}If-Unmodified-Since", "412"
+    if_none_match = headers.get(f"{prefix}If-None-Match")
     if if_none_match is not None:
         if etag_matches(if_none_match, obj.etag):
-            raise not_modified
-    elif "If-Modified-Since" in headers:
-        since = parse_http_date(headers["If-Modified-Since"])
+            return f"{prefix}If-None-Match", "304"
+    elif f"{prefix}If-Modified-Since" in headers:
+        since = parse_http_date(headers[f"{prefix}If-Modified-Since"])
         if since is not None and modified <= since:
-            raise not_modified
+            return f"{prefix}If-Modified-Since", "304"
+    return None
+
+
+def check_conditions(req: S3Request, obj: ObjectRecord) -> None:
+    """If-Match / If-Unmodified-Since -> 412, If-None-Match / If-Modified-Since -> 304."""
+    failed = failed_condition(req.headers, obj)
+    if failed is None:
+        return
+    header, status = failed
+    if status == "412":
+        raise S3Error("PreconditionFailed", Condition=header)
+    raise S3Error("NotModified", headers={"ETag": f'"{obj.etag}"',
+                                          "Last-Modified": http_time(obj.last_modified)})
 
 
 def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
