@@ -51,7 +51,6 @@ class Settings:
     postgres_dsn: str | None
     authdata_path: Path
     health: HealthSettings
-    backend_threads: int
     log_level: str
     metrics_port: int
     env: dict[str, str] = field(default_factory=dict)
@@ -181,7 +180,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         postgres_dsn=dsn,
         authdata_path=authdata_path,
         health=health,
-        backend_threads=_get(data, file, "backendThreads", int, 16),
         log_level=(env.get("LOG_LEVEL") or data.get("logLevel") or "info").upper(),
         metrics_port=_get(data, file, "metricsPort", int, 0),
         env=env,

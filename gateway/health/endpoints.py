@@ -94,5 +94,10 @@ class HealthEndpoints:
         return json_response({"ready": ready, "metadata": error or "OK"}, 200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        # Counted at scrape time from metadata, so it is right with several gateway processes.
+        try:
+            self.gateway.metrics.open_uploads.set(await self.gateway.metadata.count_uploads())
+        except Exception as exc:  # a metrics scrape must not fail with the metadata store
+            self.gateway.log.warning("counting open uploads failed: %s", exc)
         return web.Response(body=self.gateway.metrics.render(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

@@ -175,6 +175,10 @@ class MetadataStore(ABC):
                            limit: int) -> UploadListing: ...
 
     @abstractmethod
+    async def count_uploads(self) -> int:
+        """Multipart uploads open in every bucket (for the metrics)."""
+
+    @abstractmethod
     async def has_upload_on(self, location: str, backend_key: str) -> bool:
         """Whether an upload is open whose parts are staged at this backend key."""
 

@@ -498,6 +498,9 @@ class SQLiteStore(MetadataStore):
 
         return await self._run(_list)
 
+    async def count_uploads(self) -> int:
+        return await self._run(lambda db: db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0])
+
     async def has_upload_on(self, location: str, backend_key: str) -> bool:
         return await self._run(lambda db: bool(db.execute(
             "SELECT 1 FROM uploads WHERE location=? AND backend_key=? LIMIT 1",

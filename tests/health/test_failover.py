@@ -110,6 +110,7 @@ def test_endpoints_metrics_and_cli(two_clouds: tuple[Gateway, Azurite, Azurite])
     s3 = gw.client()
     s3.create_bucket(Bucket="metered", CreateBucketConfiguration={"LocationConstraint": "cloud-b"})
     s3.put_object(Bucket="metered", Key="k", Body=b"x" * 1000)
+    s3.create_multipart_upload(Bucket="metered", Key="open-upload")
     s3.get_object(Bucket="metered", Key="k")["Body"].read()
     with urllib.request.urlopen(f"{gw.endpoint}/_/healthcheck", timeout=10) as r:
         assert r.status == 200 and json.load(r)["metadata"]["state"] == "up"
@@ -125,7 +126,7 @@ def test_endpoints_metrics_and_cli(two_clouds: tuple[Gateway, Azurite, Azurite])
     assert samples[("s3gw_backend_bytes_total", (("direction", "out"), ("location", "cloud-b")))] >= 1000
     assert samples[("s3gw_location_up", (("location", "cloud-b"), ("type", "azure")))] == 1
     assert any(name == "s3gw_request_duration_seconds_bucket" for name, _ in samples)
-    assert ("s3gw_multipart_uploads_open", ()) in samples
+    assert samples[("s3gw_multipart_uploads_open", ())] == 1
 
     env = {**gw.env, "PATH": "/usr/bin:/bin"}
     listing = subprocess.run([sys.executable, "-m", "gateway", "locations", "--endpoint",
