@@ -157,3 +157,22 @@ def test_malformed_complete_body(gateway: Any, s3: Any, bucket: str) -> None:
                b"<ETag>&e;</ETag></Part></CompleteMultipartUpload>")
     response = raw_request(gateway, "POST", f"/{bucket}/mx?uploadId={upload_id}", body=hostile)
     assert response.status_code == 400 and b"MalformedXML" in response.content
+
+
+def test_missing_piece_mid_stream_cuts_the_connection(gateway: Any, s3: Any, bucket: str) -> None:
+    import requests
+
+    data_dir = gateway.workdir / "data"
+    before = {p for p in data_dir.rglob("*") if p.is_file()}
+    parts = [b"a" * (5 * MIB), b"b" * (5 * MIB)]
+    upload(s3, bucket, "broken", parts)
+    second_part = max((p for p in data_dir.rglob("*") if p.is_file() and p not in before),
+                      key=lambda p: p.stat().st_mtime_ns)
+    second_part.unlink()  # the bytes vanish behind the gateway's back
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "broken"})
+    try:
+        body: bytes | None = requests.get(url, timeout=30).content
+    except requests.exceptions.RequestException:
+        body = None  # the client saw the cut
+    # Never a complete-looking body: either the read fails or it comes up short.
+    assert body is None or len(body) < 10 * MIB

@@ -258,11 +258,19 @@ async def get_object(req: S3Request) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     await response.prepare(req.http)
-    for index, (piece, offset, span_len) in enumerate(spans):
-        stream = streams[0] if index == 0 else await locations[piece.location].get(
-            piece, offset, span_len)
-        async for chunk in stream:
-            await response.write(chunk)
+    try:
+        for index, (piece, offset, span_len) in enumerate(spans):
+            stream = streams[0] if index == 0 else await locations[piece.location].get(
+                piece, offset, span_len)
+            async for chunk in stream:
+                await response.write(chunk)
+    except (S3Error, NotFound, OSError) as exc:
+        # The status line is sent: the only honest signal left is a cut connection, so the
+        # client sees a short body instead of a complete-looking corrupt one.
+        req.gateway.log.warning("GET %s/%s failed mid-stream: %s", bucket.name, obj.key, exc)
+        if req.http.transport is not None:
+            req.http.transport.close()
+        return response
     await response.write_eof()
     return response
 
