@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine with Python 3.11 and Node 20:
-# the project with its test extras, Azurite (npm), memcached and rclone (apt), and an OpenStack
+# the project with its test extras, Azurite and s3rver (npm), memcached, rclone and PostgreSQL
+# (apt), and an OpenStack
 # Swift all-in-one in its own virtualenv. Each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ fi
 missing=()
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+# Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

@@ -1,0 +1,148 @@
+"""PostgreSQL-only properties of the store: what the contract cannot see from outside (locks
+held across a transaction, the schema and its indexes, concurrent start-ups)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import pytest
+
+from gateway.metadata.base import BucketRecord, ObjectRecord
+from gateway.metadata.postgres import PostgresStore
+from tests.metadata.conftest import pg_dsn
+from tests.metadata.test_store_contract import OWNER, T0, rec, upload
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def dsn(request: pytest.FixtureRequest) -> str:
+    return pg_dsn(request, "pgstore")
+
+
+@pytest.fixture
+async def stores(dsn: str) -> AsyncIterator[list[PostgresStore]]:
+    """Two stores on one clean database: two gateway processes."""
+    opened = [PostgresStore(dsn, min_size=1, max_size=4) for _ in range(2)]
+    for store in opened:
+        await store.open()
+    await opened[0].pool.execute("TRUNCATE buckets, objects, uploads, parts")
+    yield opened
+    for store in opened:
+        await store.close()
+
+
+@asynccontextmanager
+async def write_in_flight(store: PostgresStore, obj: ObjectRecord) -> AsyncIterator[None]:
+    """An object write done (locks taken, rows written) but not committed until the block
+    ends: what put_object and finish_upload run, held open."""
+    async with store.pool.acquire() as conn, conn.transaction():
+        await store._insert_current(conn, obj)
+        yield
+
+
+async def test_delete_bucket_waits_for_a_write_in_flight(stores: list[PostgresStore]) -> None:
+    a, b = stores
+    await a.create_bucket(BucketRecord("bkt", OWNER, "us-east-1", T0))
+    async with write_in_flight(a, rec("k")):
+        delete = asyncio.create_task(b.delete_bucket("bkt"))
+        await asyncio.sleep(0.3)
+        assert not delete.done()  # it waits for the uncommitted object...
+    assert await asyncio.wait_for(delete, 5) is False  # ...and then sees it
+    assert await b.get_bucket("bkt") is not None
+
+
+async def test_write_after_delete_bucket_waits_for_it(stores: list[PostgresStore]) -> None:
+    a, b = stores
+    await a.create_bucket(BucketRecord("bkt", OWNER, "us-east-1", T0))
+    async with a.pool.acquire() as conn, conn.transaction():
+        # what delete_bucket holds while it checks and deletes
+        await conn.execute("SELECT pg_advisory_xact_lock($1::int, hashtext($2))",
+                           0x53334757, "bkt")
+        put = asyncio.create_task(b.put_object(rec("k")))
+        upload_task = asyncio.create_task(b.create_upload(upload("k2")))
+        await asyncio.sleep(0.3)
+        assert not put.done() and not upload_task.done()
+    await asyncio.wait_for(asyncio.gather(put, upload_task), 5)
+
+
+async def test_writes_to_other_keys_do_not_wait(stores: list[PostgresStore]) -> None:
+    a, b = stores
+    await a.create_bucket(BucketRecord("bkt", OWNER, "us-east-1", T0))
+    async with write_in_flight(a, rec("k1")):
+        await asyncio.wait_for(b.put_object(rec("k2")), 2)  # same bucket, other key: no wait
+        await asyncio.wait_for(b.delete_object("bkt", "k2"), 2)
+        same_key = asyncio.create_task(b.put_object(rec("k1")))
+        await asyncio.sleep(0.3)
+        assert not same_key.done()  # the same key queues
+    replaced = await asyncio.wait_for(same_key, 5)
+    assert replaced is not None  # it saw the committed first write and replaced it
+    async with write_in_flight(a, rec("k1")):
+        deleting = asyncio.create_task(b.delete_object("bkt", "k1"))
+        await asyncio.sleep(0.3)
+        assert not deleting.done()  # so do deletes
+    assert await asyncio.wait_for(deleting, 5) is not None
+
+
+async def test_concurrent_open_creates_the_schema_once(request: pytest.FixtureRequest) -> None:
+    dsn = pg_dsn(request, f"fresh_{uuid.uuid4().hex[:8]}")
+    stores = [PostgresStore(dsn, min_size=1, max_size=2) for _ in range(6)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        await stores[0].ping()
+        tables = await stores[0].pool.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")
+        assert [t[0] for t in tables] == ["buckets", "objects", "parts", "uploads"]
+    finally:
+        for store in stores:
+            await store.close()
+    again = PostgresStore(dsn)  # and a restart finds it in place
+    await again.open()
+    await again.close()
+
+
+async def test_keys_are_ordered_by_bytes_whatever_the_database_collation(
+        stores: list[PostgresStore]) -> None:
+    a, _ = stores
+    # The test database's default collation is ICU en-US when available (tests/clouds): there
+    # "a" < "B", while bytes say "B" < "a". The store's order must not depend on it.
+    linguistic = await a.pool.fetchval("SELECT 'a' < 'B'")
+    await a.create_bucket(BucketRecord("bkt", OWNER, "us-east-1", T0))
+    for key in ["a", "B", "é", "Z", "日"]:
+        await a.put_object(rec(key))
+    listing = await a.list_objects("bkt", "", None, None, 10)
+    assert [o.key for o in listing.objects] == ["B", "Z", "a", "é", "日"]
+    if not linguistic:
+        pytest.skip("the server has no ICU: the database collation is byte order already")
+
+
+async def test_listing_is_served_by_the_index(stores: list[PostgresStore]) -> None:
+    a, _ = stores
+    now = time.time()
+    # every other key ends in a delete marker, which the listing index leaves out
+    rows = [("bkt", f"k/{i:05d}", 1, "e", now, "l", "[]", OWNER, "{}", "{}", "{}", "{}", None,
+             i % 2 == 1, True, 1) for i in range(5000)]
+    await a.pool.copy_records_to_table("objects", records=rows, columns=[
+        "bucket", "key", "size", "etag", "last_modified", "location", "pieces", "owner",
+        "headers", "user_meta", "tags", "attrs", "version_id", "delete_marker", "latest", "seq"])
+    await a.pool.execute("ANALYZE objects")
+    plan = "\n".join(r[0] for r in await a.pool.fetch(
+        "EXPLAIN SELECT bucket, key FROM objects WHERE bucket=$1 AND latest AND NOT "
+        "delete_marker AND key>=$2 AND key<$3 ORDER BY key LIMIT $4", "bkt", "k/", "k0", 1001))
+    assert "objects_current" in plan and "Sort" not in plan, plan
+
+
+async def test_one_latest_version_per_key_is_enforced(stores: list[PostgresStore]) -> None:
+    a, _ = stores
+    await a.put_object(rec("k", "v1"))
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await a.pool.execute("UPDATE objects SET latest=TRUE WHERE key='k'")
+        await a.pool.execute(
+            "INSERT INTO objects SELECT bucket, key, size, etag, last_modified, location, "
+            "pieces, owner, headers, user_meta, tags, attrs, 'v2', delete_marker, TRUE, seq + 1 "
+            "FROM objects WHERE key='k'")
