@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from gateway.metadata.base import BucketRecord, ObjectRecord
-from gateway.metadata.sqlite import SQLiteStore, _object_row
+from gateway.metadata.sqlite import SQLiteStore
 from gateway.translators.base import Stored
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,21 +35,22 @@ async def _fill(directory: Path, bucket: str, count: int) -> float:
         await store.create_bucket(BucketRecord(bucket, owner, "us-east-1", time.time()))
         now = time.time()
 
-        def rows(start: int, stop: int):
-            for i in range(start, stop):
-                key = key_name(i)
-                yield _object_row(ObjectRecord(
-                    bucket=bucket, key=key, size=4096, etag="0" * 32, last_modified=now,
-                    location="us-east-1", pieces=[Stored("us-east-1", "00/" + "0" * 32, 4096)],
-                    owner=owner, headers={}, user_meta={}, tags={}))
+        def record(i: int) -> ObjectRecord:
+            return ObjectRecord(
+                bucket=bucket, key=key_name(i), size=4096, etag="0" * 32, last_modified=now,
+                location="us-east-1", pieces=[Stored("us-east-1", "00/" + "0" * 32, 4096)],
+                owner=owner, headers={}, user_meta={}, tags={})
 
         def insert(db) -> None:
+            # The store's own row writer (it follows the schema as it changes), all rows in
+            # one transaction; fresh keys, so each is one insert.
             db.execute("BEGIN")
-            for start in range(0, count, 50000):
-                db.executemany(
-                    "INSERT OR REPLACE INTO objects (bucket, key, size, etag, last_modified, "
-                    "location, pieces, owner, headers, user_meta, tags, attrs) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows(start, min(count, start + 50000)))
+            try:
+                for i in range(count):
+                    store._insert_current(db, record(i))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             db.execute("COMMIT")
 
         await store._run(insert)

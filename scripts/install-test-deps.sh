@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-if [ ! -x node_modules/.bin/azurite-blob ]; then
+if [ ! -x node_modules/.bin/azurite-blob ] || [ ! -x node_modules/.bin/s3rver ]; then
   npm install --no-audit --no-fund --loglevel=error
 fi
 

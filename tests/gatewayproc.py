@@ -76,17 +76,19 @@ def write_config(workdir: Path, port: int, locations: dict[str, Any] | None,
     }
 
 
-def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None,
+                  what: str = "gateway") -> None:
+    """Wait until something listens on 127.0.0.1:`port`; fail early if `process` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {process.returncode}")
+            raise RuntimeError(f"{what} exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"gateway not listening on {port} after {timeout}s")
+    raise TimeoutError(f"{what} not listening on {port} after {timeout}s")
 
 
 @contextmanager

@@ -1,9 +1,9 @@
 """Backblaze B2 location, through B2's native API (b2sdk, which is synchronous).
 
 Every b2sdk call runs in a bounded thread pool owned by the translator, so a slow B2 call never
-stalls the event loop. Bytes stream both ways: an upload reads the async request body chunk by
-chunk from a worker thread (no whole object or part in memory), a download is pulled chunk by
-chunk with one chunk of read-ahead. Objects are ordinary B2 files named by the backend key;
+stalls the event loop. Bytes stream both ways through gateway.translators.sync_bridge: an upload
+reads the async request body from a worker thread a few chunks at a time (no whole object or
+part in memory), a download is pulled chunk by chunk with one chunk of read-ahead. Objects are ordinary B2 files named by the backend key;
 multipart uploads are B2 large files (start / upload part / finish, cancel on abort). The
 Stored.version_id of every object is its B2 file id, so reads and deletes address exactly the
 version the gateway wrote even though B2 keeps every version of a name.
@@ -20,7 +20,7 @@ import functools
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -53,6 +53,7 @@ from gateway.translators.base import (
     details_bool,
     details_str,
 )
+from gateway.translators.sync_bridge import AsyncBodyReader, stream_from_thread
 
 T = TypeVar("T")
 
@@ -156,14 +157,17 @@ class B2Translator(Translator):
         self._calls = self._uploads = None
         self._session = None
 
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._calls is None:
+            raise RuntimeError(f"b2 location {self.name} is not open")
+        return self._calls
+
     async def _run(self, fn: Callable[..., T], *args: Any, pool: ThreadPoolExecutor | None = None,
                    **kwargs: Any) -> T:
         """Run one blocking b2sdk call in the translator's pool."""
-        if self._calls is None:
-            raise RuntimeError(f"b2 location {self.name} is not open")
+        calls = self._pool()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool or self._calls,
-                                          functools.partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(pool or calls, functools.partial(fn, *args, **kwargs))
 
     def _ready(self, refresh: bool = False) -> tuple[B2Session, str]:
         """Session and bucket id, authorizing on first use (in a worker thread, never in
@@ -189,29 +193,26 @@ class B2Translator(Translator):
 
     async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
         content_type, info = file_info_from_meta(meta)
-        source = _BodySource(body, asyncio.get_running_loop())
-        if size > self.max_simple_upload:
-            return await self._put_large(key, source, size, content_type, info)
-        try:
-            result = await self._run(self._upload_simple, key, source, size, content_type, info,
+        async with AsyncBodyReader(body, size) as reader:
+            if size > self.max_simple_upload:
+                return await self._put_large(key, reader, size, content_type, info)
+            result = await self._run(self._upload_simple, key, reader, size, content_type, info,
                                      pool=self._uploads)
-        except BaseException as exc:
-            source.reraise_body_error(exc)
-            raise
+            try:
+                await reader.finish()
+            except BaseException:  # e.g. the body is longer than announced: keep no truncated object
+                await self._quietly(self._delete_version, result["fileId"], key)
+                raise
         return self._stored(key, result)
 
-    def _upload_simple(self, key: str, source: _BodySource, size: int, content_type: str,
+    def _upload_simple(self, key: str, reader: AsyncBodyReader, size: int, content_type: str,
                        info: dict[str, str]) -> dict[str, Any]:
         session, bucket_id = self._ready()
-        stream = StreamWithHash(_ExactStream(source, size), size)
-        result = session.upload_file(bucket_id, key, len(stream), content_type, HEX_DIGITS_AT_END,
-                                     info, stream)
-        if source.read(1):  # the body is longer than announced: do not keep a truncated object
-            session.delete_file_version(result["fileId"], key)
-            raise ValueError(f"request body longer than {size} bytes")
-        return result
+        stream = StreamWithHash(_ExactStream(reader, size), size)
+        return session.upload_file(bucket_id, key, len(stream), content_type, HEX_DIGITS_AT_END,
+                                   info, stream)
 
-    async def _put_large(self, key: str, source: _BodySource, size: int, content_type: str,
+    async def _put_large(self, key: str, reader: AsyncBodyReader, size: int, content_type: str,
                          info: dict[str, str]) -> Stored:
         """A put over B2's simple-upload limit: a large file of recommended-size parts, each
         streamed straight from the body."""
@@ -223,15 +224,13 @@ class B2Translator(Translator):
             while offset < size:
                 length = min(part_size, size - offset)
                 result = await self._run(self._upload_part_sync, upload_id, len(sha1s) + 1,
-                                         source, length, pool=self._uploads)
+                                         reader, length, pool=self._uploads)
                 sha1s.append(result["contentSha1"])
                 offset += length
-            if await self._run(source.read, 1):
-                raise ValueError(f"request body longer than {size} bytes")
+            await reader.finish()
             result = await self._run(self._finish, upload_id, sha1s)
-        except BaseException as exc:
-            await self._cancel_quietly(upload_id)
-            source.reraise_body_error(exc)
+        except BaseException:
+            await self._quietly(self._cancel_sync, upload_id)
             raise
         return self._stored(key, result, size)
 
@@ -250,37 +249,18 @@ class B2Translator(Translator):
             end = stored.size - 1 if length is None else offset + length - 1
             byte_range = (offset, end)
         try:
-            response_cm, chunks = await self._run(self._open_download, file_id, byte_range)
+            # A slow client holds a connection but no thread (see sync_bridge).
+            return await stream_from_thread(self._pool(),
+                                            lambda: self._download(file_id, byte_range))
         except FileNotPresent:
             raise NotFound(stored.key) from None
-        return self._stream_download(response_cm, chunks)
 
-    def _open_download(self, file_id: str, byte_range: tuple[int, int] | None) -> tuple[Any, Any]:
+    def _download(self, file_id: str, byte_range: tuple[int, int] | None) -> Iterator[bytes]:
+        """The file's chunks; closing the generator (in the pool) closes the response."""
         session, _ = self._ready()
         url = session.get_download_url_by_id(file_id)
-        response_cm = session.download_file_from_url(url, range_=byte_range)
-        response = response_cm.__enter__()
-        return response_cm, response.iter_content(CHUNK_SIZE)
-
-    async def _stream_download(self, response_cm: Any, chunks: Any) -> ByteStream:
-        """Pull chunks in the pool, one chunk ahead of the consumer: a slow client holds a
-        connection but no thread."""
-        loop = asyncio.get_running_loop()
-        pending: asyncio.Future[bytes] | None = None
-        try:
-            pending = loop.run_in_executor(self._calls, next, chunks, b"")
-            while True:
-                chunk = await pending
-                pending = None
-                if not chunk:
-                    return
-                pending = loop.run_in_executor(self._calls, next, chunks, b"")
-                yield chunk
-        finally:
-            if pending is not None:
-                await asyncio.wait([pending])  # never close the response under a reading thread
-            if self._calls is not None:
-                await loop.run_in_executor(self._calls, response_cm.__exit__, None, None, None)
+        with session.download_file_from_url(url, range_=byte_range) as response:
+            yield from response.iter_content(CHUNK_SIZE)
 
     async def head(self, stored: Stored) -> Stored:
         file_id = self._file_id(stored)
@@ -398,29 +378,25 @@ class B2Translator(Translator):
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: ByteStream, size: int
     ) -> Stored:
-        source = _BodySource(body, asyncio.get_running_loop())
         try:
-            result = await self._run(self._upload_part_sync, upload_id, number, source, size,
-                                     pool=self._uploads)
-            if await self._run(source.read, 1):
-                raise ValueError(f"request body longer than {size} bytes")
+            async with AsyncBodyReader(body, size) as reader:
+                result = await self._run(self._upload_part_sync, upload_id, number, reader, size,
+                                         pool=self._uploads)
+                await reader.finish()
         except FileNotPresent:
             raise NotFound(upload_id) from None
-        except BaseException as exc:
-            source.reraise_body_error(exc)
-            raise
         # Nothing to clean up on failure: B2 keeps no half-uploaded part.
         return Stored(location=self.name, key=key, size=size, version_id=upload_id,
                       etag=result["contentSha1"])
 
-    def _upload_part_sync(self, upload_id: str, number: int, source: _BodySource,
+    def _upload_part_sync(self, upload_id: str, number: int, reader: AsyncBodyReader,
                           size: int) -> dict[str, Any]:
         session, _ = self._ready()
-        stream = StreamWithHash(_ExactStream(source, size), size)
+        stream = StreamWithHash(_ExactStream(reader, size), size)
         try:
             return session.upload_part(upload_id, number, len(stream), HEX_DIGITS_AT_END, stream)
         except BadRequest as exc:
-            if source.consumed == 0:  # refused before any byte: the upload id is not (or no
+            if reader.delivered == 0:  # refused before any byte: the upload id is not (or no
                 raise FileNotPresent(upload_id) from exc  # longer) an unfinished large file
             raise
 
@@ -501,9 +477,9 @@ class B2Translator(Translator):
         except (FileNotPresent, BadRequest):
             pass  # B2 answers 400 for an id that is no (longer an) unfinished large file
 
-    async def _cancel_quietly(self, upload_id: str) -> None:
+    async def _quietly(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
-            await self._run(self._cancel_sync, upload_id)
+            await self._run(fn, *args)
         except Exception:  # cleanup after a failure: the first error is the one to report
             pass
 
@@ -597,59 +573,17 @@ def meta_from_file_info(content_type: str | None, info: Mapping[str, str]) -> Ob
     return meta
 
 
-# ---- async body -> sync stream
-
-
-class _BodySource:
-    """The async request body, read synchronously by a b2sdk worker thread: each read pulls
-    the next chunk through the event loop, so at most one chunk is held at a time."""
-
-    def __init__(self, body: ByteStream, loop: asyncio.AbstractEventLoop) -> None:
-        self._body: AsyncIterator[bytes] = aiter(body)
-        self._loop = loop
-        self._buffer = memoryview(b"")
-        self._done = False
-        self._closed = False
-        self.consumed = 0
-        self.error: BaseException | None = None
-
-    async def _next_chunk(self) -> bytes:
-        return await anext(self._body, b"")
-
-    def read(self, size: int) -> bytes:
-        """Up to `size` bytes; b"" at the end of the body. Runs in a worker thread."""
-        while not self._buffer and not self._done:
-            if self._closed:  # the request was given up: stop the worker pulling the body
-                raise OSError("upload abandoned")
-            try:
-                chunk = asyncio.run_coroutine_threadsafe(self._next_chunk(), self._loop).result()
-            except BaseException as exc:
-                self.error = exc
-                raise
-            if chunk:
-                self._buffer = memoryview(chunk)
-            else:
-                self._done = True
-        data = bytes(self._buffer[:size])
-        self._buffer = self._buffer[size:]
-        self.consumed += len(data)
-        return data
-
-    def reraise_body_error(self, exc: BaseException) -> None:
-        """Called when the upload failed or was cancelled: stop reading, and re-raise the
-        body's own error (b2sdk wraps whatever the stream raised) if it was the cause."""
-        self._closed = True
-        if self.error is not None and exc is not self.error:
-            raise self.error from None
+# ---- the body as b2sdk's stream
 
 
 class _ExactStream:
-    """Exactly `length` bytes of a _BodySource as the file-like object b2sdk posts. It can be
-    rewound only while nothing has been read (b2sdk seeks to 0 before each attempt), so a
-    retry can never resend a half-consumed body."""
+    """Exactly `length` bytes of the body reader as the file-like object b2sdk posts. A short
+    read means the end to b2sdk's hashing stream, so every read is filled (AsyncBodyReader
+    blocks until it can). It can be rewound only while nothing has been read (b2sdk seeks to
+    0 before each attempt), so a retry can never resend a half-consumed body."""
 
-    def __init__(self, source: _BodySource, length: int) -> None:
-        self._source = source
+    def __init__(self, reader: AsyncBodyReader, length: int) -> None:
+        self._reader = reader
         self._length = length
         self._position = 0
 
@@ -671,18 +605,12 @@ class _ExactStream:
         remaining = self._length - self._position
         if size is None or size < 0 or size > remaining:
             size = remaining
-        pieces: list[bytes] = []
-        wanted = size
-        while wanted:
-            data = self._source.read(wanted)
-            if not data:
-                raise ValueError(f"request body ended after {self._position} of "
-                                 f"{self._length} bytes")
-            pieces.append(data)
-            wanted -= len(data)
-            self._position += len(data)
-        # A short read means the end to b2sdk's hashing stream, so always fill the request.
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        data = self._reader.read(size)
+        self._position += len(data)
+        if len(data) < size:  # the part runs past the body's declared size
+            raise ValueError(f"request body ended after {self._position} of "
+                             f"{self._length} bytes")
+        return data
 
 
 async def _empty() -> ByteStream:

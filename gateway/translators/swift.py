@@ -4,7 +4,8 @@ Objects are ordinary Swift objects in `containerName`; user metadata, tags and c
 the object's own Swift metadata. Multipart uploads write each part as a segment object in
 `<containerName>_segments` and complete into a Static Large Object (SLO) manifest, which any Swift
 client reads as one object. python-swiftclient is synchronous: every call runs in a thread pool the
-translator owns, on pooled connections that share one token and re-authenticate on 401.
+translator owns, on pooled connections that share one token and re-authenticate on 401; bodies
+cross between the loop and those threads through gateway.translators.sync_bridge.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import hashlib
 import importlib.util
 import json
 import logging
-import queue
 import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from gateway.translators.base import (
     details_bool,
     details_str,
 )
+from gateway.translators.sync_bridge import AsyncBodyReader, stream_from_thread
 
 log = logging.getLogger(__name__)
 # swiftclient logs every non-2xx answer at INFO (our expected 404s included) with token
@@ -61,8 +62,6 @@ DEFAULT_MAX_MANIFEST_SEGMENTS = 1000
 # A streamed PUT cannot be replayed after a 401, so a connection idle for longer than this
 # first proves its token with a cheap HEAD (swiftclient re-authenticates on that 401).
 TOKEN_PROBE_AFTER = 10.0
-# Chunks queued between the async body and the thread sending it (memory bound per upload).
-PIPE_CHUNKS = 4
 # Tags travel as one metadata item in x-amz-tagging form (`k1=v1&k2=v2`, URL-encoded), because
 # tag keys may hold characters that are not allowed in header names.
 TAGS_META = "s3-tagging"
@@ -77,10 +76,6 @@ CONTENT_HEADERS = {
 }
 MAX_NAME_BYTES = 1024  # Swift's default max_object_name_length
 _UPLOAD_SEGMENT = re.compile(r"[0-9a-f]{32}/(\d{5}|manifest-\d{3}|segment-\d{5})")
-
-
-class _BodyFailed(Exception):
-    """Raised inside the sending thread when the async body failed or was abandoned."""
 
 
 @dataclass
@@ -212,10 +207,13 @@ class SwiftTranslator(Translator):
         self._checkin(pooled, ok=True)
         return result
 
-    async def _in_thread(self, call: Callable[[], T]) -> T:
+    def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             raise RuntimeError(f"swift location {self.name} is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return self._executor
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
 
     async def _run(self, call: Callable[[swiftclient.Connection], T]) -> T:
         """Run `call(connection)` in the pool's threads on a pooled connection."""
@@ -237,47 +235,31 @@ class SwiftTranslator(Translator):
     async def _put_stream(self, container: str, name: str, body: ByteStream, size: int,
                           headers: Mapping[str, str]) -> str:
         """PUT `size` bytes of `body` to container/name from a pool thread; return the etag."""
-        pipe = _BodyPipe(asyncio.get_running_loop(), size)
-        feeder = asyncio.create_task(pipe.feed(body))
+        async with AsyncBodyReader(body, size) as reader:
+            etag = await self._send(container, name, reader, size, headers)
+            try:
+                await reader.finish()  # a body longer than `size` fails here
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._run(lambda conn: conn.delete_object(container, name))
+                raise
+        return etag
+
+    async def _send(self, container: str, name: str, reader: AsyncBodyReader, size: int,
+                    headers: Mapping[str, str]) -> str:
+        """PUT the next `size` bytes of `reader` to container/name; return the etag."""
 
         def send(pooled: _Pooled) -> str:
             conn = pooled.conn
             if time.monotonic() - pooled.verified_at > TOKEN_PROBE_AFTER:
                 conn.head_container(container)
             response: dict[str, Any] = {}
-            conn.put_object(container, name, pipe, content_length=size, headers=dict(headers),
+            # The reader has no seek/tell: swiftclient never replays a half-sent body.
+            conn.put_object(container, name, reader, content_length=size, headers=dict(headers),
                             response_dict=response)
             return _etag(response["headers"].get("etag")) or ""
 
-        try:
-            etag = await self._in_thread(lambda: self._with_connection(send))
-        except BaseException:
-            pipe.abort()
-            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
-                raise feeder.exception() from None  # type: ignore[misc]  # the body's own error
-            feeder.cancel()
-            raise
-        try:
-            await feeder  # a body longer than `size` fails here
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self._run(lambda conn: conn.delete_object(container, name))
-            raise
-        return etag
-
-    async def _stream_get(self, pooled: _Pooled, body: Any) -> ByteStream:
-        finished = False
-        try:
-            while True:
-                chunk = await self._in_thread(lambda: next(body, b""))
-                if not chunk:
-                    break
-                yield chunk
-            finished = True
-        finally:
-            if not finished:
-                body.close()
-            self._checkin(pooled, ok=finished)
+        return await self._in_thread(lambda: self._with_connection(send))
 
     # ---- objects ---------------------------------------------------------------------------
 
@@ -298,21 +280,20 @@ class SwiftTranslator(Translator):
         """A body over largeObjectThreshold: segments of segmentSize, then an SLO manifest."""
         await self._ensure_segments_container()
         upload_id = uuid.uuid4().hex
-        reader = _ChunkReader(body)
         parts: list[Part] = []
-        try:
-            for number, start in enumerate(range(0, size, self.segment_size), start=1):
-                length = min(self.segment_size, size - start)
-                name = self._segment_name(key, upload_id, f"segment-{number:05d}")
-                etag = await self._put_stream(self.segments_container, name,
-                                              reader.take(length), length, {})
-                parts.append(Part(number, Stored(self.name, name, length, etag=etag)))
-            if not await reader.at_end():
-                raise ValueError(f"body is longer than its declared size {size}")
-            return await self._write_manifest(key, upload_id, parts, headers)
-        except BaseException:
-            await asyncio.shield(self._abort_quietly(key, upload_id))
-            raise
+        # One reader for the whole body; each segment PUT reads exactly its length of it.
+        async with AsyncBodyReader(body, size) as reader:
+            try:
+                for number, start in enumerate(range(0, size, self.segment_size), start=1):
+                    length = min(self.segment_size, size - start)
+                    name = self._segment_name(key, upload_id, f"segment-{number:05d}")
+                    etag = await self._send(self.segments_container, name, reader, length, {})
+                    parts.append(Part(number, Stored(self.name, name, length, etag=etag)))
+                await reader.finish()  # a body longer than `size` fails here
+                return await self._write_manifest(key, upload_id, parts, headers)
+            except BaseException:
+                await asyncio.shield(self._abort_quietly(key, upload_id))
+                raise
 
     async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
         if length == 0:
@@ -323,23 +304,32 @@ class SwiftTranslator(Translator):
             end = "" if length is None else str(offset + length - 1)
             headers["Range"] = f"bytes={offset}-{end}"
 
-        def start(pooled: _Pooled) -> Any:
-            try:
-                _, body = pooled.conn.get_object(self.container, stored.key,
-                                                 resp_chunk_size=CHUNK_SIZE, headers=headers)
-            except BaseException as exc:
-                self._checkin(pooled, ok=_is_missing(exc))
-                raise
-            return body
-
-        pooled = await self._in_thread(self._checkout)
         try:
-            body = await self._in_thread(lambda: start(pooled))
+            return await stream_from_thread(self._pool(),
+                                            lambda: self._download(stored.key, headers))
         except ClientException as exc:
             if _is_missing(exc):
                 raise NotFound(stored.key) from None
             raise
-        return self._stream_get(pooled, body)
+
+    def _download(self, name: str, headers: Mapping[str, str]) -> Iterator[bytes]:
+        """The object's chunks on a pooled connection, checked back in at the end; one not read
+        to the end (the generator closed early) is closed, as it is mid-response."""
+        pooled = self._checkout()
+        try:
+            _, body = pooled.conn.get_object(self.container, name, resp_chunk_size=CHUNK_SIZE,
+                                             headers=dict(headers))
+        except BaseException as exc:
+            self._checkin(pooled, ok=_is_missing(exc))
+            raise
+        finished = False
+        try:
+            yield from body
+            finished = True
+        finally:
+            if not finished:
+                body.close()
+            self._checkin(pooled, ok=finished)
 
     async def head(self, stored: Stored) -> Stored:
         try:
@@ -587,90 +577,6 @@ class SwiftTranslator(Translator):
         except Exception as exc:
             return Health(False, f"{type(exc).__name__}: {exc}"[:300])
         return Health(True, "OK")
-
-
-class _BodyPipe:
-    """Bridge from the async body (fed on the event loop) to the blocking `read()` that
-    python-swiftclient calls in a pool thread. At most PIPE_CHUNKS chunks wait in between."""
-
-    _END = object()
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
-        self._loop = loop
-        self._size = size
-        self._items: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._slots = asyncio.Semaphore(PIPE_CHUNKS)
-        self._buffer = memoryview(b"")
-        self._delivered = 0
-        self._aborted = False
-
-    async def feed(self, body: ByteStream) -> None:
-        received = 0
-        try:
-            async for chunk in body:
-                received += len(chunk)
-                if received > self._size:
-                    raise ValueError(f"body is longer than its declared size {self._size}")
-                if chunk:
-                    await self._slots.acquire()
-                    self._items.put(chunk)
-        except BaseException as exc:
-            self._items.put(exc)
-            raise
-        self._items.put(self._END)
-
-    def abort(self) -> None:
-        self._aborted = True
-        self._items.put(_BodyFailed("upload abandoned"))
-
-    def read(self, size: int = -1) -> bytes:  # called in the pool thread
-        if self._aborted:
-            raise _BodyFailed("upload abandoned")
-        if not self._buffer:
-            item = self._items.get()
-            if item is self._END:
-                if self._delivered < self._size:
-                    raise _BodyFailed(f"body ended after {self._delivered} of {self._size} bytes")
-                return b""
-            if isinstance(item, BaseException):
-                raise _BodyFailed(str(item) or type(item).__name__)
-            self._buffer = memoryview(item)
-            with contextlib.suppress(RuntimeError):  # the loop is closing: nobody feeds
-                self._loop.call_soon_threadsafe(self._slots.release)
-        if size < 0 or size >= len(self._buffer):
-            data, self._buffer = self._buffer, memoryview(b"")
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        self._delivered += len(data)
-        return bytes(data)
-
-
-class _ChunkReader:
-    """Cut one async body into consecutive sub-streams of given lengths."""
-
-    def __init__(self, body: ByteStream) -> None:
-        self._body = aiter(body)
-        self._leftover = b""
-
-    async def take(self, length: int) -> AsyncIterator[bytes]:
-        remaining = length
-        while remaining > 0:
-            if not self._leftover:
-                try:
-                    self._leftover = await anext(self._body)
-                except StopAsyncIteration:
-                    return  # short: the pipe reports it
-            chunk, self._leftover = self._leftover[:remaining], self._leftover[remaining:]
-            remaining -= len(chunk)
-            yield chunk
-
-    async def at_end(self) -> bool:
-        if self._leftover:
-            return False
-        async for chunk in self._body:
-            if chunk:
-                return False
-        return True
 
 
 async def _empty() -> ByteStream:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,29 +17,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.gatewayproc import free_port, wait_for_port
+
 REPO = Path(__file__).resolve().parents[2]
 # moto accepts any keys; s3rver only its built-in pair.
 MOTO_KEYS = ("testing", "testing")
 S3RVER_KEYS = ("S3RVER", "S3RVER")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"emulator exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"emulator not listening on {port} after {timeout}s")
 
 
 @dataclass
@@ -94,7 +75,7 @@ class S3Emulator:
 
 
 def start_moto(log_dir: Path) -> S3Emulator:
-    port = _free_port()
+    port = free_port()
     log = open(log_dir / f"moto-{port}.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -102,7 +83,7 @@ def start_moto(log_dir: Path) -> S3Emulator:
     log.close()
     emulator = S3Emulator("moto", port, MOTO_KEYS, process)
     try:
-        _wait_for_port(port, process)
+        wait_for_port(port, 20, process, what="emulator")
     except BaseException:
         emulator.stop()
         raise
@@ -119,7 +100,7 @@ def start_s3rver(data_dir: Path) -> S3Emulator:
     binary = s3rver_binary()
     if binary is None:
         pytest.skip("s3rver not installed (npm install in the repo, or set S3RVER_BIN)")
-    port = _free_port()
+    port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir.parent / f"s3rver-{port}.log", "wb")
     process = subprocess.Popen(
@@ -128,7 +109,7 @@ def start_s3rver(data_dir: Path) -> S3Emulator:
     log.close()
     emulator = S3Emulator("s3rver", port, S3RVER_KEYS, process)
     try:
-        _wait_for_port(port, process)
+        wait_for_port(port, 20, process, what="emulator")
     except BaseException:
         emulator.stop()
         raise

@@ -4,10 +4,8 @@ temporary folder, started and stopped here. Loaded as a pytest plugin by tests/c
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.gatewayproc import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT_NAME = "devstoreaccount1"
@@ -26,12 +26,6 @@ ACCOUNT_KEY = (
 def azurite_binary() -> str | None:
     local = REPO / "node_modules" / ".bin" / "azurite-blob"
     return str(local) if local.exists() else shutil.which("azurite-blob")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -84,17 +78,13 @@ class Azurite:
                  "--location", str(self.data_dir), "--disableTelemetry", "--skipApiVersionCheck"],
                 stdout=log, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"azurite exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"azurite not listening on {self.port} after {timeout}s")
+        try:
+            wait_for_port(self.port, timeout, self.process, what="azurite")
+        except RuntimeError:  # it exited: its log says why
+            raise RuntimeError(f"azurite exited: {self.log_path.read_text()[-2000:]}") from None
+        except TimeoutError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -108,7 +98,7 @@ class Azurite:
 
 
 def start_azurite(data_dir: Path) -> Azurite:
-    azurite = Azurite(port=_free_port(), data_dir=data_dir)
+    azurite = Azurite(port=free_port(), data_dir=data_dir)
     azurite.start()
     return azurite
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -24,14 +23,10 @@ from typing import Any
 import pytest
 import swiftclient
 
+from tests.gatewayproc import free_port
+
 SWIFT_USER, SWIFT_KEY = "test:tester", "testing"
 _SERVERS = ("account", "container", "object")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def swift_venv() -> Path:
@@ -188,8 +183,8 @@ def start_swift(root: Path, *, token_life: int = 86400, timeout: float = 30) -> 
     """Run a Swift all-in-one under `root` on free ports; stop it on exit."""
     venv = swift_venv()
     memcached = _memcached()
-    ports = {name: _free_port() for name in (*_SERVERS, "proxy")}
-    memcached_port = _free_port()
+    ports = {name: free_port() for name in (*_SERVERS, "proxy")}
+    memcached_port = free_port()
     etc = _write_confs(root, ports, memcached_port, token_life)
     _build_rings(venv, etc, ports)
     cluster = SwiftCluster(root=root, proxy_port=ports["proxy"], token_life=token_life)

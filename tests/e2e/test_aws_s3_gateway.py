@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.clouds.aws_s3 import S3Emulator
+from tests.e2e import scenarios
 from tests.gatewayproc import Gateway, start_gateway
 
 pytestmark = pytest.mark.aws_s3
@@ -65,9 +64,7 @@ def not_implemented_yet() -> Iterator[None]:
 
 
 def new_bucket(s3: Any, location_name: str) -> str:
-    name = f"gw-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": location_name})
-    return name
+    return scenarios.new_bucket(s3, location_name, "gw")
 
 
 @pytest.mark.parametrize(("location_name", "match"), [("awsmatch", True), ("awsprefix", False)])
@@ -77,35 +74,25 @@ def test_object_round_trip(setup: Setup, aws_s3_moto: S3Emulator, location_name:
     bucket = new_bucket(s3, location_name)
     assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] == location_name
     data = pattern(1, 3 * MiB + 5)
-    put = s3.put_object(Bucket=bucket, Key="dir/obj.txt", Body=data, ContentType="text/csv",
-                        Metadata={"color": "blue"}, Tagging="team=storage&tier=1")
-    assert put["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
-
-    got = s3.get_object(Bucket=bucket, Key="dir/obj.txt")
-    assert got["Body"].read() == data and got["ContentType"] == "text/csv"
-    assert got["Metadata"] == {"color": "blue"}
-    ranged = s3.get_object(Bucket=bucket, Key="dir/obj.txt", Range="bytes=100-199")
-    assert ranged["Body"].read() == data[100:200]
-    assert ranged["ContentRange"] == f"bytes 100-199/{len(data)}"
-    head = s3.head_object(Bucket=bucket, Key="dir/obj.txt")
-    assert head["ContentLength"] == len(data) and head["ETag"] == put["ETag"]
-
     # On the cloud: one native object under <key> (bucketMatch) or <bucket>/<key>.
     native = aws_s3_moto.boto()
-    backend_key = "dir/obj.txt" if match else f"{bucket}/dir/obj.txt"
-    obj = native.get_object(Bucket=setup.backend[location_name], Key=backend_key)
-    assert obj["Body"].read() == data
-    assert obj["Metadata"]["color"] == "blue" and obj["ContentType"] == "text/csv"
-    tags = native.get_object_tagging(Bucket=setup.backend[location_name], Key=backend_key)
-    assert {t["Key"]: t["Value"] for t in tags["TagSet"]} == {"team": "storage", "tier": "1"}
+    backend = setup.backend[location_name]
+    backend_key = scenarios.backend_name(bucket, "dir/obj.txt", match)
 
-    s3.delete_object(Bucket=bucket, Key="dir/obj.txt")
-    s3.delete_object(Bucket=bucket, Key="dir/obj.txt")
-    with pytest.raises(ClientError) as info:
-        s3.get_object(Bucket=bucket, Key="dir/obj.txt")
-    assert info.value.response["Error"]["Code"] == "NoSuchKey"
-    listed = native.list_objects_v2(Bucket=setup.backend[location_name], Prefix=backend_key)
-    assert listed.get("KeyCount", 0) == 0
+    def check_native() -> None:
+        obj = native.get_object(Bucket=backend, Key=backend_key)
+        assert obj["Body"].read() == data
+        assert obj["Metadata"]["color"] == "blue" and obj["ContentType"] == "text/csv"
+        tags = native.get_object_tagging(Bucket=backend, Key=backend_key)
+        assert {t["Key"]: t["Value"] for t in tags["TagSet"]} == {"team": "storage", "tier": "1"}
+
+    def native_gone() -> bool:
+        return native.list_objects_v2(Bucket=backend, Prefix=backend_key).get("KeyCount", 0) == 0
+
+    scenarios.object_round_trip(
+        s3, bucket, "dir/obj.txt", data, metadata={"color": "blue"}, content_type="text/csv",
+        tagging="team=storage&tier=1", byte_range=(100, 199), check_native=check_native,
+        native_gone=native_gone)
 
 
 def test_overwrite_keeps_the_new_data(setup: Setup, aws_s3_moto: S3Emulator) -> None:
@@ -127,34 +114,13 @@ def test_multipart_100mib(setup: Setup, aws_s3_moto: S3Emulator) -> None:
     bucket = new_bucket(s3, "awsprefix")
     key = "big.bin"
     part_size, count = 20 * MiB, 5
-    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={"kind": "big"})
-    upload_id = upload["UploadId"]
-    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=3,
-                   Body=pattern(99, part_size))  # replaced below
-    digest = hashlib.md5()
-    parts = []
-    started = time.monotonic()
-    for number in range(1, count + 1):
-        data = pattern(number, part_size)
-        digest.update(data)
-        part = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                              Body=data)
-        parts.append({"PartNumber": number, "ETag": part["ETag"]})
-        del data
-    done = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                        MultipartUpload={"Parts": parts})
-    elapsed = time.monotonic() - started
-    assert done["ETag"].endswith('-5"')
-    print(f"gateway 100 MiB multipart: {elapsed:.1f}s ({100 / elapsed:.0f} MiB/s)")
 
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    read_digest = hashlib.md5()
-    for chunk in iter(lambda: body.read(MiB), b""):
-        read_digest.update(chunk)
-    assert read_digest.hexdigest() == digest.hexdigest()
-    across = s3.get_object(Bucket=bucket, Key=key,
-                           Range=f"bytes={2 * part_size - 10}-{2 * part_size + 9}")["Body"].read()
-    assert across == pattern(2, part_size)[-10:] + pattern(3, 10)
+    def early_part_3(upload_id: str) -> None:  # replaced by the scenario's own part 3
+        s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=3,
+                       Body=pattern(99, part_size))
+
+    scenarios.multipart_upload(s3, bucket, key, part_size=part_size, count=count, boundary=2,
+                               before_parts=early_part_3, Metadata={"kind": "big"})
 
     native = aws_s3_moto.boto()
     obj = native.head_object(Bucket=setup.backend["awsprefix"], Key=f"{bucket}/{key}")
@@ -177,13 +143,7 @@ def test_multipart_abort(setup: Setup, aws_s3_moto: S3Emulator) -> None:
 def test_copy(setup: Setup, aws_s3_moto: S3Emulator) -> None:
     s3 = setup.s3
     bucket = new_bucket(s3, "awsmatch")
-    data = pattern(5, MiB)
-    s3.put_object(Bucket=bucket, Key="src", Body=data, Metadata={"a": "1"})
-    with not_implemented_yet():
-        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"},
-                       MetadataDirective="REPLACE", Metadata={"b": "2"})
-    got = s3.get_object(Bucket=bucket, Key="dst")
-    assert got["Body"].read() == data and got["Metadata"] == {"b": "2"}
+    scenarios.copy_object(s3, bucket, pattern(5, MiB), {"a": "1"}, replace={"b": "2"})
     native = aws_s3_moto.boto().head_object(Bucket=setup.backend["awsmatch"], Key="dst")
     assert native["Metadata"] == {"b": "2"} and native["ContentLength"] == MiB
 
@@ -223,18 +183,7 @@ def test_emulator_stopped_is_503(aws_s3_throwaway: Callable[[], S3Emulator], tmp
     backend = emulator.create_bucket()
     with start_gateway(tmp_path / "gw", {"doomed": location(emulator, backend)}) as gateway:
         s3 = gateway.client()
-        bucket = new_bucket(s3, "doomed")
-        s3.put_object(Bucket=bucket, Key="k", Body=b"data")
-        emulator.stop()
-        started = time.monotonic()
-        for call in (lambda: s3.get_object(Bucket=bucket, Key="k"),
-                     lambda: s3.put_object(Bucket=bucket, Key="k2", Body=b"more")):
-            with pytest.raises(ClientError) as info:
-                call()
-            error = info.value.response["Error"]
-            assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-            assert error["Code"] == "ServiceUnavailable" and "doomed" in error["Message"]
-        assert time.monotonic() - started < 10
+        scenarios.stopped_is_503(s3, new_bucket(s3, "doomed"), "doomed", emulator.stop, within=10)
 
 
 def test_any_s3_compatible_endpoint(aws_s3_s3rver: S3Emulator, tmp_path: Path) -> None:

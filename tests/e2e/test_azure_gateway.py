@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import random
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +12,11 @@ from botocore.exceptions import ClientError
 
 from gateway.translators.azure import decode_metadata
 from tests.clouds.azure import Azurite
+from tests.e2e import scenarios
+from tests.e2e.scenarios import MiB
 from tests.gatewayproc import Gateway, start_gateway
 
 pytestmark = pytest.mark.azure
-
-MiB = 1024 * 1024
 
 
 def run(coro: Any) -> Any:
@@ -53,9 +50,7 @@ def s3(gateway: Gateway) -> Any:
 
 
 def new_bucket(s3: Any, location: str) -> str:
-    name = f"az-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": location})
-    return name
+    return scenarios.new_bucket(s3, location, "az")
 
 
 async def blob_view(azurite: Azurite, container: str, name: str) -> dict[str, Any]:
@@ -75,10 +70,6 @@ async def blob_view(azurite: Azurite, container: str, name: str) -> dict[str, An
                 "blocks": len(committed)}
 
 
-def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return exc.value.response["Error"]["Code"]
-
-
 @pytest.mark.parametrize(("location", "bucket_match"), [("aznomatch", False), ("azmatch", True)])
 def test_object_lifecycle(s3: Any, azurite: Azurite, containers: dict[str, str], location: str,
                           bucket_match: bool) -> None:
@@ -86,67 +77,27 @@ def test_object_lifecycle(s3: Any, azurite: Azurite, containers: dict[str, str],
     key = "dir/hello wörld.txt"
     payload = b"hello from boto3 to azure"
     metadata = {"color": "blue", "x-trace-id": "abc-123"}
-    put = s3.put_object(Bucket=bucket, Key=key, Body=payload, ContentType="text/plain",
-                        Metadata=metadata, Tagging="team=storage&stage=dev%20one")
-    assert put["ETag"] == f'"{hashlib.md5(payload).hexdigest()}"'
+    blob_name = scenarios.backend_name(bucket, key, bucket_match)
 
-    got = s3.get_object(Bucket=bucket, Key=key)
-    assert got["Body"].read() == payload
-    assert got["Metadata"] == metadata and got["ContentType"] == "text/plain"
-    ranged = s3.get_object(Bucket=bucket, Key=key, Range="bytes=6-9")
-    assert ranged["Body"].read() == payload[6:10]
-    assert ranged["ContentRange"] == f"bytes 6-9/{len(payload)}"
-    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(payload)
+    def check_native() -> None:
+        view = run(blob_view(azurite, containers[location], blob_name))
+        assert view["exists"] and view["content"] == payload
+        assert view["content_type"] == "text/plain"
+        assert view["meta"].user == metadata
+        assert view["tags"] == {"team": "storage", "stage": "dev one"}
 
-    blob_name = key if bucket_match else f"{bucket}/{key}"
-    view = run(blob_view(azurite, containers[location], blob_name))
-    assert view["exists"] and view["content"] == payload
-    assert view["content_type"] == "text/plain"
-    assert view["meta"].user == metadata
-    assert view["tags"] == {"team": "storage", "stage": "dev one"}
-
-    s3.delete_object(Bucket=bucket, Key=key)
-    s3.delete_object(Bucket=bucket, Key=key)  # idempotent
-    assert not run(blob_view(azurite, containers[location], blob_name))["exists"]
-    with pytest.raises(ClientError) as caught:
-        s3.get_object(Bucket=bucket, Key=key)
-    assert error_code(caught) == "NoSuchKey"
-
-
-def part_bytes(number: int, size: int) -> bytes:
-    return random.Random(number).randbytes(size)
+    scenarios.object_round_trip(
+        s3, bucket, key, payload, metadata=metadata, content_type="text/plain",
+        tagging="team=storage&stage=dev%20one", byte_range=(6, 9), check_native=check_native,
+        native_gone=lambda: not run(blob_view(azurite, containers[location], blob_name))["exists"])
 
 
 @pytest.mark.slow
 def test_multipart_100_mib(s3: Any, azurite: Azurite, containers: dict[str, str]) -> None:
     bucket = new_bucket(s3, "aznomatch")
     key = "big/object.bin"
-    part_size = 25 * MiB
-    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/x-big",
-                                        Metadata={"kind": "big-one"})
-    upload_id = upload["UploadId"]
-    parts = []
-    whole = hashlib.md5()
-    for number in range(1, 5):
-        chunk = part_bytes(number, part_size)  # one part in memory at a time
-        whole.update(chunk)
-        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                              Body=chunk)["ETag"]
-        parts.append({"PartNumber": number, "ETag": etag})
-        del chunk
-    done = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                        MultipartUpload={"Parts": parts})
-    assert done["ETag"].strip('"').endswith("-4")
-
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    digest, size = hashlib.md5(), 0
-    for piece in body.iter_chunks(MiB):
-        digest.update(piece)
-        size += len(piece)
-    assert (digest.hexdigest(), size) == (whole.hexdigest(), 100 * MiB)
-
-    across = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={part_size - 10}-{part_size + 9}")
-    assert across["Body"].read() == part_bytes(1, part_size)[-10:] + part_bytes(2, part_size)[:10]
+    scenarios.multipart_upload(s3, bucket, key, part_size=25 * MiB, count=4,
+                               ContentType="application/x-big", Metadata={"kind": "big-one"})
 
     view = run(blob_view(azurite, containers["aznomatch"], f"{bucket}/{key}"))
     assert view["size"] == 100 * MiB and view["blocks"] == 4
@@ -171,31 +122,14 @@ def test_multipart_reupload_abort_and_guard(s3: Any, azurite: Azurite,
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"existing"
     assert run(blob_view(azurite, containers["azmatch"], key))["content"] == b"existing"
 
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"a" * 5 * MiB)
-    first = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1,
-                           Body=b"b" * 5 * MiB)["ETag"]  # re-uploaded
-    second = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=2,
-                            Body=b"tail")["ETag"]
-    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={
-        "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 2, "ETag": second}]})
-    ranged = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={5 * MiB - 2}-{5 * MiB + 1}")
-    assert ranged["Body"].read() == b"bbta"
+    scenarios.reupload_and_complete(s3, bucket, key, unlisted_part=False)
     view = run(blob_view(azurite, containers["azmatch"], key))
     assert view["size"] == 5 * MiB + 4 and view["blocks"] == 2
 
 
 def test_copy(s3: Any, azurite: Azurite, containers: dict[str, str]) -> None:
     bucket = new_bucket(s3, "aznomatch")
-    s3.put_object(Bucket=bucket, Key="src", Body=b"copy me", Metadata={"a-b": "c"})
-    try:
-        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "NotImplemented":
-            pytest.skip("the core gateway does not implement CopyObject yet")
-        raise
-    got = s3.get_object(Bucket=bucket, Key="dst")
-    assert got["Body"].read() == b"copy me" and got["Metadata"] == {"a-b": "c"}
+    scenarios.copy_object(s3, bucket, b"copy me", {"a-b": "c"})
     view = run(blob_view(azurite, containers["aznomatch"], f"{bucket}/dst"))
     assert view["content"] == b"copy me" and view["meta"].user == {"a-b": "c"}
 
@@ -207,12 +141,4 @@ def test_emulator_stopped_gives_503(azurite_factory: Callable[[], Azurite],
     locations = {"doomed": azure_location(server, container, False)}
     with start_gateway(tmp_path / "gw", locations) as gw:
         s3 = gw.client()
-        bucket = new_bucket(s3, "doomed")
-        s3.put_object(Bucket=bucket, Key="k", Body=b"v")
-        server.stop()
-        for call in (lambda: s3.get_object(Bucket=bucket, Key="k"),
-                     lambda: s3.put_object(Bucket=bucket, Key="k2", Body=b"v")):
-            with pytest.raises(ClientError) as caught:
-                call()
-            assert error_code(caught) == "ServiceUnavailable"
-            assert "doomed" in caught.value.response["Error"]["Message"]
+        scenarios.stopped_is_503(s3, new_bucket(s3, "doomed"), "doomed", server.stop)

@@ -7,21 +7,19 @@ gateway.translators.b2.RAW_API_FACTORY set by the tests/clouds/b2.py fixtures.
 
 from __future__ import annotations
 
-import hashlib
-import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from gateway.translators.b2 import meta_from_file_info
 from tests.clouds.b2 import B2Cloud
+from tests.e2e import scenarios
+from tests.e2e.scenarios import MiB
 from tests.gatewayproc import start_gateway
 
 pytestmark = pytest.mark.b2
-
-MiB = 1024 * 1024
 
 
 def b2_location(cloud: B2Cloud, bucket_match: bool) -> dict[str, Any]:
@@ -38,45 +36,35 @@ def native(cloud: B2Cloud, name: str) -> list[Any]:
     return list(cloud.bucket().list_file_versions(name))
 
 
-def part_data(number: int, size: int) -> bytes:
-    return (f"part {number} ".encode() + bytes(range(256)) * (size // 256 + 1))[:size]
-
-
 @pytest.mark.parametrize("bucket_match", [False, True])
 def test_objects_through_the_gateway(tmp_path: Path, b2_cloud: B2Cloud, bucket_match: bool) -> None:
     bucket = f"e2e-b2-{str(bucket_match).lower()}"
-    prefix = "" if bucket_match else f"{bucket}/"
-    with start_gateway(tmp_path, b2_location(b2_cloud, bucket_match), inprocess=True) as gw:
-        s3 = gw.client()
-        create_bucket(s3, bucket)
-        data = b"0123456789" * 100_000
-        s3.put_object(Bucket=bucket, Key="dir/obj", Body=data, ContentType="text/plain",
-                      Metadata={"color": "blue"}, Tagging="team=storage&env=test")
-        got = s3.get_object(Bucket=bucket, Key="dir/obj")
-        assert got["Body"].read() == data
-        assert got["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
-        assert got["Metadata"] == {"color": "blue"} and got["ContentType"] == "text/plain"
-        ranged = s3.get_object(Bucket=bucket, Key="dir/obj", Range="bytes=10-29")
-        assert ranged["Body"].read() == data[10:30] and ranged["ContentRange"].startswith("bytes 10-29/")
-        assert s3.head_object(Bucket=bucket, Key="dir/obj")["ContentLength"] == len(data)
+    name = scenarios.backend_name(bucket, "dir/obj", bucket_match)
+    data = b"0123456789" * 100_000
+    newest: list[Any] = []
 
+    def check_native() -> None:
         # Natively on B2: one ordinary file named by the (bucketMatch-mapped) key.
-        [version] = native(b2_cloud, f"{prefix}dir/obj")
+        [version] = native(b2_cloud, name)
         assert version.size == len(data) and version.content_type == "text/plain"
         meta = meta_from_file_info(version.content_type, version.file_info)
         assert meta.user == {"color": "blue"}
         assert meta.tags == {"team": "storage", "env": "test"}
 
-        # Overwrite (a new B2 version of the name), then delete: the live version goes.
-        s3.put_object(Bucket=bucket, Key="dir/obj", Body=b"new")
-        assert s3.get_object(Bucket=bucket, Key="dir/obj")["Body"].read() == b"new"
-        newest = native(b2_cloud, f"{prefix}dir/obj")[0]
-        assert newest.size == 3
-        s3.delete_object(Bucket=bucket, Key="dir/obj")
-        with pytest.raises(ClientError) as info:
-            s3.get_object(Bucket=bucket, Key="dir/obj")
-        assert info.value.response["Error"]["Code"] == "NoSuchKey"
-        assert newest.id_ not in [v.id_ for v in native(b2_cloud, f"{prefix}dir/obj")]
+    def check_overwrite(second: bytes) -> None:  # a new B2 version of the name
+        newest.append(native(b2_cloud, name)[0])
+        assert newest[0].size == len(second)
+
+    def native_gone() -> bool:  # the live version went with the delete
+        return newest[0].id_ not in [v.id_ for v in native(b2_cloud, name)]
+
+    with start_gateway(tmp_path, b2_location(b2_cloud, bucket_match), inprocess=True) as gw:
+        s3 = gw.client()
+        create_bucket(s3, bucket)
+        scenarios.object_round_trip(
+            s3, bucket, "dir/obj", data, metadata={"color": "blue"}, content_type="text/plain",
+            tagging="team=storage&env=test", byte_range=(10, 29), check_native=check_native,
+            check_overwrite=check_overwrite, native_gone=native_gone)
 
 
 @pytest.mark.xfail(reason="core delete_pieces keeps replaced data whose (location, key) equals "
@@ -98,16 +86,7 @@ def test_copy_object(tmp_path: Path, b2_cloud: B2Cloud) -> None:
         s3 = gw.client()
         create_bucket(s3, bucket)
         data = b"copy me " * 10_000
-        s3.put_object(Bucket=bucket, Key="src", Body=data, Metadata={"a": "1"})
-        try:
-            s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"},
-                           Metadata={"b": "2"}, MetadataDirective="REPLACE")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "NotImplemented":
-                pytest.skip("the core gateway does not implement CopyObject yet")
-            raise
-        got = s3.get_object(Bucket=bucket, Key="dst")
-        assert got["Body"].read() == data and got["Metadata"] == {"b": "2"}
+        scenarios.copy_object(s3, bucket, data, {"a": "1"}, replace={"b": "2"})
         [copied] = native(b2_cloud, f"{bucket}/dst")  # a B2 file of its own, new metadata
         assert copied.size == len(data) and copied.file_info.get("b") == "2"
         s3.delete_object(Bucket=bucket, Key="dst")
@@ -121,32 +100,8 @@ def test_multipart_100mib(tmp_path: Path, b2_cloud: B2Cloud) -> None:
     with start_gateway(tmp_path, b2_location(b2_cloud, False), inprocess=True) as gw:
         s3 = gw.client()
         create_bucket(s3, bucket)
-        upload = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={"kind": "mpu"})
-        started = time.monotonic()
-        parts = []
-        whole = hashlib.md5()
-        for number in range(1, count + 1):
-            data = part_data(number, part_size)
-            whole.update(data)
-            answer = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"],
-                                    PartNumber=number, Body=data)
-            parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"],
-                                     MultipartUpload={"Parts": parts})
-        upload_seconds = time.monotonic() - started
-
-        started = time.monotonic()
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-        digest = hashlib.md5()
-        for chunk in iter(lambda: body.read(MiB), b""):
-            digest.update(chunk)
-        download_seconds = time.monotonic() - started
-        assert digest.hexdigest() == whole.hexdigest()
-        boundary = 3 * part_size
-        ranged = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={boundary - 50}-{boundary + 49}")
-        assert ranged["Body"].read() == part_data(3, part_size)[-50:] + part_data(4, part_size)[:50]
-        print(f"100 MiB through the gateway: multipart upload {upload_seconds:.2f}s, "
-              f"download {download_seconds:.2f}s")
+        scenarios.multipart_upload(s3, bucket, key, part_size=part_size, count=count,
+                                   boundary=3, margin=50, Metadata={"kind": "mpu"})
 
         [version] = native(b2_cloud, f"{bucket}/{key}")  # one B2 large file, nothing unfinished
         assert version.size == part_size * count and version.file_info["kind"] == "mpu"
@@ -170,17 +125,9 @@ def test_abort_multipart_cleans_up(tmp_path: Path, b2_cloud: B2Cloud) -> None:
 
 
 def test_stopped_cloud_gives_503(tmp_path: Path, b2_throwaway: B2Cloud) -> None:
-    with start_gateway(tmp_path, b2_location(b2_throwaway, False), inprocess=True) as gw:
+    with (start_gateway(tmp_path, b2_location(b2_throwaway, False), inprocess=True) as gw,
+          ExitStack() as stopped):  # the simulator runs again before the gateway stops
         s3 = gw.client()
         create_bucket(s3, "e2e-b2-down")
-        s3.put_object(Bucket="e2e-b2-down", Key="k", Body=b"before")
-        with b2_throwaway.stopped():
-            started = time.monotonic()
-            for call in (lambda: s3.get_object(Bucket="e2e-b2-down", Key="k"),
-                         lambda: s3.put_object(Bucket="e2e-b2-down", Key="k2", Body=b"x")):
-                with pytest.raises(ClientError) as info:
-                    call()
-                error = info.value.response["Error"]
-                assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-                assert error["Code"] == "ServiceUnavailable" and "mycloud" in error["Message"]
-            assert time.monotonic() - started < 10
+        scenarios.stopped_is_503(s3, "e2e-b2-down", "mycloud",
+                                 lambda: stopped.enter_context(b2_throwaway.stopped()), within=10)

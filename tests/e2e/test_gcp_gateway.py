@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import random
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
-from botocore.exceptions import ClientError
 from gcloud.aio.storage import Storage
 
 from tests.clouds.gcp import GcsEmulator
+from tests.e2e import scenarios
+from tests.e2e.scenarios import MiB, part_bytes
 from tests.gatewayproc import Gateway, start_gateway
 
 pytestmark = pytest.mark.gcp
-
-MiB = 1024 * 1024
 
 
 def gcp_location(emulator: GcsEmulator, bucket: str, bucket_match: bool) -> dict[str, Any]:
@@ -50,9 +46,7 @@ def s3(gateway: Gateway) -> Any:
 
 
 def new_bucket(s3: Any, location: str) -> str:
-    name = f"gcp-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": location})
-    return name
+    return scenarios.new_bucket(s3, location, "gcp")
 
 
 def gcs_view(emulator: GcsEmulator, bucket: str, name: str | None = None,
@@ -80,10 +74,6 @@ def gcs_view(emulator: GcsEmulator, bucket: str, name: str | None = None,
     return asyncio.run(look())
 
 
-def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return exc.value.response["Error"]["Code"]
-
-
 @pytest.mark.parametrize(("location", "bucket_match"), [("gcpnomatch", False), ("gcpmatch", True)])
 def test_object_lifecycle(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str],
                           location: str, bucket_match: bool) -> None:
@@ -91,41 +81,29 @@ def test_object_lifecycle(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[
     key = "dir/hello wörld.txt"
     payload = b"hello from boto3 to gcs"
     metadata = {"color": "blue", "x-trace-id": "abc-123"}
-    put = s3.put_object(Bucket=bucket, Key=key, Body=payload, ContentType="text/plain",
-                        CacheControl="max-age=5", Metadata=metadata,
-                        Tagging="team=storage&stage=dev%20one")
-    assert put["ETag"] == f'"{hashlib.md5(payload).hexdigest()}"'
-
-    got = s3.get_object(Bucket=bucket, Key=key)
-    assert got["Body"].read() == payload
-    assert got["Metadata"] == metadata and got["ContentType"] == "text/plain"
-    ranged = s3.get_object(Bucket=bucket, Key=key, Range="bytes=6-9")
-    assert ranged["Body"].read() == payload[6:10]
-    assert ranged["ContentRange"] == f"bytes 6-9/{len(payload)}"
-    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(payload)
-
     # Native on GCS: `<key>` with bucketMatch, `<bucket>/<key>` without.
-    name = key if bucket_match else f"{bucket}/{key}"
-    view = gcs_view(gcs_emulator, gcs_buckets[location], name)
-    assert view["exists"] and view["content"] == payload
-    assert view["content_type"] == "text/plain"
-    assert view["metadata"] == {**metadata, "aws-tag-team": "storage",
-                                "aws-tag-stage": "dev one"}
+    name = scenarios.backend_name(bucket, key, bucket_match)
 
-    s3.put_object(Bucket=bucket, Key=key, Body=b"second version")  # overwrite in place
-    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"second version"
-    assert gcs_view(gcs_emulator, gcs_buckets[location], name)["content"] == b"second version"
+    def check_native() -> None:
+        view = gcs_view(gcs_emulator, gcs_buckets[location], name)
+        assert view["exists"] and view["content"] == payload
+        assert view["content_type"] == "text/plain"
+        assert view["metadata"] == {**metadata, "aws-tag-team": "storage",
+                                    "aws-tag-stage": "dev one"}
 
-    s3.delete_object(Bucket=bucket, Key=key)
-    s3.delete_object(Bucket=bucket, Key=key)  # idempotent
-    assert not gcs_view(gcs_emulator, gcs_buckets[location], name)["exists"]
-    with pytest.raises(ClientError) as caught:
-        s3.get_object(Bucket=bucket, Key=key)
-    assert error_code(caught) == "NoSuchKey"
+    def check_overwrite(second: bytes) -> None:
+        assert gcs_view(gcs_emulator, gcs_buckets[location], name)["content"] == second
+
+    scenarios.object_round_trip(
+        s3, bucket, key, payload, metadata=metadata, content_type="text/plain",
+        tagging="team=storage&stage=dev%20one", byte_range=(6, 9), check_native=check_native,
+        check_overwrite=check_overwrite, CacheControl="max-age=5",
+        native_gone=lambda: not gcs_view(gcs_emulator, gcs_buckets[location], name)["exists"])
 
 
-def part_bytes(number: int, size: int) -> bytes:
-    return random.Random(number).randbytes(size)
+def staged_names(emulator: GcsEmulator, bucket: str) -> list[str]:
+    """The temporary objects of open multipart uploads."""
+    return gcs_view(emulator, bucket, prefix="s3gw-mpu/")["names"]
 
 
 @pytest.mark.slow
@@ -133,40 +111,20 @@ def test_multipart_100_mib(s3: Any, gcs_emulator: GcsEmulator,
                            gcs_buckets: dict[str, str]) -> None:
     bucket = new_bucket(s3, "gcpnomatch")
     key = "big/object.bin"
-    part_size = 10 * MiB
-    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/x-big",
-                                        Metadata={"kind": "big-one"}, Tagging="size=big")
-    upload_id = upload["UploadId"]
-    parts = []
-    whole = hashlib.md5()
-    for number in range(1, 11):
-        chunk = part_bytes(number, part_size)  # one part in memory at a time
-        whole.update(chunk)
-        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                              Body=chunk)["ETag"]
-        parts.append({"PartNumber": number, "ETag": etag})
-        del chunk
-    staged = gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], prefix="s3gw-mpu/")["names"]
-    assert len(staged) == 10  # one temporary object per part while the upload is open
-    done = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                        MultipartUpload={"Parts": parts})
-    assert done["ETag"].strip('"').endswith("-10")
 
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    digest, size = hashlib.md5(), 0
-    for piece in body.iter_chunks(MiB):
-        digest.update(piece)
-        size += len(piece)
-    assert (digest.hexdigest(), size) == (whole.hexdigest(), 100 * MiB)
+    def one_staged_object_per_part(upload_id: str) -> None:
+        assert len(staged_names(gcs_emulator, gcs_buckets["gcpnomatch"])) == 10
 
-    across = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={part_size - 10}-{part_size + 9}")
-    assert across["Body"].read() == part_bytes(1, part_size)[-10:] + part_bytes(2, part_size)[:10]
+    scenarios.multipart_upload(s3, bucket, key, part_size=10 * MiB, count=10,
+                               before_complete=one_staged_object_per_part,
+                               ContentType="application/x-big", Metadata={"kind": "big-one"},
+                               Tagging="size=big")
 
     view = gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], f"{bucket}/{key}")
     assert view["size"] == 100 * MiB
     assert view["content_type"] == "application/x-big"
     assert view["metadata"] == {"kind": "big-one", "aws-tag-size": "big"}
-    assert gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], prefix="s3gw-mpu/")["names"] == []
+    assert staged_names(gcs_emulator, gcs_buckets["gcpnomatch"]) == []
     s3.delete_object(Bucket=bucket, Key=key)
     assert not gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], f"{bucket}/{key}")["exists"]
 
@@ -175,41 +133,18 @@ def test_multipart_reupload_and_abort(s3: Any, gcs_emulator: GcsEmulator,
                                       gcs_buckets: dict[str, str]) -> None:
     bucket = new_bucket(s3, "gcpmatch")
     key = "mpu-small"
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"a" * 5 * MiB)
-    first = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1,
-                           Body=b"b" * 5 * MiB)["ETag"]  # re-uploaded
-    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=2, Body=b"unlisted")
-    third = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=3,
-                           Body=b"tail")["ETag"]
-    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={
-        "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 3, "ETag": third}]})
-    ranged = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={5 * MiB - 2}-{5 * MiB + 1}")
-    assert ranged["Body"].read() == b"bbta"
+    scenarios.reupload_and_complete(s3, bucket, key, unlisted_part=True)
     view = gcs_view(gcs_emulator, gcs_buckets["gcpmatch"], key)
     assert view["size"] == 5 * MiB + 4
 
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="aborted")["UploadId"]
-    s3.upload_part(Bucket=bucket, Key="aborted", UploadId=upload_id, PartNumber=1, Body=b"x")
-    assert gcs_view(gcs_emulator, gcs_buckets["gcpmatch"], prefix="s3gw-mpu/")["names"]
-    s3.abort_multipart_upload(Bucket=bucket, Key="aborted", UploadId=upload_id)
-    assert gcs_view(gcs_emulator, gcs_buckets["gcpmatch"], prefix="s3gw-mpu/")["names"] == []
-    with pytest.raises(ClientError) as caught:
-        s3.list_parts(Bucket=bucket, Key="aborted", UploadId=upload_id)
-    assert error_code(caught) == "NoSuchUpload"
+    assert staged_names(gcs_emulator, gcs_buckets["gcpmatch"]) == []
+    scenarios.abort_upload(s3, bucket, "aborted",
+                           lambda: len(staged_names(gcs_emulator, gcs_buckets["gcpmatch"])))
 
 
 def test_copy(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str]) -> None:
     bucket = new_bucket(s3, "gcpnomatch")
-    s3.put_object(Bucket=bucket, Key="src", Body=b"copy me", Metadata={"a-b": "c"})
-    try:
-        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "NotImplemented":
-            pytest.skip("the core gateway does not implement CopyObject yet")
-        raise
-    got = s3.get_object(Bucket=bucket, Key="dst")
-    assert got["Body"].read() == b"copy me" and got["Metadata"] == {"a-b": "c"}
+    scenarios.copy_object(s3, bucket, b"copy me", {"a-b": "c"})
     view = gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], f"{bucket}/dst")
     assert view["content"] == b"copy me" and view["metadata"] == {"a-b": "c"}
 
@@ -220,16 +155,7 @@ def test_emulator_stopped_gives_503(gcs_emulator_factory: Callable[[], GcsEmulat
     locations = {"gcpdown": gcp_location(emulator, emulator.create_bucket(), True)}
     with start_gateway(tmp_path / "gw", locations) as gw:
         s3 = gw.client()
-        bucket = new_bucket(s3, "gcpdown")
-        s3.put_object(Bucket=bucket, Key="k", Body=b"before")
-        emulator.stop()
-        for call in (lambda: s3.get_object(Bucket=bucket, Key="k"),
-                     lambda: s3.put_object(Bucket=bucket, Key="k2", Body=b"after")):
-            with pytest.raises(ClientError) as caught:
-                call()
-            assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-            assert error_code(caught) == "ServiceUnavailable"
-            assert "gcpdown" in caught.value.response["Error"]["Message"]
+        scenarios.stopped_is_503(s3, new_bucket(s3, "gcpdown"), "gcpdown", emulator.stop)
 
 
 def test_upload_part_copy(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str]) -> None:
@@ -238,13 +164,9 @@ def test_upload_part_copy(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[
     s3.put_object(Bucket=bucket, Key="part-src", Body=source)
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="assembled")["UploadId"]
     copy = {"Bucket": bucket, "Key": "part-src"}
-    try:
-        whole = s3.upload_part_copy(Bucket=bucket, Key="assembled", UploadId=upload_id,
-                                    PartNumber=1, CopySource=copy)  # server-side rewrite
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "NotImplemented":
-            pytest.skip("the core gateway does not implement UploadPartCopy yet")
-        raise
+    whole = scenarios.skip_if_not_implemented(lambda: s3.upload_part_copy(
+        Bucket=bucket, Key="assembled", UploadId=upload_id, PartNumber=1,
+        CopySource=copy), "UploadPartCopy")  # server-side rewrite
     ranged = s3.upload_part_copy(Bucket=bucket, Key="assembled", UploadId=upload_id,
                                  PartNumber=2, CopySource=copy,
                                  CopySourceRange="bytes=100-199")  # streamed by the gateway
@@ -256,4 +178,4 @@ def test_upload_part_copy(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[
     assert body == source + source[100:200]
     view = gcs_view(gcs_emulator, gcs_buckets["gcpmatch"], "assembled")
     assert view["size"] == 5 * MiB + 100
-    assert gcs_view(gcs_emulator, gcs_buckets["gcpmatch"], prefix="s3gw-mpu/")["names"] == []
+    assert staged_names(gcs_emulator, gcs_buckets["gcpmatch"]) == []

@@ -3,24 +3,21 @@ python-swiftclient."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import random
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import swiftclient
-from botocore.exceptions import ClientError
 from swiftclient.exceptions import ClientException
 
 from tests.clouds.swift import SwiftCluster
+from tests.e2e import scenarios
+from tests.e2e.scenarios import MiB
 from tests.gatewayproc import Gateway, start_gateway
 
 pytestmark = pytest.mark.swift
-
-MiB = 1024 * 1024
 
 
 def swift_location(cluster: SwiftCluster, container: str, bucket_match: bool) -> dict[str, Any]:
@@ -60,9 +57,7 @@ def native(swift_cloud: SwiftCluster) -> Iterator[swiftclient.Connection]:
 
 
 def new_bucket(s3: Any, location: str) -> str:
-    name = f"swift-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": location})
-    return name
+    return scenarios.new_bucket(s3, location, "swift")
 
 
 def swift_head(native: swiftclient.Connection, container: str, name: str) -> dict[str, str] | None:
@@ -84,10 +79,6 @@ def segments(native: swiftclient.Connection, container: str) -> list[str]:
         raise
 
 
-def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return exc.value.response["Error"]["Code"]
-
-
 @pytest.mark.parametrize(("location", "bucket_match"),
                          [("swiftnomatch", False), ("swiftmatch", True)])
 def test_object_lifecycle(s3: Any, native: swiftclient.Connection, containers: dict[str, str],
@@ -96,42 +87,26 @@ def test_object_lifecycle(s3: Any, native: swiftclient.Connection, containers: d
     key = "dir/hello wörld.txt"
     payload = b"hello from boto3 to swift"
     metadata = {"color": "blue", "x-trace-id": "abc-123"}
-    put = s3.put_object(Bucket=bucket, Key=key, Body=payload, ContentType="text/plain",
-                        CacheControl="max-age=5", Metadata=metadata, Tagging="team=storage")
-    assert put["ETag"] == f'"{hashlib.md5(payload).hexdigest()}"'
-
-    got = s3.get_object(Bucket=bucket, Key=key)
-    assert got["Body"].read() == payload
-    assert got["Metadata"] == metadata and got["ContentType"] == "text/plain"
-    ranged = s3.get_object(Bucket=bucket, Key=key, Range="bytes=6-9")
-    assert ranged["Body"].read() == payload[6:10]
-    assert ranged["ContentRange"] == f"bytes 6-9/{len(payload)}"
-    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(payload)
-
     # Native on Swift: `<key>` with bucketMatch, `<bucket>/<key>` without.
     container = containers[location]
-    name = key if bucket_match else f"{bucket}/{key}"
-    headers, body = native.get_object(container, name)
-    assert body == payload
-    assert headers["content-type"] == "text/plain" and headers["cache-control"] == "max-age=5"
-    assert {k: v for k, v in headers.items() if k.startswith("x-object-meta-")} == {
-        "x-object-meta-color": "blue", "x-object-meta-x-trace-id": "abc-123",
-        "x-object-meta-s3-tagging": "team=storage"}
+    name = scenarios.backend_name(bucket, key, bucket_match)
 
-    s3.put_object(Bucket=bucket, Key=key, Body=b"second version")  # overwrite in place
-    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"second version"
-    assert native.get_object(container, name)[1] == b"second version"
+    def check_native() -> None:
+        headers, body = native.get_object(container, name)
+        assert body == payload
+        assert headers["content-type"] == "text/plain" and headers["cache-control"] == "max-age=5"
+        assert {k: v for k, v in headers.items() if k.startswith("x-object-meta-")} == {
+            "x-object-meta-color": "blue", "x-object-meta-x-trace-id": "abc-123",
+            "x-object-meta-s3-tagging": "team=storage"}
 
-    s3.delete_object(Bucket=bucket, Key=key)
-    s3.delete_object(Bucket=bucket, Key=key)  # idempotent
-    assert swift_head(native, container, name) is None
-    with pytest.raises(ClientError) as caught:
-        s3.get_object(Bucket=bucket, Key=key)
-    assert error_code(caught) == "NoSuchKey"
+    def check_overwrite(second: bytes) -> None:
+        assert native.get_object(container, name)[1] == second
 
-
-def part_bytes(number: int, size: int) -> bytes:
-    return random.Random(number).randbytes(size)
+    scenarios.object_round_trip(
+        s3, bucket, key, payload, metadata=metadata, content_type="text/plain",
+        tagging="team=storage", byte_range=(6, 9), check_native=check_native,
+        check_overwrite=check_overwrite, CacheControl="max-age=5",
+        native_gone=lambda: swift_head(native, container, name) is None)
 
 
 @pytest.mark.slow
@@ -140,32 +115,14 @@ def test_multipart_100_mib(s3: Any, native: swiftclient.Connection,
     container = containers["swiftnomatch"]
     bucket = new_bucket(s3, "swiftnomatch")
     key = "big/object.bin"
-    part_size = 10 * MiB
-    upload_id = s3.create_multipart_upload(
-        Bucket=bucket, Key=key, ContentType="application/x-big", Metadata={"kind": "big-one"},
-        Tagging="size=big")["UploadId"]
-    parts = []
-    whole = hashlib.md5()
-    for number in range(1, 11):
-        chunk = part_bytes(number, part_size)  # one part in memory at a time
-        whole.update(chunk)
-        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                              Body=chunk)["ETag"]
-        parts.append({"PartNumber": number, "ETag": etag})
-        del chunk
-    assert len(segments(native, container)) == 10  # one segment object per part
-    done = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                        MultipartUpload={"Parts": parts})
-    assert done["ETag"].strip('"').endswith("-10")
 
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    digest, size = hashlib.md5(), 0
-    for piece in body.iter_chunks(MiB):
-        digest.update(piece)
-        size += len(piece)
-    assert (digest.hexdigest(), size) == (whole.hexdigest(), 100 * MiB)
-    across = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={part_size - 10}-{part_size + 9}")
-    assert across["Body"].read() == part_bytes(1, part_size)[-10:] + part_bytes(2, part_size)[:10]
+    def one_segment_per_part(upload_id: str) -> None:
+        assert len(segments(native, container)) == 10
+
+    scenarios.multipart_upload(s3, bucket, key, part_size=10 * MiB, count=10,
+                               before_complete=one_segment_per_part,
+                               ContentType="application/x-big", Metadata={"kind": "big-one"},
+                               Tagging="size=big")
 
     # Natively one Static Large Object: readable whole by any Swift client.
     headers = native.head_object(container, f"{bucket}/{key}")
@@ -187,28 +144,11 @@ def test_multipart_reupload_and_abort(s3: Any, native: swiftclient.Connection,
     container = containers["swiftmatch"]
     bucket = new_bucket(s3, "swiftmatch")
     key = "mpu-small"
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"a" * 5 * MiB)
-    first = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1,
-                           Body=b"b" * 5 * MiB)["ETag"]  # re-uploaded
-    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=2, Body=b"unlisted")
-    third = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=3,
-                           Body=b"tail")["ETag"]
-    s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={
-        "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 3, "ETag": third}]})
-    ranged = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={5 * MiB - 2}-{5 * MiB + 1}")
-    assert ranged["Body"].read() == b"bbta"
+    scenarios.reupload_and_complete(s3, bucket, key, unlisted_part=True)
     assert native.head_object(container, key)["content-length"] == str(5 * MiB + 4)
     assert len(segments(native, container)) == 2  # the unlisted part is gone
 
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="aborted")["UploadId"]
-    s3.upload_part(Bucket=bucket, Key="aborted", UploadId=upload_id, PartNumber=1, Body=b"x")
-    assert len(segments(native, container)) == 3
-    s3.abort_multipart_upload(Bucket=bucket, Key="aborted", UploadId=upload_id)
-    assert len(segments(native, container)) == 2
-    with pytest.raises(ClientError) as caught:
-        s3.list_parts(Bucket=bucket, Key="aborted", UploadId=upload_id)
-    assert error_code(caught) == "NoSuchUpload"
+    scenarios.abort_upload(s3, bucket, "aborted", lambda: len(segments(native, container)))
     s3.delete_object(Bucket=bucket, Key=key)
     assert segments(native, container) == []
 
@@ -216,15 +156,7 @@ def test_multipart_reupload_and_abort(s3: Any, native: swiftclient.Connection,
 def test_copy(s3: Any, native: swiftclient.Connection, containers: dict[str, str]) -> None:
     container = containers["swiftnomatch"]
     bucket = new_bucket(s3, "swiftnomatch")
-    s3.put_object(Bucket=bucket, Key="src", Body=b"copy me", Metadata={"a-b": "c"})
-    try:
-        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "NotImplemented":
-            pytest.skip("the core gateway does not implement CopyObject yet")
-        raise
-    got = s3.get_object(Bucket=bucket, Key="dst")
-    assert got["Body"].read() == b"copy me" and got["Metadata"] == {"a-b": "c"}
+    scenarios.copy_object(s3, bucket, b"copy me", {"a-b": "c"})
     headers, body = native.get_object(container, f"{bucket}/dst")
     assert body == b"copy me" and headers["x-object-meta-a-b"] == "c"
     s3.copy_object(Bucket=bucket, Key="dst2", CopySource={"Bucket": bucket, "Key": "src"},
@@ -240,13 +172,4 @@ def test_swift_stopped_gives_503(swift_factory: Callable[..., SwiftCluster],
     locations = {"swiftdown": swift_location(cluster, cluster.make_container("down"), True)}
     with start_gateway(tmp_path / "gw", locations, env={"swiftdown_SWIFT_KEY": "testing"}) as gw:
         s3 = gw.client()
-        bucket = new_bucket(s3, "swiftdown")
-        s3.put_object(Bucket=bucket, Key="k", Body=b"before")
-        cluster.stop()
-        for call in (lambda: s3.get_object(Bucket=bucket, Key="k"),
-                     lambda: s3.put_object(Bucket=bucket, Key="k2", Body=b"after")):
-            with pytest.raises(ClientError) as caught:
-                call()
-            assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-            assert error_code(caught) == "ServiceUnavailable"
-            assert "swiftdown" in caught.value.response["Error"]["Message"]
+        scenarios.stopped_is_503(s3, new_bucket(s3, "swiftdown"), "swiftdown", cluster.stop)
