@@ -67,9 +67,6 @@ def test_objects_through_the_gateway(tmp_path: Path, b2_cloud: B2Cloud, bucket_m
             check_overwrite=check_overwrite, native_gone=native_gone)
 
 
-@pytest.mark.xfail(reason="core delete_pieces keeps replaced data whose (location, key) equals "
-                          "the new data's, ignoring version_id, so the replaced B2 version stays",
-                   strict=False)
 def test_overwrite_leaves_no_old_version(tmp_path: Path, b2_cloud: B2Cloud) -> None:
     bucket = "e2e-b2-overwrite"
     with start_gateway(tmp_path, b2_location(b2_cloud, False), inprocess=True) as gw:
