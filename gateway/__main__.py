@@ -7,6 +7,12 @@ import sys
 from gateway.errors import ConfigFileError
 
 
+def flush_logging() -> None:
+    from gateway.server import flush_logging as flush
+
+    flush()
+
+
 def main() -> None:
     args = sys.argv[1:]
     try:
@@ -19,6 +25,7 @@ def main() -> None:
 
             sys.exit(admin_main(args))
     except ConfigFileError as err:
+        flush_logging()
         print(f"gateway: bad config: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
@@ -26,6 +33,7 @@ def main() -> None:
 
         if not isinstance(err, StartupError):
             raise
+        flush_logging()
         print(f"gateway: cannot start: {err}", file=sys.stderr)
         sys.exit(3)
     except KeyboardInterrupt:

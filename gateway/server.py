@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 from collections.abc import Mapping
 
@@ -69,7 +72,11 @@ class Gateway:
 
     def app(self) -> web.Application:
         # client_max_size only bounds bodies read whole (XML); object bodies are streamed.
-        app = web.Application(client_max_size=2 * 1024 * 1024, handler_args={"max_field_size": 16384})
+        # read_bufsize: big socket reads keep large uploads from pausing the socket while a
+        # chunk is hashed or written.
+        app = web.Application(client_max_size=2 * 1024 * 1024,
+                              handler_args={"max_field_size": 16384,
+                                            "read_bufsize": 2 * 1024 * 1024})
         app.router.add_route("*", "/{tail:.*}", self.front.handle)
         app.on_response_prepare.append(add_request_id)
         return app
@@ -84,9 +91,28 @@ async def metrics_site_handler(gateway: Gateway, request: web.Request) -> web.St
     return response if response is not None else web.Response(status=404)
 
 
+_listeners: list[logging.handlers.QueueListener] = []
+
+
+def flush_logging() -> None:
+    """Write out every queued log line (before a last message of our own, or at exit)."""
+    while _listeners:
+        _listeners.pop().stop()
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Log lines are formatted and written by a listener thread, so a slow stderr never
+    stalls the event loop."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(log_queue, handler)
+    listener.start()
+    _listeners.append(listener)
+    atexit.register(flush_logging)
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level, logging.INFO))
+    root.addHandler(logging.handlers.QueueHandler(log_queue))
 
 
 async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None = None) -> None:

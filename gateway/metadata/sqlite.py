@@ -124,6 +124,7 @@ class SQLiteStore(MetadataStore):
         self.path = directory / "metadata.sqlite3"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         # Bucket rows by name. Every request reads its bucket; a hit saves a hop to the SQLite
         # thread. Filled and invalidated only on that thread, in order with the writes; this
         # process is the only writer of the file (several gateways share PostgreSQL instead).
@@ -149,8 +150,19 @@ class SQLiteStore(MetadataStore):
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._executor, _open)
+        # A second, read-only connection for point reads (one indexed row), run right on the
+        # event loop: a few tens of microseconds, cheaper than a hop to the writer thread. WAL
+        # lets it read while the writer writes, and it sees every committed write.
+        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                 cached_statements=256)
+        reader.execute("PRAGMA query_only=1")
+        reader.execute("PRAGMA busy_timeout=10000")
+        self._reader = reader
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._db is not None:
             await self._run(lambda db: db.close())
             self._db = None
@@ -269,7 +281,8 @@ class SQLiteStore(MetadataStore):
 
     async def get_object(self, bucket: str, key: str, version_id: str | None = None, *,
                          markers: bool = False) -> ObjectRecord | None:
-        return await self._run(lambda db: self._object(db, bucket, key, version_id, markers))
+        assert self._reader is not None
+        return self._object(self._reader, bucket, key, version_id, markers)
 
     async def delete_object(self, bucket: str, key: str,
                             version_id: str | None = None) -> ObjectRecord | None:
@@ -331,12 +344,15 @@ class SQLiteStore(MetadataStore):
             last: str | None = None
             while True:
                 batch = limit - len(objects) - len(prefixes) + 1
+                # One lower bound only: with both key>=start and key>cursor SQLite seeks to
+                # start and filters up to the cursor, so page N of a big bucket read N pages.
+                if cursor is not None and cursor >= start:
+                    bound, low = ">", cursor
+                else:
+                    bound, low = ">=", start
                 sql = (f"SELECT {OBJECT_COLUMNS} FROM objects INDEXED BY objects_current "
-                       f"WHERE bucket=? AND {CURRENT} AND key>=?")
-                args: list[Any] = [bucket, start]
-                if cursor is not None:
-                    sql += " AND key>?"
-                    args.append(cursor)
+                       f"WHERE bucket=? AND {CURRENT} AND key{bound}?")
+                args: list[Any] = [bucket, low]
                 if end is not None:
                     sql += " AND key<?"
                     args.append(end)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -20,8 +22,12 @@ Node = tuple[str, Any]
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"})
 
 
+_NEEDS_ESCAPE = re.compile(r'[&<>"\r]')
+
+
 def escape(text: str) -> str:
-    return text.translate(_ESCAPES)
+    # Most keys and values need no escaping: one regex scan is cheaper than translate().
+    return text.translate(_ESCAPES) if _NEEDS_ESCAPE.search(text) else text
 
 
 def _render(node: Node, out: list[str]) -> None:
@@ -60,8 +66,14 @@ def render_error(err: S3Error, request_id: str) -> bytes:
 
 def iso_time(epoch: float) -> str:
     """S3's timestamp form in XML: 2026-11-22T01:02:03.000Z."""
-    millis = int(round(epoch * 1000)) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
+    millis = int(round(epoch * 1000))
+    return _iso_seconds(millis // 1000) + f".{millis % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(seconds: int) -> str:
+    # A listing page repeats the same seconds many times; strftime is the costly part.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def http_time(epoch: float) -> str:

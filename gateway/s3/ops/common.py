@@ -169,19 +169,27 @@ class HashedBody:
         seen = 0
         md5 = self.md5
         pending: bytes | None = None
+        hashing: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
         async for chunk in self.req.auth.body(raw):
             if not chunk:
                 continue
             seen += len(chunk)
             if seen > self.size:
                 raise S3Error("InvalidRequest", "The body is longer than its declared length.")
+            if hashing is not None:
+                await hashing  # MD5 updates stay in order
+                hashing = None
             if len(chunk) >= THREAD_HASH_MIN:
-                await asyncio.to_thread(md5.update, chunk)
+                # Hash this chunk in a thread while the consumer stores the previous one.
+                hashing = loop.run_in_executor(None, md5.update, chunk)
             else:
                 md5.update(chunk)
             if pending is not None:
                 yield pending
             pending = chunk
+        if hashing is not None:
+            await hashing
         if seen != self.size:
             raise S3Error("IncompleteBody")
         if self.expected_md5 is not None and md5.digest() != self.expected_md5:
