@@ -150,6 +150,28 @@ def body_size(req: S3Request) -> int:
     return length
 
 
+async def coalesce(stream: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """Regroup a stream into chunks of at least `size` bytes (the last may be smaller).
+    Sockets deliver ~256 KiB at a time; hashing and writing 1 MiB per thread hop costs a
+    quarter of the hops, for one memory copy."""
+    held: list[bytes] = []
+    total = 0
+    async for chunk in stream:
+        if not chunk:
+            continue
+        if not held and len(chunk) >= size:
+            yield chunk
+            continue
+        held.append(chunk)
+        total += len(chunk)
+        if total >= size:
+            yield b"".join(held)
+            held.clear()
+            total = 0
+    if held:
+        yield b"".join(held)
+
+
 class HashedBody:
     """The request body, decoded and verified by auth, MD5-hashed as it streams through.
     At its end it checks the length and the Content-MD5 (BadDigest), before the translator
@@ -171,9 +193,7 @@ class HashedBody:
         pending: bytes | None = None
         hashing: asyncio.Future[None] | None = None
         loop = asyncio.get_running_loop()
-        async for chunk in self.req.auth.body(raw):
-            if not chunk:
-                continue
+        async for chunk in coalesce(self.req.auth.body(raw), CHUNK_SIZE):
             seen += len(chunk)
             if seen > self.size:
                 raise S3Error("InvalidRequest", "The body is longer than its declared length.")
