@@ -4,6 +4,7 @@ every call runs there, so the event loop never blocks and writes never interleav
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import sqlite3
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+from cachetools import LRUCache
 
 from gateway.metadata.base import (
     BucketRecord,
@@ -125,6 +128,8 @@ class SQLiteStore(MetadataStore):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        # Current versions of recently read keys, read and invalidated on the event loop only.
+        self._current: LRUCache[tuple[str, str], ObjectRecord] = LRUCache(maxsize=20_000)
         # Bucket rows by name. Every request reads its bucket; a hit saves a hop to the SQLite
         # thread. Filled and invalidated only on that thread, in order with the writes; this
         # process is the only writer of the file (several gateways share PostgreSQL instead).
@@ -276,16 +281,43 @@ class SQLiteStore(MetadataStore):
         return result
 
     async def put_object(self, obj: ObjectRecord) -> ObjectRecord | None:
-        return await self._run(lambda db: self._transaction(
-            db, lambda: self._insert_current(db, obj)))
+        try:
+            return await self._run(lambda db: self._transaction(
+                db, lambda: self._insert_current(db, obj)))
+        finally:
+            self._forget(obj.bucket, obj.key)
+
+    def _forget(self, bucket: str, key: str) -> None:
+        """Drop a key's cached current version, on the event loop once its write has
+        finished. A read that fills the cache runs on the loop in one synchronous step, so it
+        can never put back a row older than the write this removal follows."""
+        self._current.pop((bucket, key), None)
 
     async def get_object(self, bucket: str, key: str, version_id: str | None = None, *,
                          markers: bool = False) -> ObjectRecord | None:
+        if version_id is None:
+            record = self._current.get((bucket, key))
+            if record is None:
+                assert self._reader is not None
+                record = self._object(self._reader, bucket, key, None, markers=True)
+                if record is None:
+                    return None
+                self._current[(bucket, key)] = record
+            if record.delete_marker and not markers:
+                return None
+            return copy.copy(record)  # callers may set fields on what they get
         assert self._reader is not None
         return self._object(self._reader, bucket, key, version_id, markers)
 
     async def delete_object(self, bucket: str, key: str,
                             version_id: str | None = None) -> ObjectRecord | None:
+        try:
+            return await self._delete_object(bucket, key, version_id)
+        finally:
+            self._forget(bucket, key)
+
+    async def _delete_object(self, bucket: str, key: str,
+                             version_id: str | None) -> ObjectRecord | None:
         def _delete() -> ObjectRecord | None:
             db = self._db
             assert db is not None
@@ -308,6 +340,13 @@ class SQLiteStore(MetadataStore):
 
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
                             changes: dict[str, Any]) -> ObjectRecord | None:
+        try:
+            return await self._update_object(bucket, key, expected_pieces, changes)
+        finally:
+            self._forget(bucket, key)
+
+    async def _update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
+                             changes: dict[str, Any]) -> ObjectRecord | None:
         def _update(db: sqlite3.Connection) -> ObjectRecord | None:
             # The single connection thread makes this read-compare-write atomic. The pieces
             # name the version: every version's bytes sit at their own backend keys.
@@ -548,6 +587,14 @@ class SQLiteStore(MetadataStore):
 
     async def finish_upload(self, upload_id: str, obj: ObjectRecord | None
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:
+        try:
+            return await self._finish_upload(upload_id, obj)
+        finally:
+            if obj is not None:
+                self._forget(obj.bucket, obj.key)
+
+    async def _finish_upload(self, upload_id: str, obj: ObjectRecord | None
+                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:
         def _finish(db: sqlite3.Connection) -> tuple[list[PartRecord], ObjectRecord | None] | None:
             db.execute("BEGIN IMMEDIATE")
             try:

@@ -10,6 +10,7 @@ import random
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
@@ -162,6 +163,8 @@ class Front:
     def __init__(self, gateway: object, endpoints: list[str]) -> None:
         self.gateway = gateway
         self.endpoints = sorted(endpoints, key=len, reverse=True)
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
         if http.path.startswith("/_/"):
@@ -187,9 +190,7 @@ class Front:
             response = self.error_response(S3Error("InternalError"), rid, http.method)
         elapsed = time.monotonic() - started
         operation = str(info["operation"])
-        metrics = self.gateway.metrics
-        metrics.requests.labels(operation, str(status)).inc()
-        metrics.request_seconds.labels(operation).observe(elapsed)
+        self._observe(operation, status, elapsed)
         if log.isEnabledFor(logging.INFO):
             info.update(requestId=rid, status=status, method=http.method,
                         durationMs=round(elapsed * 1000, 2),
@@ -197,6 +198,19 @@ class Front:
                         bytesOut=response.content_length or 0)
             log.info(json.dumps(info, default=str))
         return response
+
+    def _observe(self, operation: str, status: int, elapsed: float) -> None:
+        # prometheus-client's labels() costs a few microseconds; keep the children.
+        counter = self._counters.get((operation, status))
+        if counter is None:
+            counter = self.gateway.metrics.requests.labels(operation, str(status))
+            self._counters[(operation, status)] = counter
+        histogram = self._histograms.get(operation)
+        if histogram is None:
+            histogram = self.gateway.metrics.request_seconds.labels(operation)
+            self._histograms[operation] = histogram
+        counter.inc()
+        histogram.observe(elapsed)
 
     @staticmethod
     def error_response(err: S3Error, rid: str, method: str) -> web.Response:
