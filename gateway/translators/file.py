@@ -27,6 +27,8 @@ from gateway.translators.base import (
     Translator,
 )
 
+# Reads up to this size are done on the event loop.
+INLINE_READ = 64 * 1024
 _KEY_PATTERN = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}")
 # Bodies up to this size are gathered and written in one hop to a thread (mkdir, create, write,
 # close, rename) instead of one hop per step: hops, not bytes, cost a small PUT its CPU.
@@ -110,8 +112,14 @@ class FileTranslator(Translator):
     async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
         path = self.path_of(stored.key)
         first = CHUNK_SIZE if length is None else min(CHUNK_SIZE, length)
-        try:  # open and read the first chunk in one hop: a small object needs no other
-            handle, chunk = await asyncio.to_thread(_open_read, path, offset, first, length)
+        wanted = (stored.size - offset) if length is None else length
+        try:
+            if wanted <= INLINE_READ:
+                # A small read from the page cache costs less than the hop to a thread (and
+                # the GIL hand-over that comes with it), as nginx reads small files inline.
+                handle, chunk = _open_read(path, offset, first, length)
+            else:  # open and read the first chunk in one hop
+                handle, chunk = await asyncio.to_thread(_open_read, path, offset, first, length)
         except FileNotFoundError:
             raise NotFound(stored.key) from None
         return _read_file(handle, chunk, None if length is None else length - len(chunk))
