@@ -164,6 +164,7 @@ class Front:
         self.gateway = gateway
         self.endpoints = sorted(endpoints, key=len, reverse=True)
         self._counters: dict[tuple[str, int], Any] = {}
+        self._hosts: dict[str | None, str | None] = {}
         self._histograms: dict[str, Any] = {}
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
@@ -199,6 +200,17 @@ class Front:
             log.info(json.dumps(info, default=str))
         return response
 
+    def _host_bucket(self, host: str | None) -> str | None:
+        # Clients send the same few Host values over and over: remember the answers.
+        try:
+            return self._hosts[host]
+        except KeyError:
+            pass
+        if len(self._hosts) > 10_000:
+            self._hosts.clear()
+        answer = self._hosts[host] = bucket_from_host(host, self.endpoints)
+        return answer
+
     def _observe(self, operation: str, status: int, elapsed: float) -> None:
         # prometheus-client's labels() costs a few microseconds; keep the children.
         counter = self._counters.get((operation, status))
@@ -223,7 +235,7 @@ class Front:
         raw = http.raw_path
         raw_path, _, raw_query = raw.partition("?")
         host = split_host(http.headers.get("Host"))
-        host_bucket = bucket_from_host(host, self.endpoints)
+        host_bucket = self._host_bucket(host)
         bucket_name, key = parse_target(raw_path, host_bucket)
         try:
             pairs = parse_qsl(raw_query, keep_blank_values=True)

@@ -43,6 +43,8 @@ RESPONSE_OVERRIDES = {
     "response-content-disposition": "Content-Disposition",
     "response-content-encoding": "Content-Encoding",
 }
+# Objects up to this size are answered in one write (bounded memory: 64 KiB a request).
+SMALL_RESPONSE = 64 * 1024
 # The form of the version ids this gateway hands out (uuid4 hex), and S3's "null".
 VERSION_ID = re.compile(r"[0-9a-f]{32}|null")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -255,6 +257,15 @@ async def get_object(req: S3Request) -> web.StreamResponse:
         except NotFound:
             raise S3Error("NoSuchKey", "The object's data is missing from its location.",
                           Key=obj.key) from None
+    if len(spans) == 1 and length <= SMALL_RESPONSE:
+        # A small object goes out in one write with its headers (streaming it would cost a
+        # second write and syscall for a few kilobytes).
+        try:
+            body = b"".join([chunk async for chunk in streams[0]])
+        except (NotFound, OSError):
+            raise S3Error("NoSuchKey", "The object's data is missing from its location.",
+                          Key=obj.key) from None
+        return web.Response(status=status, headers=headers, body=body)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     await response.prepare(req.http)
