@@ -80,6 +80,8 @@ class FileTranslator(Translator):
         while size < SMALL_BODY:
             chunk = await anext(chunks, None)
             if chunk is None:  # the whole (verified) body is here: one hop writes it
+                # (Not inline: creating and renaming a file is a metadata operation that can
+                # take hundreds of microseconds on some filesystems; threads overlap them.)
                 await loop.run_in_executor(None, _write_small, path, tmp, b"".join(held))
                 return Stored(location=self.name, key=key, size=size)
             held.append(chunk)

@@ -10,6 +10,7 @@ import re
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from gateway.errors import S3Error
@@ -150,6 +151,14 @@ def body_size(req: S3Request) -> int:
     return length
 
 
+def md5_inline(md5: Any, data: bytes) -> None:
+    """Hash a small buffer on the loop without releasing the GIL: hashlib drops it for 2 KiB
+    and more, and getting it back behind busy worker threads costs more than the hashing."""
+    view = memoryview(data)
+    for start in range(0, len(view), 2047):
+        md5.update(view[start:start + 2047])
+
+
 async def coalesce(stream: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
     """Regroup a stream into chunks of at least `size` bytes (the last may be smaller).
     Sockets deliver ~256 KiB at a time; hashing and writing 1 MiB per thread hop costs a
@@ -204,7 +213,7 @@ class HashedBody:
                 # Hash this chunk in a thread while the consumer stores the previous one.
                 hashing = loop.run_in_executor(None, md5.update, chunk)
             else:
-                md5.update(chunk)
+                md5_inline(md5, chunk)
             if pending is not None:
                 yield pending
             pending = chunk
