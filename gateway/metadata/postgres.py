@@ -64,7 +64,7 @@ from gateway.metadata.base import (
     UploadRecord,
     VersionListing,
 )
-from gateway.metadata.sqlite import prefix_end
+from gateway.metadata.listing import KeyWalk, prefix_end, version_listing
 from gateway.translators.base import Stored
 
 # Namespace of our two-int advisory locks ("S3GW"), so they stay apart from other users'.
@@ -375,56 +375,21 @@ class PostgresStore(MetadataStore):
     @staticmethod
     async def _list_objects(conn: asyncpg.Connection, bucket: str, prefix: str,
                             delimiter: str | None, after: str | None, limit: int) -> Listing:
-        objects: list[ObjectRecord] = []
-        prefixes: list[str] = []
-        end = prefix_end(prefix)
-        cursor = after if after is not None and after >= prefix else None
-        start = prefix
-        if delimiter and cursor is not None:
-            cut = cursor.find(delimiter, len(prefix))
-            if cut >= 0:  # the marker sits under a common prefix already returned: skip it
-                skip_to = prefix_end(cursor[: cut + len(delimiter)])
-                if skip_to is None:
-                    return Listing([], [], False, None)
-                start, cursor = max(start, skip_to), None
-        last: str | None = None
-        while True:
-            batch = limit - len(objects) - len(prefixes) + 1
-            sql = f"SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket=$1 AND {CURRENT} AND key>=$2"
-            args: list[Any] = [bucket, start]
-            if cursor is not None:
-                args.append(cursor)
-                sql += f" AND key>${len(args)}"
-            if end is not None:
-                args.append(end)
+        walk: KeyWalk[asyncpg.Record] = KeyWalk(prefix, delimiter, limit, after)
+        while (span := walk.query()) is not None:
+            bound, low = (">", span.cursor_key) if span.cursor_key is not None \
+                else (">=", span.floor)
+            sql = f"SELECT {OBJECT_COLUMNS} FROM objects WHERE bucket=$1 AND {CURRENT} AND key{bound}$2"
+            args: list[Any] = [bucket, low]
+            if span.end is not None:
+                args.append(span.end)
                 sql += f" AND key<${len(args)}"
-            args.append(batch)
+            args.append(span.limit)
             sql += f" ORDER BY key LIMIT ${len(args)}"
-            rows = await conn.fetch(sql, *args)
-            if not rows:
-                return Listing(objects, prefixes, False, None)
-            for row in rows:
-                key = row[1]
-                if len(objects) + len(prefixes) == limit:
-                    return Listing(objects, prefixes, True, last)
-                if delimiter:
-                    cut = key.find(delimiter, len(prefix))
-                    if cut >= 0:
-                        common = key[: cut + len(delimiter)]
-                        prefixes.append(common)
-                        last = common
-                        # Seek past every key under this prefix instead of reading them.
-                        skip_to = prefix_end(common)
-                        if skip_to is None:
-                            return Listing(objects, prefixes, False, None)
-                        start, cursor = skip_to, None
-                        break
-                objects.append(_object_from(row))
-                last = key
-                cursor = key
-            else:
-                if len(rows) < batch:
-                    return Listing(objects, prefixes, False, None)
+            walk.feed([(row[1], None, row) for row in await conn.fetch(sql, *args)])
+        next_marker = walk.last[0] if walk.truncated and walk.last else None
+        return Listing([_object_from(row) for row in walk.items], walk.prefixes, walk.truncated,
+                       next_marker)
 
     async def list_versions(self, bucket: str, prefix: str, delimiter: str | None,
                             key_marker: str | None, version_id_marker: str | None,
@@ -438,78 +403,40 @@ class PostgresStore(MetadataStore):
     async def _list_versions(conn: asyncpg.Connection, bucket: str, prefix: str,
                              delimiter: str | None, key_marker: str | None,
                              version_id_marker: str | None, limit: int) -> VersionListing:
-        versions: list[ObjectRecord] = []
-        prefixes: list[str] = []
-        end = prefix_end(prefix)
-        # The cursor is (key, seq): resume after key_marker's version_id_marker, or after
-        # every version of key_marker when no version marker is given.
-        cursor_key = key_marker if key_marker and key_marker >= prefix else None
-        cursor_seq: int | None = None
-        if cursor_key is not None and version_id_marker:
+        # Resume after key_marker's version_id_marker, or after every version of key_marker.
+        marker_seq = None
+        if key_marker and version_id_marker:
             if version_id_marker == "null":
-                seq = await conn.fetchval(
+                marker_seq = await conn.fetchval(
                     "SELECT seq FROM objects WHERE bucket=$1 AND key=$2 AND version_id IS NULL "
-                    "ORDER BY seq LIMIT 1", bucket, cursor_key)
+                    "ORDER BY seq LIMIT 1", bucket, key_marker)
             else:
-                seq = await conn.fetchval(
+                marker_seq = await conn.fetchval(
                     "SELECT seq FROM objects WHERE bucket=$1 AND key=$2 AND version_id=$3 "
-                    "ORDER BY seq LIMIT 1", bucket, cursor_key, version_id_marker)
-            if seq is None:
+                    "ORDER BY seq LIMIT 1", bucket, key_marker, version_id_marker)
+            if marker_seq is None:
                 raise LookupError(version_id_marker)
-            cursor_seq = seq
-        prefix_floor = prefix
-        if delimiter and cursor_key is not None:
-            cut = cursor_key.find(delimiter, len(prefix))
-            if cut >= 0:
-                skip_to = prefix_end(cursor_key[: cut + len(delimiter)])
-                if skip_to is None:
-                    return VersionListing([], [], False, None, None)
-                cursor_key, cursor_seq = None, None
-                prefix_floor = skip_to
-        while True:
-            sql = f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=$1 AND key>=$2"
-            args: list[Any] = [bucket, prefix_floor]
-            if end is not None:
-                args.append(end)
+        walk: KeyWalk[asyncpg.Record] = KeyWalk(prefix, delimiter, limit, key_marker or None,
+                                                marker_seq)
+        while (span := walk.query()) is not None:
+            sql = f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=$1"
+            args: list[Any] = [bucket]
+            if span.cursor_key is None:
+                args.append(span.floor)
+                sql += f" AND key>=${len(args)}"
+            elif span.cursor_seq is None:
+                args.append(span.cursor_key)
+                sql += f" AND key>${len(args)}"
+            else:  # the cursor key's older versions, then the keys after it
+                args += [span.cursor_key, span.cursor_seq]
+                sql += f" AND key>=${len(args) - 1} AND (key>${len(args) - 1} OR seq<${len(args)})"
+            if span.end is not None:
+                args.append(span.end)
                 sql += f" AND key<${len(args)}"
-            if cursor_key is not None:
-                args.append(cursor_key)
-                if cursor_seq is None:
-                    sql += f" AND key>${len(args)}"
-                else:
-                    args.append(cursor_seq)
-                    sql += f" AND (key>${len(args) - 1} OR (key=${len(args) - 1} AND seq<${len(args)}))"
-            batch = limit - len(versions) - len(prefixes) + 1
-            args.append(batch)
+            args.append(span.limit)
             sql += f" ORDER BY key, seq DESC LIMIT ${len(args)}"
-            rows = await conn.fetch(sql, *args)
-            if not rows:
-                return VersionListing(versions, prefixes, False, None, None)
-            for row in rows:
-                record = _object_from(row)
-                if len(versions) + len(prefixes) == limit:
-                    last = versions[-1] if versions and (
-                        not prefixes or versions[-1].key > prefixes[-1]) else None
-                    if last is not None:
-                        return VersionListing(versions, prefixes, True, last.key,
-                                              last.version_id or "null")
-                    return VersionListing(versions, prefixes, True, prefixes[-1], None)
-                if delimiter:
-                    cut = record.key.find(delimiter, len(prefix))
-                    if cut >= 0:
-                        common = record.key[: cut + len(delimiter)]
-                        prefixes.append(common)
-                        skip_to = prefix_end(common)
-                        if skip_to is None:
-                            return VersionListing(versions, prefixes, False, None, None)
-                        prefix_floor, cursor_key, cursor_seq = skip_to, None, None
-                        break
-                versions.append(record)
-                cursor_key, cursor_seq = record.key, row[-1]
-            else:
-                if len(rows) < batch:
-                    return VersionListing(versions, prefixes, False, None, None)
-
+            walk.feed([(row[1], row[-1], row) for row in await conn.fetch(sql, *args)])
+        return version_listing(walk, _object_from)
     # multipart ----------------------------------------------------------------------------
     async def create_upload(self, upload: UploadRecord) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

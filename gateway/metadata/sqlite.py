@@ -25,6 +25,7 @@ from gateway.metadata.base import (
     UploadRecord,
     VersionListing,
 )
+from gateway.metadata.listing import KeyWalk, prefix_end, version_listing
 from gateway.translators.base import Stored
 
 T = TypeVar("T")
@@ -110,16 +111,6 @@ def _upload_from(row: tuple[Any, ...]) -> UploadRecord:
 
 def _part_from(row: tuple[Any, ...]) -> PartRecord:
     return PartRecord(row[0], row[1], row[2], row[3], row[4], Stored.from_dict(json.loads(row[5])))
-
-
-def prefix_end(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with `prefix` (None: no bound)."""
-    while prefix:
-        last = prefix[-1]
-        if ord(last) < 0x10FFFF:
-            return prefix[:-1] + chr(ord(last) + 1)
-        prefix = prefix[:-1]
-    return None
 
 
 class SQLiteStore(MetadataStore):
@@ -368,60 +359,24 @@ class SQLiteStore(MetadataStore):
     async def list_objects(self, bucket: str, prefix: str, delimiter: str | None,
                            after: str | None, limit: int) -> Listing:
         def _list(db: sqlite3.Connection) -> Listing:
-            objects: list[ObjectRecord] = []
-            prefixes: list[str] = []
-            end = prefix_end(prefix)
-            cursor = after if after is not None and after >= prefix else None
-            start = prefix
-            if delimiter and cursor is not None:
-                cut = cursor.find(delimiter, len(prefix))
-                if cut >= 0:  # the marker sits under a common prefix already returned: skip it
-                    skip_to = prefix_end(cursor[: cut + len(delimiter)])
-                    if skip_to is None:
-                        return Listing([], [], False, None)
-                    start, cursor = max(start, skip_to), None
-            last: str | None = None
-            while True:
-                batch = limit - len(objects) - len(prefixes) + 1
-                # One lower bound only: with both key>=start and key>cursor SQLite seeks to
-                # start and filters up to the cursor, so page N of a big bucket read N pages.
-                if cursor is not None and cursor >= start:
-                    bound, low = ">", cursor
-                else:
-                    bound, low = ">=", start
+            walk: KeyWalk[tuple[Any, ...]] = KeyWalk(prefix, delimiter, limit, after)
+            while (span := walk.query()) is not None:
+                # One lower bound only: with both key>=floor and key>cursor SQLite seeks to
+                # the floor and filters up to the cursor, so page N of a big bucket read N pages.
+                bound, low = (">", span.cursor_key) if span.cursor_key is not None \
+                    else (">=", span.floor)
                 sql = (f"SELECT {OBJECT_COLUMNS} FROM objects INDEXED BY objects_current "
                        f"WHERE bucket=? AND {CURRENT} AND key{bound}?")
                 args: list[Any] = [bucket, low]
-                if end is not None:
+                if span.end is not None:
                     sql += " AND key<?"
-                    args.append(end)
+                    args.append(span.end)
                 sql += " ORDER BY key LIMIT ?"
-                args.append(batch)
-                rows = db.execute(sql, args).fetchall()
-                if not rows:
-                    return Listing(objects, prefixes, False, None)
-                for row in rows:
-                    key = row[1]
-                    if len(objects) + len(prefixes) == limit:
-                        return Listing(objects, prefixes, True, last)
-                    if delimiter:
-                        cut = key.find(delimiter, len(prefix))
-                        if cut >= 0:
-                            common = key[: cut + len(delimiter)]
-                            prefixes.append(common)
-                            last = common
-                            # Seek past every key under this prefix instead of reading them.
-                            skip_to = prefix_end(common)
-                            if skip_to is None:
-                                return Listing(objects, prefixes, False, None)
-                            start, cursor = skip_to, None
-                            break
-                    objects.append(_object_from(row))
-                    last = key
-                    cursor = key
-                else:
-                    if len(rows) < batch:
-                        return Listing(objects, prefixes, False, None)
+                args.append(span.limit)
+                walk.feed([(row[1], None, row) for row in db.execute(sql, args).fetchall()])
+            next_marker = walk.last[0] if walk.truncated and walk.last else None
+            return Listing([_object_from(row) for row in walk.items], walk.prefixes,
+                           walk.truncated, next_marker)
 
         return await self._run(_list)
 
@@ -429,75 +384,37 @@ class SQLiteStore(MetadataStore):
                             key_marker: str | None, version_id_marker: str | None,
                             limit: int) -> VersionListing:
         def _list(db: sqlite3.Connection) -> VersionListing:
-            versions: list[ObjectRecord] = []
-            prefixes: list[str] = []
-            end = prefix_end(prefix)
-            # The cursor is (key, seq): resume after key_marker's version_id_marker, or after
-            # every version of key_marker when no version marker is given.
-            cursor_key = key_marker if key_marker and key_marker >= prefix else None
-            cursor_seq: int | None = None
-            if cursor_key is not None and version_id_marker:
+            # Resume after key_marker's version_id_marker, or after every version of key_marker.
+            marker_seq = None
+            if key_marker and version_id_marker:
                 vid = None if version_id_marker == "null" else version_id_marker
                 row = db.execute(
                     "SELECT seq FROM objects WHERE bucket=? AND key=? AND version_id IS ?",
-                    (bucket, cursor_key, vid)).fetchone()
+                    (bucket, key_marker, vid)).fetchone()
                 if row is None:
                     raise LookupError(version_id_marker)
-                cursor_seq = row[0]
-            if delimiter and cursor_key is not None:
-                cut = cursor_key.find(delimiter, len(prefix))
-                if cut >= 0:
-                    skip_to = prefix_end(cursor_key[: cut + len(delimiter)])
-                    if skip_to is None:
-                        return VersionListing([], [], False, None, None)
-                    cursor_key, cursor_seq = None, None
-                    prefix_floor = skip_to
-                else:
-                    prefix_floor = prefix
-            else:
-                prefix_floor = prefix
-            while True:
-                sql = (f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=? AND key>=?")
-                args: list[Any] = [bucket, prefix_floor]
-                if end is not None:
+                marker_seq = row[0]
+            walk: KeyWalk[tuple[Any, ...]] = KeyWalk(prefix, delimiter, limit,
+                                                     key_marker or None, marker_seq)
+            while (span := walk.query()) is not None:
+                sql = f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=?"
+                args: list[Any] = [bucket]
+                if span.cursor_key is None:
+                    sql += " AND key>=?"
+                    args.append(span.floor)
+                elif span.cursor_seq is None:
+                    sql += " AND key>?"
+                    args.append(span.cursor_key)
+                else:  # the cursor key's older versions, then the keys after it
+                    sql += " AND key>=? AND (key>? OR seq<?)"
+                    args += [span.cursor_key, span.cursor_key, span.cursor_seq]
+                if span.end is not None:
                     sql += " AND key<?"
-                    args.append(end)
-                if cursor_key is not None:
-                    if cursor_seq is None:
-                        sql += " AND key>?"
-                        args.append(cursor_key)
-                    else:
-                        sql += " AND (key>? OR (key=? AND seq<?))"
-                        args += [cursor_key, cursor_key, cursor_seq]
+                    args.append(span.end)
                 sql += " ORDER BY key, seq DESC LIMIT ?"
-                args.append(limit - len(versions) - len(prefixes) + 1)
-                rows = db.execute(sql, args).fetchall()
-                if not rows:
-                    return VersionListing(versions, prefixes, False, None, None)
-                for row in rows:
-                    record = _object_from(row)
-                    if len(versions) + len(prefixes) == limit:
-                        last = versions[-1] if versions and (
-                            not prefixes or versions[-1].key > prefixes[-1]) else None
-                        if last is not None:
-                            return VersionListing(versions, prefixes, True, last.key,
-                                                  last.version_id or "null")
-                        return VersionListing(versions, prefixes, True, prefixes[-1], None)
-                    if delimiter:
-                        cut = record.key.find(delimiter, len(prefix))
-                        if cut >= 0:
-                            common = record.key[: cut + len(delimiter)]
-                            prefixes.append(common)
-                            skip_to = prefix_end(common)
-                            if skip_to is None:
-                                return VersionListing(versions, prefixes, False, None, None)
-                            prefix_floor, cursor_key, cursor_seq = skip_to, None, None
-                            break
-                    versions.append(record)
-                    cursor_key, cursor_seq = record.key, row[-1]
-                else:
-                    if len(rows) < args[-1]:
-                        return VersionListing(versions, prefixes, False, None, None)
+                args.append(span.limit)
+                walk.feed([(row[1], row[-1], row) for row in db.execute(sql, args).fetchall()])
+            return version_listing(walk, _object_from)
 
         return await self._run(_list)
 
