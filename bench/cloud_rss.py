@@ -92,7 +92,9 @@ def make_file(path: Path, size: int) -> str:
 
 def measure(name: str, location: dict[str, Any], source: Path, digest: str, base: Path,
             env: dict[str, str]) -> dict[str, Any]:
-    with start_gateway(base / "gw", {"cloud": location}, env=env) as gw:
+    # A patient health check: a busy emulator writing 1 GiB must not be taken for a dead one.
+    config = {"healthChecks": {"interval": 30, "timeout": 15}}
+    with start_gateway(base / "gw", {"cloud": location}, config=config, env=env) as gw:
         s3 = gw.client()
         s3.create_bucket(Bucket="rss", CreateBucketConfiguration={"LocationConstraint": "cloud"})
         assert gw.process is not None
@@ -118,6 +120,7 @@ def measure(name: str, location: dict[str, Any], source: Path, digest: str, base
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.cloud_rss")
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--only", help="comma-separated location types, e.g. gcp,azure")
     args = parser.parse_args()
     env = {"LOG_LEVEL": "warning"}
     rows = []
@@ -126,6 +129,8 @@ def main() -> None:
         source = base / "source.bin"
         digest = make_file(source, args.size_mib * MiB)
         for name, cloud in CLOUDS.items():
+            if args.only and name.split()[0] not in args.only.split(","):
+                continue
             work = base / name.split()[0]
             work.mkdir()
             try:

@@ -83,6 +83,7 @@ class Location:
         self.translator = translator
         self.health = HealthState()
         self.metrics: Metrics | None = None
+        self._histograms: dict[str, Any] = {}
 
     def backend_key(self, bucket: str, key: str) -> str:
         """bucketMatch: the object key alone; otherwise `<bucket>/<key>` (several S3 buckets
@@ -103,8 +104,11 @@ class Location:
 
     def record(self, operation: str, ok: bool, started: float, kind: str = "") -> None:
         if self.metrics is not None:
-            self.metrics.backend_seconds.labels(self.name, operation).observe(
-                time.monotonic() - started)
+            histogram = self._histograms.get(operation)
+            if histogram is None:  # labels() costs a few microseconds: keep the children
+                histogram = self._histograms[operation] = self.metrics.backend_seconds.labels(
+                    self.name, operation)
+            histogram.observe(time.monotonic() - started)
             if not ok:
                 self.metrics.backend_errors.labels(self.name, kind or "error").inc()
         if ok:

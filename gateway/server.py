@@ -91,6 +91,14 @@ async def metrics_site_handler(gateway: Gateway, request: web.Request) -> web.St
     return response if response is not None else web.Response(status=404)
 
 
+class DeferredQueueHandler(logging.handlers.QueueHandler):
+    """Hands the record itself to the listener thread: the stock QueueHandler formats it on
+    the caller's thread (the event loop) first, which is most of the cost of a log line."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 _listeners: list[logging.handlers.QueueListener] = []
 
 
@@ -112,7 +120,7 @@ def configure_logging(level: str) -> None:
     atexit.register(flush_logging)
     root = logging.getLogger()
     root.setLevel(getattr(logging, level, logging.INFO))
-    root.addHandler(logging.handlers.QueueHandler(log_queue))
+    root.addHandler(DeferredQueueHandler(log_queue))
 
 
 async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None = None) -> None:
