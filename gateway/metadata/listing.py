@@ -115,3 +115,37 @@ def version_listing(walk: KeyWalk[Any], to_record: Callable[[Any], ObjectRecord]
             next_version = to_record(row).version_id or "null"
     return VersionListing([to_record(row) for row in walk.items], walk.prefixes,
                           walk.truncated, next_key, next_version)
+
+
+class Rollup(Generic[T]):
+    """Entries read in key order (a scan, not a seek), keys that share a prefix up to the
+    delimiter rolled into one common prefix counted once (multipart upload listings)."""
+
+    def __init__(self, prefix: str, delimiter: str | None, limit: int) -> None:
+        self.prefix = prefix
+        self.delimiter = delimiter
+        self.limit = limit
+        self.items: list[T] = []
+        self.prefixes: list[str] = []
+        self.truncated = False
+
+    def add(self, key: str, item: T) -> bool:
+        """Take the next entry; False once the page is full (then it is truncated)."""
+        if self.delimiter:
+            cut = key.find(self.delimiter, len(self.prefix))
+            if cut >= 0:
+                common = key[: cut + len(self.delimiter)]
+                if self.prefixes and self.prefixes[-1] == common:
+                    return True
+                if self._full():
+                    return False
+                self.prefixes.append(common)
+                return True
+        if self._full():
+            return False
+        self.items.append(item)
+        return True
+
+    def _full(self) -> bool:
+        self.truncated = len(self.items) + len(self.prefixes) == self.limit
+        return self.truncated

@@ -64,7 +64,7 @@ from gateway.metadata.base import (
     UploadRecord,
     VersionListing,
 )
-from gateway.metadata.listing import KeyWalk, prefix_end, version_listing
+from gateway.metadata.listing import KeyWalk, Rollup, prefix_end, version_listing
 from gateway.translators.base import Stored
 
 # Namespace of our two-int advisory locks ("S3GW"), so they stay apart from other users'.
@@ -468,25 +468,14 @@ class PostgresStore(MetadataStore):
             else:
                 sql += f" AND key>${len(args)}"
         sql += " ORDER BY key, initiated, upload_id"
-        uploads: list[UploadRecord] = []
-        prefixes: list[str] = []
+        rollup: Rollup[UploadRecord] = Rollup(prefix, delimiter, limit)
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
             # A server-side cursor: with a delimiter, many uploads may roll into few prefixes.
             async for row in conn.cursor(sql, *args, prefetch=min(limit + 1, 1000)):
-                up = _upload_from(row)
-                if delimiter:
-                    cut = up.key.find(delimiter, len(prefix))
-                    if cut >= 0:
-                        common = up.key[: cut + len(delimiter)]
-                        if not prefixes or prefixes[-1] != common:
-                            if len(uploads) + len(prefixes) == limit:
-                                return UploadListing(uploads, prefixes, True)
-                            prefixes.append(common)
-                        continue
-                if len(uploads) + len(prefixes) == limit:
-                    return UploadListing(uploads, prefixes, True)
-                uploads.append(up)
-        return UploadListing(uploads, prefixes, False)
+                upload = _upload_from(row)
+                if not rollup.add(upload.key, upload):
+                    break
+        return UploadListing(rollup.items, rollup.prefixes, rollup.truncated)
 
     async def count_uploads(self) -> int:
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM uploads"))

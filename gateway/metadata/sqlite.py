@@ -25,7 +25,7 @@ from gateway.metadata.base import (
     UploadRecord,
     VersionListing,
 )
-from gateway.metadata.listing import KeyWalk, prefix_end, version_listing
+from gateway.metadata.listing import KeyWalk, Rollup, prefix_end, version_listing
 from gateway.translators.base import Stored
 
 T = TypeVar("T")
@@ -450,23 +450,12 @@ class SQLiteStore(MetadataStore):
                     sql += " AND key>?"
                     args.append(key_marker)
             sql += " ORDER BY key, initiated, upload_id"
-            uploads: list[UploadRecord] = []
-            prefixes: list[str] = []
+            rollup: Rollup[UploadRecord] = Rollup(prefix, delimiter, limit)
             for row in db.execute(sql, args):
-                up = _upload_from(row)
-                if delimiter:
-                    cut = up.key.find(delimiter, len(prefix))
-                    if cut >= 0:
-                        common = up.key[: cut + len(delimiter)]
-                        if not prefixes or prefixes[-1] != common:
-                            if len(uploads) + len(prefixes) == limit:
-                                return UploadListing(uploads, prefixes, True)
-                            prefixes.append(common)
-                        continue
-                if len(uploads) + len(prefixes) == limit:
-                    return UploadListing(uploads, prefixes, True)
-                uploads.append(up)
-            return UploadListing(uploads, prefixes, False)
+                upload = _upload_from(row)
+                if not rollup.add(upload.key, upload):
+                    break
+            return UploadListing(rollup.items, rollup.prefixes, rollup.truncated)
 
         return await self._run(_list)
 
