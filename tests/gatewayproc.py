@@ -76,6 +76,18 @@ def write_config(workdir: Path, port: int, locations: dict[str, Any] | None,
     }
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
+    """Terminate a child politely, kill it if it does not go within `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None,
                   what: str = "gateway") -> None:
     """Wait until something listens on 127.0.0.1:`port`; fail early if `process` exits."""
@@ -116,12 +128,7 @@ def start_gateway(workdir: Path, locations: dict[str, Any] | None = None, *,
         wait_for_port(port, timeout, proc)
         yield gateway
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.gatewayproc import free_port, wait_for_port
+from tests.gatewayproc import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 # moto accepts any keys; s3rver only its built-in pair.
@@ -65,13 +65,7 @@ class S3Emulator:
         return name
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_moto(log_dir: Path) -> S3Emulator:

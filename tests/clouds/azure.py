@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.gatewayproc import free_port, wait_for_port
+from tests.gatewayproc import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT_NAME = "devstoreaccount1"
@@ -87,14 +87,7 @@ class Azurite:
             raise
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def start_azurite(data_dir: Path) -> Azurite:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gatewayproc import free_port
+from tests.gatewayproc import free_port, stop_process
 
 
 def emulator_binary() -> Path | None:
@@ -69,13 +69,7 @@ class GcsEmulator:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=5)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def create_bucket(self, name: str | None = None) -> str:

@@ -166,3 +166,14 @@ def test_bucket_with_versions_is_not_empty(s3: Any, vbucket: str) -> None:
     with pytest.raises(ClientError) as exc:
         s3.delete_bucket(Bucket=vbucket)
     assert error_code(exc) == "BucketNotEmpty"
+
+
+def test_object_acl_by_version(s3: Any, vbucket: str) -> None:
+    v1 = s3.put_object(Bucket=vbucket, Key="acl", Body=b"one")["VersionId"]
+    s3.put_object(Bucket=vbucket, Key="acl", Body=b"two")
+    s3.put_object_acl(Bucket=vbucket, Key="acl", VersionId=v1, ACL="public-read")
+    old = s3.get_object_acl(Bucket=vbucket, Key="acl", VersionId=v1)["Grants"]
+    current = s3.get_object_acl(Bucket=vbucket, Key="acl")["Grants"]
+    public = "http://acs.amazonaws.com/groups/global/AllUsers"
+    assert any(g["Grantee"].get("URI") == public for g in old)
+    assert not any(g["Grantee"].get("URI") == public for g in current)

@@ -7,10 +7,9 @@ from xml.etree.ElementTree import Element
 from aiohttp import web
 
 from gateway.errors import S3Error
-from gateway.metadata.base import BucketRecord, ObjectRecord
 from gateway.s3 import access
 from gateway.s3.access import Grant
-from gateway.s3.ops.common import get_bucket, read_body
+from gateway.s3.ops.common import get_bucket, read_body, requested_object
 from gateway.s3.ops.service import owner_node
 from gateway.s3.request import S3Request
 from gateway.s3.xml import parse, render
@@ -108,28 +107,20 @@ async def put_bucket_acl(req: S3Request) -> web.Response:
     return web.Response()
 
 
-async def object_record(req: S3Request, bucket: BucketRecord) -> ObjectRecord:
-    assert req.key is not None
-    record = await req.gateway.metadata.get_object(bucket.name, req.key)
-    if record is None:
-        raise S3Error("NoSuchKey", Key=req.key)
-    return record
-
-
 async def get_object_acl(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
-    record = await object_record(req, bucket)
+    record = await requested_object(req, bucket)
     return render_acl(req, record.owner, access.acl_of(record))
 
 
 async def put_object_acl(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
-    record = await object_record(req, bucket)
+    record = await requested_object(req, bucket)
     grants = await requested_acl(req, record.owner, bucket.owner)
     for _ in range(5):  # compare-and-set: retry when a concurrent change touched the object
         updated = await req.gateway.metadata.update_object(
             bucket.name, record.key, record.pieces, {"attrs": {**record.attrs, "acl": grants}})
         if updated is not None:
             return web.Response()
-        record = await object_record(req, bucket)
+        record = await requested_object(req, bucket)
     raise S3Error("InternalError", "The object kept changing; try again.")

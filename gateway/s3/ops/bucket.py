@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Callable
 from urllib.parse import quote
 
 from aiohttp import web
@@ -102,10 +103,7 @@ async def list_versions(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     q = req.query
     encoding = q.get("encoding-type")
-    if encoding is not None and encoding != "url":
-        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
-                      ArgumentName="encoding-type", ArgumentValue=encoding)
-    enc = (lambda s: quote(s, safe="/")) if encoding == "url" else (lambda s: s)
+    enc = key_encoder(encoding)
     prefix = q.get("prefix", "")
     delimiter = q.get("delimiter") or None
     max_keys = parse_max_keys(q.get("max-keys"))
@@ -147,6 +145,17 @@ async def list_versions(req: S3Request) -> web.Response:
     return web.Response(body=render("ListVersionsResult", nodes), content_type="application/xml")
 
 
+def key_encoder(encoding: str | None) -> Callable[[str], str]:
+    """How keys and prefixes go into a listing: as they are, or URL-encoded with
+    encoding-type=url (the only value S3 knows)."""
+    if encoding is None:
+        return lambda text: text
+    if encoding != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      ArgumentName="encoding-type", ArgumentValue=encoding)
+    return lambda text: quote(text, safe="/")
+
+
 def parse_max_keys(value: str | None) -> int:
     if value is None:
         return MAX_KEYS
@@ -181,10 +190,7 @@ async def list_objects(req: S3Request) -> web.Response:
         raise S3Error("InvalidArgument", "Invalid List Type specified",
                       ArgumentName="list-type", ArgumentValue=q["list-type"])
     encoding = q.get("encoding-type")
-    if encoding is not None and encoding != "url":
-        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
-                      ArgumentName="encoding-type", ArgumentValue=encoding)
-    enc = (lambda s: quote(s, safe="/")) if encoding == "url" else (lambda s: s)
+    enc = key_encoder(encoding)
     prefix = q.get("prefix", "")
     delimiter = q.get("delimiter") or None
     max_keys = parse_max_keys(q.get("max-keys"))

@@ -56,12 +56,10 @@ async def get_bucket(req: S3Request, action: str | None = None) -> BucketRecord:
     return record
 
 
-async def get_object(req: S3Request, bucket: BucketRecord) -> ObjectRecord:
+async def requested_object(req: S3Request, bucket: BucketRecord) -> ObjectRecord:
+    """The object the request names: its key, at ?versionId= when given."""
     assert req.key is not None
-    record = await req.gateway.metadata.get_object(bucket.name, req.key)
-    if record is None:
-        raise S3Error("NoSuchKey", Key=req.key)
-    return record
+    return await read_version(req, bucket.name, req.key, req.query.get("versionId"))
 
 
 def user_metadata(req: S3Request) -> dict[str, str]:

@@ -25,7 +25,7 @@ from gateway.s3.ops.common import (
     new_version_id,
     object_meta,
     parse_tagging_header,
-    read_version,
+    requested_object,
     user_metadata,
     validate_key,
     version_headers,
@@ -231,14 +231,21 @@ def piece_spans(pieces: list[Stored], first: int, last: int) -> list[tuple[Store
     return spans
 
 
-async def get_object(req: S3Request) -> web.StreamResponse:
+async def prepare_read(req: S3Request) -> tuple[BucketRecord, ObjectRecord, dict[str, str],
+                                               tuple[int, int] | None]:
+    """What GET and HEAD share: the object, its conditions checked, its response headers, and
+    the byte range asked for."""
     bucket = await get_bucket(req)
-    obj = await get_object_record(req, bucket.name)
+    obj = await requested_object(req, bucket)
     req.extra_log["location"] = obj.location
     check_conditions(req, obj)
     headers = {**object_headers(obj), **version_headers(bucket, obj)}
     apply_overrides(req, headers)
-    byte_range = parse_range(req.headers.get("Range"), obj.size)
+    return bucket, obj, headers, parse_range(req.headers.get("Range"), obj.size)
+
+
+async def get_object(req: S3Request) -> web.StreamResponse:
+    bucket, obj, headers, byte_range = await prepare_read(req)
     status = 200
     first, last = 0, obj.size - 1
     if byte_range is not None:
@@ -286,19 +293,8 @@ async def get_object(req: S3Request) -> web.StreamResponse:
     return response
 
 
-async def get_object_record(req: S3Request, bucket_name: str) -> ObjectRecord:
-    assert req.key is not None
-    return await read_version(req, bucket_name, req.key, req.query.get("versionId"))
-
-
 async def head_object(req: S3Request) -> web.Response:
-    bucket = await get_bucket(req)
-    obj = await get_object_record(req, bucket.name)
-    req.extra_log["location"] = obj.location
-    check_conditions(req, obj)
-    headers = {**object_headers(obj), **version_headers(bucket, obj)}
-    apply_overrides(req, headers)
-    byte_range = parse_range(req.headers.get("Range"), obj.size)
+    _, obj, headers, byte_range = await prepare_read(req)
     status, length = 200, obj.size
     if byte_range is not None:
         status = 206

@@ -9,12 +9,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import S3Error
-from gateway.metadata.base import BucketRecord, ObjectRecord
+from gateway.metadata.base import BucketRecord
 from gateway.s3.ops.common import (
     get_bucket,
     object_meta,
     read_body,
-    read_version,
+    requested_object,
     validate_tags,
     version_headers,
 )
@@ -60,15 +60,9 @@ def tagging_xml(tags: dict[str, str]) -> web.Response:
                         content_type="application/xml")
 
 
-async def current_object(req: S3Request, bucket: BucketRecord) -> ObjectRecord:
-    """The version the request names (?versionId=), else the current one."""
-    assert req.key is not None
-    return await read_version(req, bucket.name, req.key, req.query.get("versionId"))
-
-
 async def get_object_tagging(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
-    obj = await current_object(req, bucket)
+    obj = await requested_object(req, bucket)
     response = tagging_xml(obj.tags)
     response.headers.update(version_headers(bucket, obj))
     return response
@@ -78,7 +72,7 @@ async def set_object_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, 
     """Backend first (it may hand back a changed piece, e.g. a new etag), then metadata by
     compare-and-set, so a concurrent overwrite is never clobbered with the old pieces."""
     for _ in range(UPDATE_ATTEMPTS):
-        obj = await current_object(req, bucket)
+        obj = await requested_object(req, bucket)
         pieces = obj.pieces
         if len(pieces) == 1 and pieces[0].location in req.gateway.locations:
             location = req.gateway.locations[pieces[0].location]
