@@ -26,6 +26,9 @@ class LocationSpec:
     legacy_aws_behavior: bool
     details: dict[str, Any]
     object_id: str
+    # Whether any writer may pick this location with x-amz-meta-scal-location-constraint. The
+    # operator's decision: by default a header may only name the bucket's own location.
+    selectable: bool = False
 
     @property
     def bucket_match(self) -> bool:
@@ -38,6 +41,33 @@ class HealthSettings:
     timeout: float = 5.0
     startup: str = "degraded"  # or "strict": refuse to start while a location is down
     allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How hard the gateway works to keep acknowledged data (config.json "storage")."""
+
+    # "durable" (default): file data and its directory are fsynced and SQLite commits with
+    # synchronous=FULL before a write is acknowledged. "relaxed": neither (faster; an OS crash
+    # or power loss may lose the last acknowledged writes; a gateway crash loses nothing).
+    durability: str = "durable"
+    # The collector removes bytes no record references; it runs every `collectInterval` s.
+    collect_interval: float = 10.0
+    # Intents (writes in flight) older than this are taken as left by a crashed gateway and
+    # their bytes collected. Must exceed the longest single PUT or part upload.
+    intent_grace: float = 6 * 3600.0
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Limits on client connections (config.json "connections"): slow or silent clients must
+    not hold sockets and file descriptors the gateway needs for its own storage calls."""
+
+    max_open: int = 1000  # more are answered 503 SlowDown and closed at once
+    header_timeout: float = 30.0  # s to receive a request's headers, once its first byte came
+    idle_timeout: float = 60.0  # s a keep-alive connection may wait for its next request
+    # s without a byte while a request body is read, or an answer sent (a stalled download)
+    body_timeout: float = 60.0
 
 
 @dataclass
@@ -53,6 +83,8 @@ class Settings:
     health: HealthSettings
     log_level: str
     metrics_port: int
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    connections: ConnectionSettings = field(default_factory=ConnectionSettings)
     env: dict[str, str] = field(default_factory=dict)
     config_path: Path | None = None
     location_path: Path | None = None
@@ -113,7 +145,11 @@ def load_locations(path: Path, env: Mapping[str, str]) -> dict[str, LocationSpec
         if not isinstance(bucket_match, bool):
             raise ConfigFileError(file, f'location "{name}" key "details.bucketMatch"',
                                   "must be true or false")
-        locations[name] = LocationSpec(name, kind, legacy, details, object_id)
+        selectable = raw.get("selectable", False)
+        if not isinstance(selectable, bool):
+            raise ConfigFileError(file, f'location "{name}" key "selectable"',
+                                  "must be true or false")
+        locations[name] = LocationSpec(name, kind, legacy, details, object_id, selectable)
     if DEFAULT_LOCATION not in locations:
         raise ConfigFileError(file, f'location "{DEFAULT_LOCATION}"',
                               "is required (the default location)")
@@ -126,6 +162,29 @@ def _get(data: dict[str, Any], file: str, key: str, kind: type | tuple[type, ...
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigFileError(file, f'key "{key}"', f"has the wrong type ({value!r})")
     return value
+
+
+def load_connection_settings(data: dict[str, Any], file: str) -> ConnectionSettings:
+    raw = _get(data, file, "connections", dict, {})
+    defaults = ConnectionSettings()
+    values: dict[str, float] = {}
+    for key, default in (("maxOpen", defaults.max_open), ("headerTimeout", defaults.header_timeout),
+                         ("idleTimeout", defaults.idle_timeout),
+                         ("bodyTimeout", defaults.body_timeout)):
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or \
+                (key == "maxOpen" and not isinstance(value, int)):
+            kind = "a positive integer" if key == "maxOpen" else "a positive number of seconds"
+            raise ConfigFileError(file, f'key "connections.{key}"', f"must be {kind}")
+        values[key] = value
+    unknown = sorted(set(raw) - set(values))
+    if unknown:
+        raise ConfigFileError(file, f'key "connections.{unknown[0]}"',
+                              "is unknown (maxOpen, headerTimeout, idleTimeout, bodyTimeout)")
+    return ConnectionSettings(max_open=int(values["maxOpen"]),
+                              header_timeout=float(values["headerTimeout"]),
+                              idle_timeout=float(values["idleTimeout"]),
+                              body_timeout=float(values["bodyTimeout"]))
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -170,6 +229,20 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     health = HealthSettings(interval=float(health_raw.get("interval", 30)),
                             timeout=float(health_raw.get("timeout", 5)),
                             startup=startup, allow_from=allow)
+    storage_raw = _get(data, file, "storage", dict, {})
+    durability = env.get("S3DURABILITY") or storage_raw.get("durability", "durable")
+    if durability not in ("durable", "relaxed"):
+        raise ConfigFileError(file, 'key "storage.durability"', "must be durable or relaxed")
+    storage_numbers: dict[str, float] = {}
+    for key, default in (("collectInterval", 10.0), ("intentGraceSeconds", 6 * 3600.0)):
+        value = storage_raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigFileError(file, f'key "storage.{key}"', "must be a positive number")
+        storage_numbers[key] = float(value)
+    storage = StorageSettings(durability=durability,
+                              collect_interval=storage_numbers["collectInterval"],
+                              intent_grace=storage_numbers["intentGraceSeconds"])
+    connections = load_connection_settings(data, file)
     return Settings(
         port=port,
         listen_on=listen_on,
@@ -182,6 +255,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         health=health,
         log_level=(env.get("LOG_LEVEL") or data.get("logLevel") or "info").upper(),
         metrics_port=_get(data, file, "metricsPort", int, 0),
+        storage=storage,
+        connections=connections,
         env=env,
         config_path=config_path,
         location_path=location_path,

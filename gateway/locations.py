@@ -1,15 +1,20 @@
 """Placement and the location wrapper around each translator.
 
 Placement picks an object's location (header > bucket > endpoint > default). `Location` wraps a
-translator with the rules every backend shares, written once: the bucketMatch backend key,
-fail-fast when the location is known down, timeouts, and turning backend failures into
-S3 errors that name the location.
+translator with the rules every backend shares, written once: the backend key of every new
+piece (bucketMatch prefix + a token no other write uses), fail-fast when the location is known
+down, timeouts, and turning backend failures into S3 errors that name the location. Only real
+backend failures count against health: a request the backend refuses (Rejected), throttling,
+and local resource errors (EMFILE) do not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +31,9 @@ from gateway.translators.base import (
     NotFound,
     ObjectMeta,
     Part,
+    Rejected,
     Stored,
+    Throttled,
     Translator,
 )
 
@@ -39,6 +46,10 @@ T = TypeVar("T")
 LOCATION_HEADER = "x-amz-meta-scal-location-constraint"
 # Calls that move no object body get this long before the location counts as failing.
 CALL_TIMEOUT = 60.0
+# The end of every backend key the gateway writes: `~` and 24 hex digits (96 random bits).
+PIECE_TOKEN = re.compile(r"~[0-9a-f]{24}(?=$|/|#)")
+# Errors of this machine, not of the backend: they must not mark a location down.
+LOCAL_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC}
 
 
 @dataclass
@@ -85,14 +96,15 @@ class Location:
         self.metrics: Metrics | None = None
         self._histograms: dict[str, Any] = {}
 
-    def backend_key(self, bucket: str, key: str) -> str:
-        """bucketMatch: the object key alone; otherwise `<bucket>/<key>` (several S3 buckets
-        then share the backend container without colliding)."""
-        return key if self.spec.bucket_match else f"{bucket}/{key}"
-
-    @property
-    def stages_parts_on_target(self) -> bool:
-        return self.translator.stages_parts_on_target
+    def new_key(self, bucket: str, key: str) -> str:
+        """The backend key for a new piece of `bucket`/`key`: its natural name (the object key
+        with bucketMatch, else `<bucket>/<key>`) plus `~<token>`, a key no other write uses.
+        Why: a piece is never overwritten in place, so concurrent writes of one S3 key never
+        touch each other's bytes, and a refused write can remove its own bytes without
+        touching the live object (README, "How it is built")."""
+        natural = key if self.spec.bucket_match else f"{bucket}/{key}"
+        # Random, not secret: uniqueness is all that matters, and getrandbits is cheap.
+        return f"{natural}~{random.getrandbits(96):024x}"
 
     def unavailable(self, detail: str) -> S3Error:
         return S3Error("ServiceUnavailable",
@@ -134,20 +146,43 @@ class Location:
         except Conflict as exc:
             self.record(operation, True, started)
             raise S3Error("InvalidRequest", f"Location {self.name}: {exc}") from exc
+        except Rejected as exc:  # the request's own fault: the location is fine
+            self.record(operation, True, started)
+            if body is not None and body.error is not None:
+                raise body.error from None
+            raise S3Error("InvalidArgument",
+                          f"Location {self.name} refused the request: {exc}") from exc
+        except Throttled as exc:
+            self.record(operation, True, started)
+            raise S3Error("SlowDown", f"Location {self.name} asks to slow down: {exc}",
+                          headers={"Retry-After": "1"}) from exc
         except S3Error:
             raise
         except TimeoutError:
             self.record(operation, False, started, "timeout")
             raise self.unavailable(f"{operation} timed out") from None
+        except OSError as exc:
+            if exc.errno not in LOCAL_ERRNOS:
+                raise self._failed(operation, started, exc, body) from exc
+            # Out of file descriptors/memory/disk here: not the backend's fault.
+            log.warning("location %s: %s failed locally: %s", self.name, operation, exc)
+            raise S3Error("SlowDown", "The gateway is out of a local resource; retry later.",
+                          headers={"Retry-After": "1"}) from exc
         except Exception as exc:
-            if body is not None and body.error is not None:
-                raise body.error from None  # the client's body failed, not the backend
-            self.record(operation, False, started, type(exc).__name__)
-            log.warning("location %s: %s failed: %s: %s", self.name, operation,
-                        type(exc).__name__, exc)
-            raise self.unavailable(f"{type(exc).__name__} during {operation}") from exc
+            raise self._failed(operation, started, exc, body) from exc
         self.record(operation, True, started)
         return result
+
+    def _failed(self, operation: str, started: float, exc: BaseException,
+                body: TrackedBody | None) -> BaseException:
+        """The error to raise for a failed call: the client's own body error when its body
+        broke (not the backend's fault), else a 503 that counts against the location."""
+        if body is not None and body.error is not None:
+            return body.error
+        self.record(operation, False, started, type(exc).__name__)
+        log.warning("location %s: %s failed: %s: %s", self.name, operation,
+                    type(exc).__name__, exc)
+        return self.unavailable(f"{type(exc).__name__} during {operation}")
 
     async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
         tracked = TrackedBody(body)
@@ -217,6 +252,16 @@ class Location:
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
         await self._call("abort_upload", lambda: self.translator.abort_upload(key, upload_id, parts))
 
+    async def discard_part(self, key: str, upload_id: str, part: Part) -> None:
+        await self._call("discard_part", lambda: self.translator.discard_part(key, upload_id, part))
+
+    def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
+        """Every piece at the location (fsck); not guarded: fsck reports a down location."""
+        return self.translator.list_pieces(prefix)
+
+    def piece_id(self, stored: Stored) -> str:
+        return self.translator.piece_id(stored)
+
     async def check(self, timeout: float) -> Health:
         """Run the translator's probe; never raises. Updates the cached health state."""
         started = time.monotonic()
@@ -283,14 +328,21 @@ class Locations:
 
     def for_new_object(self, header_location: str | None, bucket_location: str | None,
                        host: str | None) -> Location:
-        """Where a new object's bytes go: header, else bucket, else endpoint, else default."""
-        if header_location:
+        """Where a new object's bytes go: header, else bucket, else endpoint, else default.
+        A header may name the bucket's own location, or one the operator marked
+        `"selectable": true`; a bucketMatch location only ever holds its own bucket's objects."""
+        if header_location and header_location != bucket_location:
             if header_location not in self.by_name:
                 raise S3Error("InvalidArgument",
                               f'Object Location Error - Your object location "{header_location}" '
                               "is not in your location config - Please update.",
                               ArgumentName=LOCATION_HEADER, ArgumentValue=header_location)
-            return self.by_name[header_location]
+            chosen = self.by_name[header_location]
+            if not chosen.spec.selectable or chosen.spec.bucket_match:
+                raise S3Error("AccessDenied",
+                              f'Location "{header_location}" cannot be chosen by header for this '
+                              "bucket (the operator has not marked it selectable).")
+            return chosen
         if bucket_location and bucket_location in self.by_name:
             return self.by_name[bucket_location]
         return self.by_name[self.endpoint_location(host)]

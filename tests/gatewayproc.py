@@ -11,18 +11,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
+import requests
 from botocore.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 ACCESS_KEY, SECRET_KEY = "accessKey1", "verySecretKey1"
 ACCESS_KEY2, SECRET_KEY2 = "accessKey2", "verySecretKey2"
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait for `check()` to come true (what the background collector does), bounded."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not done in time"
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -47,6 +56,23 @@ class Gateway:
                      signature_version=config.pop("signature_version", "s3v4"), **config)
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=access,
                             aws_secret_access_key=secret, region_name="us-east-1", config=cfg)
+
+    def garbage_pending(self) -> int:
+        """What the collector still has to remove (the s3gw_garbage_pending gauge)."""
+        text = requests.get(f"{self.endpoint}/_/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith("s3gw_garbage_pending "):
+                return int(float(line.split()[1]))
+        raise AssertionError("no s3gw_garbage_pending in /_/metrics")
+
+    def settle(self, timeout: float = 15.0) -> None:
+        """Wait until the collector has removed every piece no record references."""
+        eventually(lambda: self.garbage_pending() == 0, timeout)
+
+    def data_files(self) -> list[Path]:
+        """The files of the default file location (after settle(): only referenced bytes)."""
+        return [p for p in (self.workdir / "data").rglob("*")
+                if p.is_file() and not p.name.endswith(".tmp")]
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""

@@ -230,6 +230,152 @@ def test_v4_unsigned_extra_header_is_ignored() -> None:
     signed.auth()
 
 
+# --- SigV4: host and every x-amz-* header must be signed ----------------------------------------
+
+def hand_signed_v4(method: str, path: str, headers: dict[str, str], signed_names: list[str], *,
+                   creds: Credentials = BART, when: datetime | None = None,
+                   payload: str = EMPTY_SHA256) -> Signed:
+    """A SigV4 request signed by the test's own signer over exactly `signed_names`, so a
+    request can leave out what botocore would sign (host, x-amz-date, ...)."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    all_headers: CIMultiDict[str] = CIMultiDict(headers)
+    all_headers.setdefault("Host", "127.0.0.1:8000")
+    canonical = "\n".join([method, path, "",
+                           "".join(f"{n}:{all_headers[n].strip()}\n" for n in signed_names),
+                           ";".join(signed_names), payload])
+    scope = f"{stamp[:8]}/us-east-1/s3/aws4_request"
+    string_to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
+                                hashlib.sha256(canonical.encode()).hexdigest()])
+    signature = hmac.new(_signing_key(creds.secret_key, stamp[:8]), string_to_sign.encode(),
+                         hashlib.sha256).hexdigest()
+    all_headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
+                                    f"SignedHeaders={';'.join(signed_names)}, "
+                                    f"Signature={signature}")
+    signed = object.__new__(Signed)
+    signed.method, signed.path, signed.query = method, path, ""
+    signed.headers, signed.body = all_headers, b""
+    return signed
+
+
+def test_hand_signer_agrees_with_the_gateway() -> None:
+    # The helper is right (so the refusals below are about SignedHeaders, not the signer).
+    now = datetime.now(UTC)
+    signed = hand_signed_v4("GET", "/bucket/key", {
+        "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"), "x-amz-content-sha256": EMPTY_SHA256},
+        ["host", "x-amz-content-sha256", "x-amz-date"], when=now)
+    assert signed.auth().account is not None
+
+
+@pytest.mark.parametrize("added", [
+    {"x-amz-acl": "public-read"},
+    {"x-amz-copy-source": "/bucket/private", "X-Amz-Acl": "public-read"},
+    {"x-amz-meta-new": "1"},
+    {"x-amz-grant-read": 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'},
+])
+def test_v4_unsigned_amz_header_is_refused(added: dict[str, str]) -> None:
+    # A captured signed PUT replayed with an added x-amz-* header: the signature still
+    # verifies (it never covered the header), so the header must be refused outright.
+    signed = sign(v4(), "PUT", body=b"payload")
+    for name, value in added.items():
+        signed.headers[name] = value
+    err = rejects("AccessDenied", signed)
+    assert err.status == 403
+    assert err.message == "There were headers present in the request which were not signed"
+    assert err.extra["HeadersNotSigned"] == ", ".join(sorted(n.lower() for n in added))
+
+
+def test_v4_duplicate_of_a_signed_amz_header_is_refused() -> None:
+    signed = sign(v4(), "PUT", headers={"x-amz-acl": "private"}, body=b"x")
+    signed.headers.add("x-amz-acl", "public-read")  # the values joined differ: no match
+    rejects("SignatureDoesNotMatch", signed)
+
+
+def test_v4_host_must_be_signed() -> None:
+    now = datetime.now(UTC)
+    headers = {"x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"), "x-amz-content-sha256": EMPTY_SHA256}
+    signed = hand_signed_v4("GET", "/key", headers, ["x-amz-content-sha256", "x-amz-date"],
+                            when=now)
+    err = rejects("AccessDenied", signed, host_bucket="other-bucket")
+    assert err.extra["HeadersNotSigned"] == "host"
+
+
+def test_v4_bound_headers_may_be_left_unsigned() -> None:
+    # x-amz-content-sha256 is the canonical request's last line and x-amz-date the string to
+    # sign's timestamp: a signer may leave them out of SignedHeaders (AWS accepts that).
+    now = datetime.now(UTC)
+    headers = {"x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"), "x-amz-content-sha256": EMPTY_SHA256}
+    assert hand_signed_v4("GET", "/b/k", headers, ["host"], when=now).auth().account is not None
+    # ... but their value is still bound: changing it breaks the signature.
+    signed = hand_signed_v4("GET", "/b/k", headers, ["host"], when=now)
+    signed.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+    rejects("SignatureDoesNotMatch", signed)
+    # Twice, one value is not the bound one: it must be signed.
+    signed = hand_signed_v4("GET", "/b/k", headers, ["host"], when=now)
+    signed.headers.add("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+    assert rejects("AccessDenied", signed).extra["HeadersNotSigned"] == "x-amz-content-sha256"
+
+
+def test_v4_other_unsigned_headers_are_fine() -> None:
+    signed = sign(v4())
+    for name, value in (("X-Amzn-Trace-Id", "Root=1-abc"), ("User-Agent", "x"),
+                        ("Content-Type", "text/plain"), ("x-forwarded-for", "10.0.0.1")):
+        signed.headers[name] = value
+    assert signed.auth().account is not None
+
+
+@pytest.mark.parametrize("added", [
+    {"x-amz-acl": "public-read"},
+    {"x-amz-copy-source": "/bucket/private", "x-amz-acl": "public-read"},
+    {"x-amz-date": "20300101T000000Z"},
+    {"x-amz-metadata-directive": "REPLACE"},
+])
+def test_v4_presigned_unsigned_amz_header_is_refused(added: dict[str, str]) -> None:
+    # A presigned-PUT holder adding a copy source and a public ACL.
+    signed = presign(method="PUT")
+    signed.headers.update(added)
+    err = rejects("AccessDenied", signed)
+    assert err.extra["HeadersNotSigned"] == ", ".join(sorted(added))
+
+
+def test_v4_presigned_signed_amz_header_is_accepted() -> None:
+    signed = presign(method="PUT", headers={"x-amz-acl": "public-read"})
+    assert "x-amz-acl" in signed.query.lower()  # botocore lists it in X-Amz-SignedHeaders
+    assert signed.auth().account is not None
+
+
+def test_v4_presigned_content_sha256_header() -> None:
+    # Unpinned in the query, the header is the payload line: bound, may stay unsigned.
+    signed = presign(method="PUT")
+    signed.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+    assert signed.auth().account is not None
+    # Pinned in the query, a header is a second, unbound value: refused.
+    signed = presign(method="PUT", params={"X-Amz-Content-Sha256": "UNSIGNED-PAYLOAD"})
+    signed.auth()
+    signed.headers["x-amz-content-sha256"] = EMPTY_SHA256
+    assert rejects("AccessDenied", signed).extra["HeadersNotSigned"] == "x-amz-content-sha256"
+
+
+def test_v4_presigned_host_must_be_signed() -> None:
+    # A URL presigned (correctly) over a header other than host would work on any bucket
+    # host; the test's own presigner builds one.
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    scope = f"{stamp[:8]}/us-east-1/s3/aws4_request"
+    params = {"X-Amz-Algorithm": "AWS4-HMAC-SHA256", "X-Amz-Credential": f"accessKey1/{scope}",
+              "X-Amz-Date": stamp, "X-Amz-Expires": "600", "X-Amz-SignedHeaders": "range"}
+    query = "&".join(f"{k}={v.replace('/', '%2F')}" for k, v in sorted(params.items()))
+    canonical = f"GET\n/key\n{query}\nrange:bytes=0-1\n\nrange\nUNSIGNED-PAYLOAD"
+    string_to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
+                                hashlib.sha256(canonical.encode()).hexdigest()])
+    signature = hmac.new(_signing_key("verySecretKey1", stamp[:8]), string_to_sign.encode(),
+                         hashlib.sha256).hexdigest()
+    signed = object.__new__(Signed)
+    signed.method, signed.path, signed.body = "GET", "/key", b""
+    signed.query = f"{query}&X-Amz-Signature={signature}"
+    signed.headers = CIMultiDict({"Host": "other-bucket.localhost:8000", "Range": "bytes=0-1"})
+    err = rejects("AccessDenied", signed, host_bucket="other-bucket")
+    assert err.extra["HeadersNotSigned"] == "host"
+
+
 def test_v4_wrong_secret_does_not_leak_secrets() -> None:
     err = rejects("SignatureDoesNotMatch", sign(v4(WRONG_SECRET)))
     text = str(err) + repr(err.extra)
@@ -333,11 +479,23 @@ def test_v4_presigned_not_yet_valid() -> None:
     rejects("AccessDenied", presign(), now=time.time() - 3600)
 
 
-@pytest.mark.parametrize("expires", ["0", "604801", "-5", "abc"])
-def test_v4_presigned_bad_expires(expires: str) -> None:
+@pytest.mark.parametrize(("expires", "code", "message"), [
+    ("0", "AccessDenied", "Request has expired"),
+    ("604801", "AuthorizationQueryParametersError", "X-Amz-Expires must be less than a week"),
+    pytest.param("9" * 5000, "AuthorizationQueryParametersError",
+                 "X-Amz-Expires must be less than a week", id="5000-digits"),
+    ("-5", "AuthorizationQueryParametersError", "X-Amz-Expires must be non-negative"),
+    ("abc", "AuthorizationQueryParametersError", "X-Amz-Expires should be a number"),
+    ("%C2%B2", "AuthorizationQueryParametersError", "X-Amz-Expires should be a number"),  # "²"
+    ("", "AuthorizationQueryParametersError", "Query-string authentication version 4 requires"),
+])
+def test_v4_presigned_bad_expires(expires: str, code: str, message: str) -> None:
+    # AWS's codes; "²" passes str.isdigit() and the 5000 digits exceed int()'s limit: no 500.
     signed = presign()
     signed.query = re.sub(r"X-Amz-Expires=\d+", f"X-Amz-Expires={expires}", signed.query)
-    rejects("InvalidArgument", signed)
+    err = rejects(code, signed)
+    assert err.message.startswith(message)
+    assert err.status == (403 if code == "AccessDenied" else 400)
 
 
 @pytest.mark.parametrize("tamper", ["path", "query", "signature", "signed-header"])
@@ -448,6 +606,116 @@ def test_v2_query_rejections() -> None:
     rejects("MissingSecurityHeader", signed)
     # More than the 7-day horizon ahead.
     rejects("AccessDenied", sign(HmacV1QueryAuth(BART, expires=8 * 24 * 3600)))
+
+
+def test_v2_added_amz_header_is_refused() -> None:
+    # SigV2 signs every x-amz-* header present: adding one breaks the signature.
+    for signer in (HmacV1Auth(BART), HmacV1QueryAuth(BART)):
+        signed = sign(signer, "PUT", body=b"x")
+        signed.auth()
+        signed.headers["X-Amz-Acl"] = "public-read"
+        rejects("SignatureDoesNotMatch", signed)
+        signed = sign(signer, "PUT", headers={"x-amz-acl": "private"}, body=b"x")
+        signed.headers.add("x-amz-acl", "public-read")  # a second value is signed too
+        rejects("SignatureDoesNotMatch", signed)
+
+
+@pytest.mark.parametrize("expires", ["9" * 5000, "99999999999999999999"])
+def test_v2_query_absurd_expires_is_access_denied(expires: str) -> None:
+    signed = sign(HmacV1QueryAuth(BART))
+    signed.query = re.sub(r"Expires=\d+", f"Expires={expires}", signed.query)
+    err = rejects("AccessDenied", signed)
+    assert "7 days" in err.message
+
+
+def test_v2_query_non_ascii_digit_expires() -> None:
+    signed = sign(HmacV1QueryAuth(BART))
+    signed.query = re.sub(r"Expires=\d+", "Expires=%C2%B2", signed.query)  # "²".isdigit()
+    rejects("MissingSecurityHeader", signed)
+
+
+# --- absurd dates: AWS's 403, never an exception of another kind ---------------------------------
+
+ABSURD_HTTP_DATES = ["Fri, 31 Dec 9999 23:59:59 -2359", "Fri, 31 Dec 9999 23:59:59 GMT",
+                     "Mon, 01 Jan 1000000000000000000000 00:00:00 GMT",
+                     "Sat, 01 Jan 0000 00:00:00 GMT", "Mon, 01 Jan 1900 00:00:00 +2359",
+                     "Thu, 01 Jan 1970 00:00:00 GMT"]
+
+
+@pytest.mark.parametrize("date", ABSURD_HTTP_DATES)
+def test_v2_absurd_date_is_skewed_or_invalid(date: str) -> None:
+    signed = sign(HmacV1Auth(BART))
+    signed.headers["Date"] = date
+    with pytest.raises(S3Error) as caught:
+        signed.auth()
+    assert caught.value.code in ("RequestTimeTooSkewed", "AccessDenied")
+    assert caught.value.status == 403
+
+
+def test_v2_far_future_date_is_request_time_too_skewed() -> None:
+    signed = sign(HmacV1Auth(BART))
+    signed.headers["Date"] = "Fri, 31 Dec 9999 23:59:59 -2359"  # year 10000 in UTC
+    err = rejects("RequestTimeTooSkewed", signed)
+    assert err.extra["RequestTime"] == "Fri, 31 Dec 9999 23:59:59 -2359"
+    signed.headers["x-amz-date"] = "99991231T235959Z"  # SigV2 takes x-amz-date first
+    err = rejects("RequestTimeTooSkewed", signed)
+    assert err.extra["RequestTime"] == "99991231T235959Z"
+
+
+@pytest.mark.parametrize("date", ABSURD_HTTP_DATES)
+def test_v4_absurd_date_header_is_skewed_or_invalid(date: str) -> None:
+    signed = sign(v4())
+    del signed.headers["x-amz-date"]  # the timestamp then comes from Date
+    signed.headers["Date"] = date
+    with pytest.raises(S3Error) as caught:
+        signed.auth()
+    assert caught.value.code in ("RequestTimeTooSkewed", "AccessDenied",
+                                 "AuthorizationHeaderMalformed")
+    assert caught.value.status in (400, 403)
+
+
+def test_v4_far_future_date_header_is_request_time_too_skewed() -> None:
+    signed = sign(v4())
+    del signed.headers["x-amz-date"]
+    signed.headers["Date"] = "Fri, 31 Dec 9999 23:59:59 -2359"
+    rejects("RequestTimeTooSkewed", signed)
+
+
+@pytest.mark.parametrize("stamp", ["00010101T000000Z", "99991231T235959Z"])
+def test_v4_absurd_x_amz_date_is_request_time_too_skewed(stamp: str) -> None:
+    # The credential's date agrees with x-amz-date, so the skew check is what refuses it.
+    signed = sign(v4())
+    signed.headers["x-amz-date"] = stamp
+    signed.headers["Authorization"] = re.sub(r"/\d{8}/", f"/{stamp[:8]}/",
+                                             signed.headers["Authorization"])
+    err = rejects("RequestTimeTooSkewed", signed)
+    assert err.extra["RequestTime"] == stamp
+
+
+def test_v4_x_amz_date_of_year_zero_is_invalid() -> None:
+    signed = sign(v4())
+    signed.headers["x-amz-date"] = "00000101T000000Z"
+    signed.headers["Authorization"] = re.sub(r"/\d{8}/", "/00000101/",
+                                             signed.headers["Authorization"])
+    rejects("AccessDenied", signed)
+
+
+@pytest.mark.parametrize(("stamp", "code", "message"), [
+    ("00010101T000000Z", "AccessDenied", "Request has expired"),
+    ("99991231T235959Z", "AccessDenied", "Request is not valid yet"),
+    ("00000101T000000Z", "AuthorizationQueryParametersError", "X-Amz-Date must be in the ISO8601"),
+])
+def test_v4_presigned_absurd_date(stamp: str, code: str, message: str) -> None:
+    signed = presign()
+    signed.query = re.sub(r"X-Amz-Date=\d{8}T\d{6}Z", f"X-Amz-Date={stamp}", signed.query)
+    signed.query = re.sub(r"%2F\d{8}%2F", f"%2F{stamp[:8]}%2F", signed.query)
+    assert rejects(code, signed).message.startswith(message)
+
+
+def test_v4_decoded_length_must_be_ascii_digits() -> None:
+    signed = sign(SigV4Auth(BART, "s3", "us-east-1"), "PUT", headers={
+        "x-amz-content-sha256": STREAMING, "x-amz-decoded-content-length": "\u00b2"})
+    rejects("MissingSecurityHeader", signed)
 
 
 # --- s3cmd's own signers (x-amz-date only for V2; its own query encoding) ---------------------
@@ -727,3 +995,42 @@ async def test_unsigned_trailer_rejections(mangle: Any, code: str) -> None:
     with pytest.raises(S3Error) as caught:
         await read_body(signed.auth(), [mangle(framed)])
     assert caught.value.code == code
+
+
+async def test_unsigned_trailer_section_is_bounded() -> None:
+    # 100 MB of trailers must not be held: the decoder refuses them once past 16 KiB,
+    # long before the stream ends.
+    signed, framed = trailer_put(b"abc")
+    head = framed[:framed.index(b"0\r\n") + 3]
+    fed = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal fed
+        yield head
+        for n in range(100_000):  # ~100 MB of distinct, well-formed trailer lines
+            line = f"x-amz-meta-t{n}: {'v' * 1000}\r\n".encode()
+            fed += len(line)
+            yield line
+
+    with pytest.raises(S3Error) as caught:
+        async for _ in signed.auth().body(endless()):
+            pass
+    assert caught.value.code == "MalformedTrailerError" and caught.value.status == 400
+    assert fed <= auth.MAX_TRAILER_BYTES + 2048
+
+
+async def test_unsigned_trailer_within_bound_is_accepted() -> None:
+    # Real trailers are tiny; a few extra ones well under the bound still decode.
+    signed, framed = trailer_put(b"abc" * 100)
+    extra = b"".join(f"x-amz-meta-{n}: {'v' * 100}\r\n".encode() for n in range(50))
+    body = framed[:-2] + extra + b"\r\n"
+    assert await read_body(signed.auth(), [body]) == b"abc" * 100
+
+
+@pytest.mark.parametrize("line", [b"no colon here\r\n", b": empty name\r\n",
+                                  b"x-amz-meta-a: " + b"v" * 5000 + b"\r\n"])
+async def test_unsigned_trailer_malformed_line(line: bytes) -> None:
+    signed, framed = trailer_put(b"abc")
+    with pytest.raises(S3Error) as caught:
+        await read_body(signed.auth(), [framed[:-2] + line + b"\r\n"])
+    assert caught.value.code == "MalformedTrailerError" and caught.value.status == 400

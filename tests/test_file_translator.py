@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,8 +47,10 @@ async def test_put_get_range_head_delete(files: FileTranslator) -> None:
 
 async def test_object_names_never_become_paths(files: FileTranslator, tmp_path: Path) -> None:
     stored = await files.put("../../../../etc/evil", chunks(b"x"), 1, ObjectMeta())
-    assert (files.root / stored.key).is_file()
-    assert files.root in (files.root / stored.key).resolve().parents
+    assert stored.key == "../../../../etc/evil"  # exactly the key given...
+    path = files.path_of(stored.key)  # ...stored under a hash of it, inside root
+    assert path.is_file() and files.root in path.resolve().parents
+    assert not (files.root / "../../../../etc/evil").exists()
     for forged in ("../outside", "/etc/passwd", "aa/../../x", ""):
         with pytest.raises(NotFound):
             await files.get(Stored("disk", forged, 1))
@@ -67,9 +73,76 @@ async def test_multipart_pieces_and_copy(files: FileTranslator) -> None:
     pieces = await files.complete_upload("k", upload, [Part(1, p1), Part(2, p2)], ObjectMeta())
     assert pieces == [p1, p2]
     copied = await files.copy(p1, "k2", ObjectMeta())
-    assert copied is not None and copied.key != p1.key
+    assert copied is not None and copied.key == "k2"
     assert hashlib.md5(await collect(await files.get(copied))).hexdigest() == hashlib.md5(b"a" * 10).hexdigest()
     await files.abort_upload("k", upload, [Part(1, p1), Part(2, p2)])
     with pytest.raises(NotFound):
         await files.head(p1)
     assert (await files.check()).ok
+
+
+async def test_retried_part_is_a_new_file_and_abort_removes_unrecorded_parts(
+        files: FileTranslator) -> None:
+    upload = await files.create_upload("k~0", ObjectMeta())
+    first = await files.upload_part("k~0", upload, 1, chunks(b"a" * 10), 10)
+    retried = await files.upload_part("k~0", upload, 1, chunks(b"b" * 10), 10)
+    assert first.key != retried.key  # a completion holding `first` keeps its bytes
+    assert await collect(await files.get(first)) == b"a" * 10
+    await files.discard_part("k~0", upload, Part(1, first))
+    with pytest.raises(NotFound):
+        await files.head(first)
+    # A part written but never recorded (a crash before its metadata) goes with the abort.
+    unrecorded = await files.upload_part("k~0", upload, 2, chunks(b"c"), 1)
+    await files.abort_upload("k~0", upload, [Part(1, retried)])
+    for part in (retried, unrecorded):
+        with pytest.raises(NotFound):
+            await files.head(part)
+    with pytest.raises(NotFound):  # the upload is gone: no part can land in it any more
+        await files.upload_part("k~0", upload, 3, chunks(b"d"), 1)
+
+
+async def test_list_pieces_and_piece_id(files: FileTranslator) -> None:
+    a = await files.put("b/a~1", chunks(b"aa"), 2, ObjectMeta())
+    upload = await files.create_upload("b/m~2", ObjectMeta())
+    part = await files.upload_part("b/m~2", upload, 1, chunks(b"ppp"), 3)
+    listed = {files.piece_id(p): p.size async for p in files.list_pieces()}
+    assert listed == {files.piece_id(a): 2, files.piece_id(part): 3}
+
+
+async def test_writes_are_fsynced_unless_relaxed(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    for durability, expected in (("durable", 2), ("relaxed", 0)):
+        translator = FileTranslator("disk", {}, {"S3DATAPATH": str(tmp_path / durability),
+                                                 "S3DURABILITY": durability})
+        await translator.open()
+        synced.clear()
+        await translator.put("small", chunks(b"x" * 10), 10, ObjectMeta())
+        assert len(synced) == expected  # the file, then its folder
+        synced.clear()
+        big = b"y" * (3 * 1024 * 1024)
+        await translator.put("big", chunks(big, 256 * 1024), len(big), ObjectMeta())
+        assert len(synced) == expected
+
+
+async def test_start_up_sweeps_temporary_files_of_dead_writers(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    translator = FileTranslator("disk", {}, {"S3DATAPATH": str(root)})
+    await translator.open()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname().split(".")[0]
+    leftover = root / "ab" / f"{'0' * 32}.{host}.{dead.pid}.tmp"
+    leftover.write_bytes(b"half a body")
+    alive = root / "ab" / f"{'1' * 32}.{host}.{os.getpid()}.tmp"
+    alive.write_bytes(b"being written")
+    await FileTranslator("disk", {}, {"S3DATAPATH": str(root)}).open()
+    assert not leftover.exists()
+    assert alive.exists()  # a live writer's file is left alone

@@ -97,6 +97,8 @@ class HealthEndpoints:
         # Counted at scrape time from metadata, so it is right with several gateway processes.
         try:
             self.gateway.metrics.open_uploads.set(await self.gateway.metadata.count_uploads())
+            self.gateway.metrics.garbage_pending.set(await self.gateway.metadata.count_garbage())
+            self.gateway.metrics.intents_open.set(len(await self.gateway.metadata.list_intents()))
         except Exception as exc:  # a metrics scrape must not fail with the metadata store
             self.gateway.log.warning("counting open uploads failed: %s", exc)
         return web.Response(body=self.gateway.metrics.render(),

@@ -31,6 +31,10 @@ class Metrics:
         self.open_uploads = Gauge("s3gw_multipart_uploads_open",
                                   "Multipart uploads started and not yet completed or aborted",
                                   registry=r)
+        self.garbage_pending = Gauge("s3gw_garbage_pending", "Pieces, parts and uploads no "
+                                     "record references, waiting for the collector", registry=r)
+        self.intents_open = Gauge("s3gw_writes_in_flight", "Writes whose bytes are being stored "
+                                  "and not yet committed (the intents ledger)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

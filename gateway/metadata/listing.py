@@ -1,4 +1,4 @@
-"""The listing algorithm shared by every metadata store, free of I/O.
+"""The listing algorithms shared by every metadata store, free of I/O.
 
 A store asks `KeyWalk.query()` for the next range to read (rows in key order, and for versions
 newest first within a key), runs it its own way (SQLite in a thread, PostgreSQL with asyncpg),
@@ -117,35 +117,66 @@ def version_listing(walk: KeyWalk[Any], to_record: Callable[[Any], ObjectRecord]
                           walk.truncated, next_key, next_version)
 
 
-class Rollup(Generic[T]):
-    """Entries read in key order (a scan, not a seek), keys that share a prefix up to the
-    delimiter rolled into one common prefix counted once (multipart upload listings)."""
+@dataclass(frozen=True)
+class UploadRange:
+    """Upload rows to read next, in (key, initiated, upload_id) order: key >= floor when there
+    is no cursor, else strictly after the cursor row; key < end when set; at most `limit`."""
 
-    def __init__(self, prefix: str, delimiter: str | None, limit: int) -> None:
+    floor: str
+    cursor: tuple[str, float, str] | None
+    end: str | None
+    limit: int
+
+
+class UploadWalk(Generic[T]):
+    """One page of ListMultipartUploads. Keys sharing a prefix up to the delimiter roll into one
+    common prefix (counted once), and the walk then seeks past it, as KeyWalk does, instead of
+    reading every upload beneath it. The store filters every range by the key/upload-id markers
+    itself (they are not positions in this order); `start` (the key marker) only raises the
+    first floor so the first read seeks there."""
+
+    def __init__(self, prefix: str, delimiter: str | None, limit: int,
+                 start: str | None = None) -> None:
         self.prefix = prefix
         self.delimiter = delimiter
-        self.limit = limit
+        self.limit = max(limit, 0)
         self.items: list[T] = []
         self.prefixes: list[str] = []
         self.truncated = False
+        self._end = prefix_end(prefix)
+        self._floor = max(prefix, start) if start is not None else prefix
+        self._cursor: tuple[str, float, str] | None = None
+        # limit 0 still reads one row: the page is then truncated when any upload exists.
+        self._done = False
+        self._batch = 0
 
-    def add(self, key: str, item: T) -> bool:
-        """Take the next entry; False once the page is full (then it is truncated)."""
-        if self.delimiter:
-            cut = key.find(self.delimiter, len(self.prefix))
-            if cut >= 0:
-                common = key[: cut + len(self.delimiter)]
-                if self.prefixes and self.prefixes[-1] == common:
-                    return True
-                if self._full():
-                    return False
-                self.prefixes.append(common)
-                return True
-        if self._full():
-            return False
-        self.items.append(item)
-        return True
+    def query(self) -> UploadRange | None:
+        if self._done:
+            return None
+        self._batch = self.limit - len(self.items) - len(self.prefixes) + 1
+        return UploadRange(self._floor, self._cursor, self._end, self._batch)
 
-    def _full(self) -> bool:
-        self.truncated = len(self.items) + len(self.prefixes) == self.limit
-        return self.truncated
+    def feed(self, rows: Sequence[tuple[str, float, str, T]]) -> None:
+        """Rows (key, initiated, upload_id, item) of the last query, in order."""
+        if not rows:
+            self._done = True
+            return
+        for key, initiated, upload_id, item in rows:
+            if len(self.items) + len(self.prefixes) == self.limit:
+                self.truncated = self._done = True  # one more entry exists: the page is full
+                return
+            if self.delimiter:
+                cut = key.find(self.delimiter, len(self.prefix))
+                if cut >= 0:
+                    common = key[: cut + len(self.delimiter)]
+                    self.prefixes.append(common)
+                    skip_to = prefix_end(common)
+                    if skip_to is None:
+                        self._done = True
+                    else:  # every key beneath `common` sorts before skip_to
+                        self._floor, self._cursor = max(self._floor, skip_to), None
+                    return
+            self.items.append(item)
+            self._cursor = (key, initiated, upload_id)
+        if len(rows) < self._batch:
+            self._done = True

@@ -14,49 +14,68 @@ transaction holding transaction-scoped advisory locks, always taken in this orde
 1. the bucket lock, `(NS, hashtext(bucket))` in the two-int key space: *shared* by every write
    that adds an object or an upload (put_object, finish_upload, create_upload), *exclusive* by
    delete_bucket. So delete_bucket waits for in-flight writes, then its emptiness check (a later
-   statement, hence a fresh snapshot) sees their rows; writes that start later wait for it.
-   Writers of one bucket do not block each other, and the bucket row itself is never locked
-   (no MultiXact churn on hot buckets, bucket attribute updates never wait).
+   statement, hence a fresh snapshot) sees their rows; writes that start later wait for it, and
+   put_object's `bucket_created` check (after the lock) sees a delete that committed before.
+   Writers of one bucket do not block each other.
 2. the key lock, `hashtextextended(bucket || '/' || key, 0)` in the bigint key space,
    exclusive: every write of a key's versions (put, delete, update, completion) holds it, so
    "demote the latest, insert with MAX(seq) + 1" runs alone per key, and a statement run after
    taking it sees every earlier writer's commit. Different keys proceed in parallel; a hash
    collision only makes two keys wait for each other.
 
+create_bucket alone takes a third one, the location lock `(NS_LOCATION, hashtext(location))`,
+and no other: creates of one location queue, so the exclusive-location check and the insert are
+one step. Row locks: update_bucket_attrs locks its bucket row (FOR NO KEY UPDATE) for its
+read-merge-write, so attribute updates queue per bucket and never undo each other; no other
+write locks bucket rows. put_part locks its upload row (FOR NO KEY UPDATE) and checks the state;
+claim_upload, release_upload and finish_upload change or delete that row, so a part is either
+refused or committed before the claim (and then seen by the completion), and exactly one of a
+claim and an abort wins.
+
 The two hot writes, put_object and delete_object, are server-side PL/pgSQL functions
 (s3gw_put_object, s3gw_delete_object, created with the schema) taking those same locks: one
-round trip, the statement's own transaction, instead of BEGIN / lock / 3 statements / COMMIT.
+round trip, the statement's own transaction, instead of BEGIN / lock / statements / COMMIT. They
+also do the garbage bookkeeping (s3gw_drop_pieces: the replaced or deleted version's pieces
+into the garbage ledger), the bucket check and the intent removal, in that same statement.
 finish_upload calls s3gw_put_object inside its transaction (advisory locks are re-entrant).
+Refusals come back as our own SQLSTATEs (BUCKET_GONE, INTENT_GONE) and are raised as
+BucketGone / LookupError.
 
 The unique partial index `objects_latest` (one `latest` row per key) and the primary key
 (bucket, key, seq) are the schema-level guards of those invariants. Lock ordering rules out
 deadlocks between our own transactions; chosen over SERIALIZABLE + retry because writes never
-abort and retry, and two PUTs of one key simply queue. Parts: put_part locks the upload row
-(FOR NO KEY UPDATE) and finish_upload deletes it first, so a part is never added to an upload
-being completed or aborted, and two writers of one part number see each other's part as the one
-replaced. Listings run in one REPEATABLE READ read-only transaction: their several seeks see one
-snapshot, as a SQLite listing does on its single connection.
+abort and retry, and two PUTs of one key simply queue. Listings run in one REPEATABLE READ
+read-only transaction: their several seeks see one snapshot, as a SQLite listing does on its
+single connection.
 
-The schema is created (IF NOT EXISTS, functions replaced) by every open(), under an advisory
-lock so gateways starting together do not collide; the DSN's user needs CREATE on its schema.
+The schema is created (IF NOT EXISTS, functions replaced, columns added to databases made by an
+older version) by every open(), under an advisory lock so gateways starting together do not
+collide; the DSN's user needs CREATE on its schema.
 Pool size: `max_size` connections per gateway process (default 20): mind max_connections.
 Bucket records are not cached (SQLite caches them): another gateway may change them anytime.
 
 JSON fields are stored as text (compact, exactly SQLite's encoding): the store never queries
-inside them, and update_object's compare-and-set compares the pieces text as SQLite does.
+inside them (but for the pieces in s3gw_drop_pieces), and update_object's compare-and-set
+compares the pieces text as SQLite does.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
 from gateway.metadata.base import (
+    BucketGone,
     BucketRecord,
+    GarbageRecord,
+    IntentRecord,
     Listing,
+    LocationTaken,
     MetadataStore,
     ObjectRecord,
     PartRecord,
@@ -64,11 +83,17 @@ from gateway.metadata.base import (
     UploadRecord,
     VersionListing,
 )
-from gateway.metadata.listing import KeyWalk, Rollup, prefix_end, version_listing
+from gateway.metadata.ledger import intent_garbage, merge_attrs, part_garbage, upload_garbage
+from gateway.metadata.listing import KeyWalk, UploadWalk, version_listing
 from gateway.translators.base import Stored
 
-# Namespace of our two-int advisory locks ("S3GW"), so they stay apart from other users'.
+# Namespaces of our two-int advisory locks ("S3GW", "S3GX"), so they stay apart from other
+# users' and from each other.
 NS = 0x53334757
+NS_LOCATION = 0x53334758
+# SQLSTATEs our functions raise (class "S3" is no PostgreSQL class).
+BUCKET_GONE = "S3G01"
+INTENT_GONE = "S3G02"
 
 OBJECT_COLUMNS = ("bucket, key, size, etag, last_modified, location, pieces, owner, headers, "
                   "user_meta, tags, attrs, version_id, delete_marker, latest")
@@ -77,6 +102,7 @@ CREATE TABLE IF NOT EXISTS buckets (
     name TEXT COLLATE "C" PRIMARY KEY, owner TEXT NOT NULL, location TEXT NOT NULL,
     created DOUBLE PRECISION NOT NULL, attrs TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS buckets_owner ON buckets(owner, name COLLATE "C");
+CREATE INDEX IF NOT EXISTS buckets_location ON buckets(location);
 CREATE TABLE IF NOT EXISTS objects (
     bucket TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL, size BIGINT NOT NULL,
     etag TEXT NOT NULL, last_modified DOUBLE PRECISION NOT NULL, location TEXT NOT NULL,
@@ -96,30 +122,94 @@ CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT COLLATE "C" PRIMARY KEY, bucket TEXT COLLATE "C" NOT NULL,
     key TEXT COLLATE "C" NOT NULL, initiated DOUBLE PRECISION NOT NULL, owner TEXT NOT NULL,
     location TEXT NOT NULL, backend_key TEXT NOT NULL, backend_upload_id TEXT NOT NULL,
-    headers TEXT NOT NULL, user_meta TEXT NOT NULL, tags TEXT NOT NULL, attrs TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS uploads_key ON uploads(bucket, key COLLATE "C", upload_id);
-CREATE INDEX IF NOT EXISTS uploads_backend ON uploads(location, backend_key);
+    headers TEXT NOT NULL, user_meta TEXT NOT NULL, tags TEXT NOT NULL, attrs TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open');
+-- Databases made before upload states. Checked first: ALTER TABLE locks the table exclusively
+-- even when there is nothing to add, and every gateway start runs this.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'uploads' AND column_name = 'state') THEN
+        ALTER TABLE uploads ADD COLUMN state TEXT NOT NULL DEFAULT 'open';
+    END IF;
+END $$;
+-- ListMultipartUploads order: seeks, never sorts.
+CREATE INDEX IF NOT EXISTS uploads_order ON uploads(bucket, key COLLATE "C", initiated,
+                                                    upload_id);
+DROP INDEX IF EXISTS uploads_key;
+DROP INDEX IF EXISTS uploads_backend;
 CREATE TABLE IF NOT EXISTS parts (
     upload_id TEXT COLLATE "C" NOT NULL, number INTEGER NOT NULL, size BIGINT NOT NULL,
     etag TEXT NOT NULL, last_modified DOUBLE PRECISION NOT NULL, stored TEXT NOT NULL,
     PRIMARY KEY (upload_id, number));
+-- Identity ids are never reused: a late abandon_intent(id) or drop_garbage(id) cannot hit a
+-- newer row.
+CREATE TABLE IF NOT EXISTS intents (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, location TEXT NOT NULL,
+    key TEXT NOT NULL, created DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS intents_created ON intents(created);
+-- not_before is 0 until a removal failed: new rows are due at once, whatever the clocks say.
+CREATE TABLE IF NOT EXISTS garbage (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, location TEXT NOT NULL,
+    kind TEXT NOT NULL, data TEXT NOT NULL, added DOUBLE PRECISION NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, not_before DOUBLE PRECISION NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS garbage_due ON garbage(not_before, id);
+-- The functions of the previous schema (other signatures: CREATE OR REPLACE would add
+-- overloads next to them).
+DROP FUNCTION IF EXISTS s3gw_put_object(TEXT, TEXT, BIGINT, TEXT, DOUBLE PRECISION, TEXT, TEXT,
+    TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, BOOLEAN);
+DROP FUNCTION IF EXISTS s3gw_delete_object(TEXT, TEXT, TEXT);
 """ + f"""
--- The two hot writes run server-side: one round trip instead of six. Each statement of a
+-- Pieces (JSON arrays of Stored dicts, as text) of `p_old` that lost their record go to the
+-- garbage ledger, but for those `p_kept` may still name (same location and key, and the same
+-- version or either without one: ledger.same_bytes). json, not jsonb: each piece's text is
+-- kept as it was written.
+CREATE OR REPLACE FUNCTION s3gw_drop_pieces(p_old TEXT, p_kept TEXT, p_now DOUBLE PRECISION)
+RETURNS VOID LANGUAGE sql VOLATILE AS $fn$
+    INSERT INTO garbage (location, kind, data, added)
+    SELECT o.piece ->> 'location', 'piece', o.piece::text, p_now
+    FROM json_array_elements(p_old::json) WITH ORDINALITY AS o(piece, n)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM json_array_elements(p_kept::json) AS k(piece)
+        WHERE k.piece ->> 'location' = o.piece ->> 'location'
+          AND k.piece ->> 'key' = o.piece ->> 'key'
+          AND (k.piece ->> 'version_id' IS NULL OR o.piece ->> 'version_id' IS NULL
+               OR k.piece ->> 'version_id' = o.piece ->> 'version_id'))
+    ORDER BY o.n
+$fn$;
+-- The two hot writes run server-side: one round trip instead of many. Each statement of a
 -- VOLATILE function takes a fresh READ COMMITTED snapshot, so once the locks are held every
 -- earlier writer's commit is visible, exactly as with separate statements.
 -- Make the object the key's current version; an unversioned write (version id NULL) replaces
--- the null version, which is returned.
+-- the null version, which is returned and whose pieces become garbage. With p_bucket_created,
+-- the bucket must still be that incarnation; with p_intent, that intent is taken (it must
+-- still exist: a reclaimed intent's bytes are garbage already).
 CREATE OR REPLACE FUNCTION s3gw_put_object(
     p_bucket TEXT, p_key TEXT, p_size BIGINT, p_etag TEXT, p_last_modified DOUBLE PRECISION,
     p_location TEXT, p_pieces TEXT, p_owner TEXT, p_headers TEXT, p_user_meta TEXT,
-    p_tags TEXT, p_attrs TEXT, p_version_id TEXT, p_delete_marker BOOLEAN)
+    p_tags TEXT, p_attrs TEXT, p_version_id TEXT, p_delete_marker BOOLEAN,
+    p_intent BIGINT, p_bucket_created DOUBLE PRECISION, p_now DOUBLE PRECISION)
 RETURNS SETOF objects LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    r objects;
 BEGIN
     PERFORM pg_advisory_xact_lock_shared({NS}, hashtext(p_bucket));
     PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
+    IF p_bucket_created IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM buckets b WHERE b.name = p_bucket AND b.created = p_bucket_created) THEN
+        RAISE EXCEPTION 'bucket % is gone', p_bucket USING ERRCODE = '{BUCKET_GONE}';
+    END IF;
+    IF p_intent IS NOT NULL THEN
+        DELETE FROM intents i WHERE i.id = p_intent;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'intent % is gone', p_intent USING ERRCODE = '{INTENT_GONE}';
+        END IF;
+    END IF;
     IF p_version_id IS NULL THEN
-        RETURN QUERY DELETE FROM objects o WHERE o.bucket = p_bucket AND o.key = p_key
-            AND o.version_id IS NULL RETURNING o.*;
+        FOR r IN DELETE FROM objects o WHERE o.bucket = p_bucket AND o.key = p_key
+                AND o.version_id IS NULL RETURNING o.* LOOP
+            PERFORM s3gw_drop_pieces(r.pieces, p_pieces, p_now);
+            RETURN NEXT r;
+        END LOOP;
     END IF;
     UPDATE objects o SET latest = FALSE WHERE o.bucket = p_bucket AND o.key = p_key AND o.latest;
     INSERT INTO objects ({OBJECT_COLUMNS}, seq) VALUES (
@@ -130,8 +220,9 @@ BEGIN
 END
 $fn$;
 -- Remove one version (NULL: the null version) and return it; when it was the current one,
--- the next newest becomes current.
-CREATE OR REPLACE FUNCTION s3gw_delete_object(p_bucket TEXT, p_key TEXT, p_version_id TEXT)
+-- the next newest becomes current. Its pieces become garbage.
+CREATE OR REPLACE FUNCTION s3gw_delete_object(p_bucket TEXT, p_key TEXT, p_version_id TEXT,
+                                              p_now DOUBLE PRECISION)
 RETURNS SETOF objects LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     r objects;
@@ -142,12 +233,14 @@ BEGIN
         FOR r IN DELETE FROM objects o WHERE o.bucket = p_bucket AND o.key = p_key
                 AND o.version_id IS NULL RETURNING o.* LOOP
             was_latest := was_latest OR r.latest;
+            PERFORM s3gw_drop_pieces(r.pieces, '[]', p_now);
             RETURN NEXT r;
         END LOOP;
     ELSE
         FOR r IN DELETE FROM objects o WHERE o.bucket = p_bucket AND o.key = p_key
                 AND o.version_id = p_version_id RETURNING o.* LOOP
             was_latest := was_latest OR r.latest;
+            PERFORM s3gw_drop_pieces(r.pieces, '[]', p_now);
             RETURN NEXT r;
         END LOOP;
     END IF;
@@ -160,13 +253,16 @@ END
 $fn$;
 """
 
-PUT_OBJECT = (f"SELECT {OBJECT_COLUMNS}, seq FROM "
-              "s3gw_put_object($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)")
-DELETE_OBJECT = f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_delete_object($1, $2, $3)"
+PUT_OBJECT = (f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_put_object("
+              "$1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)")
+DELETE_OBJECT = f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_delete_object($1, $2, $3, $4)"
 CURRENT = "latest AND NOT delete_marker"
 UPLOAD_COLUMNS = ("upload_id, bucket, key, initiated, owner, location, backend_key, "
-                  "backend_upload_id, headers, user_meta, tags, attrs")
+                  "backend_upload_id, headers, user_meta, tags, attrs, state")
 PART_COLUMNS = "upload_id, number, size, etag, last_modified, stored"
+BUCKET_COLUMNS = "name, owner, location, created, attrs"
+GARBAGE_COLUMNS = "id, location, kind, data, added, attempts"
+INSERT_GARBAGE = "INSERT INTO garbage (location, kind, data, added) VALUES ($1, $2, $3, $4)"
 # Bucket lock first, key lock second (see the module docstring). The select list is evaluated
 # left to right, so one round trip takes both in that order.
 LOCK_WRITE = ("SELECT pg_advisory_xact_lock_shared($1::int, hashtext($2)), "
@@ -175,6 +271,9 @@ LOCK_WRITE = ("SELECT pg_advisory_xact_lock_shared($1::int, hashtext($2)), "
 LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))"
 LOCK_BUCKET_SHARED = "SELECT pg_advisory_xact_lock_shared($1::int, hashtext($2))"
 LOCK_BUCKET = "SELECT pg_advisory_xact_lock($1::int, hashtext($2))"
+LOCK_LOCATION = "SELECT pg_advisory_xact_lock($1::int, hashtext($2))"
+# referenced_pieces reads this many rows per round trip.
+PAGE = 500
 
 
 def _dumps(value: Any) -> str:
@@ -211,16 +310,40 @@ def _bucket_from(row: asyncpg.Record) -> BucketRecord:
 def _upload_row(up: UploadRecord) -> tuple[Any, ...]:
     return (up.upload_id, up.bucket, up.key, float(up.initiated), up.owner, up.location,
             up.backend_key, up.backend_upload_id, _dumps(up.headers), _dumps(up.user_meta),
-            _dumps(up.tags), _dumps(up.attrs))
+            _dumps(up.tags), _dumps(up.attrs), up.state)
 
 
 def _upload_from(row: asyncpg.Record) -> UploadRecord:
     return UploadRecord(*row[:8], headers=json.loads(row[8]), user_meta=json.loads(row[9]),
-                        tags=json.loads(row[10]), attrs=json.loads(row[11]))
+                        tags=json.loads(row[10]), attrs=json.loads(row[11]), state=row[12])
 
 
 def _part_from(row: asyncpg.Record) -> PartRecord:
     return PartRecord(row[0], row[1], row[2], row[3], row[4], Stored.from_dict(json.loads(row[5])))
+
+
+def _garbage_from(row: asyncpg.Record) -> GarbageRecord:
+    return GarbageRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+
+def _refused(error: asyncpg.PostgresError, bucket: str, intent: int | None) -> NoReturn:
+    """Raise what our functions' SQLSTATEs mean, or the error itself."""
+    state = getattr(error, "sqlstate", None)
+    if state == BUCKET_GONE:
+        raise BucketGone(bucket) from None
+    if state == INTENT_GONE:
+        raise LookupError(f"intent {intent} is gone") from None
+    raise error
+
+
+async def _add_garbage(conn: asyncpg.Connection,
+                       rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Insert (location, kind, data) rows into the garbage ledger, in the caller's
+    transaction."""
+    if rows:
+        now = time.time()
+        await conn.executemany(INSERT_GARBAGE,
+                               [(loc, kind, _dumps(data), now) for loc, kind, data in rows])
 
 
 class PostgresStore(MetadataStore):
@@ -260,25 +383,38 @@ class PostgresStore(MetadataStore):
         await self.pool.fetchval("SELECT 1")
 
     # buckets ------------------------------------------------------------------------------
-    async def create_bucket(self, bucket: BucketRecord) -> BucketRecord | None:
+    async def create_bucket(self, bucket: BucketRecord, *,
+                            exclusive_location: bool = False) -> BucketRecord | None:
         async with self.pool.acquire() as conn:
             while True:
-                # ON CONFLICT waits for a concurrent creator, so exactly one insert wins.
-                if await conn.fetchval(
-                        "INSERT INTO buckets (name, owner, location, created, attrs) "
-                        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING 1",
-                        bucket.name, bucket.owner, bucket.location, float(bucket.created),
-                        _dumps(bucket.attrs)):
-                    return None
-                existing = await self._bucket(conn, bucket.name)
-                if existing is not None:
-                    return existing
-                # Deleted between the two statements: try again.
+                async with conn.transaction():
+                    # Every create of this location queues here, so the check below and the
+                    # insert are one step against any concurrent create.
+                    await conn.execute(LOCK_LOCATION, NS_LOCATION, bucket.location)
+                    existing = await self._bucket(conn, bucket.name)
+                    if existing is not None:
+                        return existing
+                    if exclusive_location:
+                        other = await conn.fetchval(
+                            "SELECT name FROM buckets WHERE location=$1 LIMIT 1", bucket.location)
+                        if other is not None:
+                            raise LocationTaken(other)
+                    # ON CONFLICT waits for a concurrent creator (of another location), so
+                    # exactly one insert wins.
+                    if await conn.fetchval(
+                            f"INSERT INTO buckets ({BUCKET_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
+                            "ON CONFLICT (name) DO NOTHING RETURNING 1",
+                            bucket.name, bucket.owner, bucket.location, float(bucket.created),
+                            _dumps(bucket.attrs)):
+                        return None
+                    existing = await self._bucket(conn, bucket.name)  # a fresh snapshot
+                    if existing is not None:
+                        return existing
+                # Created and deleted again between the two statements: try again.
 
     @staticmethod
     async def _bucket(conn: asyncpg.Connection, name: str) -> BucketRecord | None:
-        row = await conn.fetchrow(
-            "SELECT name, owner, location, created, attrs FROM buckets WHERE name=$1", name)
+        row = await conn.fetchrow(f"SELECT {BUCKET_COLUMNS} FROM buckets WHERE name=$1", name)
         return _bucket_from(row) if row is not None else None
 
     async def get_bucket(self, name: str) -> BucketRecord | None:
@@ -286,12 +422,21 @@ class PostgresStore(MetadataStore):
             return await self._bucket(conn, name)
 
     async def list_buckets(self, owner: str) -> list[BucketRecord]:
-        rows = await self.pool.fetch("SELECT name, owner, location, created, attrs FROM buckets "
+        rows = await self.pool.fetch(f"SELECT {BUCKET_COLUMNS} FROM buckets "
                                      "WHERE owner=$1 ORDER BY name", owner)
         return [_bucket_from(r) for r in rows]
 
-    async def update_bucket_attrs(self, name: str, attrs: dict[str, Any]) -> None:
-        await self.pool.execute("UPDATE buckets SET attrs=$1 WHERE name=$2", _dumps(attrs), name)
+    async def update_bucket_attrs(self, name: str, changes: dict[str, Any]) -> BucketRecord | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # The row lock queues concurrent updates of this bucket: each merges into what the
+            # one before it committed.
+            row = await conn.fetchrow(
+                f"SELECT {BUCKET_COLUMNS} FROM buckets WHERE name=$1 FOR NO KEY UPDATE", name)
+            if row is None:
+                return None
+            attrs = merge_attrs(_dict(row[4]), changes)
+            await conn.execute("UPDATE buckets SET attrs=$1 WHERE name=$2", _dumps(attrs), name)
+            return BucketRecord(row[0], row[1], row[2], row[3], attrs=attrs)
 
     async def delete_bucket(self, name: str) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -324,15 +469,23 @@ class PostgresStore(MetadataStore):
         return None if record.delete_marker and not markers else record
 
     @staticmethod
-    async def _insert_current(conn: asyncpg.Connection, obj: ObjectRecord) -> ObjectRecord | None:
+    async def _insert_current(conn: asyncpg.Connection, obj: ObjectRecord,
+                              intent: int | None = None,
+                              bucket_created: float | None = None) -> ObjectRecord | None:
         """Make `obj` the key's current version; an unversioned write replaces the null one
         (s3gw_put_object: bucket lock shared, key lock, in the caller's transaction if any)."""
-        rows = await conn.fetch(PUT_OBJECT, *_object_row(obj))
+        try:
+            rows = await conn.fetch(
+                PUT_OBJECT, *_object_row(obj), intent,
+                None if bucket_created is None else float(bucket_created), time.time())
+        except asyncpg.PostgresError as e:
+            _refused(e, obj.bucket, intent)
         return _object_from(max(rows, key=lambda r: r[-1])) if rows else None
 
-    async def put_object(self, obj: ObjectRecord) -> ObjectRecord | None:
+    async def put_object(self, obj: ObjectRecord, *, intent: int | None = None,
+                         bucket_created: float | None = None) -> ObjectRecord | None:
         async with self.pool.acquire() as conn:  # one statement: its own transaction
-            return await self._insert_current(conn, obj)
+            return await self._insert_current(conn, obj, intent, bucket_created)
 
     async def get_object(self, bucket: str, key: str, version_id: str | None = None, *,
                          markers: bool = False) -> ObjectRecord | None:
@@ -342,7 +495,7 @@ class PostgresStore(MetadataStore):
     async def delete_object(self, bucket: str, key: str,
                             version_id: str | None = None) -> ObjectRecord | None:
         vid = None if not version_id or version_id == "null" else version_id
-        rows = await self.pool.fetch(DELETE_OBJECT, bucket, key, vid)
+        rows = await self.pool.fetch(DELETE_OBJECT, bucket, key, vid, time.time())
         return _object_from(max(rows, key=lambda r: r[-1])) if rows else None
 
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
@@ -437,6 +590,7 @@ class PostgresStore(MetadataStore):
             sql += f" ORDER BY key, seq DESC LIMIT ${len(args)}"
             walk.feed([(row[1], row[-1], row) for row in await conn.fetch(sql, *args)])
         return version_listing(walk, _object_from)
+
     # multipart ----------------------------------------------------------------------------
     async def create_upload(self, upload: UploadRecord) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -444,7 +598,7 @@ class PostgresStore(MetadataStore):
             await conn.execute(LOCK_BUCKET_SHARED, NS, upload.bucket)
             await conn.execute(
                 f"INSERT INTO uploads ({UPLOAD_COLUMNS}) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", *_upload_row(upload))
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)", *_upload_row(upload))
 
     async def get_upload(self, upload_id: str) -> UploadRecord | None:
         row = await self.pool.fetchrow(
@@ -454,54 +608,64 @@ class PostgresStore(MetadataStore):
     async def list_uploads(self, bucket: str, prefix: str, delimiter: str | None,
                            key_marker: str | None, upload_id_marker: str | None,
                            limit: int) -> UploadListing:
-        sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE bucket=$1 AND key>=$2"
-        args: list[Any] = [bucket, prefix]
-        end = prefix_end(prefix)
-        if end is not None:
-            args.append(end)
-            sql += f" AND key<${len(args)}"
-        if key_marker:
-            args.append(key_marker)
-            if upload_id_marker:
-                args.append(upload_id_marker)
-                sql += f" AND (key>${len(args) - 1} OR (key=${len(args) - 1} AND upload_id>${len(args)}))"
-            else:
-                sql += f" AND key>${len(args)}"
-        sql += " ORDER BY key, initiated, upload_id"
-        rollup: Rollup[UploadRecord] = Rollup(prefix, delimiter, limit)
-        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            # A server-side cursor: with a delimiter, many uploads may roll into few prefixes.
-            async for row in conn.cursor(sql, *args, prefetch=min(limit + 1, 1000)):
-                upload = _upload_from(row)
-                if not rollup.add(upload.key, upload):
-                    break
-        return UploadListing(rollup.items, rollup.prefixes, rollup.truncated)
+        walk: UploadWalk[asyncpg.Record] = UploadWalk(prefix, delimiter, limit,
+                                                      key_marker or None)
+        async with self.pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True):
+            while (span := walk.query()) is not None:
+                sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE bucket=$1"
+                args: list[Any] = [bucket]
+                if span.cursor is None:
+                    args.append(span.floor)
+                    sql += f" AND key>=${len(args)}"
+                else:  # one lower bound on key, then the order's tie-breaks
+                    args += list(span.cursor)
+                    k, i, u = len(args) - 2, len(args) - 1, len(args)
+                    sql += (f" AND key>=${k} AND (key>${k} OR initiated>${i} OR "
+                            f"(initiated=${i} AND upload_id>${u}))")
+                if span.end is not None:
+                    args.append(span.end)
+                    sql += f" AND key<${len(args)}"
+                if key_marker:
+                    args.append(key_marker)
+                    if upload_id_marker:
+                        args.append(upload_id_marker)
+                        sql += (f" AND (key>${len(args) - 1} OR (key=${len(args) - 1} AND "
+                                f"upload_id>${len(args)}))")
+                    else:
+                        sql += f" AND key>${len(args)}"
+                args.append(span.limit)
+                sql += f" ORDER BY key, initiated, upload_id LIMIT ${len(args)}"
+                walk.feed([(row[2], row[3], row[0], row) for row in await conn.fetch(sql, *args)])
+        return UploadListing([_upload_from(r) for r in walk.items], walk.prefixes,
+                             walk.truncated)
 
     async def count_uploads(self) -> int:
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM uploads"))
 
-    async def has_upload_on(self, location: str, backend_key: str) -> bool:
-        return bool(await self.pool.fetchval(
-            "SELECT 1 FROM uploads WHERE location=$1 AND backend_key=$2 LIMIT 1",
-            location, backend_key))
-
     async def put_part(self, part: PartRecord) -> PartRecord | None:
         async with self.pool.acquire() as conn, conn.transaction():
-            # Lock the upload row: finish_upload deletes it first, so it either waits for this
-            # part or has already removed the upload; writers of the upload's parts queue here.
-            if not await conn.fetchval(
-                    "SELECT 1 FROM uploads WHERE upload_id=$1 FOR NO KEY UPDATE", part.upload_id):
+            # Lock the upload row: claim_upload and finish_upload change or delete it, so they
+            # either wait for this part or have already moved the upload out of "open"; writers
+            # of the upload's parts queue here.
+            up = await conn.fetchrow(
+                "SELECT state, location, backend_key, backend_upload_id FROM uploads "
+                "WHERE upload_id=$1 FOR NO KEY UPDATE", part.upload_id)
+            if up is None or up[0] != "open":
                 raise LookupError(part.upload_id)
+            # One statement: `old` reads the snapshot from before the upsert.
             row = await conn.fetchrow(
-                f"SELECT {PART_COLUMNS} FROM parts WHERE upload_id=$1 AND number=$2",
-                part.upload_id, part.number)
-            await conn.execute(
-                f"INSERT INTO parts ({PART_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6) "
-                "ON CONFLICT (upload_id, number) DO UPDATE SET size=EXCLUDED.size, "
-                "etag=EXCLUDED.etag, last_modified=EXCLUDED.last_modified, stored=EXCLUDED.stored",
+                f"WITH old AS (SELECT {PART_COLUMNS} FROM parts WHERE upload_id=$1 AND "
+                f"number=$2), new AS (INSERT INTO parts ({PART_COLUMNS}) "
+                "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (upload_id, number) DO UPDATE SET "
+                "size=EXCLUDED.size, etag=EXCLUDED.etag, last_modified=EXCLUDED.last_modified, "
+                f"stored=EXCLUDED.stored) SELECT {PART_COLUMNS} FROM old",
                 part.upload_id, part.number, part.size, part.etag, float(part.last_modified),
                 _dumps(part.stored.to_dict()))
-            return _part_from(row) if row else None
+            old = _part_from(row) if row else None
+            if old is not None and old.stored != part.stored:
+                await _add_garbage(conn, [(up[1], "part", part_garbage(up[2], up[3], old))])
+            return old
 
     async def list_parts(self, upload_id: str, after: int, limit: int) -> list[PartRecord]:
         rows = await self.pool.fetch(
@@ -509,18 +673,115 @@ class PostgresStore(MetadataStore):
             "ORDER BY number LIMIT $3", upload_id, after, limit)
         return [_part_from(r) for r in rows]
 
+    async def claim_upload(self, upload_id: str) -> UploadRecord | None:
+        # The UPDATE waits for a put_part holding the row, then re-checks the state.
+        row = await self.pool.fetchrow(
+            f"UPDATE uploads SET state='completing' WHERE upload_id=$1 AND state='open' "
+            f"RETURNING {UPLOAD_COLUMNS}", upload_id)
+        return _upload_from(row) if row else None
+
+    async def release_upload(self, upload_id: str) -> None:
+        await self.pool.execute(
+            "UPDATE uploads SET state='open' WHERE upload_id=$1 AND state='completing'",
+            upload_id)
+
     async def finish_upload(self, upload_id: str, obj: ObjectRecord | None
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:
         async with self.pool.acquire() as conn, conn.transaction():
             if obj is not None:  # the object write's locks first, as put_object takes them
                 await conn.execute(LOCK_WRITE, NS, obj.bucket, obj.key)
-            # Deleting the upload row first waits for a put_part in flight and makes any later
-            # one (or a concurrent finish) find the upload gone.
-            if await conn.fetchval("DELETE FROM uploads WHERE upload_id=$1 RETURNING 1",
-                                   upload_id) is None:
+            # Deleting the upload row first waits for a put_part or claim in flight and makes
+            # any later one (or a concurrent finish) find the upload gone.
+            up = await conn.fetchrow(
+                "DELETE FROM uploads u WHERE u.upload_id=$1 AND u.state=$2 RETURNING u.location, "
+                "u.backend_key, u.backend_upload_id, "
+                "EXISTS(SELECT 1 FROM buckets b WHERE b.name=$3)",
+                upload_id, "open" if obj is None else "completing",
+                obj.bucket if obj is not None else "")
+            if up is None:
                 return None  # leaving the block commits nothing: no row was changed
-            rows = await conn.fetch(f"DELETE FROM parts WHERE upload_id=$1 RETURNING {PART_COLUMNS}",
-                                    upload_id)
+            location, backend_key, backend_upload_id, bucket_exists = up
+            rows = await conn.fetch(
+                f"DELETE FROM parts WHERE upload_id=$1 RETURNING {PART_COLUMNS}", upload_id)
             parts = sorted((_part_from(r) for r in rows), key=lambda p: p.number)
-            old = await self._insert_current(conn, obj) if obj is not None else None
-            return parts, old
+            if obj is None:  # abort: the backend upload and all its parts go
+                await _add_garbage(conn, [(location, "upload",
+                                           upload_garbage(backend_key, backend_upload_id, parts))])
+                return parts, None
+            # delete_bucket refuses while an upload exists, so this holds; checked all the same
+            if not bucket_exists:
+                raise BucketGone(obj.bucket)
+            used = [p.to_dict() for p in obj.pieces]
+            await _add_garbage(conn, [
+                (location, "part", part_garbage(backend_key, backend_upload_id, p))
+                for p in parts if p.stored.to_dict() not in used])
+            return parts, await self._insert_current(conn, obj)
+
+    # intents and garbage ------------------------------------------------------------------
+    async def add_intent(self, location: str, key: str) -> int:
+        return int(await self.pool.fetchval(
+            "INSERT INTO intents (location, key, created) VALUES ($1, $2, $3) RETURNING id",
+            location, key, time.time()))
+
+    async def _abandon(self, where: str, arg: float) -> int:
+        """Move the intents matching `where` to garbage in one transaction; how many."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            # A put_object taking the same intent holds its row: one of the two wins.
+            rows = await conn.fetch(f"DELETE FROM intents WHERE {where} RETURNING location, key",
+                                    arg)
+            await _add_garbage(conn, [(r[0], "piece", intent_garbage(r[0], r[1])) for r in rows])
+            return len(rows)
+
+    async def abandon_intent(self, intent_id: int) -> None:
+        await self._abandon("id=$1", intent_id)
+
+    async def reclaim_intents(self, older_than: float) -> int:
+        return await self._abandon("created<$1", float(older_than))
+
+    async def list_intents(self) -> list[IntentRecord]:
+        rows = await self.pool.fetch("SELECT id, location, key, created FROM intents ORDER BY id")
+        return [IntentRecord(*r) for r in rows]
+
+    async def due_garbage(self, now: float, limit: int) -> list[GarbageRecord]:
+        # New rows (not_before 0) first, oldest first; then retries by when they are due.
+        rows = await self.pool.fetch(
+            f"SELECT {GARBAGE_COLUMNS} FROM garbage WHERE not_before<=$1 "
+            "ORDER BY not_before, id LIMIT $2", float(now), limit)
+        return [_garbage_from(r) for r in rows]
+
+    async def drop_garbage(self, garbage_id: int) -> None:
+        await self.pool.execute("DELETE FROM garbage WHERE id=$1", garbage_id)
+
+    async def retry_garbage(self, garbage_id: int, not_before: float) -> None:
+        await self.pool.execute(
+            "UPDATE garbage SET attempts=attempts+1, not_before=$2 WHERE id=$1",
+            garbage_id, float(not_before))
+
+    async def count_garbage(self) -> int:
+        return int(await self.pool.fetchval("SELECT COUNT(*) FROM garbage"))
+
+    async def referenced_pieces(self) -> AsyncIterator[tuple[str, Stored]]:
+        # Keyset pages on the primary keys: bounded memory, no long transaction.
+        cursor: tuple[Any, ...] = ("", "", 0)
+        while True:
+            rows = await self.pool.fetch(
+                "SELECT bucket, key, seq, version_id, pieces FROM objects "
+                "WHERE (bucket, key, seq) > ($1, $2, $3) AND NOT delete_marker "
+                "ORDER BY bucket, key, seq LIMIT $4", *cursor, PAGE)
+            for bucket, key, _, version_id, pieces in rows:
+                what = f"object {bucket}/{key} v={version_id or 'null'}"
+                for p in json.loads(pieces):
+                    yield what, Stored.from_dict(p)
+            if len(rows) < PAGE:
+                break
+            cursor = tuple(rows[-1][:3])
+        part_cursor: tuple[Any, ...] = ("", 0)
+        while True:
+            rows = await self.pool.fetch(
+                "SELECT upload_id, number, stored FROM parts WHERE (upload_id, number) > ($1, $2) "
+                "ORDER BY upload_id, number LIMIT $3", *part_cursor, PAGE)
+            for upload_id, number, stored in rows:
+                yield f"part {upload_id} {number}", Stored.from_dict(json.loads(stored))
+            if len(rows) < PAGE:
+                break
+            part_cursor = tuple(rows[-1][:2])

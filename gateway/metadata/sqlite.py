@@ -1,5 +1,11 @@
 """SQLite metadata: the embedded default. One connection owned by one worker thread, WAL mode;
-every call runs there, so the event loop never blocks and writes never interleave."""
+every call runs there, so the event loop never blocks and writes never interleave: each method
+is one transaction on that thread, which makes every check-then-write in it atomic.
+
+Durability: `durable=True` (the default) commits with synchronous=FULL, so an acknowledged write
+survives power loss; `durable=False` uses NORMAL (WAL: survives a crash of the process, may lose
+the last commits on power loss or an OS crash).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ import asyncio
 import copy
 import json
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -16,8 +23,12 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 
 from gateway.metadata.base import (
+    BucketGone,
     BucketRecord,
+    GarbageRecord,
+    IntentRecord,
     Listing,
+    LocationTaken,
     MetadataStore,
     ObjectRecord,
     PartRecord,
@@ -25,7 +36,14 @@ from gateway.metadata.base import (
     UploadRecord,
     VersionListing,
 )
-from gateway.metadata.listing import KeyWalk, Rollup, prefix_end, version_listing
+from gateway.metadata.ledger import (
+    dropped_pieces,
+    intent_garbage,
+    merge_attrs,
+    part_garbage,
+    upload_garbage,
+)
+from gateway.metadata.listing import KeyWalk, UploadWalk, version_listing
 from gateway.translators.base import Stored
 
 T = TypeVar("T")
@@ -35,6 +53,7 @@ CREATE TABLE IF NOT EXISTS buckets (
     name TEXT PRIMARY KEY, owner TEXT NOT NULL, location TEXT NOT NULL,
     created REAL NOT NULL, attrs TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS buckets_owner ON buckets(owner, name);
+CREATE INDEX IF NOT EXISTS buckets_location ON buckets(location);
 CREATE TABLE IF NOT EXISTS objects (
     bucket TEXT NOT NULL, key TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
     last_modified REAL NOT NULL, location TEXT NOT NULL, pieces TEXT NOT NULL,
@@ -50,13 +69,27 @@ CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, initiated REAL NOT NULL,
     owner TEXT NOT NULL, location TEXT NOT NULL, backend_key TEXT NOT NULL,
     backend_upload_id TEXT NOT NULL, headers TEXT NOT NULL, user_meta TEXT NOT NULL,
-    tags TEXT NOT NULL, attrs TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS uploads_key ON uploads(bucket, key, upload_id);
-CREATE INDEX IF NOT EXISTS uploads_backend ON uploads(location, backend_key);
+    tags TEXT NOT NULL, attrs TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open');
+-- ListMultipartUploads order: seeks, never sorts.
+CREATE INDEX IF NOT EXISTS uploads_order ON uploads(bucket, key, initiated, upload_id);
+DROP INDEX IF EXISTS uploads_key;
+DROP INDEX IF EXISTS uploads_backend;
 CREATE TABLE IF NOT EXISTS parts (
     upload_id TEXT NOT NULL, number INTEGER NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
     last_modified REAL NOT NULL, stored TEXT NOT NULL,
     PRIMARY KEY (upload_id, number)) WITHOUT ROWID;
+-- AUTOINCREMENT: an id is never reused, so a late abandon_intent(id) or drop_garbage(id)
+-- can never hit a newer row.
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, location TEXT NOT NULL, key TEXT NOT NULL,
+    created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS intents_created ON intents(created);
+-- not_before is 0 until a removal failed: new rows are due at once, whatever the clock says.
+CREATE TABLE IF NOT EXISTS garbage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, location TEXT NOT NULL, kind TEXT NOT NULL,
+    data TEXT NOT NULL, added REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS garbage_due ON garbage(not_before, id);
 """
 
 OBJECT_COLUMNS = ("bucket, key, size, etag, last_modified, location, pieces, owner, headers, "
@@ -66,7 +99,12 @@ INSERT_OBJECT = (f"INSERT INTO objects ({OBJECT_COLUMNS}, seq) VALUES (?,?,?,?,?
 # Only current versions that are not delete markers are objects a listing shows.
 CURRENT = "latest = 1 AND delete_marker = 0"
 UPLOAD_COLUMNS = ("upload_id, bucket, key, initiated, owner, location, backend_key, "
-                  "backend_upload_id, headers, user_meta, tags, attrs")
+                  "backend_upload_id, headers, user_meta, tags, attrs, state")
+PART_COLUMNS = "upload_id, number, size, etag, last_modified, stored"
+BUCKET_COLUMNS = "name, owner, location, created, attrs"
+GARBAGE_COLUMNS = "id, location, kind, data, added, attempts"
+# referenced_pieces reads this many rows per hop to the writer thread.
+PAGE = 500
 
 
 def _dumps(value: Any) -> str:
@@ -101,21 +139,26 @@ def _object_from(row: tuple[Any, ...]) -> ObjectRecord:
 def _upload_row(up: UploadRecord) -> tuple[Any, ...]:
     return (up.upload_id, up.bucket, up.key, up.initiated, up.owner, up.location, up.backend_key,
             up.backend_upload_id, _dumps(up.headers), _dumps(up.user_meta), _dumps(up.tags),
-            _dumps(up.attrs))
+            _dumps(up.attrs), up.state)
 
 
 def _upload_from(row: tuple[Any, ...]) -> UploadRecord:
     return UploadRecord(*row[:8], headers=json.loads(row[8]), user_meta=json.loads(row[9]),
-                        tags=json.loads(row[10]), attrs=json.loads(row[11]))
+                        tags=json.loads(row[10]), attrs=json.loads(row[11]), state=row[12])
 
 
 def _part_from(row: tuple[Any, ...]) -> PartRecord:
     return PartRecord(row[0], row[1], row[2], row[3], row[4], Stored.from_dict(json.loads(row[5])))
 
 
+def _garbage_from(row: tuple[Any, ...]) -> GarbageRecord:
+    return GarbageRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+
 class SQLiteStore(MetadataStore):
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, durable: bool = True) -> None:
         self.path = directory / "metadata.sqlite3"
+        self.durable = durable
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -134,15 +177,34 @@ class SQLiteStore(MetadataStore):
         assert self._db is not None
         return fn(self._db)
 
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one transaction on the writer thread: all of it or, when it raises,
+        none of it."""
+        return await self._run(lambda db: self._transaction(db, lambda: fn(db)))
+
+    @staticmethod
+    def _transaction(db: sqlite3.Connection, fn: Callable[[], T]) -> T:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn()
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
     async def open(self) -> None:
         def _open() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                  cached_statements=256)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            # FULL: a commit is on disk (WAL fsynced) before the write is acknowledged, so it
+            # survives power loss. NORMAL (opt-in) survives a crash of the process only.
+            db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
             db.execute("PRAGMA busy_timeout=10000")
             db.executescript(SCHEMA)
+            self._migrate(db)
             self._db = db
 
         await asyncio.get_running_loop().run_in_executor(self._executor, _open)
@@ -154,6 +216,14 @@ class SQLiteStore(MetadataStore):
         reader.execute("PRAGMA query_only=1")
         reader.execute("PRAGMA busy_timeout=10000")
         self._reader = reader
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Bring a file written by an older version up to the current schema (the new tables
+        came with SCHEMA's CREATE ... IF NOT EXISTS)."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
+        if "state" not in columns:
+            db.execute("ALTER TABLE uploads ADD COLUMN state TEXT NOT NULL DEFAULT 'open'")
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -167,29 +237,56 @@ class SQLiteStore(MetadataStore):
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
-    # buckets ------------------------------------------------------------------------------
-    async def create_bucket(self, bucket: BucketRecord) -> BucketRecord | None:
-        def _create(db: sqlite3.Connection) -> BucketRecord | None:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO buckets (name, owner, location, created, attrs) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (bucket.name, bucket.owner, bucket.location, bucket.created, _dumps(bucket.attrs)))
-            if cur.rowcount:
-                self._buckets.pop(bucket.name, None)
-                return None
-            return self._bucket(db, bucket.name)
+    # garbage (called inside the transactions of the writes below) ---------------------------
+    @staticmethod
+    def _add_garbage(db: sqlite3.Connection, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Insert (location, kind, data) rows into the garbage ledger."""
+        if rows:
+            now = time.time()
+            db.executemany("INSERT INTO garbage (location, kind, data, added) VALUES (?,?,?,?)",
+                           [(loc, kind, _dumps(data), now) for loc, kind, data in rows])
 
-        return await self._run(_create)
+    @classmethod
+    def _drop_pieces(cls, db: sqlite3.Connection, old: ObjectRecord | None,
+                     kept: list[Stored]) -> None:
+        """`old` lost its record: its pieces that `kept` does not still name are garbage."""
+        if old is not None and old.pieces:
+            gone = dropped_pieces([p.to_dict() for p in old.pieces],
+                                  [p.to_dict() for p in kept])
+            cls._add_garbage(db, [(p["location"], "piece", p) for p in gone])
+
+    # buckets ------------------------------------------------------------------------------
+    async def create_bucket(self, bucket: BucketRecord, *,
+                            exclusive_location: bool = False) -> BucketRecord | None:
+        def _create(db: sqlite3.Connection) -> BucketRecord | None:
+            existing = self._bucket(db, bucket.name)
+            if existing is not None:
+                return existing
+            if exclusive_location:
+                other = db.execute("SELECT name FROM buckets WHERE location=? LIMIT 1",
+                                   (bucket.location,)).fetchone()
+                if other is not None:
+                    raise LocationTaken(other[0])
+            db.execute(f"INSERT INTO buckets ({BUCKET_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                       (bucket.name, bucket.owner, bucket.location, bucket.created,
+                        _dumps(bucket.attrs)))
+            self._buckets.pop(bucket.name, None)
+            return None
+
+        return await self._write(_create)
 
     def _bucket(self, db: sqlite3.Connection, name: str) -> BucketRecord | None:
-        row = db.execute("SELECT name, owner, location, created, attrs FROM buckets WHERE name=?",
+        row = db.execute(f"SELECT {BUCKET_COLUMNS} FROM buckets WHERE name=?",
                          (name,)).fetchone()
         if row is None:
             return None
+        self._cache_bucket(row)
+        return BucketRecord(*row[:4], attrs=json.loads(row[4]))
+
+    def _cache_bucket(self, row: tuple[Any, ...]) -> None:
         if len(self._buckets) >= 10000:
             self._buckets.clear()
-        self._buckets[name] = row
-        return BucketRecord(*row[:4], attrs=json.loads(row[4]))
+        self._buckets[row[0]] = row
 
     async def get_bucket(self, name: str) -> BucketRecord | None:
         row = self._buckets.get(name)
@@ -199,36 +296,38 @@ class SQLiteStore(MetadataStore):
 
     async def list_buckets(self, owner: str) -> list[BucketRecord]:
         def _list(db: sqlite3.Connection) -> list[BucketRecord]:
-            rows = db.execute("SELECT name, owner, location, created, attrs FROM buckets "
+            rows = db.execute(f"SELECT {BUCKET_COLUMNS} FROM buckets "
                               "WHERE owner=? ORDER BY name", (owner,)).fetchall()
             return [BucketRecord(*r[:4], attrs=json.loads(r[4])) for r in rows]
 
         return await self._run(_list)
 
-    async def update_bucket_attrs(self, name: str, attrs: dict[str, Any]) -> None:
-        def _update(db: sqlite3.Connection) -> None:
+    async def update_bucket_attrs(self, name: str, changes: dict[str, Any]) -> BucketRecord | None:
+        def _update(db: sqlite3.Connection) -> BucketRecord | None:
+            # Read and write on the one writer thread: the merge sees every earlier update.
+            # The cached row goes; the next get_bucket reads the committed one.
             self._buckets.pop(name, None)
+            row = db.execute(f"SELECT {BUCKET_COLUMNS} FROM buckets WHERE name=?",
+                             (name,)).fetchone()
+            if row is None:
+                return None
+            attrs = merge_attrs(json.loads(row[4]), changes)
             db.execute("UPDATE buckets SET attrs=? WHERE name=?", (_dumps(attrs), name))
+            return BucketRecord(*row[:4], attrs=attrs)
 
-        await self._run(_update)
+        return await self._write(_update)
 
     async def delete_bucket(self, name: str) -> bool:
         def _delete(db: sqlite3.Connection) -> bool:
             self._buckets.pop(name, None)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                busy = db.execute(
-                    "SELECT EXISTS(SELECT 1 FROM objects WHERE bucket=?) "
-                    "OR EXISTS(SELECT 1 FROM uploads WHERE bucket=?)", (name, name)).fetchone()[0]
-                if not busy:
-                    db.execute("DELETE FROM buckets WHERE name=?", (name,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            busy = db.execute(
+                "SELECT EXISTS(SELECT 1 FROM objects WHERE bucket=?) "
+                "OR EXISTS(SELECT 1 FROM uploads WHERE bucket=?)", (name, name)).fetchone()[0]
+            if not busy:
+                db.execute("DELETE FROM buckets WHERE name=?", (name,))
             return not busy
 
-        return await self._run(_delete)
+        return await self._write(_delete)
 
     # objects ------------------------------------------------------------------------------
     @staticmethod
@@ -247,34 +346,38 @@ class SQLiteStore(MetadataStore):
         record = _object_from(row)
         return None if record.delete_marker and not markers else record
 
-    @staticmethod
-    def _insert_current(db: sqlite3.Connection, obj: ObjectRecord) -> ObjectRecord | None:
-        """Make `obj` the key's current version; an unversioned write replaces the null one."""
+    @classmethod
+    def _insert_current(cls, db: sqlite3.Connection, obj: ObjectRecord) -> ObjectRecord | None:
+        """Make `obj` the key's current version; an unversioned write replaces the null one,
+        whose pieces become garbage."""
         replaced = None
         if obj.version_id is None:
-            replaced = SQLiteStore._object(db, obj.bucket, obj.key, "null", markers=True)
+            replaced = cls._object(db, obj.bucket, obj.key, "null", markers=True)
             db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND version_id IS NULL",
                        (obj.bucket, obj.key))
+            cls._drop_pieces(db, replaced, obj.pieces)
         db.execute("UPDATE objects SET latest=0 WHERE bucket=? AND key=? AND latest=1",
                    (obj.bucket, obj.key))
         db.execute(INSERT_OBJECT, (*_object_row(obj), obj.bucket, obj.key))
         return replaced
 
-    @staticmethod
-    def _transaction(db: sqlite3.Connection, fn: Callable[[], T]) -> T:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn()
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+    async def put_object(self, obj: ObjectRecord, *, intent: int | None = None,
+                         bucket_created: float | None = None) -> ObjectRecord | None:
+        def _put(db: sqlite3.Connection) -> ObjectRecord | None:
+            if bucket_created is not None:
+                row = db.execute("SELECT created FROM buckets WHERE name=?",
+                                 (obj.bucket,)).fetchone()
+                if row is None or row[0] != bucket_created:
+                    raise BucketGone(obj.bucket)
+            if intent is not None and not db.execute("DELETE FROM intents WHERE id=?",
+                                                     (intent,)).rowcount:
+                # Reclaimed as garbage meanwhile (older than the grace period): its bytes
+                # will be deleted, so no record may point at them.
+                raise LookupError(f"intent {intent} is gone")
+            return self._insert_current(db, obj)
 
-    async def put_object(self, obj: ObjectRecord) -> ObjectRecord | None:
         try:
-            return await self._run(lambda db: self._transaction(
-                db, lambda: self._insert_current(db, obj)))
+            return await self._write(_put)
         finally:
             self._forget(obj.bucket, obj.key)
 
@@ -302,16 +405,7 @@ class SQLiteStore(MetadataStore):
 
     async def delete_object(self, bucket: str, key: str,
                             version_id: str | None = None) -> ObjectRecord | None:
-        try:
-            return await self._delete_object(bucket, key, version_id)
-        finally:
-            self._forget(bucket, key)
-
-    async def _delete_object(self, bucket: str, key: str,
-                             version_id: str | None) -> ObjectRecord | None:
-        def _delete() -> ObjectRecord | None:
-            db = self._db
-            assert db is not None
+        def _delete(db: sqlite3.Connection) -> ObjectRecord | None:
             old = self._object(db, bucket, key, version_id or "null", markers=True)
             if old is None:
                 return None
@@ -325,9 +419,13 @@ class SQLiteStore(MetadataStore):
                 db.execute("UPDATE objects SET latest=1 WHERE bucket=? AND key=? AND seq="
                            "(SELECT MAX(seq) FROM objects WHERE bucket=? AND key=?)",
                            (bucket, key, bucket, key))
+            self._drop_pieces(db, old, [])
             return old
 
-        return await self._run(lambda db: self._transaction(db, _delete))
+        try:
+            return await self._write(_delete)
+        finally:
+            self._forget(bucket, key)
 
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
                             changes: dict[str, Any]) -> ObjectRecord | None:
@@ -354,7 +452,7 @@ class SQLiteStore(MetadataStore):
                        (*_object_row(updated), int(updated.latest), row[-1]))
             return updated
 
-        return await self._run(_update)
+        return await self._write(_update)
 
     async def list_objects(self, bucket: str, prefix: str, delimiter: str | None,
                            after: str | None, limit: int) -> Listing:
@@ -421,7 +519,7 @@ class SQLiteStore(MetadataStore):
     # multipart ----------------------------------------------------------------------------
     async def create_upload(self, upload: UploadRecord) -> None:
         await self._run(lambda db: db.execute(
-            f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             _upload_row(upload)))
 
     async def get_upload(self, upload_id: str) -> UploadRecord | None:
@@ -436,88 +534,181 @@ class SQLiteStore(MetadataStore):
                            key_marker: str | None, upload_id_marker: str | None,
                            limit: int) -> UploadListing:
         def _list(db: sqlite3.Connection) -> UploadListing:
-            sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE bucket=? AND key>=?"
-            args: list[Any] = [bucket, prefix]
-            end = prefix_end(prefix)
-            if end is not None:
-                sql += " AND key<?"
-                args.append(end)
-            if key_marker:
-                if upload_id_marker:
-                    sql += " AND (key>? OR (key=? AND upload_id>?))"
-                    args += [key_marker, key_marker, upload_id_marker]
-                else:
-                    sql += " AND key>?"
-                    args.append(key_marker)
-            sql += " ORDER BY key, initiated, upload_id"
-            rollup: Rollup[UploadRecord] = Rollup(prefix, delimiter, limit)
-            for row in db.execute(sql, args):
-                upload = _upload_from(row)
-                if not rollup.add(upload.key, upload):
-                    break
-            return UploadListing(rollup.items, rollup.prefixes, rollup.truncated)
+            walk: UploadWalk[tuple[Any, ...]] = UploadWalk(prefix, delimiter, limit,
+                                                           key_marker or None)
+            while (span := walk.query()) is not None:
+                sql = f"SELECT {UPLOAD_COLUMNS} FROM uploads INDEXED BY uploads_order WHERE bucket=?"
+                args: list[Any] = [bucket]
+                if span.cursor is None:
+                    sql += " AND key>=?"
+                    args.append(span.floor)
+                else:  # one lower bound on key (see list_objects), then the order's tie-breaks
+                    ck, ci, cu = span.cursor
+                    sql += (" AND key>=? AND (key>? OR (initiated>? OR "
+                            "(initiated=? AND upload_id>?)))")
+                    args += [ck, ck, ci, ci, cu]
+                if span.end is not None:
+                    sql += " AND key<?"
+                    args.append(span.end)
+                if key_marker:
+                    if upload_id_marker:
+                        sql += " AND (key>? OR (key=? AND upload_id>?))"
+                        args += [key_marker, key_marker, upload_id_marker]
+                    else:
+                        sql += " AND key>?"
+                        args.append(key_marker)
+                sql += " ORDER BY key, initiated, upload_id LIMIT ?"
+                args.append(span.limit)
+                walk.feed([(row[2], row[3], row[0], row)
+                           for row in db.execute(sql, args).fetchall()])
+            return UploadListing([_upload_from(r) for r in walk.items], walk.prefixes,
+                                 walk.truncated)
 
         return await self._run(_list)
 
     async def count_uploads(self) -> int:
         return await self._run(lambda db: db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0])
 
-    async def has_upload_on(self, location: str, backend_key: str) -> bool:
-        return await self._run(lambda db: bool(db.execute(
-            "SELECT 1 FROM uploads WHERE location=? AND backend_key=? LIMIT 1",
-            (location, backend_key)).fetchone()))
-
     async def put_part(self, part: PartRecord) -> PartRecord | None:
         def _put(db: sqlite3.Connection) -> PartRecord | None:
-            if not db.execute("SELECT 1 FROM uploads WHERE upload_id=?",
-                              (part.upload_id,)).fetchone():
+            up = db.execute("SELECT location, backend_key, backend_upload_id, state FROM uploads "
+                            "WHERE upload_id=?", (part.upload_id,)).fetchone()
+            if up is None or up[3] != "open":
                 raise LookupError(part.upload_id)
-            row = db.execute("SELECT upload_id, number, size, etag, last_modified, stored "
-                             "FROM parts WHERE upload_id=? AND number=?",
+            row = db.execute(f"SELECT {PART_COLUMNS} FROM parts WHERE upload_id=? AND number=?",
                              (part.upload_id, part.number)).fetchone()
             db.execute("INSERT OR REPLACE INTO parts VALUES (?,?,?,?,?,?)",
                        (part.upload_id, part.number, part.size, part.etag, part.last_modified,
                         _dumps(part.stored.to_dict())))
-            return _part_from(row) if row else None
+            old = _part_from(row) if row else None
+            if old is not None and old.stored != part.stored:
+                self._add_garbage(db, [(up[0], "part", part_garbage(up[1], up[2], old))])
+            return old
 
-        return await self._run(_put)
+        return await self._write(_put)
 
     async def list_parts(self, upload_id: str, after: int, limit: int) -> list[PartRecord]:
         def _list(db: sqlite3.Connection) -> list[PartRecord]:
-            rows = db.execute("SELECT upload_id, number, size, etag, last_modified, stored "
-                              "FROM parts WHERE upload_id=? AND number>? ORDER BY number LIMIT ?",
-                              (upload_id, after, limit)).fetchall()
+            rows = db.execute(f"SELECT {PART_COLUMNS} FROM parts WHERE upload_id=? AND number>? "
+                              "ORDER BY number LIMIT ?", (upload_id, after, limit)).fetchall()
             return [_part_from(r) for r in rows]
 
         return await self._run(_list)
 
+    async def claim_upload(self, upload_id: str) -> UploadRecord | None:
+        def _claim(db: sqlite3.Connection) -> UploadRecord | None:
+            row = db.execute(f"UPDATE uploads SET state='completing' WHERE upload_id=? AND "
+                             f"state='open' RETURNING {UPLOAD_COLUMNS}", (upload_id,)).fetchone()
+            return _upload_from(row) if row else None
+
+        return await self._write(_claim)
+
+    async def release_upload(self, upload_id: str) -> None:
+        await self._run(lambda db: db.execute(
+            "UPDATE uploads SET state='open' WHERE upload_id=? AND state='completing'",
+            (upload_id,)))
+
     async def finish_upload(self, upload_id: str, obj: ObjectRecord | None
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:
+        def _finish(db: sqlite3.Connection) -> tuple[list[PartRecord], ObjectRecord | None] | None:
+            up = db.execute("SELECT location, backend_key, backend_upload_id, bucket FROM uploads "
+                            "WHERE upload_id=? AND state=?",
+                            (upload_id, "open" if obj is None else "completing")).fetchone()
+            if up is None:
+                return None
+            location, backend_key, backend_upload_id, bucket = up
+            parts = [_part_from(r) for r in db.execute(
+                f"SELECT {PART_COLUMNS} FROM parts WHERE upload_id=? ORDER BY number",
+                (upload_id,))]
+            db.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
+            db.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
+            if obj is None:  # abort: the backend upload and all its parts go
+                self._add_garbage(db, [(location, "upload",
+                                        upload_garbage(backend_key, backend_upload_id, parts))])
+                return parts, None
+            # delete_bucket refuses while an upload exists, so this holds; checked all the same
+            if not db.execute("SELECT 1 FROM buckets WHERE name=?", (obj.bucket,)).fetchone():
+                raise BucketGone(bucket)
+            used = [p.to_dict() for p in obj.pieces]
+            self._add_garbage(db, [(location, "part", part_garbage(backend_key, backend_upload_id, p))
+                                   for p in parts if p.stored.to_dict() not in used])
+            return parts, self._insert_current(db, obj)
+
         try:
-            return await self._finish_upload(upload_id, obj)
+            return await self._write(_finish)
         finally:
             if obj is not None:
                 self._forget(obj.bucket, obj.key)
 
-    async def _finish_upload(self, upload_id: str, obj: ObjectRecord | None
-                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:
-        def _finish(db: sqlite3.Connection) -> tuple[list[PartRecord], ObjectRecord | None] | None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if not db.execute("SELECT 1 FROM uploads WHERE upload_id=?",
-                                  (upload_id,)).fetchone():
-                    db.execute("ROLLBACK")
-                    return None
-                parts = [_part_from(r) for r in db.execute(
-                    "SELECT upload_id, number, size, etag, last_modified, stored FROM parts "
-                    "WHERE upload_id=? ORDER BY number", (upload_id,))]
-                db.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
-                db.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
-                old = self._insert_current(db, obj) if obj is not None else None
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return parts, old
+    # intents and garbage ------------------------------------------------------------------
+    async def add_intent(self, location: str, key: str) -> int:
+        def _add(db: sqlite3.Connection) -> int:
+            cur = db.execute("INSERT INTO intents (location, key, created) VALUES (?,?,?)",
+                             (location, key, time.time()))
+            assert cur.lastrowid is not None
+            return cur.lastrowid
 
-        return await self._run(_finish)
+        return await self._run(_add)
+
+    def _abandon(self, db: sqlite3.Connection, where: str, arg: float) -> int:
+        """Move the intents matching `where` to garbage; return how many."""
+        rows = db.execute(f"DELETE FROM intents WHERE {where} RETURNING location, key",
+                          (arg,)).fetchall()
+        self._add_garbage(db, [(loc, "piece", intent_garbage(loc, key)) for loc, key in rows])
+        return len(rows)
+
+    async def abandon_intent(self, intent_id: int) -> None:
+        await self._write(lambda db: self._abandon(db, "id=?", intent_id))
+
+    async def reclaim_intents(self, older_than: float) -> int:
+        return await self._write(lambda db: self._abandon(db, "created<?", older_than))
+
+    async def list_intents(self) -> list[IntentRecord]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT id, location, key, created FROM intents ORDER BY id").fetchall())
+        return [IntentRecord(*r) for r in rows]
+
+    async def due_garbage(self, now: float, limit: int) -> list[GarbageRecord]:
+        # New rows (not_before 0) first, oldest first; then retries by when they are due.
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {GARBAGE_COLUMNS} FROM garbage WHERE not_before<=? "
+            "ORDER BY not_before, id LIMIT ?", (now, limit)).fetchall())
+        return [_garbage_from(r) for r in rows]
+
+    async def drop_garbage(self, garbage_id: int) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM garbage WHERE id=?", (garbage_id,)))
+
+    async def retry_garbage(self, garbage_id: int, not_before: float) -> None:
+        await self._run(lambda db: db.execute(
+            "UPDATE garbage SET attempts=attempts+1, not_before=? WHERE id=?",
+            (not_before, garbage_id)))
+
+    async def count_garbage(self) -> int:
+        return await self._run(lambda db: db.execute("SELECT COUNT(*) FROM garbage").fetchone()[0])
+
+    async def referenced_pieces(self) -> AsyncIterator[tuple[str, Stored]]:
+        # Page by page (keyset on the primary keys), each page one short hop to the writer
+        # thread, so writes interleave and memory stays bounded.
+        cursor: tuple[Any, ...] = ("", "", 0)
+        while True:
+            rows = await self._run(lambda db, c=cursor: db.execute(
+                "SELECT bucket, key, seq, version_id, pieces FROM objects "
+                "WHERE (bucket, key, seq) > (?, ?, ?) AND delete_marker=0 "
+                "ORDER BY bucket, key, seq LIMIT ?", (*c, PAGE)).fetchall())
+            for bucket, key, _, version_id, pieces in rows:
+                what = f"object {bucket}/{key} v={version_id or 'null'}"
+                for p in json.loads(pieces):
+                    yield what, Stored.from_dict(p)
+            if len(rows) < PAGE:
+                break
+            cursor = rows[-1][:3]
+        part_cursor: tuple[Any, ...] = ("", 0)
+        while True:
+            rows = await self._run(lambda db, c=part_cursor: db.execute(
+                "SELECT upload_id, number, stored FROM parts WHERE (upload_id, number) > (?, ?) "
+                "ORDER BY upload_id, number LIMIT ?", (*c, PAGE)).fetchall())
+            for upload_id, number, stored in rows:
+                yield f"part {upload_id} {number}", Stored.from_dict(json.loads(stored))
+            if len(rows) < PAGE:
+                break
+            part_cursor = rows[-1][:2]

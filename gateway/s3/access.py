@@ -8,6 +8,10 @@ The decision combines, as AWS does for a bucket owner's resources:
      its object's ACL governs;
   3. ACLs: the bucket ACL for listing and writing objects, the object ACL for reading it.
 
+Object-level decisions (reads, object ACLs, tagging) are made on one exact object version:
+each version has its own owner and ACL, so `authorize_object` is given the record the request
+names (?versionId=, or a copy source's version) after it is looked up, never the current one.
+
 ACLs are stored expanded, as a list of grants `{"id"|"uri": ..., "permission": ...}` in
 bucket.attrs["acl"] / object attrs["acl"]; a resource without one has the private default
 (its owner FULL_CONTROL). Bucket policies are kept as the JSON text the client sent, in
@@ -575,8 +579,16 @@ def evaluate_policy(text: str, bucket: str, ctx: RequestContext) -> str | None:
 
 
 def condition_keys(req: S3Request, account: Account | None) -> dict[str, str]:
+    source = req.http.remote or ""
+    try:
+        # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; policies name them in
+        # IPv4, and an IPv6 address never falls in an IPv4 range: a Deny would not apply.
+        mapped = getattr(ipaddress.ip_address(source), "ipv4_mapped", None)
+        source = str(mapped) if mapped is not None else source
+    except ValueError:
+        pass  # not an IP (a unix socket): no IpAddress condition matches it
     keys = {
-        "aws:sourceip": req.http.remote or "",
+        "aws:sourceip": source,
         "aws:securetransport": "true" if req.http.secure else "false",
     }
     if account is not None:
@@ -604,42 +616,83 @@ def condition_keys(req: S3Request, account: Account | None) -> dict[str, str]:
 
 # --- the decision ------------------------------------------------------------------------------
 
+def _policy_decision(req: S3Request, bucket: BucketRecord, action: str, key: str | None,
+                     version_id: str | None) -> str | None:
+    """The bucket policy's verdict ("Deny", "Allow" or None) on `action` for `key`, with
+    s3:VersionId the version the request names (a copy source names it in a header)."""
+    policy = bucket.attrs.get("policy")
+    if policy is None:
+        return None
+    resource = f"arn:aws:s3:::{bucket.name}" + (f"/{key}" if key is not None else "")
+    keys = condition_keys(req, req.account)
+    keys.pop("s3:versionid", None)
+    if version_id is not None:
+        keys["s3:versionid"] = version_id
+    return evaluate_policy(policy, bucket.name, RequestContext(req.account, action, resource, keys))
+
+
 async def authorize(req: S3Request, bucket: BucketRecord, action: str,
                     key: str | None = None) -> None:
     """Raise AccessDenied unless the requester may perform `action` on the bucket (or on `key`
-    in it). Object actions governed by the object's ACL read the object's record."""
+    in it), for everything the bucket decides: its policy, its owner, its ACL.
+
+    Object actions that an object's own owner and ACL govern (OBJECT_OWNER_ACTIONS: reads,
+    ACLs, tagging) cannot be decided here: which version they act on is known only once the
+    caller has looked it up. For those this raises only on the policy's explicit Deny, and the
+    caller must then call `authorize_object` with the exact record it serves (ops/common.py
+    read_version does, for every object read)."""
     account = req.account
     is_owner = account is not None and account.canonical_id == bucket.owner
-    policy = bucket.attrs.get("policy")
     if action in POLICY_ACTIONS:
         if is_owner:
             return
         raise S3Error("AccessDenied")
-    if policy is None and is_owner:  # the common case costs nothing
+    if bucket.attrs.get("policy") is None and is_owner:  # the common case costs nothing
         return
-    resource = f"arn:aws:s3:::{bucket.name}" + (f"/{key}" if key is not None else "")
-    if policy is not None:
-        ctx = RequestContext(account, action, resource, condition_keys(req, account))
-        decision = evaluate_policy(policy, bucket.name, ctx)
-        if decision == "Deny":
-            raise S3Error("AccessDenied")
-        if decision == "Allow" or is_owner:
-            return
-    if action in BUCKET_ACL_PERMISSION:
+    decision = _policy_decision(req, bucket, action, key, req.query.get("versionId"))
+    if decision == "Deny":
+        raise S3Error("AccessDenied")
+    if key is not None and action in OBJECT_OWNER_ACTIONS:
+        return  # decided by authorize_object on the version itself, never on the current one
+    if decision == "Allow" or is_owner:
+        return
+    if action in BUCKET_ACL_PERMISSION and acl_allows(acl_of(bucket), account,
+                                                      BUCKET_ACL_PERMISSION[action]):
+        return
+    raise S3Error("AccessDenied")
+
+
+def authorize_object(req: S3Request, bucket: BucketRecord, obj: ObjectRecord, action: str,
+                     version_id: str | None = None) -> None:
+    """Raise AccessDenied unless the requester may perform `action` on `obj`: exactly that
+    version (or delete marker), with its own owner and ACL. `version_id` is the id the request
+    named (None: the current version); with one, the action is AWS's per-version action
+    (s3:GetObject -> s3:GetObjectVersion, ...), which is what the policy is evaluated on.
+
+    Order, as `authorize`: the policy's explicit Deny, then its Allow, then the bucket owner,
+    then the version's owner (for what OBJECT_OWNER_ACTIONS lists), then the version's ACL.
+    Never the bucket ACL for object reads: bucket READ lets one list, not read."""
+    if version_id is not None:
+        action = VERSION_ACTIONS.get(action, action)
+    account = req.account
+    is_bucket_owner = account is not None and account.canonical_id == bucket.owner
+    if bucket.attrs.get("policy") is None and is_bucket_owner:
+        return
+    decision = _policy_decision(req, bucket, action, obj.key, version_id)
+    if decision == "Deny":
+        raise S3Error("AccessDenied")
+    if decision == "Allow" or is_bucket_owner:
+        return
+    if action in BUCKET_ACL_PERMISSION:  # object writes and deletes: the bucket ACL's WRITE
         if acl_allows(acl_of(bucket), account, BUCKET_ACL_PERMISSION[action]):
             return
         raise S3Error("AccessDenied")
-    if key is not None and action in OBJECT_OWNER_ACTIONS:
-        record = await req.gateway.metadata.get_object(bucket.name, key)
-        if record is None:
-            # AWS answers NoSuchKey only to those who may list the bucket, else AccessDenied.
-            await authorize(req, bucket, "s3:ListBucket")
-            return
-        if account is not None and account.canonical_id == record.owner:
-            return
-        permission = OBJECT_ACL_PERMISSION.get(action)
-        if permission is not None and acl_allows(acl_of(record), account, permission):
-            return
+    if action in OBJECT_OWNER_ACTIONS and account is not None \
+            and account.canonical_id == obj.owner:
+        return
+    permission = OBJECT_ACL_PERMISSION.get(action)
+    if permission is not None and acl_allows(acl_of(obj), account, permission):
+        return
     raise S3Error("AccessDenied")
 
 

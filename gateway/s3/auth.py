@@ -39,6 +39,10 @@ MAX_SKEW_SECONDS = 15 * 60
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # 604800, X-Amz-Expires' upper bound and SigV2's horizon
 THREAD_HASH_THRESHOLD = 256 * 1024  # below this, a thread hop costs more than the hash
 MAX_CHUNK_HEADER = 4096  # "<hex>;chunk-signature=<64 hex>\r\n" is ~90 bytes; more is garbage
+MAX_TRAILER_BYTES = 16 * 1024  # a whole aws-chunked trailer section, as AWS bounds it
+# x-amz-* headers a SigV4 request may carry without listing them in SignedHeaders, because the
+# signature binds their value another way (see _check_headers_signed).
+_UNSIGNED_OK_V4_HEADER = frozenset({"x-amz-content-sha256", "x-amz-date"})
 
 # Query parameters that are part of SigV2's canonical resource (AWS's list, plus what botocore
 # and s3cmd include: a client's signature only verifies if we pick the same ones).
@@ -52,9 +56,9 @@ V2_SUBRESOURCES = frozenset({
 })
 
 _HEX64_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_UINT_RE = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit takes "²"), < 2**63
 _CHUNK_SIZE_RE = re.compile(rb"^[0-9a-fA-F]{1,16}$")
 _SCOPE_DATE_RE = re.compile(r"^[0-9]{8}$")
-_ISO_BASIC = "%Y%m%dT%H%M%SZ"
 
 
 # --- result and body verification -------------------------------------------------------------
@@ -146,6 +150,13 @@ def _bad_framing(message: str) -> S3Error:
     return S3Error("InvalidArgument", f"Invalid aws-chunked body: {message}")
 
 
+def _bad_trailer(message: str) -> S3Error:
+    # AWS's code for trailers it cannot accept (not in S3_ERRORS' defaults: status given).
+    return S3Error("MalformedTrailerError", "The request contained trailing data that was not "
+                   f"well-formed or did not conform to our published schema: {message}.",
+                   status=400)
+
+
 async def _decode_aws_chunked(stream: AsyncIterator[bytes],
                               mode: _StreamingV4 | _UnsignedTrailer,
                               decoded_length: int | None) -> AsyncIterator[bytes]:
@@ -164,6 +175,7 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes],
     chunk_digest = hashlib.sha256()
     remaining = 0
     total = 0
+    trailer_bytes = 0  # the trailer section is held in memory until the end: bounded
     trailer_values: dict[str, str] = {}
     trailer_name = mode.trailer if isinstance(mode, _UnsignedTrailer) else None
     checksum_factory = _TRAILER_CHECKSUMS.get(trailer_name or "")
@@ -186,7 +198,13 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes],
                 newline = piece.find(b"\n", pos)
                 end = size if newline < 0 else newline + 1
                 if len(pending) + end - pos > MAX_CHUNK_HEADER:
+                    if phase == trailers:
+                        raise _bad_trailer("a trailer line is too long")
                     raise _bad_framing("chunk header or trailer too long")
+                if phase == trailers:
+                    trailer_bytes += end - pos
+                    if trailer_bytes > MAX_TRAILER_BYTES:
+                        raise _bad_trailer(f"the trailers exceed {MAX_TRAILER_BYTES} bytes")
                 pending += view[pos:end]
                 pos = end
                 if newline < 0:
@@ -258,7 +276,7 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes],
 def _parse_trailer(line: bytes) -> tuple[str, str]:
     name, sep, value = line[:-2].partition(b":")
     if not line.endswith(b"\r\n") or not sep or not name.strip():
-        raise _bad_framing("malformed trailer")
+        raise _bad_trailer("malformed trailer")
     return name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")
 
 
@@ -353,7 +371,8 @@ def _lookup(accounts: AccountStore, access_key: str) -> tuple[Account, str]:
     return found
 
 
-_ISO_BASIC_RE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+# ASCII digits: \d also takes other scripts' digits, which int() then reads.
+_ISO_BASIC_RE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z")
 
 
 def _parse_iso_basic(value: str) -> float | None:
@@ -363,7 +382,8 @@ def _parse_iso_basic(value: str) -> float | None:
     if match is None:
         return None
     year, month, day, hour, minute, second = map(int, match.groups())
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60
+            and second < 61):  # (timegm raises on year 0)
         return None
     return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
 
@@ -376,19 +396,35 @@ def _parse_http_date(value: str) -> float | None:
         return basic
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):  # e.g. a 30-digit year
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
-def _check_skew(request_time: float, now: float) -> None:
+def _iso_basic(epoch: float) -> str | None:
+    """"20130524T000000Z" for `epoch`, or None when no calendar year 1..9999 holds it
+    (a parsable but absurd date, such as 9999-12-31 at UTC-23:59, is year 10000 in UTC)."""
+    try:
+        d = datetime.fromtimestamp(epoch, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    # Not strftime: glibc's %Y does not pad years before 1000 to four digits.
+    return f"{d.year:04d}{d.month:02d}{d.day:02d}T{d.hour:02d}{d.minute:02d}{d.second:02d}Z"
+
+
+def _check_skew(request_time: float, now: float, raw: str) -> None:
     if abs(request_time - now) > MAX_SKEW_SECONDS:
-        raise S3Error("RequestTimeTooSkewed",
-                      RequestTime=datetime.fromtimestamp(request_time, UTC).strftime(_ISO_BASIC),
-                      ServerTime=datetime.fromtimestamp(now, UTC).strftime(_ISO_BASIC),
-                      MaxAllowedSkewMilliseconds=str(MAX_SKEW_SECONDS * 1000))
+        raise _too_skewed(request_time, now, raw)
+
+
+def _too_skewed(request_time: float, now: float, raw: str) -> S3Error:
+    shown = _iso_basic(request_time)
+    if shown is None:  # echo what was sent, if it is harmless text
+        shown = raw.strip()[:64] if raw.isascii() and raw.isprintable() else ""
+    return S3Error("RequestTimeTooSkewed", RequestTime=shown, ServerTime=_iso_basic(now) or "",
+                   MaxAllowedSkewMilliseconds=str(MAX_SKEW_SECONDS * 1000))
 
 
 def _payload_mode(value: str | None, *, allow_streaming: bool) -> str | None:
@@ -465,6 +501,27 @@ def _v4_canonical_request(method: str, raw_path: str, query: Query, headers: Map
                       ";".join(signed_headers), payload_hash))
 
 
+def _check_headers_signed(headers: Mapping[str, str], signed_headers: list[str],
+                          bound: Iterable[str] = ()) -> None:
+    """Refuse a SigV4 request whose `host`, or any x-amz-* header it carries, is not signed.
+
+    The signature covers only what SignedHeaders lists: an x-amz-* header outside it (an ACL,
+    a copy source, ...) could be added to a captured or presigned request and change what it
+    does, and an unsigned Host lets a request meant for one virtual-hosted bucket be replayed
+    on another. AWS refuses both with this error. `bound` names x-amz-* headers whose single
+    value the signature binds anyway (the payload hash line, the string-to-sign timestamp)."""
+    signed = set(signed_headers)
+    exempt = {name for name in bound if len(_header_values(headers, name)) == 1}
+    missing = sorted({name.lower() for name in headers.keys()
+                      if name.lower().startswith("x-amz-") and name.lower() not in signed
+                      and name.lower() not in exempt})
+    if "host" not in signed:
+        missing.insert(0, "host")
+    if missing:
+        raise S3Error("AccessDenied", "There were headers present in the request which were "
+                      "not signed", HeadersNotSigned=", ".join(missing))
+
+
 def _v4_verify(canonical_request: str, timestamp: str, credential: _Credential, secret: str,
                signature: str) -> bytes:
     """Check `signature`; return the signing key (aws-chunked bodies need it)."""
@@ -480,15 +537,19 @@ def _v4_verify(canonical_request: str, timestamp: str, credential: _Credential, 
     return key
 
 
-def _v4_timestamp(headers: Mapping[str, str]) -> tuple[str, float]:
-    """The string-to-sign timestamp (x-amz-date, else Date) and its epoch seconds."""
+def _v4_timestamp(headers: Mapping[str, str], now: float) -> tuple[str, float, str]:
+    """The string-to-sign timestamp (x-amz-date, else Date), its epoch seconds, and the
+    header text it came from."""
     raw = headers.get("x-amz-date") or headers.get("Date")
     when = _parse_http_date(raw) if raw else None
     if raw is None or when is None:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
     if raw == headers.get("x-amz-date") and _ISO_BASIC_RE.fullmatch(raw):
-        return raw, when  # already in the string-to-sign's form
-    return datetime.fromtimestamp(when, UTC).strftime(_ISO_BASIC), when
+        return raw, when, raw  # already in the string-to-sign's form
+    timestamp = _iso_basic(when)
+    if timestamp is None:  # no calendar holds it, so it is far from now
+        raise _too_skewed(when, now, raw)
+    return timestamp, when, raw
 
 
 def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
@@ -506,6 +567,10 @@ def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, s
                           f"The authorization header is malformed; missing {required}.")
     credential = _parse_credential(fields["Credential"], "AuthorizationHeaderMalformed")
     signed_headers = fields["SignedHeaders"].lower().split(";")
+    # x-amz-content-sha256 is the canonical request's payload line and x-amz-date (when
+    # present, it is the timestamp) is in the string to sign: both are bound unlisted.
+    _check_headers_signed(headers, signed_headers, _UNSIGNED_OK_V4_HEADER
+                          if headers.get("x-amz-date") else ("x-amz-content-sha256",))
 
     content_sha256 = headers.get("x-amz-content-sha256")
     if content_sha256 is None:
@@ -513,11 +578,11 @@ def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, s
                       "x-amz-content-sha256", MissingHeaderName="x-amz-content-sha256")
     mode = _payload_mode(content_sha256, allow_streaming=True)
 
-    timestamp, request_time = _v4_timestamp(headers)
+    timestamp, request_time, raw_date = _v4_timestamp(headers, now)
     if timestamp[:8] != credential.date:
         raise S3Error("AuthorizationHeaderMalformed", "The authorization header is malformed; "
                       "Invalid credential date. Date is not the same as X-Amz-Date.")
-    _check_skew(request_time, now)
+    _check_skew(request_time, now, raw_date)
 
     account, secret = _lookup(accounts, credential.access_key)
     canonical = _v4_canonical_request(method, raw_path, query, headers, signed_headers,
@@ -530,7 +595,7 @@ def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, s
         if method.upper() != "PUT":
             raise S3Error("InvalidArgument", "aws-chunked payloads are only supported with PUT")
         decoded = headers.get("x-amz-decoded-content-length")
-        if decoded is not None and decoded.strip().isdigit():
+        if decoded is not None and _UINT_RE.fullmatch(decoded.strip()):
             result.decoded_length = int(decoded)
         elif mode == STREAMING_PAYLOAD:
             raise S3Error("MissingSecurityHeader", "Missing required header for this request: "
@@ -561,9 +626,7 @@ def _v4_query(method: str, raw_path: str, query: Query, headers: Mapping[str, st
                       "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and "
                       "X-Amz-Expires parameters.", status=400)
     expires_text = params["X-Amz-Expires"] or ""
-    if not expires_text.isdigit() or not 1 <= int(expires_text) <= MAX_PRESIGN_SECONDS:
-        raise S3Error("InvalidArgument", "X-Amz-Expires must be between 1 and 604800 seconds",
-                      ArgumentName="X-Amz-Expires", ArgumentValue=expires_text)
+    expires = _presign_expires(expires_text)
     credential = _parse_credential(params["X-Amz-Credential"] or "", error)
     timestamp = params["X-Amz-Date"] or ""
     parsed = _parse_iso_basic(timestamp)
@@ -576,23 +639,39 @@ def _v4_query(method: str, raw_path: str, query: Query, headers: Mapping[str, st
                       status=400)
     if signed_at - now > MAX_SKEW_SECONDS:
         raise S3Error("AccessDenied", "Request is not valid yet")
-    if now > signed_at + int(expires_text):
-        raise S3Error("AccessDenied", "Request has expired",
-                      Expires=datetime.fromtimestamp(signed_at + int(expires_text), UTC)
-                      .strftime(_ISO_BASIC),
-                      ServerTime=datetime.fromtimestamp(now, UTC).strftime(_ISO_BASIC))
+    if expires == 0 or now > signed_at + expires:
+        raise S3Error("AccessDenied", "Request has expired", **{"X-Amz-Expires": expires_text},
+                      Expires=_iso_basic(signed_at + expires) or timestamp,
+                      ServerTime=_iso_basic(now) or "")
 
     # A presigned URL's payload is unsigned unless the signer pinned one (query, then header).
-    content_sha256 = (_first(query, "X-Amz-Content-Sha256") or headers.get("x-amz-content-sha256")
-                      or UNSIGNED_PAYLOAD)
+    pinned = _first(query, "X-Amz-Content-Sha256")
+    content_sha256 = pinned or headers.get("x-amz-content-sha256") or UNSIGNED_PAYLOAD
+    signed_headers = (params["X-Amz-SignedHeaders"] or "").lower().split(";")
+    # The header's value is the payload line only when the query pins none; x-amz-date is not
+    # what a presigned request's timestamp comes from, so it must be signed like the rest.
+    _check_headers_signed(headers, signed_headers, () if pinned else ("x-amz-content-sha256",))
     mode = _payload_mode(content_sha256, allow_streaming=False)
     account, secret = _lookup(accounts, credential.access_key)
-    signed_headers = (params["X-Amz-SignedHeaders"] or "").lower().split(";")
     canonical = _v4_canonical_request(method, raw_path, query, headers, signed_headers,
                                       content_sha256, exclude="X-Amz-Signature")
     _v4_verify(canonical, timestamp, credential, secret, params["X-Amz-Signature"] or "")
     return AuthResult(account=account, access_key=credential.access_key, signature_version=4,
                       decoded_length=None, expected_sha256=mode)
+
+
+def _presign_expires(text: str) -> int:
+    """X-Amz-Expires as seconds (0 means already expired), or AWS's error for the value."""
+    error = "AuthorizationQueryParametersError"
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise S3Error(error, "X-Amz-Expires should be a number", status=400)
+    if text.startswith("-"):
+        raise S3Error(error, "X-Amz-Expires must be non-negative", status=400)
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 7 or int(digits) > MAX_PRESIGN_SECONDS:  # 7 digits: int() stays cheap
+        raise S3Error(error, "X-Amz-Expires must be less than a week (in seconds) that is "
+                      f"{MAX_PRESIGN_SECONDS}", status=400)
+    return int(digits)
 
 
 # --- SigV2 ------------------------------------------------------------------------------------
@@ -675,9 +754,9 @@ def _v2_header(method: str, raw_path: str, raw_query: str, query: Query, headers
     amz_date, http_date = headers.get("x-amz-date"), headers.get("Date")
     raw_date = amz_date or http_date
     when = _parse_http_date(raw_date) if raw_date else None
-    if when is None:
+    if raw_date is None or when is None:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
-    _check_skew(when, now)
+    _check_skew(when, now, raw_date)
     expected_sha256 = _v2_check_payload(headers)
     account, secret = _lookup(accounts, access_key)
     # AWS leaves the Date line empty when x-amz-date is present; CloudServer (and botocore,
@@ -699,14 +778,15 @@ def _v2_query(method: str, raw_path: str, raw_query: str, query: Query, headers:
     if not access_key or not signature:
         raise S3Error("AccessDenied", "Query-string authentication requires the Signature, "
                       "Expires and AWSAccessKeyId parameters")
-    if expires_text is None or not expires_text.strip().isdigit():
+    if expires_text is None or not re.fullmatch(r"[0-9]+", expires_text.strip()):
         raise S3Error("MissingSecurityHeader", "Missing required header for this request: Expires",
                       MissingHeaderName="Expires")
-    expires = int(expires_text)
-    if now > expires:
-        raise S3Error("AccessDenied", "Request has expired", Expires=expires_text)
-    if expires > now + MAX_PRESIGN_SECONDS:
+    digits = expires_text.strip().lstrip("0") or "0"
+    # Past 18 digits it is surely beyond the horizon (and int() of thousands of digits fails).
+    if len(digits) > 18 or int(digits) > now + MAX_PRESIGN_SECONDS:
         raise S3Error("AccessDenied", "Presigned URLs may be valid for at most 7 days")
+    if now > int(digits):
+        raise S3Error("AccessDenied", "Request has expired", Expires=expires_text.strip())
     expected_sha256 = _v2_check_payload(headers)
     account, secret = _lookup(accounts, access_key)
     resources = _v2_resources(raw_path, query, raw_query, host_bucket)

@@ -3,17 +3,20 @@ dispatch to the operation for the resource, and S3 XML errors for every failure.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import random
+import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.errors import S3Error
 from gateway.s3 import auth
@@ -139,15 +142,61 @@ def bucket_from_host(host: str | None, endpoints: list[str]) -> str | None:
     return None
 
 
+def decode_path(text: str) -> str:
+    """Percent-decoded, strictly: bytes that are not UTF-8 are refused (InvalidURI, as AWS),
+    never replaced, or `k%FF` and `k%FE` would both name the key `k\ufffd`."""
+    if "%" not in text and text.isascii():
+        return text
+    try:  # encode fails on raw undecodable bytes (surrogates), decode on %-escaped ones
+        return unquote_to_bytes(text).decode("utf-8")
+    except UnicodeError:
+        raise S3Error("InvalidURI") from None
+
+
 def parse_target(raw_path: str, host_bucket: str | None) -> tuple[str | None, str | None]:
     path = raw_path.split("?", 1)[0]
     if host_bucket is not None:
-        key = unquote(path[1:]) if len(path) > 1 else None
+        key = decode_path(path[1:]) if len(path) > 1 else None
         return host_bucket, key or None
     parts = path[1:].split("/", 1)
-    name = unquote(parts[0]) if parts[0] else None
-    key = unquote(parts[1]) if len(parts) > 1 and parts[1] else None
+    name = decode_path(parts[0]) if parts[0] else None
+    key = decode_path(parts[1]) if len(parts) > 1 and parts[1] else None
     return name, key
+
+
+# Control characters cannot go into a response header: aiohttp would refuse to send the
+# answer and drop the connection.
+_HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_headers(headers: Any) -> None:
+    """Header bytes that are not UTF-8 reach us as lone surrogates, which no store, log or
+    answer can encode: refuse them up front, whatever the header."""
+    for name, value in headers.items():
+        if value.isascii():
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise S3Error("InvalidArgument", f"Header {name} must be valid UTF-8.",
+                          ArgumentName=name, ArgumentValue=value) from None
+
+
+def check_overrides(query: dict[str, str]) -> None:
+    """response-content-type & co. become response headers: no control characters."""
+    for name, value in query.items():
+        if name.startswith("response-") and _HEADER_UNSAFE.search(value):
+            raise S3Error("InvalidArgument", f"Invalid value for {name}: control characters "
+                          "are not allowed.", ArgumentName=name, ArgumentValue=value)
+
+
+def one_line(exc: BaseException) -> str:
+    """An unexpected exception for the log, on one line: type, message, innermost frames."""
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    where = " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+                       for f in reversed(frames))
+    message = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {message} [at {where}]"
 
 
 async def add_request_id(http: web.Request, response: web.StreamResponse) -> None:
@@ -182,23 +231,65 @@ class Front:
             status = response.status
         except S3Error as err:
             status = err.status
+            info["error"] = err.code
             response = self.error_response(err, rid, http.method)
-        except (ConnectionResetError, web.HTTPException):
+        except web.HTTPRequestEntityTooLarge:
+            # An XML body past client_max_size (aiohttp's read()): the XML parser's answer.
+            err = S3Error("MalformedXML", "The XML you provided was larger than allowed.")
+            status, info["error"] = err.status, err.code
+            response = self.error_response(err, rid, http.method)
+            response.force_close()  # the rest of the body is not worth reading
+        except web.HTTPException as exc:  # raised inside aiohttp: S3 XML all the same
+            err = S3Error("BadRequest" if exc.status < 500 else "InternalError", exc.reason,
+                          status=exc.status)
+            status, info["error"] = err.status, err.code
+            response = self.error_response(err, rid, http.method)
+        except asyncio.CancelledError:
             raise
-        except Exception:
-            log.error("request %s failed:\n%s", rid, traceback.format_exc())
-            status = 500
-            response = self.error_response(S3Error("InternalError"), rid, http.method)
+        except Exception as exc:
+            gone = self._client_gone(http, exc)
+            if gone is None:
+                log.error("request %s (%s) failed: %s", rid, info["operation"], one_line(exc))
+                info["error"] = "InternalError"
+                status = 500
+                response = self.error_response(S3Error("InternalError"), rid, http.method)
+            else:
+                # The client went away (or its body ended early) mid-request: one line, not a
+                # traceback; the operation already left nothing behind.
+                log.warning("request %s (%s %s/%s): %s after %d of %s body bytes received",
+                            rid, info["operation"], info.get("bucket") or "",
+                            info.get("_key") or "", gone, http.content.total_bytes,
+                            http.content_length if http.content_length is not None else "?")
+                info["error"] = gone
+                # 499 (nginx's "client closed request") marks it in logs and metrics; a
+                # client still listening gets IncompleteBody, as from AWS.
+                status = 499 if gone == "ClientDisconnected" else 400
+                response = self.error_response(S3Error("IncompleteBody"), rid, http.method)
+                response.force_close()
+        info.pop("_key", None)
         elapsed = time.monotonic() - started
         operation = str(info["operation"])
         self._observe(operation, status, elapsed)
         if log.isEnabledFor(logging.INFO):
             info.update(requestId=rid, status=status, method=http.method,
                         durationMs=round(elapsed * 1000, 2),
-                        bytesIn=http.content_length or 0,
-                        bytesOut=response.content_length or 0)
+                        bytesIn=http.content.total_bytes,  # received, not announced
+                        bytesOut=0 if status == 499 else response.content_length or 0)
             log.info(json.dumps(info, default=str))
         return response
+
+    @staticmethod
+    def _client_gone(http: web.Request, exc: Exception) -> str | None:
+        """ClientDisconnected / IncompleteBody when `exc` comes from the client's connection or
+        body, else None (a fault of ours, or of a backend)."""
+        if not isinstance(exc, (ConnectionError, RequestPayloadError)):
+            return None
+        transport = http.transport
+        if transport is None or transport.is_closing():
+            return "ClientDisconnected"
+        if http.content.exception() is not None:
+            return "IncompleteBody"
+        return None
 
     def _host_bucket(self, host: str | None) -> str | None:
         # Clients send the same few Host values over and over: remember the answers.
@@ -237,11 +328,16 @@ class Front:
         host = split_host(http.headers.get("Host"))
         host_bucket = self._host_bucket(host)
         bucket_name, key = parse_target(raw_path, host_bucket)
+        info["_key"] = key  # for the one-line report of a client that goes away
+        check_headers(http.headers)
         try:
-            pairs = parse_qsl(raw_query, keep_blank_values=True)
-        except ValueError:
+            if not raw_query.isascii():  # raw bytes that are not UTF-8 arrive as surrogates
+                raw_query.encode("utf-8")
+            pairs = parse_qsl(raw_query, keep_blank_values=True, errors="strict")
+        except (ValueError, UnicodeError):
             raise S3Error("InvalidURI") from None
         query = {k: v for k, v in reversed(pairs)}
+        check_overrides(query)
         if http.method == "OPTIONS":  # CORS preflight: browsers send it without credentials
             info["operation"] = "cors_preflight"
             info["bucket"] = bucket_name

@@ -52,7 +52,19 @@ def render(root: str, children: Iterable[Node], *, namespace: bool = True) -> by
     for child in children:
         _render(child, out)
     out.append(f"</{root}>")
-    return "".join(out).encode()
+    # "replace": a stray surrogate (undecodable request bytes) must not turn an answer into
+    # a crash; costs nothing when there is none.
+    return "".join(out).encode("utf-8", "replace")
+
+
+# Characters XML 1.0 cannot carry at all, not even as a character reference.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """Text an error may echo from the request (a key, a header, a query value), made
+    representable: what XML cannot hold becomes U+FFFD, so the client can parse the error."""
+    return _XML_INVALID.sub("\ufffd", text)
 
 
 def render_error(err: S3Error, request_id: str) -> bytes:
@@ -61,7 +73,9 @@ def render_error(err: S3Error, request_id: str) -> bytes:
     if err.resource:
         children.append(("Resource", err.resource))
     children.append(("RequestId", request_id))
-    return render("Error", children, namespace=False)
+    safe = [(tag, xml_safe(str(value)) if isinstance(value, str) else value)
+            for tag, value in children]
+    return render("Error", safe, namespace=False)
 
 
 def iso_time(epoch: float) -> str:

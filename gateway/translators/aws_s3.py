@@ -4,6 +4,17 @@ Objects sit on the backend bucket as ordinary S3 objects: user metadata as x-amz
 object tags, content headers as the object's own. Multipart uploads are the backend's native ones
 (its UploadId, one backend part per S3 part), so an upload outlives a gateway restart. One
 aiobotocore client (one aiohttp connection pool, keep-alive) is made in open() and reused.
+
+Every write lands at the key it is given (unique per write, see base.py) and is pinned by its
+VersionId when the bucket keeps versions. A part uploaded again under its number replaces the
+backend's part, which is safe: completion names every part by its ETag (the MD5 of its bytes),
+so a completion racing a re-upload fails (InvalidPart -> Rejected) instead of assembling bytes
+it was not given.
+
+Errors (one place, `_translate`): the missing object/version/upload -> NotFound, throttling
+(429, SlowDown) -> Throttled, 409 -> Conflict, any other 4xx the request itself caused (a bad
+tag, a too-long key...) -> Rejected. Auth refusals and a missing bucket stay backend failures:
+they are the location's configuration, not the request's.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 from aiobotocore.session import get_session
@@ -26,11 +37,14 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
+    Conflict,
     Health,
     NotFound,
     ObjectMeta,
     Part,
+    Rejected,
     Stored,
+    Throttled,
     Translator,
     details_bool,
     details_str,
@@ -38,6 +52,18 @@ from gateway.translators.base import (
 
 # Error codes meaning "the object / version / upload is not there".
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NoSuchUpload"})
+# "Slow down" answers of S3 and the S3-compatibles (AWS sends SlowDown with a 503).
+_THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests",
+                             "RequestLimitExceeded", "RequestThrottled", "429"})
+# 4xx answers that are about the location (its credentials, its bucket, its region), not about
+# the request: they stay backend failures so the location is marked down and someone looks.
+_LOCATION_CODES = frozenset({
+    "AccessDenied", "AccountProblem", "AllAccessDisabled", "AuthorizationHeaderMalformed",
+    "ExpiredToken", "InvalidAccessKeyId", "InvalidBucketName", "InvalidSecurity", "InvalidToken",
+    "MissingSecurityHeader", "NoSuchBucket", "NotSignedUp", "PermanentRedirect",
+    "RequestTimeTooSkewed", "SignatureDoesNotMatch", "TemporaryRedirect", "TokenRefreshRequired",
+})
+_PAGE_SIZE = 1000
 # CopyObject refuses sources over 5 GiB; bigger ones are copied part by part.
 _MAX_SINGLE_COPY = 5 * 1024**3
 _COPY_PART_SIZE = 1024**3
@@ -156,6 +182,9 @@ class AwsS3Translator(Translator):
             response = await self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=upload if size else b"", ContentLength=size,
                 **self._object_params(meta))
+        except ClientError as exc:
+            upload.reraise_body_error()  # the client's own failure wins over what S3 said
+            _translate(exc)
         except Exception:
             upload.reraise_body_error()
             raise
@@ -175,8 +204,7 @@ class AwsS3Translator(Translator):
         try:
             response = await self.client.get_object(Bucket=self.bucket, Key=stored.key, **params)
         except ClientError as exc:
-            _raise_not_found(exc, stored.key)
-            raise
+            _translate(exc, stored.key)
         return _read_body(response["Body"])
 
     async def head(self, stored: Stored) -> Stored:
@@ -185,22 +213,75 @@ class AwsS3Translator(Translator):
             response = await self.client.head_object(
                 Bucket=self.bucket, Key=stored.key, **self._version(stored))
         except ClientError as exc:
-            _raise_not_found(exc, stored.key)
-            raise
+            _translate(exc, stored.key)
         return self._stored(stored.key, response["ContentLength"], response,
                             version_id=stored.version_id)
 
     async def delete(self, stored: Stored) -> None:
         if stored.key == _PART_KEY:
             return  # a part of a native upload: the backend drops it on complete or abort
-        # Without a version id this removes whatever the key holds now: the caller must not
-        # delete a replaced piece whose key the new data reuses (same key, no version ids).
+        if self.supports_versioning and not stored.version_id:
+            # No pin: the bytes of a write that never committed. The key is that write's alone,
+            # so every version (and delete marker) at exactly this key goes.
+            async for version in self._versions(stored.key):
+                if version.key == stored.key:
+                    await self._delete_one(version)
+            return
+        await self._delete_one(stored)
+
+    async def _delete_one(self, stored: Stored) -> None:
         try:
             await self.client.delete_object(
                 Bucket=self.bucket, Key=stored.key, **self._version(stored))
         except ClientError as exc:
             if _code(exc) not in _MISSING_CODES:
-                raise
+                _translate(exc)
+
+    async def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
+        """Every object under `prefix`; on a versioned location every version and delete
+        marker (a marker is a piece of size 0 whose version id delete() removes). Parts of
+        open native uploads are no objects and are not listed."""
+        if self.supports_versioning:
+            async for piece in self._versions(prefix):
+                yield piece
+            return
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": _PAGE_SIZE}
+        while True:
+            try:
+                page = await self.client.list_objects_v2(**params)
+            except ClientError as exc:
+                _translate(exc)
+            for item in page.get("Contents", []):
+                yield Stored(location=self.name, key=item["Key"], size=item["Size"],
+                             etag=_etag(item.get("ETag")), encryption=self._encryption())
+            if not page.get("IsTruncated"):
+                return
+            params["ContinuationToken"] = page["NextContinuationToken"]
+
+    async def _versions(self, prefix: str) -> AsyncIterator[Stored]:
+        """Every version and delete marker under `prefix`, page by page."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": _PAGE_SIZE}
+        while True:
+            try:
+                page = await self.client.list_object_versions(**params)
+            except ClientError as exc:
+                _translate(exc)
+            for item in page.get("Versions", []):
+                yield Stored(location=self.name, key=item["Key"], size=item["Size"],
+                             version_id=item["VersionId"], etag=_etag(item.get("ETag")),
+                             encryption=self._encryption())
+            for item in page.get("DeleteMarkers", []):
+                yield Stored(location=self.name, key=item["Key"], size=0,
+                             version_id=item["VersionId"])
+            if not page.get("IsTruncated"):
+                return
+            params["KeyMarker"] = page["NextKeyMarker"]
+            params["VersionIdMarker"] = page["NextVersionIdMarker"]
+
+    def piece_id(self, stored: Stored) -> str:
+        if self.supports_versioning and stored.version_id:
+            return f"{stored.key}?versionId={stored.version_id}"
+        return stored.key
 
     async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
         if src.size > _MAX_SINGLE_COPY:
@@ -211,8 +292,7 @@ class AwsS3Translator(Translator):
                 MetadataDirective="REPLACE", TaggingDirective="REPLACE",
                 **self._object_params(meta))
         except ClientError as exc:
-            _raise_not_found(exc, src.key)
-            raise
+            _translate(exc, src.key)
         result = response.get("CopyObjectResult", {})
         return self._stored(key, src.size, {**response, "ETag": result.get("ETag")})
 
@@ -242,15 +322,17 @@ class AwsS3Translator(Translator):
             else:
                 await self.client.delete_object_tagging(Bucket=self.bucket, Key=stored.key, **params)
         except ClientError as exc:
-            _raise_not_found(exc, stored.key)
-            raise
+            _translate(exc, stored.key)
         return stored
 
     # ---- multipart -------------------------------------------------------------------------
 
     async def create_upload(self, key: str, meta: ObjectMeta) -> str:
-        response = await self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=key, **self._object_params(meta))
+        try:
+            response = await self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, **self._object_params(meta))
+        except ClientError as exc:
+            _translate(exc)
         return response["UploadId"]
 
     async def upload_part(
@@ -263,8 +345,7 @@ class AwsS3Translator(Translator):
                 Body=upload if size else b"", ContentLength=size)
         except ClientError as exc:
             upload.reraise_body_error()
-            _raise_not_found(exc, f"{key} upload {upload_id}")
-            raise
+            _translate(exc, f"{key} upload {upload_id}")
         except Exception:
             upload.reraise_body_error()
             raise
@@ -281,8 +362,7 @@ class AwsS3Translator(Translator):
                 CopySource=self._copy_source(src),
                 CopySourceRange=f"bytes={offset}-{offset + length - 1}")
         except ClientError as exc:
-            _raise_not_found(exc, f"{src.key} or upload {upload_id}")
-            raise
+            _translate(exc, f"{src.key} or upload {upload_id}")
         return _part(self.name, length, _etag(response.get("CopyPartResult", {}).get("ETag")))
 
     async def complete_upload(
@@ -294,18 +374,20 @@ class AwsS3Translator(Translator):
                 Bucket=self.bucket, Key=key, UploadId=upload_id,
                 MultipartUpload={"Parts": listed})
         except ClientError as exc:
-            _raise_not_found(exc, f"{key} upload {upload_id}")
-            raise
+            # A listed part whose bytes changed since (re-uploaded meanwhile) is InvalidPart:
+            # Rejected, never an object assembled from bytes the caller did not list.
+            _translate(exc, f"{key} upload {upload_id}")
         # Unlisted parts are discarded by the backend itself on completion.
         size = sum(p.stored.size for p in parts)
         return [self._stored(key, size, response)]
 
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
+        # The backend drops every part of the upload, recorded in `parts` or not.
         try:
             await self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except ClientError as exc:
             if _code(exc) not in _MISSING_CODES:
-                raise
+                _translate(exc)
 
     # ---- health ----------------------------------------------------------------------------
 
@@ -443,9 +525,31 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _raise_not_found(exc: ClientError, what: str) -> None:
-    if _code(exc) in _MISSING_CODES:
-        raise NotFound(what) from exc
+def _status(exc: ClientError) -> int:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if isinstance(status, int):
+        return status
+    code = _code(exc)
+    return int(code) if code.isdigit() else 0  # HEAD answers carry only the status as code
+
+
+def _translate(exc: ClientError, missing: str | None = None) -> NoReturn:
+    """The one mapping of S3 error answers (see the module doc). `missing` names what a
+    NoSuchKey/NoSuchVersion/NoSuchUpload means is gone; without it they stay failures."""
+    code, status = _code(exc), _status(exc)
+    message = exc.response.get("Error", {}).get("Message") or ""
+    detail = f"{code}: {message}" if message else code
+    if code in _MISSING_CODES and missing is not None:
+        raise NotFound(missing) from exc
+    if status == 429 or code in _THROTTLE_CODES:
+        raise Throttled(detail) from exc
+    if code in _LOCATION_CODES or status in (401, 403, 404):
+        raise exc
+    if status == 409:
+        raise Conflict(detail) from exc
+    if 400 <= status < 500:
+        raise Rejected(detail) from exc
+    raise exc
 
 
 def _etag(value: str | None) -> str | None:

@@ -8,15 +8,25 @@ blob index tags (or, when Azure's tag rules refuse them, as JSON in the metadata
 Uploads stream: each staged block is sent straight from the incoming body, never buffered, so a
 100 MiB block costs one chunk of memory. Objects up to `SINGLE_PUT_MAX` go in one Put Blob.
 
-Multipart uploads stage blocks on the final blob itself and commit the block list at completion.
-Every block id this module writes, for plain puts and parts alike, is the same width:
+Every write lands at the key it is given, which no other write uses (see base.py), and is
+pinned by the blob's etag (and version id where the account keeps versions).
+
+Multipart uploads stage blocks on the upload's own blob name and commit the block list at
+completion. Every block id this module writes, for plain puts and parts alike, is the same width:
 `<upload id: 32 hex>.<part: 5 digits>.<attempt: 8 hex>.<sub-block: 5 digits>`, because Azure
 refuses block ids of different lengths on one blob. The attempt is random per UploadPart call, so
 a re-uploaded part never overwrites the blocks an earlier (still recorded) attempt staged. A part's
 `Stored.etag` is `blocks:<attempt>:<sub-block count>`: exactly what completion needs to name the
-part's blocks. Uncommitted blocks cannot be deleted without touching the committed blob, so abort
-and failed uploads leave them to Azure's garbage collection (about a week); they are never visible
-as an object, and a blob committed before stays intact.
+part's blocks. Committing drops every staged block not named (replaced attempts, unlisted parts),
+so discard_part has nothing to do. Abort, a failed streamed put and a delete without pin drop the
+uncommitted blocks of their name by committing an empty block list only where no blob is committed
+(If-None-Match: *) and deleting that empty blob: the name is the write's alone, so nothing else
+can be touched.
+
+Errors (one place, `_azure_errors`): a missing or replaced blob -> NotFound (decided where the
+call knows what it names), 429 and 503 ServerBusy -> Throttled, 409/412 -> Conflict, any other
+4xx the request caused (a value Azure refuses, a too-long name...) -> Rejected; 401/403, a missing
+container and 5xx stay backend failures.
 """
 
 from __future__ import annotations
@@ -24,18 +34,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
-from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
@@ -47,7 +63,9 @@ from gateway.translators.base import (
     NotFound,
     ObjectMeta,
     Part,
+    Rejected,
     Stored,
+    Throttled,
     Translator,
     details_bool,
     details_str,
@@ -361,7 +379,6 @@ class AzureSettings:
 
 class AzureTranslator(Translator):
     type_name = "azure"
-    stages_parts_on_target = True
     # Instance-overridable so tests can exercise block splitting with small bodies.
     block_size = BLOCK_SIZE
     single_put_max = SINGLE_PUT_MAX
@@ -438,22 +455,29 @@ class AzureTranslator(Translator):
         blob = self._blob(key)
         metadata, tags = encode_metadata(meta)
         reader = _BodyReader(body)
-        if size <= self.single_put_max:
-            data = await reader.read(size)
-            await reader.expect_end()
-            response = await blob.upload_blob(
-                data, length=size, overwrite=True, content_settings=_content_settings(meta),
-                metadata=metadata, tags=tags, max_concurrency=1,
+        with _azure_errors():
+            if size <= self.single_put_max:
+                data = await reader.read(size)
+                await reader.expect_end()
+                response = await blob.upload_blob(
+                    data, length=size, overwrite=True, content_settings=_content_settings(meta),
+                    metadata=metadata, tags=tags, max_concurrency=1,
+                )
+                return self._stored(key, size, response)
+            upload_id = uuid.uuid4().hex
+            try:
+                block_ids = await self._stage(blob, reader, size, upload_id, 0, "0" * 8)
+                await reader.expect_end()
+            except BaseException:
+                if reader.failure is not None:  # the client failed, Azure is fine: tidy up now
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._drop_uncommitted(blob))
+                raise
+            response = await blob.commit_block_list(
+                [BlobBlock(block_id=block) for block in block_ids],
+                content_settings=_content_settings(meta), metadata=metadata, tags=tags,
             )
             return self._stored(key, size, response)
-        upload_id = uuid.uuid4().hex
-        block_ids = await self._stage(blob, reader, size, upload_id, 0, "0" * 8)
-        await reader.expect_end()
-        response = await blob.commit_block_list(
-            [BlobBlock(block_id=block) for block in block_ids],
-            content_settings=_content_settings(meta), metadata=metadata, tags=tags,
-        )
-        return self._stored(key, size, response)
 
     async def _stage(
         self, blob: BlobClient, reader: _BodyReader, size: int, upload_id: str, part: int,
@@ -489,27 +513,29 @@ class AzureTranslator(Translator):
         if _is_part(stored):
             raise NotFound(f"{stored.key}: an uncommitted part cannot be read")
         blob = self._blob(stored.key)
-        try:
-            if length == 0:
-                await blob.get_blob_properties(**self._conditions(stored))
-                return _empty()
-            downloader = await blob.download_blob(
-                # offset None means the whole blob, which the SDK also reads when it is empty
-                offset=offset if offset or length is not None else None, length=length,
-                max_concurrency=1, **self._conditions(stored),
-            )
-        except (ResourceNotFoundError, ResourceModifiedError) as exc:
-            _raise_not_found(stored.key, exc)
+        with _azure_errors():
+            try:
+                if length == 0:
+                    await blob.get_blob_properties(**self._conditions(stored))
+                    return _empty()
+                downloader = await blob.download_blob(
+                    # offset None means the whole blob, which the SDK also reads when it is empty
+                    offset=offset if offset or length is not None else None, length=length,
+                    max_concurrency=1, **self._conditions(stored),
+                )
+            except (ResourceNotFoundError, ResourceModifiedError) as exc:
+                _raise_not_found(stored.key, exc)
         return _download_chunks(downloader)
 
     async def head(self, stored: Stored) -> Stored:
         if _is_part(stored):
             raise NotFound(f"{stored.key}: an uncommitted part has no blob")
         blob = self._blob(stored.key)
-        try:
-            props = await blob.get_blob_properties(version_id=stored.version_id)
-        except ResourceNotFoundError as exc:
-            _raise_not_found(stored.key, exc)
+        with _azure_errors():
+            try:
+                props = await blob.get_blob_properties(version_id=stored.version_id)
+            except ResourceNotFoundError as exc:
+                _raise_not_found(stored.key, exc)
         return Stored(
             location=self.name, key=stored.key, size=props.size, etag=props.etag,
             version_id=props.version_id,
@@ -518,18 +544,67 @@ class AzureTranslator(Translator):
 
     async def delete(self, stored: Stored) -> None:
         if _is_part(stored):
-            return  # a part's blocks are uncommitted: completion or Azure's expiry drops them
+            return  # a part's blocks: the upload's commit or abort drops them
         blob = self._blob(stored.key)
-        conditions = self._conditions(stored)
-        if "version_id" not in conditions:
-            conditions["delete_snapshots"] = "include"
+        with _azure_errors():
+            if stored.etag or stored.version_id:
+                conditions = self._conditions(stored)
+                if "version_id" not in conditions:
+                    conditions["delete_snapshots"] = "include"
+                await _delete_blob(blob, **conditions)
+                return
+            # No pin: the bytes of a write that never committed, at a name that is the write's
+            # alone. The blob with its snapshots; then, when there was none, uncommitted blocks
+            # (a cut-off streamed put, an upload's staged parts); then versions the account kept.
+            if not await _delete_blob(blob, delete_snapshots="include"):
+                await self._drop_uncommitted(blob)
+            async for piece in self._list(stored.key, versions=True):
+                if piece.key == stored.key and piece.version_id:
+                    await _delete_blob(blob, version_id=piece.version_id)
+
+    async def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
+        """Every blob under `prefix` (every version, where the account keeps them), and every
+        name that holds only uncommitted blocks (an open upload, a cut-off put): size 0, the
+        Stored.key of the upload's parts; a delete without pin drops its blocks. Snapshots are
+        not listed (the gateway makes none; a delete without pin removes them)."""
+        with _azure_errors():
+            async for piece in self._list(prefix, versions=True, uncommitted=True):
+                yield piece
+
+    async def _list(self, prefix: str, *, versions: bool = False,
+                    uncommitted: bool = False) -> AsyncIterator[Stored]:
+        if self._container is None:
+            raise RuntimeError(f"azure location {self.name} is not open")
+        include = [kind for kind, wanted in (("versions", versions),
+                                             ("uncommittedblobs", uncommitted)) if wanted]
+        async for item in self._container.list_blobs(name_starts_with=prefix or None,
+                                                     include=include or None):
+            etag = item.etag
+            if etag and not etag.startswith('"'):
+                etag = f'"{etag}"'  # listings drop the quotes every other answer has
+            yield Stored(location=self.name, key=item.name, size=item.size or 0, etag=etag,
+                         version_id=item.version_id,
+                         encryption="AES256" if item.server_encrypted else None)
+
+    async def _drop_uncommitted(self, blob: BlobClient) -> None:
+        """Drop the uncommitted blocks staged at `blob`'s name, where no blob is committed:
+        commit an empty block list only if none exists (which discards every staged block),
+        then delete exactly that empty blob. A committed blob is left alone."""
         try:
-            await blob.delete_blob(**conditions)
+            _, staged = await blob.get_block_list("uncommitted")
         except ResourceNotFoundError as exc:
             if _error_code(exc) == "ContainerNotFound":
                 raise
-        except ResourceModifiedError:
-            pass  # the key holds newer bytes now: this piece is already gone
+            return  # nothing at this name at all
+        if not staged:
+            return
+        try:
+            response = await blob.commit_block_list(
+                [], match_condition=MatchConditions.IfMissing)
+        except (ResourceExistsError, ResourceModifiedError):
+            return  # a committed blob is there: not ours to touch
+        await _delete_blob(blob, etag=response.get("etag"),
+                           match_condition=MatchConditions.IfNotModified)
 
     async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
         source = self if src.location == self.name else _OPEN_LOCATIONS.get(src.location)
@@ -546,20 +621,21 @@ class AzureTranslator(Translator):
         if src.etag:
             source_conditions = dict(source_etag=src.etag,
                                      source_match_condition=MatchConditions.IfNotModified)
-        try:
-            response = await blob.start_copy_from_url(
-                source_url, metadata=metadata or None, tags=tags, **source_conditions
-            )
-        except (ResourceNotFoundError, ResourceModifiedError) as exc:
-            if _error_code(exc) == "ContainerNotFound":
-                raise
-            raise NotFound(f"copy source {src.key}: {_error_code(exc)}") from exc
-        if response.get("copy_status") != "success":
-            await self._wait_for_copy(blob, response.get("copy_id"))
-        if not metadata:
-            await blob.set_blob_metadata({})  # Copy Blob keeps the source's metadata otherwise
-        # Copy Blob keeps the source's content headers; the copy gets the requested ones.
-        response = await blob.set_http_headers(content_settings=_content_settings(meta))
+        with _azure_errors():
+            try:
+                response = await blob.start_copy_from_url(
+                    source_url, metadata=metadata or None, tags=tags, **source_conditions
+                )
+            except (ResourceNotFoundError, ResourceModifiedError) as exc:
+                if _error_code(exc) == "ContainerNotFound":
+                    raise
+                raise NotFound(f"copy source {src.key}: {_error_code(exc)}") from exc
+            if response.get("copy_status") != "success":
+                await self._wait_for_copy(blob, response.get("copy_id"))
+            if not metadata:
+                await blob.set_blob_metadata({})  # Copy Blob keeps the source's metadata else
+            # Copy Blob keeps the source's content headers; the copy gets the requested ones.
+            response = await blob.set_http_headers(content_settings=_content_settings(meta))
         return Stored(location=self.name, key=key, size=src.size, etag=response.get("etag"),
                       version_id=response.get("version_id"), encryption=src.encryption)
 
@@ -585,18 +661,19 @@ class AzureTranslator(Translator):
     async def update_meta(self, stored: Stored, meta: ObjectMeta) -> Stored:
         blob = self._blob(stored.key)
         metadata, tags = encode_metadata(meta)
-        try:
-            props = await blob.get_blob_properties(**self._conditions(stored))
-            etag = props.etag
-            if props.metadata != metadata:  # setting metadata changes the etag: only if needed
-                response = await blob.set_blob_metadata(
-                    metadata, **self._conditions(stored, version=False)
-                )
-                etag = response.get("etag")
-            # Setting index tags leaves the etag alone.
-            await blob.set_blob_tags(tags or {}, version_id=stored.version_id)
-        except (ResourceNotFoundError, ResourceModifiedError) as exc:
-            _raise_not_found(stored.key, exc)
+        with _azure_errors():
+            try:
+                props = await blob.get_blob_properties(**self._conditions(stored))
+                etag = props.etag
+                if props.metadata != metadata:  # setting metadata changes the etag: if needed
+                    response = await blob.set_blob_metadata(
+                        metadata, **self._conditions(stored, version=False)
+                    )
+                    etag = response.get("etag")
+                # Setting index tags leaves the etag alone.
+                await blob.set_blob_tags(tags or {}, version_id=stored.version_id)
+            except (ResourceNotFoundError, ResourceModifiedError) as exc:
+                _raise_not_found(stored.key, exc)
         return replace(stored, etag=etag)
 
     # multipart uploads
@@ -613,7 +690,9 @@ class AzureTranslator(Translator):
             raise ValueError(f"part number {number} is outside 1..10000")
         attempt = secrets.token_hex(4)
         reader = _BodyReader(body)
-        block_ids = await self._stage(self._blob(key), reader, size, upload_id, number, attempt)
+        with _azure_errors():
+            block_ids = await self._stage(self._blob(key), reader, size, upload_id, number,
+                                          attempt)
         await reader.expect_end()
         return Stored(location=self.name, key=key, size=size,
                       etag=f"{PART_ETAG_PREFIX}{attempt}:{len(block_ids)}")
@@ -635,24 +714,29 @@ class AzureTranslator(Translator):
             )
         metadata, tags = encode_metadata(meta)
         # Committing also discards every staged block not listed (unlisted parts, old attempts).
-        try:
-            response = await self._blob(key).commit_block_list(
-                blocks, content_settings=_content_settings(meta), metadata=metadata, tags=tags
-            )
-        except HttpResponseError as exc:
-            if _error_code(exc) != "InvalidBlockList":
-                raise
-            raise Conflict(
-                f"{key}: staged blocks of upload {upload_id} are gone (another upload or PUT on "
-                "this key was committed meanwhile, or they expired)"
-            ) from exc
+        with _azure_errors():
+            try:
+                response = await self._blob(key).commit_block_list(
+                    blocks, content_settings=_content_settings(meta), metadata=metadata,
+                    tags=tags
+                )
+            except HttpResponseError as exc:
+                if _error_code(exc) != "InvalidBlockList":
+                    raise
+                raise Conflict(
+                    f"{key}: staged blocks of upload {upload_id} are gone (the upload was "
+                    "aborted, another commit on this name dropped them, or they expired)"
+                ) from exc
         size = sum(part.stored.size for part in parts)
         return [self._stored(key, size, response)]
 
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
-        # Uncommitted blocks can only be dropped by committing the blob or deleting it, both of
-        # which would touch a blob committed before; Azure collects them after about a week.
-        return None
+        # The name is this upload's alone: every block staged there, recorded in `parts` or
+        # not, is its own. (A completed upload's blob is committed and left alone.)
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            raise NotFound(f"upload {upload_id}")
+        with _azure_errors():
+            await self._drop_uncommitted(self._blob(key))
 
     async def check(self) -> Health:
         if self._container is None:
@@ -678,6 +762,43 @@ class AzureTranslator(Translator):
 def _error_code(exc: HttpResponseError) -> str | None:
     code = exc.error_code
     return getattr(code, "value", code)
+
+
+@contextlib.contextmanager
+def _azure_errors() -> Iterator[None]:
+    """The one mapping of Azure error answers (see the module doc). NotFound is decided by
+    each call, which knows what a 404 or a failed etag pin names."""
+    try:
+        yield
+    except HttpResponseError as exc:
+        status, code = exc.status_code or 0, _error_code(exc) or ""
+        detail = f"{code or status}: {_first_line(exc.message)}"
+        if status == 429 or (status == 503 and code == "ServerBusy"):
+            raise Throttled(detail) from exc
+        if status in (409, 412):
+            raise Conflict(detail) from exc
+        if 400 <= status < 500 and status not in (401, 403, 404):
+            raise Rejected(detail) from exc
+        raise
+
+
+def _first_line(message: str | None) -> str:
+    # Azure's messages go on with RequestId/Time lines: the first says what was refused.
+    return (message or "").strip().splitlines()[0][:300] if message and message.strip() else ""
+
+
+async def _delete_blob(blob: BlobClient, **conditions: Any) -> bool:
+    """Delete; False when it was already gone (or replaced, under an etag pin). A missing
+    container is a broken location and raises."""
+    try:
+        await blob.delete_blob(**conditions)
+    except ResourceNotFoundError as exc:
+        if _error_code(exc) == "ContainerNotFound":
+            raise
+        return False
+    except ResourceModifiedError:
+        return False  # the pinned blob is not there any more: this piece is already gone
+    return True
 
 
 def _raise_not_found(key: str, exc: HttpResponseError) -> NoReturn:

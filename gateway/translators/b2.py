@@ -6,7 +6,13 @@ reads the async request body from a worker thread a few chunks at a time (no who
 part in memory), a download is pulled chunk by chunk with one chunk of read-ahead. Objects are ordinary B2 files named by the backend key;
 multipart uploads are B2 large files (start / upload part / finish, cancel on abort). The
 Stored.version_id of every object is its B2 file id, so reads and deletes address exactly the
-version the gateway wrote even though B2 keeps every version of a name.
+version the gateway wrote even though B2 keeps every version of a name. Every write goes to a
+name of its own (the location wrapper's `~<token>` keys), so a delete without a file id removes
+every version of that name: hide markers and unfinished large files included.
+
+B2's request-level 4xx answers (bad file info, bad part number, unsatisfiable range...) raise
+Rejected, its 429 and 503 Throttled, its 409 Conflict; 401/403 and everything else stay
+failures that count against the location's health (see translate_error).
 
 The gateway talks to b2sdk's B2Session (the layer below B2Api) so the code path is the same
 against real B2 and against b2sdk's RawSimulator: only the raw API object differs, chosen by
@@ -20,7 +26,7 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -37,7 +43,22 @@ from b2sdk.v2 import (
     MetadataDirectiveMode,
     StreamWithHash,
 )
-from b2sdk.v2.exception import BadRequest, FileNotPresent, NonExistentBucket
+from b2sdk.v2.exception import (
+    BadJson,
+    BadRequest,
+    ChecksumMismatch,
+    FileAlreadyHidden,
+    FileNotPresent,
+    MissingPart,
+    NonExistentBucket,
+    PartSha1Mismatch,
+    RequestTimeout,
+    ServiceError,
+    TooManyRequests,
+    UnknownError,
+    UnsatisfiableRange,
+)
+from b2sdk.v2.exception import Conflict as B2Conflict
 
 from gateway.translators.base import (
     CHUNK_SIZE,
@@ -48,8 +69,11 @@ from gateway.translators.base import (
     NotFound,
     ObjectMeta,
     Part,
+    Rejected,
     Stored,
+    Throttled,
     Translator,
+    TranslatorError,
     details_bool,
     details_str,
 )
@@ -69,6 +93,7 @@ MAX_FILE_INFO = 10  # custom file info entries per file (b2-* content headers in
 DEFAULT_THREADS = 8
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 HEX_DIGITS_AT_END = "hex_digits_at_end"  # B2: the part/file SHA1 follows the bytes in the body
+LIST_PAGE = 1000  # b2_list_file_versions entries per call (1000 cost one class C transaction)
 
 # Our own file info names. B2 file info names: letters, digits, '-', '_', at most 50 chars.
 TAGS_INFO = "s3-tagging"  # the S3 tag set as a URL query string, like x-amz-tagging
@@ -164,10 +189,18 @@ class B2Translator(Translator):
 
     async def _run(self, fn: Callable[..., T], *args: Any, pool: ThreadPoolExecutor | None = None,
                    **kwargs: Any) -> T:
-        """Run one blocking b2sdk call in the translator's pool."""
+        """Run one blocking b2sdk call in the translator's pool; B2's answers that are not
+        outages become Rejected / Throttled / Conflict (FileNotPresent is left to the caller,
+        which knows what is missing)."""
         calls = self._pool()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool or calls, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(pool or calls, functools.partial(fn, *args, **kwargs))
+        except Exception as exc:
+            mapped = translate_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def _ready(self, refresh: bool = False) -> tuple[B2Session, str]:
         """Session and bucket id, authorizing on first use (in a worker thread, never in
@@ -254,6 +287,11 @@ class B2Translator(Translator):
                                             lambda: self._download(file_id, byte_range))
         except FileNotPresent:
             raise NotFound(stored.key) from None
+        except Exception as exc:
+            mapped = translate_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def _download(self, file_id: str, byte_range: tuple[int, int] | None) -> Iterator[bytes]:
         """The file's chunks; closing the generator (in the pool) closes the response."""
@@ -277,8 +315,9 @@ class B2Translator(Translator):
         return session.get_file_info_by_id(file_id)
 
     async def delete(self, stored: Stored) -> None:
-        # Only the version this Stored names: other versions of the name may back other
-        # (gateway-versioned) objects, or be the newer object that replaced this one.
+        # Pinned: only the version this Stored names (update_meta keeps a newer version at the
+        # same name). Unpinned (the bytes of a write that never committed, e.g. a put cut off
+        # before B2 answered): every version of the name, which is that write's alone.
         if stored.version_id:
             await self._run(self._delete_version, stored.version_id, stored.key)
         else:
@@ -292,15 +331,51 @@ class B2Translator(Translator):
             pass  # already gone is success
 
     def _delete_all_versions(self, file_name: str) -> None:
-        session, bucket_id = self._ready()
+        """Every version of exactly `file_name`: files, hide markers, and unfinished large
+        files (b2_delete_file_version cancels those, as b2_cancel_large_file does)."""
+        for version in list(self._versions(file_name, exact=True)):
+            self._delete_version(version["fileId"], file_name)
+
+    def _versions(self, prefix: str, exact: bool = False) -> Iterator[dict[str, Any]]:
+        """Every version under `prefix` (of exactly that name with `exact`), in B2's order (by
+        name, newest first), one b2_list_file_versions page at a time."""
+        start: tuple[str | None, str | None] = (prefix or None, None)
         while True:
-            listing = session.list_file_versions(bucket_id, start_file_name=file_name,
-                                                 max_file_count=100, prefix=file_name)
-            versions = [f for f in listing["files"] if f["fileName"] == file_name]
-            if not versions:
+            files, start = self._list_page(prefix, start)
+            for version in files:
+                if exact and version["fileName"] != prefix:
+                    return  # sorted by name: past the versions of this one
+                yield version
+            if start[0] is None or (exact and start[0] != prefix):
                 return
-            for version in versions:
-                self._delete_version(version["fileId"], file_name)
+
+    def _list_page(self, prefix: str, start: tuple[str | None, str | None]
+                   ) -> tuple[list[dict[str, Any]], tuple[str | None, str | None]]:
+        """One page of versions under `prefix` from `start` (name, file id); the next start,
+        (None, None) after the last page."""
+        session, bucket_id = self._ready()
+        # Start at the prefix itself: B2 lists from there (and b2sdk's simulator, unlike B2,
+        # stops at the first name before the prefix).
+        page = session.list_file_versions(bucket_id, start_file_name=start[0] or prefix or None,
+                                          start_file_id=start[1], max_file_count=LIST_PAGE,
+                                          prefix=prefix or None)
+        return page["files"], (page.get("nextFileName"), page.get("nextFileId"))
+
+    async def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
+        """Every version of every name under `prefix`: files (pinned by file id), hide markers,
+        and unfinished large files (their id is the upload id, which open uploads' parts carry
+        as version_id). One page is fetched at a time, as the caller consumes them."""
+        start: tuple[str | None, str | None] = (prefix or None, None)
+        while True:
+            files, start = await self._run(self._list_page, prefix, start)
+            for version in files:
+                if version.get("action") != "folder":
+                    yield self._stored(version["fileName"], version, 0)
+            if start[0] is None:
+                return
+
+    def piece_id(self, stored: Stored) -> str:
+        return stored.version_id or stored.key  # B2 file ids are unique across names
 
     async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
         if src.location != self.name:
@@ -351,14 +426,21 @@ class B2Translator(Translator):
     def _copy_part_sync(self, file_id: str, upload_id: str, number: int,
                         byte_range: tuple[int, int]) -> dict[str, Any]:
         session, _ = self._ready()
-        return session.copy_part(file_id, upload_id, number, bytes_range=byte_range)
+        try:
+            return session.copy_part(file_id, upload_id, number, bytes_range=byte_range)
+        except BadRequest:
+            if not self._upload_exists(upload_id):  # B2's 400 for an upload that is gone
+                raise NotFound(upload_id) from None
+            raise
 
     async def update_meta(self, stored: Stored, meta: ObjectMeta) -> Stored:
-        """B2 file info is immutable: copy the file onto its own name with the new info, then
-        drop the old version. The new Stored (new file id) replaces the old one."""
+        """B2 file info is immutable: copy the file onto its own name with the new info. The new
+        Stored (new file id, same name) replaces the old one in the caller's record; the old
+        version is left for the caller to drop (as garbage, once its record no longer names
+        it): deleting it here would pull the bytes from under a reader, or a concurrent update,
+        still holding the old record."""
         new = await self.copy(stored, stored.key, meta)
         assert new is not None
-        await self.delete(stored)
         return new
 
     # ---- multipart = B2 large files
@@ -396,9 +478,19 @@ class B2Translator(Translator):
         try:
             return session.upload_part(upload_id, number, len(stream), HEX_DIGITS_AT_END, stream)
         except BadRequest as exc:
-            if reader.delivered == 0:  # refused before any byte: the upload id is not (or no
-                raise FileNotPresent(upload_id) from exc  # longer) an unfinished large file
+            # Refused before any byte: either the upload id is not (or no longer) an unfinished
+            # large file, or the request itself was refused (a bad part number, a bad size).
+            if reader.delivered == 0 and not self._upload_exists(upload_id):
+                raise FileNotPresent(upload_id) from exc
             raise
+
+    def _upload_exists(self, upload_id: str) -> bool:
+        session, _ = self._ready()
+        try:
+            session.list_parts(upload_id, None, 1)
+        except (BadRequest, FileNotPresent):  # B2 answers 400 for an id that is no large file
+            return False
+        return True
 
     async def complete_upload(
         self, key: str, upload_id: str, parts: list[Part], meta: ObjectMeta
@@ -424,6 +516,13 @@ class B2Translator(Translator):
         if numbers != list(range(1, len(numbers) + 1)):
             raise Conflict(f"b2 large file {upload_id}: uploaded parts {numbers} are not "
                             "numbered 1..N, B2 cannot assemble them")
+        for part in parts:
+            # B2 keeps one part per number (a retry replaces it): the listed parts must still
+            # hold the bytes the caller recorded, or the copies below would take others.
+            found = uploaded.get(part.number)
+            if found is None or found["contentSha1"] != part.stored.etag:
+                raise Conflict(f"b2 large file {upload_id}: part {part.number} was replaced "
+                               "or is missing")
         staging = self._finish(upload_id, [uploaded[n]["contentSha1"] for n in numbers])
         try:
             starts: dict[int, int] = {}
@@ -464,8 +563,14 @@ class B2Translator(Translator):
                 return parts
 
     def _finish(self, upload_id: str, sha1s: list[str]) -> dict[str, Any]:
+        """Finish with the parts' SHA1s: B2 refuses when a part on B2 is not the one the caller
+        recorded (replaced by a retry meanwhile), so a completion never takes other bytes."""
         session, _ = self._ready()
-        return session.finish_large_file(upload_id, sha1s)
+        try:
+            return session.finish_large_file(upload_id, sha1s)
+        except (PartSha1Mismatch, ChecksumMismatch, MissingPart) as exc:
+            raise Conflict(f"b2 large file {upload_id}: its parts are not the ones listed "
+                           f"({exc})") from exc
 
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
         await self._run(self._cancel_sync, upload_id)
@@ -515,6 +620,37 @@ class B2Translator(Translator):
         return Stored(location=self.name, key=key,
                       size=int(length) if length is not None else int(size or 0),
                       version_id=result["fileId"], etag=sha1)
+
+
+# ---- B2's answers -> the translator's errors
+
+# Request-level 4xx answers: the request itself was refused (a client's problem, not an
+# outage). b2sdk turns B2's status and code into these classes (b2sdk's interpret_b2_error).
+_REFUSED = (BadRequest, BadJson, FileAlreadyHidden, MissingPart, PartSha1Mismatch,
+            UnsatisfiableRange, RequestTimeout)
+_STATUS = re.compile(r"\b([1-5]\d\d) ")  # the status in b2sdk's "<status> <code> <message>"
+
+
+def translate_error(exc: BaseException) -> TranslatorError | None:
+    """The Rejected / Throttled / Conflict a b2sdk error stands for; None when it is an outage
+    (or a config problem: 401/403, a missing bucket) and must count against health.
+    FileNotPresent is not mapped: callers turn it into NotFound naming the object; our own
+    TranslatorErrors (raised in the pool) are not b2sdk's and pass as they are."""
+    if isinstance(exc, TooManyRequests):
+        return Throttled(f"B2 asked to slow down: {exc}")
+    if isinstance(exc, ServiceError):  # 5xx: only 503 (B2's "too busy, back off") is throttling
+        match = _STATUS.search(str(exc))
+        return Throttled(f"B2 is busy: {exc}") if match and match.group(1) == "503" else None
+    if isinstance(exc, B2Conflict):
+        return Conflict(f"B2: {exc}")
+    if isinstance(exc, _REFUSED):
+        return Rejected(f"B2 refused the request: {exc}")
+    if isinstance(exc, UnknownError):  # a status b2sdk has no class for
+        match = _STATUS.search(str(exc))
+        status = int(match.group(1)) if match else 0
+        if 400 <= status < 500 and status not in (401, 403, 404, 409, 429):
+            return Rejected(f"B2 refused the request: {exc}")
+    return None
 
 
 # ---- metadata <-> B2 file info
@@ -618,4 +754,5 @@ async def _empty() -> ByteStream:
     yield b""  # pragma: no cover - makes this an async generator
 
 
-__all__ = ["B2Translator", "RAW_API_FACTORY", "file_info_from_meta", "meta_from_file_info"]
+__all__ = ["B2Translator", "RAW_API_FACTORY", "file_info_from_meta", "meta_from_file_info",
+           "translate_error"]

@@ -1,9 +1,18 @@
 """The one interface every backend implements.
 
 A translator moves bytes to and from one location. It knows nothing of HTTP requests, XML,
-accounts or gateway metadata: it receives a backend key (already mapped by bucketMatch) and
-returns `Stored` records that metadata keeps to find the bytes again. Errors it cannot map to
-`NotFound` or `Conflict` propagate as they are; the location wrapper turns them into 503s.
+accounts or gateway metadata: it receives a backend key and returns `Stored` records that
+metadata keeps to find the bytes again.
+
+Keys: the location wrapper gives every write (put, copy, create_upload) a key that no other
+write uses (`<bucket>/<key>~<token>`, see gateway/locations.py), so a translator never
+overwrites bytes that a record may still reference, and two writes never race on one key.
+A translator stores at exactly that key and pins what it stored with the backend's own handle
+where it has one (S3 VersionId, GCS generation, B2 file id, Azure etag).
+
+Errors: NotFound, Conflict, Rejected (the request itself was refused: a client's problem, not
+an outage) and Throttled are raised on purpose; anything else means the backend failed, and the
+location wrapper turns it into a 503 and counts it against the location's health.
 """
 
 from __future__ import annotations
@@ -29,6 +38,16 @@ class NotFound(TranslatorError):
 
 class Conflict(TranslatorError):
     """The backend refuses because of state, e.g. an upload in progress on the key."""
+
+
+class Rejected(TranslatorError):
+    """The backend refused this request for a reason of the request itself (its 4xx other than
+    not-found, auth or throttling: a tag or metadata value it does not accept, a too-long
+    name...). Goes back to the client as 400 InvalidArgument; never counts against health."""
+
+
+class Throttled(TranslatorError):
+    """The backend asked us to slow down (429/503 SlowDown). The client gets 503 SlowDown."""
 
 
 class ConfigError(Exception):
@@ -96,12 +115,9 @@ class Translator(ABC):
     """
 
     type_name: str = ""
-    # True when multipart parts are staged on the final key itself (Azure blocks), so a plain
-    # PUT/DELETE of that key while an upload is open would destroy the upload.
-    stages_parts_on_target: bool = False
-    # True when every put() stores its bytes under a key of its own (file, mem), so older
-    # versions of an S3 key stay readable: what a versioned bucket needs.
-    versions_kept: bool = False
+    # True when list_pieces() yields only what the gateway wrote (a data folder of its own);
+    # otherwise fsck judges only keys that carry the gateway's `~<token>` ending.
+    lists_only_own_pieces: bool = False
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.name = name
@@ -114,8 +130,8 @@ class Translator(ABC):
 
     @abstractmethod
     async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
-        """Stream `size` bytes from `body` to `key`; atomic replace. A translator may store under
-        a key of its own choosing (file, mem) and report it in the returned Stored.
+        """Stream `size` bytes from `body` to exactly `key` (unique: see the module doc), durable
+        on the backend when it returns. Stored.key == key.
         If `body` raises (client cut off, bad digest), re-raise and leave nothing behind."""
 
     @abstractmethod
@@ -129,11 +145,23 @@ class Translator(ABC):
 
     @abstractmethod
     async def delete(self, stored: Stored) -> None:
-        """Remove the piece. Already gone is success."""
+        """Remove the piece. Already gone is success. With a version id (or etag pin), only
+        that version; with none, every version at `stored.key` (the key is the piece's alone:
+        this is how the collector removes the bytes of a write that never committed)."""
 
     async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
-        """Server-side copy of `src` (same location) to `key`; None means: caller streams."""
+        """Server-side copy of `src` (same location) to exactly `key`; None: caller streams."""
         return None
+
+    def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
+        """For fsck: every object (every version, with its handle) stored at this location
+        under `prefix`, including what multipart uploads stage as objects of their own
+        (segments, temporary parts). Keys as Stored.key reports them. Streamed."""
+        raise NotImplementedError(f"{self.type_name} cannot list its pieces")
+
+    def piece_id(self, stored: Stored) -> str:
+        """What identifies `stored` among list_pieces() results (fsck compares these)."""
+        return stored.key
 
     async def copy_part(
         self, src: Stored, offset: int, length: int, key: str, upload_id: str, number: int
@@ -154,7 +182,13 @@ class Translator(ABC):
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: ByteStream, size: int
     ) -> Stored:
-        """Store one part. Uploading the same number again replaces it."""
+        """Store one part. Uploading the same number again gives a new part (the old one is
+        dropped later through discard_part, never overwritten where a completion may use it,
+        unless the backend's completion pins parts by content, as S3 part ETags do)."""
+
+    async def discard_part(self, key: str, upload_id: str, part: Part) -> None:
+        """Remove a part that was replaced by a newer upload of its number, or left out of a
+        completed upload. Default: nothing to do (the backend drops it itself)."""
 
     @abstractmethod
     async def complete_upload(
@@ -166,7 +200,8 @@ class Translator(ABC):
 
     @abstractmethod
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
-        """Drop the upload and everything staged for it. Idempotent."""
+        """Drop the upload and everything staged for it, including parts that never made it
+        into `parts` (a crash between a part's write and its record). Idempotent."""
 
     @abstractmethod
     async def check(self) -> Health:

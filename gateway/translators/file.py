@@ -1,17 +1,26 @@
-"""Local-disk location. Bytes live under the data path in files named by random ids, so no object
-name (`../` included) ever becomes a path, and replacing an object never touches the old file
-until metadata points elsewhere. Multipart parts are files too; completion links them as pieces
-of the object, so no byte is copied again."""
+"""Local-disk location. A piece stored at backend key K lives in the file `<xx>/<h>` where h is
+the first 32 hex digits of SHA-256(K): no object name (`../` included) ever becomes a path, and
+keys are unique per write (see base.py), so no file is ever overwritten. Writes go to a
+temporary file named after this host and process, are fsynced (file, then folder) and renamed
+into place before put() returns, unless the operator chose `storage.durability: relaxed`.
+Temporary files of dead processes are swept at start-up.
+
+Multipart parts are files in a folder of their upload (`mpu/<hash of upload id>/`), one per
+attempt, so an abort removes every part, recorded or not; completion links them as pieces of
+the object, so no byte is copied again."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import re
 import shutil
+import socket
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +38,11 @@ from gateway.translators.base import (
 
 # Reads up to this size are done on the event loop.
 INLINE_READ = 64 * 1024
-_KEY_PATTERN = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}")
+# Keys that are paths already: pieces of older releases (random ids) and multipart parts.
+_PATH_KEY = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}|mpu/[0-9a-f]{32}/\d{5}-[0-9a-f]{16}")
+_TMP_NAME = re.compile(r"\.(?P<host>[^.]+)\.(?P<pid>\d+)\.tmp$")
+# Temporary files of other hosts (a shared data path) are swept only when this old.
+STALE_TMP_SECONDS = 6 * 3600
 # Bodies up to this size are gathered and written in one hop to a thread (mkdir, create, write,
 # close, rename) instead of one hop per step: hops, not bytes, cost a small PUT its CPU.
 SMALL_BODY = 256 * 1024
@@ -37,7 +50,8 @@ SMALL_BODY = 256 * 1024
 
 class FileTranslator(Translator):
     type_name = "file"
-    versions_kept = True
+    # Everything under the data path is the gateway's: fsck may judge every file it lists.
+    lists_only_own_pieces = True
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         super().__init__(name, details, env)
@@ -45,34 +59,70 @@ class FileTranslator(Translator):
         if not isinstance(path, str):
             raise ConfigError("dataPath", "must be a string")
         self.root = Path(path).resolve()
+        # Set by the location wrapper from config.json storage.durability.
+        self.durable = env.get("S3DURABILITY", "durable") != "relaxed"
+        self._tmp_suffix = f".{socket.gethostname().split('.')[0] or 'host'}.{os.getpid()}.tmp"
 
     async def open(self) -> None:
         def _make_dirs() -> None:
             # All 256 fan-out folders up front: no mkdir on the write path.
             for index in range(256):
                 (self.root / f"{index:02x}").mkdir(parents=True, exist_ok=True)
+            (self.root / "mpu").mkdir(exist_ok=True)
+            self._sweep_tmp()
 
         await asyncio.to_thread(_make_dirs)
 
+    def _sweep_tmp(self) -> None:
+        """Remove temporary files left by processes killed mid-write: those of this host whose
+        process is gone, and any older than STALE_TMP_SECONDS (another host's)."""
+        host = socket.gethostname().split(".")[0] or "host"
+        now = time.time()
+        for folder in [*self.root.glob("[0-9a-f][0-9a-f]"), *self.root.glob("mpu/*")]:
+            for tmp in folder.glob("*.tmp"):
+                match = _TMP_NAME.search(tmp.name)
+                try:
+                    stale = now - tmp.stat().st_mtime > STALE_TMP_SECONDS
+                except FileNotFoundError:
+                    continue
+                mine_dead = (match is not None and match["host"] == host
+                             and not _pid_alive(int(match["pid"])))
+                if stale or mine_dead or match is None:
+                    tmp.unlink(missing_ok=True)
+
+    def relative_path(self, key: str) -> str:
+        """The file (relative to root) behind a backend key."""
+        if _PATH_KEY.fullmatch(key):
+            return key
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"{digest[:2]}/{digest}"
+
     def path_of(self, key: str) -> Path:
-        """The file behind a backend key. Keys are ours (hex ids), checked to stay inside root."""
-        if not _KEY_PATTERN.fullmatch(key):
+        """The file behind a backend key, always inside root."""
+        if not key:
             raise NotFound(key)
-        return self.root / key
+        return self.root / self.relative_path(key)
 
     def local_path(self, stored: Stored) -> Path:
         """The file serving `stored`, for zero-copy responses (sendfile)."""
         return self.path_of(stored.key)
 
-    def _new_key(self) -> str:
-        # Random, not secret: the Mersenne Twister is far cheaper than a getrandom() call.
-        name = f"{random.getrandbits(128):032x}"
-        return f"{name[:2]}/{name}"
+    def piece_id(self, stored: Stored) -> str:
+        return self.relative_path(stored.key)
 
-    async def _write(self, body: ByteStream) -> Stored:
-        key = self._new_key()
+    async def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
+        """Every file under root (keys as relative paths); `prefix` cannot apply to hashed
+        names, so it is ignored: everything here is the gateway's."""
+        folders = sorted([*self.root.glob("[0-9a-f][0-9a-f]"), *self.root.glob("mpu/*")])
+        for folder in folders:
+            entries = await asyncio.to_thread(_list_files, folder)
+            for name, size in entries:
+                yield Stored(location=self.name, key=f"{folder.relative_to(self.root)}/{name}",
+                             size=size)
+
+    async def _write(self, key: str, body: ByteStream) -> Stored:
         path = self.path_of(key)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(path.name + self._tmp_suffix)
         loop = asyncio.get_running_loop()
         chunks = aiter(body)
         held: list[bytes] = []
@@ -82,7 +132,8 @@ class FileTranslator(Translator):
             if chunk is None:  # the whole (verified) body is here: one hop writes it
                 # (Not inline: creating and renaming a file is a metadata operation that can
                 # take hundreds of microseconds on some filesystems; threads overlap them.)
-                await loop.run_in_executor(None, _write_small, path, tmp, b"".join(held))
+                await loop.run_in_executor(None, _write_small, path, tmp, b"".join(held),
+                                           self.durable)
                 return Stored(location=self.name, key=key, size=size)
             held.append(chunk)
             size += len(chunk)
@@ -98,9 +149,8 @@ class FileTranslator(Translator):
                     os.write(fd, chunk)
                 else:
                     await loop.run_in_executor(None, _write_all, fd, chunk)
-            await loop.run_in_executor(None, os.close, fd)
-            fd = -1
-            await loop.run_in_executor(None, os.replace, tmp, path)
+            written, fd = fd, -1  # _finish closes it, whatever happens
+            await loop.run_in_executor(None, _finish, written, tmp, path, self.durable)
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -109,7 +159,7 @@ class FileTranslator(Translator):
         return Stored(location=self.name, key=key, size=size)
 
     async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
-        return await self._write(body)
+        return await self._write(key, body)
 
     async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
         path = self.path_of(stored.key)
@@ -141,14 +191,15 @@ class FileTranslator(Translator):
 
     async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
         src_path = self.path_of(src.key)
-        new_key = self._new_key()
-        dst = self.path_of(new_key)
+        dst = self.path_of(key)
+        durable = self.durable
+        tmp = dst.with_name(dst.name + self._tmp_suffix)
 
         def _copy() -> None:
-            tmp = dst.with_name(dst.name + ".tmp")
             try:
                 shutil.copyfile(src_path, tmp)  # uses sendfile/copy_file_range on Linux
-                os.replace(tmp, dst)
+                fd = os.open(tmp, os.O_WRONLY)
+                _finish(fd, tmp, dst, durable)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
@@ -157,15 +208,29 @@ class FileTranslator(Translator):
             await asyncio.to_thread(_copy)
         except FileNotFoundError:
             raise NotFound(src.key) from None
-        return Stored(location=self.name, key=new_key, size=src.size)
+        return Stored(location=self.name, key=key, size=src.size)
+
+    def _upload_folder(self, upload_id: str) -> str:
+        return f"mpu/{hashlib.sha256(upload_id.encode()).hexdigest()[:32]}"
 
     async def create_upload(self, key: str, meta: ObjectMeta) -> str:
-        return uuid.uuid4().hex
+        upload_id = uuid.uuid4().hex
+        await asyncio.to_thread((self.root / self._upload_folder(upload_id)).mkdir,
+                                exist_ok=True)
+        return upload_id
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: ByteStream, size: int
     ) -> Stored:
-        return await self._write(body)
+        # One file per attempt: a retried part never replaces bytes a completion may use.
+        part_key = (f"{self._upload_folder(upload_id)}/{number:05d}-"
+                    f"{random.getrandbits(64):016x}")
+        if not (self.root / self._upload_folder(upload_id)).is_dir():
+            raise NotFound(upload_id)
+        return await self._write(part_key, body)
+
+    async def discard_part(self, key: str, upload_id: str, part: Part) -> None:
+        await self.delete(part.stored)
 
     async def complete_upload(
         self, key: str, upload_id: str, parts: list[Part], meta: ObjectMeta
@@ -173,26 +238,68 @@ class FileTranslator(Translator):
         return [part.stored for part in parts]
 
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
-        for part in parts:
-            await self.delete(part.stored)
+        # The whole folder: parts recorded or not (a crash between a write and its record).
+        folder = self.root / self._upload_folder(upload_id)
+        await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def check(self) -> Health:
         ok = await asyncio.to_thread(os.access, self.root, os.W_OK)
         return Health(ok=ok, message="OK" if ok else f"data path {self.root} is not writable")
 
 
-def _write_small(path: Path, tmp: Path, data: bytes) -> None:
+def _write_small(path: Path, tmp: Path, data: bytes, durable: bool) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         _write_all(fd, data)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
+    try:
+        _finish(fd, tmp, path, durable)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _finish(fd: int, tmp: Path, path: Path, durable: bool) -> None:
+    """Make a written temporary file the piece: data on disk, then the name, then the name on
+    disk (the folder fsynced), so an acknowledged piece survives a power cut. Closes `fd`."""
+    try:
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if durable:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _list_files(folder: Path) -> list[tuple[str, int]]:
+    entries = []
+    with os.scandir(folder) as scan:
+        for entry in scan:
+            if entry.name.endswith(".tmp"):
+                continue
+            try:
+                entries.append((entry.name, entry.stat().st_size))
+            except FileNotFoundError:
+                continue
+    return entries
 
 
 def _open_read(path: Path, offset: int, first: int, length: int | None) -> tuple[Any, bytes]:

@@ -3,15 +3,23 @@
 Objects sit in `bucketName` in native form: the bytes as one ordinary object, S3 user metadata as
 GCS custom metadata under the same names, each S3 tag as custom metadata `aws-tag-<key>`, an
 `Expires` header as custom metadata `aws-expires`, and the other content headers as the object's
-own properties (contentType, cacheControl, ...). `Stored.version_id` is the GCS generation, and
-every read, head and delete is pinned to it, so replacing a key never touches the new bytes.
+own properties (contentType, cacheControl, ...). Every write lands at the key it is given (unique
+per write, see base.py); `Stored.version_id` is the GCS generation, and every read, head and
+delete is pinned to it. A delete without one removes every generation at the key.
 
 Multipart uploads stage each part as a temporary object in `mpuBucketName` under
-`s3gw-mpu/<uploadId>-<hash of key>/`. Completion composes them (GCS composes at most 32 sources per
-call) in as many rounds as needed, so all 10,000 S3 parts work, straight into the final key when
-both buckets are one, else into a temporary that is rewritten into `bucketName`; then the staging
-prefix is emptied. All upload state is the upload id, the key and the parts the caller passes in,
-so an upload survives a gateway restart.
+`s3gw-mpu/<uploadId>-<hash of key>/part-<number>-<random>`: a name of its own per attempt, so a
+part uploaded again never overwrites bytes a running completion composes (the caller drops the
+replaced one with discard_part). Staged objects carry the upload's key as custom metadata
+`s3gw-key`, so list_pieces can tell which key they belong to. Completion composes the listed parts
+(GCS composes at most 32 sources per call) in as many rounds as needed, so all 10,000 S3 parts
+work, straight into the final key when both buckets are one, else into a temporary that is
+rewritten into `bucketName`; then the staging prefix is emptied. All upload state is the upload
+id, the key and the parts the caller passes in, so an upload survives a gateway restart.
+
+Errors (one place, `_gcs_errors`): 404 of what a call names -> NotFound, 429 -> Throttled,
+409/412 -> Conflict, any other 4xx the request caused (a too-long name, a bad value) -> Rejected;
+401/403, a missing bucket and 5xx stay backend failures.
 
 gcloud-aio-storage gives the session, the OAuth token and the calls that fit as they are (delete,
 list, rewrite, bucket metadata). Uploads, downloads, compose and metadata calls go through the
@@ -27,8 +35,9 @@ import io
 import json
 import logging
 import re
+import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -45,7 +54,9 @@ from gateway.translators.base import (
     NotFound,
     ObjectMeta,
     Part,
+    Rejected,
     Stored,
+    Throttled,
     Translator,
     details_bool,
     details_str,
@@ -64,9 +75,12 @@ CONCURRENCY = 16  # parallel compose/delete calls of one completion or cleanup
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5, sock_read=60)
 CHECK_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
 
+LIST_PAGE = 1000
 TAG_PREFIX = "aws-tag-"
 EXPIRES_KEY = "aws-expires"
 STAGING_ROOT = "s3gw-mpu/"
+KEY_METADATA = "s3gw-key"  # on staged objects: the key of the upload they belong to
+LIST_FIELDS = "items(name,generation,size,etag,metadata),nextPageToken"
 _STAGING_NAME = re.compile(r"s3gw-mpu/[0-9a-f]{32}-[0-9a-f]{16}/")
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 # GCS bucket names: 3-63 characters per dot-separated component, up to 222 with dots.
@@ -149,7 +163,8 @@ class GcpTranslator(Translator):
 
     async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
         resource = _resource(meta)
-        return self._stored(await self._upload(self.bucket, key, resource, body, size))
+        with _gcs_errors():
+            return self._stored(await self._upload(self.bucket, key, resource, body, size))
 
     async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
         if length == 0:
@@ -162,19 +177,29 @@ class GcpTranslator(Translator):
             end = "" if length is None else str(offset + length - 1)
             headers["Range"] = f"bytes={offset}-{end}"
         params = {"alt": "media", **_generation(stored)}
-        response = await self._request("GET", self._object_url(stored.key), params=params,
-                                       headers=headers, auto_decompress=False,
-                                       not_found=stored.key)
+        with _gcs_errors():
+            response = await self._request("GET", self._object_url(stored.key), params=params,
+                                           headers=headers, auto_decompress=False,
+                                           not_found=stored.key)
         skip = offset if ranged and response.status == 200 else 0  # server ignored Range
         return _read_response(response, skip, length)
 
     async def head(self, stored: Stored) -> Stored:
-        resource = await self._object_resource(stored.key, stored.version_id)
+        with _gcs_errors():
+            resource = await self._object_resource(stored.key, stored.version_id)
         return self._stored(resource)
 
     async def delete(self, stored: Stored) -> None:
         bucket = self._bucket_of(stored.key)
-        if stored.version_id is not None:
+        with _gcs_errors():
+            if stored.version_id is None:
+                # No pin: the bytes of a write that never committed. The key is that write's
+                # alone, so every generation at exactly this name goes (one when the bucket
+                # keeps no versions).
+                async for piece in self._list(bucket, stored.key):
+                    if piece.key == stored.key:
+                        await self._delete_name(bucket, piece.key, piece.version_id)
+                return
             # GCS deletes exactly the pinned generation, but some GCS-compatible servers
             # (fake-gcs-server) ignore `generation` and would remove a newer object under the
             # same name: confirm the generation still exists first.
@@ -182,29 +207,50 @@ class GcpTranslator(Translator):
                 await self._object_resource(stored.key, stored.version_id)
             except NotFound:
                 return
-        try:
-            await self.storage.delete(bucket, stored.key, params=_generation(stored),
-                                      timeout=TIMEOUT)  # type: ignore[arg-type]
-        except aiohttp.ClientResponseError as exc:
-            if exc.status != 404:
-                raise
+            await self._delete_name(bucket, stored.key, stored.version_id)
+
+    async def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
+        """Every object (every generation the bucket keeps) under `prefix`, then the staged
+        objects of multipart uploads whose key is under `prefix` (reported by their own
+        staging names, as upload_part returned them)."""
+        with _gcs_errors():
+            async for piece in self._list(self.bucket, prefix):
+                if self.mpu_bucket == self.bucket and _STAGING_NAME.match(piece.key):
+                    continue  # staged objects come below, filtered by their upload's key
+                yield piece
+            async for piece, metadata in self._list(self.mpu_bucket, STAGING_ROOT,
+                                                    with_metadata=True):
+                if not _STAGING_NAME.match(piece.key):
+                    continue
+                owner = metadata.get(KEY_METADATA)
+                # Staged before keys were recorded: only a listing of everything claims them.
+                if (owner.startswith(prefix) if owner is not None else not prefix):
+                    yield piece
+
+    def piece_id(self, stored: Stored) -> str:
+        if stored.version_id:
+            return f"{stored.key}?generation={stored.version_id}"
+        return stored.key
 
     async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
-        resource = await self._rewrite(src.key, src.version_id, self.bucket, key, _resource(meta))
+        with _gcs_errors():
+            resource = await self._rewrite(src.key, src.version_id, self.bucket, key,
+                                           _resource(meta))
         return self._stored(resource)
 
     async def update_meta(self, stored: Stored, meta: ObjectMeta) -> Stored:
         # PATCH merges custom metadata: keys no longer wanted are sent as null to drop them.
-        current = await self._object_resource(stored.key, stored.version_id)
-        resource = _resource(meta)
-        wanted = resource.get("metadata", {})
-        resource["metadata"] = {**{k: None for k in current.get("metadata") or {}}, **wanted}
-        for prop in _CONTENT_PROPERTIES.values():
-            resource.setdefault(prop, None)
-        params = {**_generation(stored), "ifMetagenerationMatch": current["metageneration"]}
-        response = await self._request("PATCH", self._object_url(stored.key), params=params,
-                                       json=resource, not_found=stored.key)
-        return self._stored(await response.json(content_type=None))
+        with _gcs_errors():
+            current = await self._object_resource(stored.key, stored.version_id)
+            resource = _resource(meta)
+            wanted = resource.get("metadata", {})
+            resource["metadata"] = {**{k: None for k in current.get("metadata") or {}}, **wanted}
+            for prop in _CONTENT_PROPERTIES.values():
+                resource.setdefault(prop, None)
+            params = {**_generation(stored), "ifMetagenerationMatch": current["metageneration"]}
+            response = await self._request("PATCH", self._object_url(stored.key), params=params,
+                                           json=resource, not_found=stored.key)
+            return self._stored(await response.json(content_type=None))
 
     # -- multipart ---------------------------------------------------------------------------
 
@@ -215,19 +261,26 @@ class GcpTranslator(Translator):
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: ByteStream, size: int
     ) -> Stored:
-        name = f"{self._staging_prefix(key, upload_id)}part-{number:05d}"
-        resource = {"contentType": "application/octet-stream"}
-        return self._stored(await self._upload(self.mpu_bucket, name, resource, body, size))
+        name = self._part_name(key, upload_id, number)
+        with _gcs_errors():
+            return self._stored(await self._upload(self.mpu_bucket, name, _staged(key), body,
+                                                   size))
 
     async def copy_part(
         self, src: Stored, offset: int, length: int, key: str, upload_id: str, number: int
     ) -> Stored | None:
         if offset != 0 or length != src.size:
             return None  # GCS cannot copy a byte range server-side
-        name = f"{self._staging_prefix(key, upload_id)}part-{number:05d}"
-        resource = {"contentType": "application/octet-stream"}
-        return self._stored(await self._rewrite(src.key, src.version_id, self.mpu_bucket, name,
-                                                resource))
+        name = self._part_name(key, upload_id, number)
+        with _gcs_errors():
+            return self._stored(await self._rewrite(src.key, src.version_id, self.mpu_bucket,
+                                                    name, _staged(key)))
+
+    async def discard_part(self, key: str, upload_id: str, part: Part) -> None:
+        # Only ever a staged object of this very upload: nothing else is a part's to remove.
+        if _UPLOAD_ID.fullmatch(upload_id) and part.stored.key.startswith(
+                self._staging_prefix(key, upload_id)):
+            await self.delete(part.stored)
 
     async def complete_upload(
         self, key: str, upload_id: str, parts: list[Part], meta: ObjectMeta
@@ -240,26 +293,8 @@ class GcpTranslator(Translator):
             sources.append((part.stored.key, part.stored.version_id))
         if not sources:
             raise Conflict("a multipart upload needs at least one part")
-        # Compose rounds: 10,000 parts -> 313 -> 10 -> the object.
-        level = 0
-        while len(sources) > COMPOSE_MAX_SOURCES:
-            level += 1
-            groups = [sources[i:i + COMPOSE_MAX_SOURCES]
-                      for i in range(0, len(sources), COMPOSE_MAX_SOURCES)]
-            composed = await _bounded([
-                _bind(self._compose, self.mpu_bucket, f"{prefix}compose-{level}-{index:05d}",
-                      group, {})
-                for index, group in enumerate(groups)
-            ])
-            sources = [(item["name"], item.get("generation")) for item in composed]
-        resource = _resource(meta)
-        if self.mpu_bucket == self.bucket:
-            final = await self._compose(self.bucket, key, sources, resource)
-        else:
-            # Compose only works within one bucket: assemble beside the parts, then rewrite.
-            staged = await self._compose(self.mpu_bucket, f"{prefix}final", sources, {})
-            final = await self._rewrite(staged["name"], staged.get("generation"), self.bucket,
-                                        key, resource)
+        with _gcs_errors():
+            final = await self._compose_all(key, prefix, sources, meta)
         try:
             await self._delete_prefix(self.mpu_bucket, prefix)
         except Exception:
@@ -268,8 +303,37 @@ class GcpTranslator(Translator):
                         prefix, exc_info=True)
         return [self._stored(final)]
 
+    async def _compose_all(self, key: str, prefix: str, sources: list[tuple[str, str | None]],
+                           meta: ObjectMeta) -> dict[str, Any]:
+        # Intermediate names are this completion's own (a token), pinned by generation.
+        attempt = secrets.token_hex(4)
+        staged = _staged(key)
+        # Compose rounds: 10,000 parts -> 313 -> 10 -> the object.
+        level = 0
+        while len(sources) > COMPOSE_MAX_SOURCES:
+            level += 1
+            groups = [sources[i:i + COMPOSE_MAX_SOURCES]
+                      for i in range(0, len(sources), COMPOSE_MAX_SOURCES)]
+            composed = await _bounded([
+                _bind(self._compose, self.mpu_bucket,
+                      f"{prefix}compose-{attempt}-{level}-{index:05d}", group, staged)
+                for index, group in enumerate(groups)
+            ])
+            sources = [(item["name"], item.get("generation")) for item in composed]
+        # The object's own metadata, never the staging marker of its sources.
+        resource = {"metadata": {}, **_resource(meta)}
+        if self.mpu_bucket == self.bucket:
+            return await self._compose(self.bucket, key, sources, resource)
+        # Compose only works within one bucket: assemble beside the parts, then rewrite.
+        assembled = await self._compose(self.mpu_bucket, f"{prefix}final-{attempt}", sources,
+                                        staged)
+        return await self._rewrite(assembled["name"], assembled.get("generation"), self.bucket,
+                                   key, resource)
+
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
-        await self._delete_prefix(self.mpu_bucket, self._staging_prefix(key, upload_id))
+        # Everything under the upload's staging prefix, recorded in `parts` or not.
+        with _gcs_errors():
+            await self._delete_prefix(self.mpu_bucket, self._staging_prefix(key, upload_id))
 
     async def check(self) -> Health:
         for bucket in dict.fromkeys((self.bucket, self.mpu_bucket)):
@@ -297,6 +361,10 @@ class GcpTranslator(Translator):
     def _object_url(self, name: str, bucket: str | None = None) -> str:
         bucket = bucket or self._bucket_of(name)
         return f"{self.api_root}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
+
+    def _part_name(self, key: str, upload_id: str, number: int) -> str:
+        """A name of its own for every attempt at a part (see the module doc)."""
+        return f"{self._staging_prefix(key, upload_id)}part-{number:05d}-{secrets.token_hex(8)}"
 
     def _staging_prefix(self, key: str, upload_id: str) -> str:
         if not _UPLOAD_ID.fullmatch(upload_id):
@@ -432,6 +500,23 @@ class GcpTranslator(Translator):
                                                       timeout=TIMEOUT)  # type: ignore[arg-type]
             await _bounded([_bind(self._delete_name, bucket, item["name"], item.get("generation"))
                             for item in listing.get("items", [])])
+            token = listing.get("nextPageToken")
+            if not token:
+                return
+            params["pageToken"] = token
+
+    async def _list(self, bucket: str, prefix: str, *,
+                    with_metadata: bool = False) -> AsyncIterator[Any]:
+        """Every object and generation under `prefix` in `bucket`, page by page: Stored, or
+        (Stored, custom metadata) pairs."""
+        params = {"prefix": prefix, "versions": "true", "maxResults": str(LIST_PAGE),
+                  "fields": LIST_FIELDS}
+        while True:
+            listing = await self.storage.list_objects(bucket, params=dict(params),
+                                                      timeout=TIMEOUT)  # type: ignore[arg-type]
+            for item in listing.get("items", []):
+                piece = self._stored(item)
+                yield (piece, item.get("metadata") or {}) if with_metadata else piece
             token = listing.get("nextPageToken")
             if not token:
                 return
@@ -591,6 +676,37 @@ def _header_key(prop: str) -> str:
     if prop == "metadata":
         return prop
     return re.sub(r"(?<!^)([A-Z])", r"-\1", prop).title()
+
+
+def _staged(key: str) -> dict[str, Any]:
+    """The resource of a staged object of an upload to `key`."""
+    return {"contentType": "application/octet-stream", "metadata": {KEY_METADATA: key}}
+
+
+@contextlib.contextmanager
+def _gcs_errors() -> Iterator[None]:
+    """The one mapping of GCS error answers (see the module doc). NotFound is decided where
+    the call knows what would be missing (`_request(not_found=...)`)."""
+    try:
+        yield
+    except aiohttp.ClientResponseError as exc:
+        status = exc.status
+        if status == 429:
+            raise Throttled(_error_text(exc)) from exc
+        if status in (409, 412):
+            raise Conflict(_error_text(exc)) from exc
+        if 400 <= status < 500 and status not in (401, 403, 404):
+            raise Rejected(_error_text(exc)) from exc
+        raise
+
+
+def _error_text(exc: aiohttp.ClientResponseError) -> str:
+    """GCS's own error message (gcloud-aio puts the response body after the reason)."""
+    text = exc.message or ""
+    _, _, body = text.partition(": ")
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        text = json.loads(body)["error"]["message"]
+    return f"HTTP {exc.status}: {text}"[:300]
 
 
 def _generation(stored: Stored) -> dict[str, str]:

@@ -1,11 +1,19 @@
 """OpenStack Swift location (tempauth or Keystone v3) through python-swiftclient.
 
-Objects are ordinary Swift objects in `containerName`; user metadata, tags and content headers are
-the object's own Swift metadata. Multipart uploads write each part as a segment object in
-`<containerName>_segments` and complete into a Static Large Object (SLO) manifest, which any Swift
-client reads as one object. python-swiftclient is synchronous: every call runs in a thread pool the
-translator owns, on pooled connections that share one token and re-authenticate on 401; bodies
-cross between the loop and those threads through gateway.translators.sync_bridge.
+Objects are ordinary Swift objects in `containerName`, each at exactly the key it is given (the
+location wrapper makes every write's key unique, so nothing is ever overwritten in place); user
+metadata, tags and content headers are the object's own Swift metadata. Multipart uploads write
+each part as a segment object in `<containerName>_segments`, named
+`<key>/<upload id>/<part number>-<token>` (a new segment per attempt: a retried part never
+replaces bytes a completion may be using), and complete into a Static Large Object (SLO)
+manifest, which any Swift client reads as one object. python-swiftclient is synchronous: every
+call runs in a thread pool the translator owns, on pooled connections that share one token and
+re-authenticate on 401; bodies cross between the loop and those threads through
+gateway.translators.sync_bridge.
+
+Swift's request-level 4xx answers (a metadata value too long, too many segments...) raise
+Rejected, 429/498 Throttled, 409 Conflict; 401/403, 5xx and transport errors stay failures that
+count against the location's health (see translate_error).
 """
 
 from __future__ import annotations
@@ -17,10 +25,11 @@ import importlib.util
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,12 +42,16 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
+    Conflict,
     Health,
     NotFound,
     ObjectMeta,
     Part,
+    Rejected,
     Stored,
+    Throttled,
     Translator,
+    TranslatorError,
     details_bool,
     details_str,
 )
@@ -75,7 +88,17 @@ CONTENT_HEADERS = {
     "expires": "Expires",
 }
 MAX_NAME_BYTES = 1024  # Swift's default max_object_name_length
-_UPLOAD_SEGMENT = re.compile(r"[0-9a-f]{32}/(\d{5}|manifest-\d{3}|segment-\d{5})")
+# The longest `/<upload id>/<leaf>` after a key prefix: `/` 32 `/manifest-000-<16 hex>`.
+SEGMENT_SUFFIX = 64
+LEGACY_SEGMENT_SUFFIX = 50  # what it was before part names had a token (older SLOs)
+LIST_PAGE = 10000  # Swift's default container_listing_limit
+# What follows `<key prefix>/` in our segment names: the upload id, then a part attempt
+# (`00001-<token>`; `00001` before tokens), a nested manifest, or a segment of a large PUT.
+_SEGMENT_LEAF = r"[0-9a-f]{32}/(\d{5}(-[0-9a-f]{16})?|manifest-\d{3}(-[0-9a-f]{16})?|segment-\d{5})"
+_UPLOAD_SEGMENT = re.compile(_SEGMENT_LEAF)
+_SEGMENT_NAME = re.compile(r"(.+)/" + _SEGMENT_LEAF)
+# Every write's key ends with the location wrapper's token; a segment name never does.
+_WRITE_KEY = re.compile(r".*~[0-9a-f]{24}")
 
 
 @dataclass
@@ -90,6 +113,26 @@ def _is_missing(exc: BaseException) -> bool:
 
 def _etag(value: str | None) -> str | None:
     return value.strip('"') if value else None
+
+
+def translate_error(exc: BaseException) -> TranslatorError | None:
+    """The Rejected / Throttled / Conflict a Swift answer stands for; None when it is an outage
+    or a config problem (401/403, 5xx: Swift's 503 means its storage nodes did not answer, not
+    "slow down"), which must count against health. 404 is left to the callers, which know what
+    is missing."""
+    if not isinstance(exc, ClientException) or exc.http_status is None:
+        return None
+    status = exc.http_status
+    if status in (429, 498):  # 498: the status of Swift's own ratelimit middleware
+        return Throttled(f"swift asked to slow down: {status} {exc.http_reason}")
+    if status == 409:
+        return Conflict(f"swift: {status} {exc.http_reason}")
+    if 400 <= status < 500 and status not in (401, 403, 404):
+        detail = (exc.http_response_content or b"")[:300]
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace")
+        return Rejected(f"swift refused the request: {status} {exc.http_reason} {detail}".strip())
+    return None
 
 
 class SwiftTranslator(Translator):
@@ -212,12 +255,22 @@ class SwiftTranslator(Translator):
             raise RuntimeError(f"swift location {self.name} is not open")
         return self._executor
 
-    async def _in_thread(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
+    async def _in_thread(self, call: Callable[[], T], *, translate: bool = True) -> T:
+        """Run `call` in the pool; Swift's answers that are not outages become Rejected,
+        Throttled or Conflict (unless `translate` is off: config problems stay failures)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
+        except ClientException as exc:
+            mapped = translate_error(exc) if translate else None
+            if mapped is None:
+                raise
+            raise mapped from exc
 
-    async def _run(self, call: Callable[[swiftclient.Connection], T]) -> T:
+    async def _run(self, call: Callable[[swiftclient.Connection], T], *,
+                   translate: bool = True) -> T:
         """Run `call(connection)` in the pool's threads on a pooled connection."""
-        return await self._in_thread(lambda: self._with_connection(lambda p: call(p.conn)))
+        return await self._in_thread(lambda: self._with_connection(lambda p: call(p.conn)),
+                                     translate=translate)
 
     # ---- metadata --------------------------------------------------------------------------
 
@@ -266,14 +319,11 @@ class SwiftTranslator(Translator):
     async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
         self._check_name(key)
         headers = self._headers(meta)
-        replaced = await self._run(lambda conn: self._owned_segments(conn, key))
+        # The key is this write's own: nothing there to replace (or whose segments to drop).
         if size > self.large_object_threshold:
-            stored = await self._put_large(key, body, size, headers)
-        else:
-            etag = await self._put_stream(self.container, key, body, size, headers)
-            stored = Stored(location=self.name, key=key, size=size, etag=etag)
-        await self._drop_segments(replaced)
-        return stored
+            return await self._put_large(key, body, size, headers)
+        etag = await self._put_stream(self.container, key, body, size, headers)
+        return Stored(location=self.name, key=key, size=size, etag=etag)
 
     async def _put_large(self, key: str, body: ByteStream, size: int,
                          headers: Mapping[str, str]) -> Stored:
@@ -310,7 +360,10 @@ class SwiftTranslator(Translator):
         except ClientException as exc:
             if _is_missing(exc):
                 raise NotFound(stored.key) from None
-            raise
+            mapped = translate_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def _download(self, name: str, headers: Mapping[str, str]) -> Iterator[bytes]:
         """The object's chunks on a pooled connection, checked back in at the end; one not read
@@ -342,6 +395,9 @@ class SwiftTranslator(Translator):
                       etag=_etag(headers.get("etag")))
 
     async def delete(self, stored: Stored) -> None:
+        """The object at stored.key and, for an SLO, the segments it owns. A segment's name
+        (as list_pieces reports segments) deletes that segment. Swift keeps no versions, and
+        every write has a key of its own: with or without an etag pin, the key goes."""
         def delete(conn: swiftclient.Connection) -> list[str]:
             segments = self._owned_segments(conn, stored.key)
             try:
@@ -351,7 +407,46 @@ class SwiftTranslator(Translator):
                     raise
             return segments
 
+        if _is_segment_name(stored.key):
+            await self._drop_segments([stored.key])
         await self._drop_segments(await self._run(delete))
+
+    async def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
+        """Every object under `prefix` in the container, then every segment under it in the
+        segments container (parts of open uploads, segments of SLOs, nested manifests), one
+        listing page at a time. Segments are reported by their own names; piece_id() maps
+        them to the key they belong to."""
+        for container in (self.container, self.segments_container):
+            marker = ""
+            while True:
+                page = await self._run(
+                    lambda conn, c=container, m=marker: self._list_page(conn, c, prefix, m))
+                for item in page:
+                    yield Stored(location=self.name, key=item["name"], size=int(item["bytes"]),
+                                 etag=_etag(item.get("hash")))
+                if len(page) < LIST_PAGE:
+                    break
+                marker = page[-1]["name"]
+
+    def _list_page(self, conn: swiftclient.Connection, container: str, prefix: str,
+                   marker: str) -> list[dict[str, Any]]:
+        try:
+            _, page = conn.get_container(container, prefix=prefix or None, marker=marker or None,
+                                         limit=LIST_PAGE)
+        except ClientException as exc:
+            if container == self.segments_container and _is_missing(exc):
+                return []  # no multipart upload or large object ever made it
+            raise
+        return page
+
+    def piece_id(self, stored: Stored) -> str:
+        """The key a piece belongs to: an object's own key, a segment's owner (its name up to
+        `/<upload id>/`), so an SLO and its segments, or an open upload and its parts, are one
+        piece for fsck. Keys too long to prefix segments are compared by their hash."""
+        match = _SEGMENT_NAME.fullmatch(stored.key)
+        if match and not _WRITE_KEY.fullmatch(stored.key):
+            return match.group(1)
+        return self._key_prefix(stored.key)
 
     async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
         if src.size > self.large_object_threshold:
@@ -359,20 +454,18 @@ class SwiftTranslator(Translator):
         self._check_name(key)
         headers = self._headers(meta)
 
-        def copy(conn: swiftclient.Connection) -> tuple[list[str], str | None]:
-            replaced = self._owned_segments(conn, key)
+        def copy(conn: swiftclient.Connection) -> str | None:
             response: dict[str, Any] = {}
             conn.copy_object(self.container, src.key, f"/{self.container}/{key}",
                              headers=headers, fresh_metadata=True, response_dict=response)
-            return replaced, _etag(response["headers"].get("etag"))
+            return _etag(response["headers"].get("etag"))
 
         try:
-            replaced, etag = await self._run(copy)
+            etag = await self._run(copy)
         except ClientException as exc:
             if _is_missing(exc):
                 raise NotFound(src.key) from None
             raise
-        await self._drop_segments(replaced)
         return Stored(location=self.name, key=key, size=src.size, etag=etag)
 
     async def update_meta(self, stored: Stored, meta: ObjectMeta) -> Stored:
@@ -395,14 +488,14 @@ class SwiftTranslator(Translator):
     async def upload_part(
         self, key: str, upload_id: str, number: int, body: ByteStream, size: int
     ) -> Stored:
-        name = self._segment_name(key, upload_id, f"{number:05d}")
+        name = self._part_name(key, upload_id, number)
         etag = await self._put_stream(self.segments_container, name, body, size, {})
         return Stored(location=self.name, key=name, size=size, etag=etag)
 
     async def copy_part(
         self, src: Stored, offset: int, length: int, key: str, upload_id: str, number: int
     ) -> Stored | None:
-        name = self._segment_name(key, upload_id, f"{number:05d}")
+        name = self._part_name(key, upload_id, number)
         headers = {"X-Copy-From": quote(f"/{self.container}/{src.key}"),
                    "Range": f"bytes={offset}-{offset + length - 1}"}
         try:
@@ -413,6 +506,11 @@ class SwiftTranslator(Translator):
                 raise NotFound(src.key) from None
             raise
         return Stored(location=self.name, key=name, size=length, etag=_etag(etag))
+
+    async def discard_part(self, key: str, upload_id: str, part: Part) -> None:
+        """A part replaced by a newer attempt of its number, or left out of the completion:
+        its segment is its own (never in a manifest), so it simply goes."""
+        await self._drop_segments([part.stored.key])
 
     async def complete_upload(
         self, key: str, upload_id: str, parts: list[Part], meta: ObjectMeta
@@ -426,34 +524,34 @@ class SwiftTranslator(Translator):
         segments = [part.stored for part in parts if part.stored.size > 0]
         size = sum(s.size for s in segments)
         max_segments = await self._max_manifest_segments()
+        attempt = secrets.token_hex(8)  # nested manifests of a retried completion are new too
 
-        def write(conn: swiftclient.Connection) -> tuple[list[str], str | None]:
-            replaced = self._owned_segments(conn, key)
+        def write(conn: swiftclient.Connection) -> tuple[str | None, set[str]]:
+            used = {s.key for s in segments}
             if not segments:  # an empty object: a plain one, no manifest
-                return replaced, _etag(conn.put_object(self.container, key, b"",
-                                                       headers=dict(headers)))
+                return _etag(conn.put_object(self.container, key, b"", headers=dict(headers))), used
+            # Each entry pins its segment's etag: SLO refuses a manifest whose segments differ.
             entries = [{"path": f"/{self.segments_container}/{s.key}", "etag": s.etag,
                         "size_bytes": s.size} for s in segments]
             if len(entries) > max_segments:  # nest: sub-manifests of max_segments each
                 subs = []
                 for index, start in enumerate(range(0, len(entries), max_segments)):
-                    name = self._segment_name(key, upload_id, f"manifest-{index:03d}")
+                    name = self._segment_name(key, upload_id, f"manifest-{index:03d}-{attempt}")
                     conn.put_object(self.segments_container, name,
                                     json.dumps(entries[start:start + max_segments]),
                                     query_string="multipart-manifest=put")
+                    used.add(name)
                     subs.append({"path": f"/{self.segments_container}/{name}"})
                 entries = subs
             etag = conn.put_object(self.container, key, json.dumps(entries),
                                    headers=dict(headers), query_string="multipart-manifest=put")
-            return replaced, _etag(etag)
+            return _etag(etag), used
 
-        replaced, etag = await self._run(write)
-        # Segments of this upload that did not make it into the manifest (re-uploads, unlisted
-        # parts), and segments of the SLO this one replaced.
-        used = {s.key for s in segments}
+        etag, used = await self._run(write)
+        # Only once the manifest stands: segments of this upload it does not use (replaced
+        # attempts, unlisted parts, nested manifests of failed completions) go.
         staged = await self._run(lambda conn: self._upload_segments(conn, key, upload_id))
-        await self._drop_segments([n for n in staged if n not in used and "manifest-" not in n]
-                                  + [n for n in replaced if n not in used])
+        await self._drop_segments([n for n in staged if n not in used])
         return Stored(location=self.name, key=key, size=size, etag=etag)
 
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
@@ -470,17 +568,22 @@ class SwiftTranslator(Translator):
     # ---- segments --------------------------------------------------------------------------
 
     def _check_name(self, key: str) -> None:
-        if len(key.encode()) > MAX_NAME_BYTES:
-            raise ValueError(f"object name longer than Swift's {MAX_NAME_BYTES} bytes")
+        if len(key.encode()) > MAX_NAME_BYTES:  # Swift would answer 400: the request's problem
+            raise Rejected(f"object name longer than Swift's {MAX_NAME_BYTES} bytes")
 
-    def _key_prefix(self, key: str) -> str:
-        """Segments live under `<key>/` (as the swift CLI does); overlong keys use a hash."""
-        if len(key.encode()) + 50 > MAX_NAME_BYTES:
+    def _key_prefix(self, key: str, room: int = SEGMENT_SUFFIX) -> str:
+        """Segments live under `<key>/` (as the swift CLI does); keys that leave no room for a
+        segment's suffix use a hash."""
+        if len(key.encode()) + room > MAX_NAME_BYTES:
             return "sha256-" + hashlib.sha256(key.encode()).hexdigest()
         return key
 
     def _segment_name(self, key: str, upload_id: str, leaf: str) -> str:
         return f"{self._key_prefix(key)}/{upload_id}/{leaf}"
+
+    def _part_name(self, key: str, upload_id: str, number: int) -> str:
+        """A new segment name for each attempt at a part."""
+        return self._segment_name(key, upload_id, f"{number:05d}-{secrets.token_hex(8)}")
 
     def _upload_segments(self, conn: swiftclient.Connection, key: str,
                          upload_id: str) -> list[str]:
@@ -496,7 +599,7 @@ class SwiftTranslator(Translator):
 
     def _owned_segments(self, conn: swiftclient.Connection, key: str) -> list[str]:
         """Segments (in our segments container, under this key's prefix) of the SLO now at
-        `key`, so that replacing or deleting it does not leak them. [] for plain objects."""
+        `key`, so that deleting it does not leak them. [] for plain objects."""
         try:
             headers = conn.head_object(self.container, key)
         except ClientException as exc:
@@ -506,11 +609,12 @@ class SwiftTranslator(Translator):
         if headers.get("x-static-large-object", "").lower() != "true":
             return []
         names: list[str] = []
-        self._manifest_segments(conn, self.container, key, self._key_prefix(key) + "/", names)
+        prefixes = {self._key_prefix(key) + "/", self._key_prefix(key, LEGACY_SEGMENT_SUFFIX) + "/"}
+        self._manifest_segments(conn, self.container, key, prefixes, names)
         return names
 
     def _manifest_segments(self, conn: swiftclient.Connection, container: str, name: str,
-                           prefix: str, names: list[str]) -> None:
+                           prefixes: set[str], names: list[str]) -> None:
         _, body = conn.get_object(container, name, query_string="multipart-manifest=get")
         own = f"/{self.segments_container}/"
         for entry in json.loads(body):
@@ -518,10 +622,12 @@ class SwiftTranslator(Translator):
             if not path.startswith(own):
                 continue
             segment = path[len(own):]
-            if not (segment.startswith(prefix) and _UPLOAD_SEGMENT.fullmatch(segment[len(prefix):])):
+            if not any(segment.startswith(prefix)
+                       and _UPLOAD_SEGMENT.fullmatch(segment[len(prefix):])
+                       for prefix in prefixes):
                 continue
             if entry.get("sub_slo"):
-                self._manifest_segments(conn, self.segments_container, segment, prefix, names)
+                self._manifest_segments(conn, self.segments_container, segment, prefixes, names)
             names.append(segment)
 
     async def _drop_segments(self, names: list[str]) -> None:
@@ -551,7 +657,8 @@ class SwiftTranslator(Translator):
                 headers = {"X-Storage-Policy": self.storage_policy} if self.storage_policy else {}
                 conn.put_container(self.segments_container, headers=headers)
 
-        await self._run(ensure)
+        # Untranslated: a 400 here (an unknown storagePolicy) is the location's config problem.
+        await self._run(ensure, translate=False)
         self._segments_ready = True
 
     async def _max_manifest_segments(self) -> int:
@@ -582,6 +689,10 @@ class SwiftTranslator(Translator):
 async def _empty() -> ByteStream:
     return
     yield b""  # an async generator that yields nothing
+
+
+def _is_segment_name(name: str) -> bool:
+    return bool(_SEGMENT_NAME.fullmatch(name)) and not _WRITE_KEY.fullmatch(name)
 
 
 def _auth_version(value: Any) -> str:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -27,9 +28,21 @@ def new_bucket(s3: Any, location: str, prefix: str = "gw") -> str:
 
 
 def backend_name(bucket: str, key: str, bucket_match: bool) -> str:
-    """Where the gateway puts an object on the cloud: `<key>` with bucketMatch, else
-    `<bucket>/<key>`."""
+    """The natural name of an object on the cloud: `<key>` with bucketMatch, else
+    `<bucket>/<key>`. Every write stores at this name plus `~<token>` (a key of its own, so no
+    write ever overwrites bytes another record references): look natively with
+    `native_names(listed, ...)`."""
     return key if bucket_match else f"{bucket}/{key}"
+
+
+NATIVE_SUFFIX = re.compile(r"~[0-9a-f]{24}$")
+
+
+def native_names(names: Iterable[str], bucket: str, key: str, bucket_match: bool) -> list[str]:
+    """The backend names, among `names` (a native listing), that hold writes of this S3 key."""
+    natural = backend_name(bucket, key, bucket_match)
+    return [n for n in names if n.startswith(natural + "~") and NATIVE_SUFFIX.search(n)
+            and len(n) == len(natural) + 25]
 
 
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:

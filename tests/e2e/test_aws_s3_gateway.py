@@ -1,4 +1,8 @@
-"""boto3 -> gateway -> aws_s3 locations on moto server (and one on s3rver)."""
+"""boto3 -> gateway -> aws_s3 locations on moto server (and one on s3rver).
+
+Every write lands on the backend at a name of its own, `<natural name>~<token>` (see
+scenarios.native_names); replaced and deleted bytes go with the gateway's background collector,
+so what must disappear natively is waited for (`eventually`)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from tests.clouds.aws_s3 import S3Emulator
 from tests.e2e import scenarios
-from tests.gatewayproc import Gateway, start_gateway
+from tests.gatewayproc import Gateway, eventually, start_gateway
 
 pytestmark = pytest.mark.aws_s3
 
@@ -28,6 +32,29 @@ def pattern(seed: int, size: int) -> bytes:
 def location(emulator: S3Emulator, bucket: str, **extra: Any) -> dict[str, Any]:
     return {"type": "aws_s3", "legacyAwsBehavior": False,
             "details": emulator.details(bucket, **extra)}
+
+
+# The collector removes replaced and deleted bytes in the background: run it often.
+CONFIG = {"storage": {"collectInterval": 0.2}}
+
+
+def versions(native: Any, backend: str, bucket: str, key: str,
+             bucket_match: bool) -> list[dict[str, Any]]:
+    """Every backend version and delete marker at the names holding writes of this S3 key."""
+    prefix = scenarios.backend_name(bucket, key, bucket_match) + "~"
+    listed = native.list_object_versions(Bucket=backend, Prefix=prefix)
+    assert not listed.get("IsTruncated")  # a test writes far fewer
+    found = listed.get("Versions", []) + listed.get("DeleteMarkers", [])
+    names = set(scenarios.native_names([v["Key"] for v in found], bucket, key, bucket_match))
+    return [v for v in found if v["Key"] in names]
+
+
+def native_name(native: Any, backend: str, bucket: str, key: str, bucket_match: bool) -> str:
+    """The one backend name holding the S3 key's current write (old ones may still wait for
+    the collector: the newest version wins)."""
+    found = [v for v in versions(native, backend, bucket, key, bucket_match) if "Size" in v]
+    assert found, f"no backend object for {bucket}/{key}"
+    return max(found, key=lambda v: v["LastModified"])["Key"]
 
 
 class Setup:
@@ -48,7 +75,7 @@ def setup(aws_s3_moto: S3Emulator, tmp_path_factory: pytest.TempPathFactory) -> 
         "awsprefix": location(aws_s3_moto, backend["awsprefix"], bucketMatch=False),
         "awssse": location(aws_s3_moto, backend["awssse"], serverSideEncryption=True),
     }
-    with start_gateway(tmp_path_factory.mktemp("gw-aws"), locations) as gateway:
+    with start_gateway(tmp_path_factory.mktemp("gw-aws"), locations, config=CONFIG) as gateway:
         yield Setup(gateway, backend)
 
 
@@ -74,20 +101,22 @@ def test_object_round_trip(setup: Setup, aws_s3_moto: S3Emulator, location_name:
     bucket = new_bucket(s3, location_name)
     assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] == location_name
     data = pattern(1, 3 * MiB + 5)
-    # On the cloud: one native object under <key> (bucketMatch) or <bucket>/<key>.
+    # On the cloud: one native object at <key>~<token> (bucketMatch) or <bucket>/<key>~<token>.
     native = aws_s3_moto.boto()
     backend = setup.backend[location_name]
-    backend_key = scenarios.backend_name(bucket, "dir/obj.txt", match)
 
     def check_native() -> None:
-        obj = native.get_object(Bucket=backend, Key=backend_key)
+        [version] = versions(native, backend, bucket, "dir/obj.txt", match)
+        name = version["Key"]
+        obj = native.get_object(Bucket=backend, Key=name, VersionId=version["VersionId"])
         assert obj["Body"].read() == data
         assert obj["Metadata"]["color"] == "blue" and obj["ContentType"] == "text/csv"
-        tags = native.get_object_tagging(Bucket=backend, Key=backend_key)
+        tags = native.get_object_tagging(Bucket=backend, Key=name)
         assert {t["Key"]: t["Value"] for t in tags["TagSet"]} == {"team": "storage", "tier": "1"}
 
-    def native_gone() -> bool:
-        return native.list_objects_v2(Bucket=backend, Prefix=backend_key).get("KeyCount", 0) == 0
+    def native_gone() -> bool:  # the version itself, by its id: no delete marker left behind
+        eventually(lambda: versions(native, backend, bucket, "dir/obj.txt", match) == [])
+        return True
 
     scenarios.object_round_trip(
         s3, bucket, "dir/obj.txt", data, metadata={"color": "blue"}, content_type="text/csv",
@@ -96,17 +125,19 @@ def test_object_round_trip(setup: Setup, aws_s3_moto: S3Emulator, location_name:
 
 
 def test_overwrite_keeps_the_new_data(setup: Setup, aws_s3_moto: S3Emulator) -> None:
-    """Replacing an object reuses its backend key: the new bytes must survive the cleanup."""
+    """Replacing an object writes a name of its own: the replaced bytes go with the collector
+    (by their version id), the new bytes stay."""
     s3 = setup.s3
     bucket = new_bucket(s3, "awsmatch")
     s3.put_object(Bucket=bucket, Key="k", Body=b"first")
     s3.put_object(Bucket=bucket, Key="k", Body=b"second")
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"second"
     native = aws_s3_moto.boto()
-    assert native.get_object(Bucket=setup.backend["awsmatch"], Key="k")["Body"].read() == b"second"
-    # The versioned backend keeps only the current version: the replaced one was deleted by id.
-    versions = native.list_object_versions(Bucket=setup.backend["awsmatch"], Prefix="k")
-    assert [v["Size"] for v in versions.get("Versions", []) if v["Key"] == "k"] == [6]
+    backend = setup.backend["awsmatch"]
+    eventually(lambda: [v.get("Size") for v in versions(native, backend, bucket, "k", True)]
+               == [6])
+    name = native_name(native, backend, bucket, "k", True)
+    assert native.get_object(Bucket=backend, Key=name)["Body"].read() == b"second"
 
 
 def test_multipart_100mib(setup: Setup, aws_s3_moto: S3Emulator) -> None:
@@ -123,9 +154,11 @@ def test_multipart_100mib(setup: Setup, aws_s3_moto: S3Emulator) -> None:
                                before_parts=early_part_3, Metadata={"kind": "big"})
 
     native = aws_s3_moto.boto()
-    obj = native.head_object(Bucket=setup.backend["awsprefix"], Key=f"{bucket}/{key}")
+    backend = setup.backend["awsprefix"]
+    [version] = versions(native, backend, bucket, key, False)
+    obj = native.head_object(Bucket=backend, Key=version["Key"])
     assert obj["ContentLength"] == count * part_size and obj["Metadata"]["kind"] == "big"
-    assert not native.list_multipart_uploads(Bucket=setup.backend["awsprefix"]).get("Uploads")
+    assert not native.list_multipart_uploads(Bucket=backend).get("Uploads")
 
 
 def test_multipart_abort(setup: Setup, aws_s3_moto: S3Emulator) -> None:
@@ -134,18 +167,28 @@ def test_multipart_abort(setup: Setup, aws_s3_moto: S3Emulator) -> None:
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="gone")["UploadId"]
     s3.upload_part(Bucket=bucket, Key="gone", UploadId=upload_id, PartNumber=1, Body=b"x" * 100)
     native = aws_s3_moto.boto()
-    uploads = native.list_multipart_uploads(Bucket=setup.backend["awsmatch"]).get("Uploads", [])
-    assert [u["Key"] for u in uploads] == ["gone"]
+    backend = setup.backend["awsmatch"]
+
+    def uploads() -> list[str]:  # the backend's own uploads at names of this S3 key
+        listed = native.list_multipart_uploads(Bucket=backend).get("Uploads", [])
+        return scenarios.native_names([u["Key"] for u in listed], bucket, "gone", True)
+
+    assert len(uploads()) == 1
     s3.abort_multipart_upload(Bucket=bucket, Key="gone", UploadId=upload_id)
-    assert not native.list_multipart_uploads(Bucket=setup.backend["awsmatch"]).get("Uploads")
+    eventually(lambda: uploads() == [])  # the backend upload and its part, maybe via collector
+    assert versions(native, backend, bucket, "gone", True) == []
 
 
 def test_copy(setup: Setup, aws_s3_moto: S3Emulator) -> None:
     s3 = setup.s3
     bucket = new_bucket(s3, "awsmatch")
     scenarios.copy_object(s3, bucket, pattern(5, MiB), {"a": "1"}, replace={"b": "2"})
-    native = aws_s3_moto.boto().head_object(Bucket=setup.backend["awsmatch"], Key="dst")
-    assert native["Metadata"] == {"b": "2"} and native["ContentLength"] == MiB
+    native = aws_s3_moto.boto()
+    backend = setup.backend["awsmatch"]
+    dst = native_name(native, backend, bucket, "dst", True)
+    head = native.head_object(Bucket=backend, Key=dst)
+    assert head["Metadata"] == {"b": "2"} and head["ContentLength"] == MiB
+    assert dst != native_name(native, backend, bucket, "src", True)  # a copy of its own
 
 
 def test_upload_part_copy(setup: Setup) -> None:
@@ -174,14 +217,17 @@ def test_server_side_encryption_reported(setup: Setup, aws_s3_moto: S3Emulator) 
     assert put.get("ServerSideEncryption") == "AES256"
     assert s3.head_object(Bucket=bucket, Key="enc")["ServerSideEncryption"] == "AES256"
     assert s3.get_object(Bucket=bucket, Key="enc")["ServerSideEncryption"] == "AES256"
-    native = aws_s3_moto.boto().head_object(Bucket=setup.backend["awssse"], Key=f"{bucket}/enc")
-    assert native["ServerSideEncryption"] == "AES256"
+    native = aws_s3_moto.boto()
+    name = native_name(native, setup.backend["awssse"], bucket, "enc", False)
+    assert native.head_object(Bucket=setup.backend["awssse"],
+                              Key=name)["ServerSideEncryption"] == "AES256"
 
 
 def test_emulator_stopped_is_503(aws_s3_throwaway: Callable[[], S3Emulator], tmp_path: Path) -> None:
     emulator = aws_s3_throwaway()
     backend = emulator.create_bucket()
-    with start_gateway(tmp_path / "gw", {"doomed": location(emulator, backend)}) as gateway:
+    with start_gateway(tmp_path / "gw", {"doomed": location(emulator, backend)},
+                       config=CONFIG) as gateway:
         s3 = gateway.client()
         scenarios.stopped_is_503(s3, new_bucket(s3, "doomed"), "doomed", emulator.stop, within=10)
 
@@ -191,13 +237,21 @@ def test_any_s3_compatible_endpoint(aws_s3_s3rver: S3Emulator, tmp_path: Path) -
     backend = aws_s3_s3rver.create_bucket(versioned=False)
     locations = {"s3rver": location(aws_s3_s3rver, backend, supportsVersioning=False,
                                     bucketMatch=True)}
-    with start_gateway(tmp_path / "gw", locations) as gateway:
+    with start_gateway(tmp_path / "gw", locations, config=CONFIG) as gateway:
         s3 = gateway.client()
         bucket = new_bucket(s3, "s3rver")
         data = pattern(6, 6 * MiB)
         s3.put_object(Bucket=bucket, Key="obj", Body=data, Metadata={"m": "v"})
         assert s3.get_object(Bucket=bucket, Key="obj", Range="bytes=10-19")["Body"].read() == data[10:20]
-        native = aws_s3_s3rver.boto().get_object(Bucket=backend, Key="obj")
+        client = aws_s3_s3rver.boto()
+
+        def names(key: str) -> list[str]:  # s3rver keeps no versions: a plain listing
+            listed = client.list_objects_v2(Bucket=backend, Prefix=key + "~")
+            return scenarios.native_names([o["Key"] for o in listed.get("Contents", [])],
+                                          bucket, key, True)
+
+        [name] = names("obj")
+        native = client.get_object(Bucket=backend, Key=name)
         assert native["Body"].read() == data and native["Metadata"] == {"m": "v"}
 
         upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mpu")["UploadId"]
@@ -209,6 +263,8 @@ def test_any_s3_compatible_endpoint(aws_s3_s3rver: S3Emulator, tmp_path: Path) -
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e}
                                        for n, e in enumerate(etags, start=1)]})
         assert s3.get_object(Bucket=bucket, Key="mpu")["Body"].read() == data
+        assert len(names("mpu")) == 1
         s3.delete_object(Bucket=bucket, Key="obj")
+        eventually(lambda: names("obj") == [])
         with pytest.raises(ClientError):
-            aws_s3_s3rver.boto().head_object(Bucket=backend, Key="obj")
+            client.head_object(Bucket=backend, Key=name)

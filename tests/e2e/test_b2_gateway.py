@@ -17,7 +17,7 @@ from gateway.translators.b2 import meta_from_file_info
 from tests.clouds.b2 import B2Cloud
 from tests.e2e import scenarios
 from tests.e2e.scenarios import MiB
-from tests.gatewayproc import start_gateway
+from tests.gatewayproc import eventually, start_gateway
 
 pytestmark = pytest.mark.b2
 
@@ -27,38 +27,56 @@ def b2_location(cloud: B2Cloud, bucket_match: bool) -> dict[str, Any]:
                         "details": cloud.details(bucketMatch=bucket_match, threads=4)}}
 
 
+# The collector removes replaced and deleted bytes in the background: run it often.
+CONFIG = {"storage": {"collectInterval": 0.2}}
+
+
 def create_bucket(s3: Any, name: str) -> None:
     s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "mycloud"})
 
 
-def native(cloud: B2Cloud, name: str) -> list[Any]:
-    """Every B2 version of `name`, newest first, as B2's own SDK sees them."""
-    return list(cloud.bucket().list_file_versions(name))
+def native(cloud: B2Cloud, bucket: str, key: str, bucket_match: bool = False) -> list[Any]:
+    """Every B2 version (files, hide markers, unfinished large files) at the names that hold
+    writes of this S3 key (`<natural name>~<token>`), as B2's own API lists them."""
+    prefix = scenarios.backend_name(bucket, key, bucket_match) + "~"
+    api = cloud.api()
+    bucket_id = api.get_bucket_by_name(cloud.bucket_name).id_
+    page = api.session.list_file_versions(bucket_id, start_file_name=prefix, max_file_count=1000,
+                                          prefix=prefix)
+    assert page["nextFileName"] is None  # a test writes far fewer
+    names = set(scenarios.native_names([f["fileName"] for f in page["files"]], bucket, key,
+                                       bucket_match))
+    return [f for f in page["files"] if f["fileName"] in names]
 
 
 @pytest.mark.parametrize("bucket_match", [False, True])
 def test_objects_through_the_gateway(tmp_path: Path, b2_cloud: B2Cloud, bucket_match: bool) -> None:
     bucket = f"e2e-b2-{str(bucket_match).lower()}"
-    name = scenarios.backend_name(bucket, "dir/obj", bucket_match)
     data = b"0123456789" * 100_000
-    newest: list[Any] = []
+    first: list[str] = []
 
     def check_native() -> None:
-        # Natively on B2: one ordinary file named by the (bucketMatch-mapped) key.
-        [version] = native(b2_cloud, name)
-        assert version.size == len(data) and version.content_type == "text/plain"
-        meta = meta_from_file_info(version.content_type, version.file_info)
+        # Natively on B2: one ordinary file at a name of its own, <natural name>~<token>.
+        [version] = native(b2_cloud, bucket, "dir/obj", bucket_match)
+        assert version["action"] == "upload" and version["contentLength"] == len(data)
+        assert version["contentType"] == "text/plain"
+        meta = meta_from_file_info(version["contentType"], version["fileInfo"])
         assert meta.user == {"color": "blue"}
         assert meta.tags == {"team": "storage", "env": "test"}
+        first.append(version["fileName"])
 
-    def check_overwrite(second: bytes) -> None:  # a new B2 version of the name
-        newest.append(native(b2_cloud, name)[0])
-        assert newest[0].size == len(second)
+    def check_overwrite(second: bytes) -> None:
+        # The new write is a file of its own; the replaced one goes with the collector.
+        eventually(lambda: [(v["fileName"] != first[0], v["contentLength"])
+                            for v in native(b2_cloud, bucket, "dir/obj", bucket_match)]
+                   == [(True, len(second))])
 
-    def native_gone() -> bool:  # the live version went with the delete
-        return newest[0].id_ not in [v.id_ for v in native(b2_cloud, name)]
+    def native_gone() -> bool:
+        eventually(lambda: native(b2_cloud, bucket, "dir/obj", bucket_match) == [])
+        return True
 
-    with start_gateway(tmp_path, b2_location(b2_cloud, bucket_match), inprocess=True) as gw:
+    with start_gateway(tmp_path, b2_location(b2_cloud, bucket_match), config=CONFIG,
+                       inprocess=True) as gw:
         s3 = gw.client()
         create_bucket(s3, bucket)
         scenarios.object_round_trip(
@@ -69,56 +87,65 @@ def test_objects_through_the_gateway(tmp_path: Path, b2_cloud: B2Cloud, bucket_m
 
 def test_overwrite_leaves_no_old_version(tmp_path: Path, b2_cloud: B2Cloud) -> None:
     bucket = "e2e-b2-overwrite"
-    with start_gateway(tmp_path, b2_location(b2_cloud, False), inprocess=True) as gw:
+    with start_gateway(tmp_path, b2_location(b2_cloud, False), config=CONFIG,
+                       inprocess=True) as gw:
         s3 = gw.client()
         create_bucket(s3, bucket)
         s3.put_object(Bucket=bucket, Key="k", Body=b"first")
         s3.put_object(Bucket=bucket, Key="k", Body=b"second")
-        assert [v.size for v in native(b2_cloud, f"{bucket}/k")] == [6]
+        eventually(lambda: [v["contentLength"] for v in native(b2_cloud, bucket, "k")] == [6])
+        assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"second"
 
 
 def test_copy_object(tmp_path: Path, b2_cloud: B2Cloud) -> None:
     bucket = "e2e-b2-copy"
-    with start_gateway(tmp_path, b2_location(b2_cloud, False), inprocess=True) as gw:
+    with start_gateway(tmp_path, b2_location(b2_cloud, False), config=CONFIG,
+                       inprocess=True) as gw:
         s3 = gw.client()
         create_bucket(s3, bucket)
         data = b"copy me " * 10_000
         scenarios.copy_object(s3, bucket, data, {"a": "1"}, replace={"b": "2"})
-        [copied] = native(b2_cloud, f"{bucket}/dst")  # a B2 file of its own, new metadata
-        assert copied.size == len(data) and copied.file_info.get("b") == "2"
+        [copied] = native(b2_cloud, bucket, "dst")  # a B2 file of its own, new metadata
+        [source] = native(b2_cloud, bucket, "src")
+        assert copied["fileName"] != source["fileName"] and copied["fileId"] != source["fileId"]
+        assert copied["contentLength"] == len(data) and copied["fileInfo"].get("b") == "2"
         s3.delete_object(Bucket=bucket, Key="dst")
         s3.delete_object(Bucket=bucket, Key="src")
-        assert native(b2_cloud, f"{bucket}/dst") == [] and native(b2_cloud, f"{bucket}/src") == []
+        eventually(lambda: native(b2_cloud, bucket, "dst") == []
+                   and native(b2_cloud, bucket, "src") == [])
 
 
 def test_multipart_100mib(tmp_path: Path, b2_cloud: B2Cloud) -> None:
     bucket, key = "e2e-b2-mpu", "big/object"
     part_size, count = 10 * MiB, 10
-    with start_gateway(tmp_path, b2_location(b2_cloud, False), inprocess=True) as gw:
+    with start_gateway(tmp_path, b2_location(b2_cloud, False), config=CONFIG,
+                       inprocess=True) as gw:
         s3 = gw.client()
         create_bucket(s3, bucket)
         scenarios.multipart_upload(s3, bucket, key, part_size=part_size, count=count,
                                    boundary=3, margin=50, Metadata={"kind": "mpu"})
 
-        [version] = native(b2_cloud, f"{bucket}/{key}")  # one B2 large file, nothing unfinished
-        assert version.size == part_size * count and version.file_info["kind"] == "mpu"
-        assert list(b2_cloud.bucket().list_unfinished_large_files()) == []
+        # One finished B2 large file, nothing unfinished left at its name.
+        [version] = native(b2_cloud, bucket, key)
+        assert version["action"] == "upload" and version["contentLength"] == part_size * count
+        assert version["fileInfo"]["kind"] == "mpu"
         s3.delete_object(Bucket=bucket, Key=key)
-        assert native(b2_cloud, f"{bucket}/{key}") == []
+        eventually(lambda: native(b2_cloud, bucket, key) == [])
 
 
 def test_abort_multipart_cleans_up(tmp_path: Path, b2_cloud: B2Cloud) -> None:
     bucket, key = "e2e-b2-abort", "gone"
-    with start_gateway(tmp_path, b2_location(b2_cloud, True), inprocess=True) as gw:
+    with start_gateway(tmp_path, b2_location(b2_cloud, True), config=CONFIG,
+                       inprocess=True) as gw:
         s3 = gw.client()
         create_bucket(s3, bucket)
         upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
         s3.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1,
                        Body=b"z" * MiB)
-        assert [f.file_name for f in b2_cloud.bucket().list_unfinished_large_files()] == [key]
+        [staged] = native(b2_cloud, bucket, key, True)  # an unfinished large file at gone~<token>
+        assert staged["action"] == "start"
         s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
-        assert list(b2_cloud.bucket().list_unfinished_large_files()) == []
-        assert native(b2_cloud, key) == []
+        eventually(lambda: native(b2_cloud, bucket, key, True) == [])  # cancelled, parts and all
 
 
 def test_stopped_cloud_gives_503(tmp_path: Path, b2_throwaway: B2Cloud) -> None:

@@ -1,4 +1,8 @@
-"""boto3 -> gateway -> fake-gcs-server, and what lands on GCS read back with gcloud-aio-storage."""
+"""boto3 -> gateway -> fake-gcs-server, and what lands on GCS read back with gcloud-aio-storage.
+
+Every write lands in an object of its own, `<natural name>~<token>` (see scenarios.native_names);
+replaced and deleted bytes go with the gateway's background collector, so what must disappear
+natively is waited for (`eventually`)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from gcloud.aio.storage import Storage
 from tests.clouds.gcp import GcsEmulator
 from tests.e2e import scenarios
 from tests.e2e.scenarios import MiB, part_bytes
-from tests.gatewayproc import Gateway, start_gateway
+from tests.gatewayproc import Gateway, eventually, start_gateway
 
 pytestmark = pytest.mark.gcp
 
@@ -22,6 +26,10 @@ def gcp_location(emulator: GcsEmulator, bucket: str, bucket_match: bool) -> dict
     return {"type": "gcp", "legacyAwsBehavior": False,
             "details": {"bucketName": bucket, "bucketMatch": bucket_match,
                         "gcpEndpoint": emulator.url}}
+
+
+# The collector removes replaced and deleted bytes in the background: run it often.
+CONFIG = {"storage": {"collectInterval": 0.2}}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +44,7 @@ def gateway(gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str],
         "gcpmatch": gcp_location(gcs_emulator, gcs_buckets["gcpmatch"], True),
         "gcpnomatch": gcp_location(gcs_emulator, gcs_buckets["gcpnomatch"], False),
     }
-    with start_gateway(tmp_path_factory.mktemp("gcpgw"), locations) as gw:
+    with start_gateway(tmp_path_factory.mktemp("gcpgw"), locations, config=CONFIG) as gw:
         yield gw
 
 
@@ -74,6 +82,14 @@ def gcs_view(emulator: GcsEmulator, bucket: str, name: str | None = None,
     return asyncio.run(look())
 
 
+def object_names(emulator: GcsEmulator, gcs_bucket: str, bucket: str, key: str,
+                 bucket_match: bool) -> list[str]:
+    """The GCS objects holding writes of this S3 key."""
+    prefix = scenarios.backend_name(bucket, key, bucket_match) + "~"
+    names = gcs_view(emulator, gcs_bucket, prefix=prefix)["names"]
+    return scenarios.native_names(names, bucket, key, bucket_match)
+
+
 @pytest.mark.parametrize(("location", "bucket_match"), [("gcpnomatch", False), ("gcpmatch", True)])
 def test_object_lifecycle(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str],
                           location: str, bucket_match: bool) -> None:
@@ -81,24 +97,35 @@ def test_object_lifecycle(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[
     key = "dir/hello wörld.txt"
     payload = b"hello from boto3 to gcs"
     metadata = {"color": "blue", "x-trace-id": "abc-123"}
-    # Native on GCS: `<key>` with bucketMatch, `<bucket>/<key>` without.
-    name = scenarios.backend_name(bucket, key, bucket_match)
+    # Native on GCS: `<key>~<token>` with bucketMatch, `<bucket>/<key>~<token>` without.
+    gcs_bucket = gcs_buckets[location]
+    first: list[str] = []
+
+    def names() -> list[str]:
+        return object_names(gcs_emulator, gcs_bucket, bucket, key, bucket_match)
 
     def check_native() -> None:
-        view = gcs_view(gcs_emulator, gcs_buckets[location], name)
+        [name] = names()
+        first.append(name)
+        view = gcs_view(gcs_emulator, gcs_bucket, name)
         assert view["exists"] and view["content"] == payload
         assert view["content_type"] == "text/plain"
         assert view["metadata"] == {**metadata, "aws-tag-team": "storage",
                                     "aws-tag-stage": "dev one"}
 
     def check_overwrite(second: bytes) -> None:
-        assert gcs_view(gcs_emulator, gcs_buckets[location], name)["content"] == second
+        # The new write is an object of its own; the replaced one goes with the collector.
+        eventually(lambda: len(names()) == 1 and names()[0] != first[0])
+        assert gcs_view(gcs_emulator, gcs_bucket, names()[0])["content"] == second
+
+    def native_gone() -> bool:
+        eventually(lambda: names() == [])
+        return True
 
     scenarios.object_round_trip(
         s3, bucket, key, payload, metadata=metadata, content_type="text/plain",
         tagging="team=storage&stage=dev%20one", byte_range=(6, 9), check_native=check_native,
-        check_overwrite=check_overwrite, CacheControl="max-age=5",
-        native_gone=lambda: not gcs_view(gcs_emulator, gcs_buckets[location], name)["exists"])
+        check_overwrite=check_overwrite, CacheControl="max-age=5", native_gone=native_gone)
 
 
 def staged_names(emulator: GcsEmulator, bucket: str) -> list[str]:
@@ -120,13 +147,14 @@ def test_multipart_100_mib(s3: Any, gcs_emulator: GcsEmulator,
                                ContentType="application/x-big", Metadata={"kind": "big-one"},
                                Tagging="size=big")
 
-    view = gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], f"{bucket}/{key}")
+    [name] = object_names(gcs_emulator, gcs_buckets["gcpnomatch"], bucket, key, False)
+    view = gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], name)
     assert view["size"] == 100 * MiB
     assert view["content_type"] == "application/x-big"
     assert view["metadata"] == {"kind": "big-one", "aws-tag-size": "big"}
     assert staged_names(gcs_emulator, gcs_buckets["gcpnomatch"]) == []
     s3.delete_object(Bucket=bucket, Key=key)
-    assert not gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], f"{bucket}/{key}")["exists"]
+    eventually(lambda: not gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], name)["exists"])
 
 
 def test_multipart_reupload_and_abort(s3: Any, gcs_emulator: GcsEmulator,
@@ -134,26 +162,43 @@ def test_multipart_reupload_and_abort(s3: Any, gcs_emulator: GcsEmulator,
     bucket = new_bucket(s3, "gcpmatch")
     key = "mpu-small"
     scenarios.reupload_and_complete(s3, bucket, key, unlisted_part=True)
-    view = gcs_view(gcs_emulator, gcs_buckets["gcpmatch"], key)
+    [name] = object_names(gcs_emulator, gcs_buckets["gcpmatch"], bucket, key, True)
+    view = gcs_view(gcs_emulator, gcs_buckets["gcpmatch"], name)
     assert view["size"] == 5 * MiB + 4
+    # Both attempts at part 1 and the unlisted part 2 were objects of their own: all gone.
+    eventually(lambda: staged_names(gcs_emulator, gcs_buckets["gcpmatch"]) == [])
 
-    assert staged_names(gcs_emulator, gcs_buckets["gcpmatch"]) == []
-    scenarios.abort_upload(s3, bucket, "aborted",
-                           lambda: len(staged_names(gcs_emulator, gcs_buckets["gcpmatch"])))
+    looks: list[int] = []
+
+    def count() -> int:
+        return len(staged_names(gcs_emulator, gcs_buckets["gcpmatch"]))
+
+    def staged() -> int:
+        # Looked at before the upload, after its part, and after the abort: the abort's
+        # staged objects may be removed by the collector, in the background.
+        if len(looks) == 2:
+            eventually(lambda: count() == looks[0])
+        looks.append(count())
+        return looks[-1]
+
+    scenarios.abort_upload(s3, bucket, "aborted", staged)
 
 
 def test_copy(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str]) -> None:
     bucket = new_bucket(s3, "gcpnomatch")
     scenarios.copy_object(s3, bucket, b"copy me", {"a-b": "c"})
-    view = gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], f"{bucket}/dst")
+    [dst] = object_names(gcs_emulator, gcs_buckets["gcpnomatch"], bucket, "dst", False)
+    view = gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], dst)
     assert view["content"] == b"copy me" and view["metadata"] == {"a-b": "c"}
+    [src] = object_names(gcs_emulator, gcs_buckets["gcpnomatch"], bucket, "src", False)
+    assert src != dst  # a copy of its own
 
 
 def test_emulator_stopped_gives_503(gcs_emulator_factory: Callable[[], GcsEmulator],
                                     tmp_path: Any) -> None:
     emulator = gcs_emulator_factory()
     locations = {"gcpdown": gcp_location(emulator, emulator.create_bucket(), True)}
-    with start_gateway(tmp_path / "gw", locations) as gw:
+    with start_gateway(tmp_path / "gw", locations, config=CONFIG) as gw:
         s3 = gw.client()
         scenarios.stopped_is_503(s3, new_bucket(s3, "gcpdown"), "gcpdown", emulator.stop)
 
@@ -176,6 +221,7 @@ def test_upload_part_copy(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[
                                      {"PartNumber": 2, "ETag": ranged["CopyPartResult"]["ETag"]}]})
     body = s3.get_object(Bucket=bucket, Key="assembled")["Body"].read()
     assert body == source + source[100:200]
-    view = gcs_view(gcs_emulator, gcs_buckets["gcpmatch"], "assembled")
+    [name] = object_names(gcs_emulator, gcs_buckets["gcpmatch"], bucket, "assembled", True)
+    view = gcs_view(gcs_emulator, gcs_buckets["gcpmatch"], name)
     assert view["size"] == 5 * MiB + 100
     assert staged_names(gcs_emulator, gcs_buckets["gcpmatch"]) == []

@@ -15,7 +15,7 @@ from swiftclient.exceptions import ClientException
 from tests.clouds.swift import SwiftCluster
 from tests.e2e import scenarios
 from tests.e2e.scenarios import MiB
-from tests.gatewayproc import Gateway, start_gateway
+from tests.gatewayproc import Gateway, eventually, start_gateway
 
 pytestmark = pytest.mark.swift
 
@@ -40,7 +40,10 @@ def gateway(swift_cloud: SwiftCluster, containers: dict[str, str],
         "swiftnomatch": swift_location(swift_cloud, containers["swiftnomatch"], False),
     }
     env = {"swiftmatch_SWIFT_KEY": "testing", "swiftnomatch_SWIFT_KEY": "testing"}
-    with start_gateway(tmp_path_factory.mktemp("swiftgw"), locations, env=env) as gw:
+    # The collector removes replaced and deleted bytes in the background: run it often.
+    config = {"storage": {"collectInterval": 0.2}}
+    with start_gateway(tmp_path_factory.mktemp("swiftgw"), locations, env=env,
+                       config=config) as gw:
         yield gw
 
 
@@ -79,6 +82,14 @@ def segments(native: swiftclient.Connection, container: str) -> list[str]:
         raise
 
 
+def names_of(native: swiftclient.Connection, container: str, bucket: str, key: str,
+             bucket_match: bool) -> list[str]:
+    """The Swift objects holding writes of this S3 key: `<natural name>~<token>`."""
+    prefix = scenarios.backend_name(bucket, key, bucket_match) + "~"
+    listing = native.get_container(container, prefix=prefix, full_listing=True)[1]
+    return scenarios.native_names([o["name"] for o in listing], bucket, key, bucket_match)
+
+
 @pytest.mark.parametrize(("location", "bucket_match"),
                          [("swiftnomatch", False), ("swiftmatch", True)])
 def test_object_lifecycle(s3: Any, native: swiftclient.Connection, containers: dict[str, str],
@@ -87,26 +98,36 @@ def test_object_lifecycle(s3: Any, native: swiftclient.Connection, containers: d
     key = "dir/hello wörld.txt"
     payload = b"hello from boto3 to swift"
     metadata = {"color": "blue", "x-trace-id": "abc-123"}
-    # Native on Swift: `<key>` with bucketMatch, `<bucket>/<key>` without.
+    # Native on Swift: `<key>~<token>` with bucketMatch, `<bucket>/<key>~<token>` without.
     container = containers[location]
-    name = scenarios.backend_name(bucket, key, bucket_match)
+    first: list[str] = []
+
+    def names() -> list[str]:
+        return names_of(native, container, bucket, key, bucket_match)
 
     def check_native() -> None:
+        [name] = names()
         headers, body = native.get_object(container, name)
         assert body == payload
         assert headers["content-type"] == "text/plain" and headers["cache-control"] == "max-age=5"
         assert {k: v for k, v in headers.items() if k.startswith("x-object-meta-")} == {
             "x-object-meta-color": "blue", "x-object-meta-x-trace-id": "abc-123",
             "x-object-meta-s3-tagging": "team=storage"}
+        first.append(name)
 
     def check_overwrite(second: bytes) -> None:
-        assert native.get_object(container, name)[1] == second
+        # The new write is an object of its own; the replaced one goes with the collector.
+        eventually(lambda: len(names()) == 1 and names()[0] != first[0])
+        assert native.get_object(container, names()[0])[1] == second
+
+    def native_gone() -> bool:
+        eventually(lambda: names() == [])
+        return True
 
     scenarios.object_round_trip(
         s3, bucket, key, payload, metadata=metadata, content_type="text/plain",
         tagging="team=storage", byte_range=(6, 9), check_native=check_native,
-        check_overwrite=check_overwrite, CacheControl="max-age=5",
-        native_gone=lambda: swift_head(native, container, name) is None)
+        check_overwrite=check_overwrite, CacheControl="max-age=5", native_gone=native_gone)
 
 
 @pytest.mark.slow
@@ -125,18 +146,20 @@ def test_multipart_100_mib(s3: Any, native: swiftclient.Connection,
                                Tagging="size=big")
 
     # Natively one Static Large Object: readable whole by any Swift client.
-    headers = native.head_object(container, f"{bucket}/{key}")
+    [name] = names_of(native, container, bucket, key, False)
+    headers = native.head_object(container, name)
     assert headers["x-static-large-object"].lower() == "true"
     assert int(headers["content-length"]) == 100 * MiB
     assert headers["content-type"] == "application/x-big"
     assert headers["x-object-meta-kind"] == "big-one"
     assert headers["x-object-meta-s3-tagging"] == "size=big"
-    _, manifest = native.get_object(container, f"{bucket}/{key}",
-                                    query_string="multipart-manifest=get")
+    _, manifest = native.get_object(container, name, query_string="multipart-manifest=get")
     assert len(json.loads(manifest)) == 10
+    assert all(segment.startswith(f"{name}/") for segment in segments(native, container))
     s3.delete_object(Bucket=bucket, Key=key)
-    assert swift_head(native, container, f"{bucket}/{key}") is None
-    assert segments(native, container) == []  # deleting the SLO removed its segments
+    # Deleting the SLO removes its segments.
+    eventually(lambda: swift_head(native, container, name) is None
+               and segments(native, container) == [])
 
 
 def test_multipart_reupload_and_abort(s3: Any, native: swiftclient.Connection,
@@ -145,25 +168,41 @@ def test_multipart_reupload_and_abort(s3: Any, native: swiftclient.Connection,
     bucket = new_bucket(s3, "swiftmatch")
     key = "mpu-small"
     scenarios.reupload_and_complete(s3, bucket, key, unlisted_part=True)
-    assert native.head_object(container, key)["content-length"] == str(5 * MiB + 4)
-    assert len(segments(native, container)) == 2  # the unlisted part is gone
+    [name] = names_of(native, container, bucket, key, True)
+    assert native.head_object(container, name)["content-length"] == str(5 * MiB + 4)
+    # The replaced attempt at part 1 and the unlisted part 2 are gone: two segments are left.
+    eventually(lambda: len(segments(native, container)) == 2)
 
-    scenarios.abort_upload(s3, bucket, "aborted", lambda: len(segments(native, container)))
+    looks: list[int] = []
+
+    def staged() -> int:
+        # Looked at before the upload, after its part, and after the abort: the abort's
+        # segments are removed by the collector, in the background.
+        if len(looks) == 2:
+            eventually(lambda: len(segments(native, container)) == looks[0])
+        looks.append(len(segments(native, container)))
+        return looks[-1]
+
+    scenarios.abort_upload(s3, bucket, "aborted", staged)
     s3.delete_object(Bucket=bucket, Key=key)
-    assert segments(native, container) == []
+    eventually(lambda: segments(native, container) == [])
 
 
 def test_copy(s3: Any, native: swiftclient.Connection, containers: dict[str, str]) -> None:
     container = containers["swiftnomatch"]
     bucket = new_bucket(s3, "swiftnomatch")
     scenarios.copy_object(s3, bucket, b"copy me", {"a-b": "c"})
-    headers, body = native.get_object(container, f"{bucket}/dst")
+    [dst] = names_of(native, container, bucket, "dst", False)
+    headers, body = native.get_object(container, dst)
     assert body == b"copy me" and headers["x-object-meta-a-b"] == "c"
     s3.copy_object(Bucket=bucket, Key="dst2", CopySource={"Bucket": bucket, "Key": "src"},
                    MetadataDirective="REPLACE", Metadata={"new": "1"}, ContentType="x/y")
-    headers = native.head_object(container, f"{bucket}/dst2")
+    [dst2] = names_of(native, container, bucket, "dst2", False)
+    headers = native.head_object(container, dst2)
     assert headers["x-object-meta-new"] == "1" and "x-object-meta-a-b" not in headers
     assert headers["content-type"] == "x/y"
+    [src] = names_of(native, container, bucket, "src", False)
+    assert len({src, dst, dst2}) == 3  # every write at a key of its own
 
 
 def test_swift_stopped_gives_503(swift_factory: Callable[..., SwiftCluster],

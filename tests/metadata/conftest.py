@@ -61,7 +61,8 @@ async def make_store(backend: str, store_dsn: str | None,
         pg = PostgresStore(dsn, min_size=1, max_size=10)
         await pg.open()
         if not opened:  # a clean slate for this test
-            await pg.pool.execute("TRUNCATE buckets, objects, uploads, parts")
+            await pg.pool.execute(
+                "TRUNCATE buckets, objects, uploads, parts, intents, garbage")
         opened.append(pg)
         return pg
 

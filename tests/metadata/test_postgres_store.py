@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
-from gateway.metadata.base import BucketRecord, ObjectRecord
+from gateway.metadata.base import BucketGone, BucketRecord, ObjectRecord
 from gateway.metadata.postgres import PostgresStore
 from tests.metadata.conftest import pg_dsn
-from tests.metadata.test_store_contract import OWNER, T0, rec, upload
+from tests.metadata.test_store_contract import OWNER, T0, part, rec, upload
 
 pytestmark = pytest.mark.postgres
 
@@ -31,7 +31,8 @@ async def stores(dsn: str) -> AsyncIterator[list[PostgresStore]]:
     opened = [PostgresStore(dsn, min_size=1, max_size=4) for _ in range(2)]
     for store in opened:
         await store.open()
-    await opened[0].pool.execute("TRUNCATE buckets, objects, uploads, parts")
+    await opened[0].pool.execute(
+        "TRUNCATE buckets, objects, uploads, parts, intents, garbage")
     yield opened
     for store in opened:
         await store.close()
@@ -97,7 +98,8 @@ async def test_concurrent_open_creates_the_schema_once(request: pytest.FixtureRe
         await stores[0].ping()
         tables = await stores[0].pool.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")
-        assert [t[0] for t in tables] == ["buckets", "objects", "parts", "uploads"]
+        assert [t[0] for t in tables] == ["buckets", "garbage", "intents", "objects", "parts",
+                                           "uploads"]
     finally:
         for store in stores:
             await store.close()
@@ -146,3 +148,97 @@ async def test_one_latest_version_per_key_is_enforced(stores: list[PostgresStore
             "INSERT INTO objects SELECT bucket, key, size, etag, last_modified, location, "
             "pieces, owner, headers, user_meta, tags, attrs, 'v2', delete_marker, TRUE, seq + 1 "
             "FROM objects WHERE key='k'")
+
+
+async def test_opens_a_database_of_the_old_schema(request: pytest.FixtureRequest) -> None:
+    """A database made by the version before intents, garbage and upload states: open()
+    adds what is missing and replaces the old functions (no stale overloads left)."""
+    dsn = pg_dsn(request, f"old_{uuid.uuid4().hex[:8]}")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(OLD_SCHEMA)
+        await conn.execute(
+            "INSERT INTO buckets VALUES ('bkt', $1, 'us-east-1', $2, '{}')", OWNER, T0)
+        await conn.execute(
+            "INSERT INTO uploads VALUES ('u1', 'bkt', 'k', $1, $2, 'us-east-1', 'bk/k', 'be-u1', "
+            "'{}', '{}', '{}', '{}')", T0, OWNER)
+    finally:
+        await conn.close()
+    for _ in range(2):  # and a second open finds everything in place
+        store = PostgresStore(dsn, min_size=1, max_size=2)
+        await store.open()
+        try:
+            up = await store.get_upload("u1")
+            assert up is not None and up.state == "open"
+            functions = await store.pool.fetch(
+                "SELECT proname, pronargs FROM pg_proc WHERE proname LIKE 's3gw_%' ORDER BY 1")
+            assert [(f[0], f[1]) for f in functions] == [
+                ("s3gw_delete_object", 4), ("s3gw_drop_pieces", 3), ("s3gw_put_object", 17)]
+            indexes = {r[0] for r in await store.pool.fetch(
+                "SELECT indexname FROM pg_indexes WHERE tablename='uploads'")}
+            assert "uploads_order" in indexes and not {"uploads_key", "uploads_backend"} & indexes
+        finally:
+            await store.close()
+    store = PostgresStore(dsn, min_size=1, max_size=2)
+    await store.open()
+    try:
+        p = part("u1", 1)
+        await store.put_part(p)
+        assert await store.claim_upload("u1") is not None
+        assert await store.finish_upload("u1", rec("k")) == ([p], None)
+        assert await store.count_garbage() == 1
+        intent = await store.add_intent("us-east-1", "bk/x")
+        await store.put_object(rec("k"), intent=intent, bucket_created=T0)
+        assert await store.list_intents() == []
+    finally:
+        await store.close()
+
+
+async def test_put_object_bucket_check_waits_for_a_delete_in_flight(
+        stores: list[PostgresStore]) -> None:
+    """A put checked against the bucket's incarnation while delete_bucket holds the bucket:
+    it waits, then sees the bucket gone (the check runs after the lock, on a fresh snapshot)."""
+    a, b = stores
+    bucket = BucketRecord("bkt", OWNER, "us-east-1", T0)
+    await a.create_bucket(bucket)
+    async with a.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1::int, hashtext($2))",
+                           0x53334757, "bkt")
+        await conn.execute("DELETE FROM buckets WHERE name='bkt'")
+        put = asyncio.create_task(b.put_object(rec("k"), bucket_created=T0))
+        await asyncio.sleep(0.3)
+        assert not put.done()
+    with pytest.raises(BucketGone):
+        await asyncio.wait_for(put, 5)
+    assert await b.get_object("bkt", "k") is None
+
+
+OLD_SCHEMA = """
+CREATE TABLE buckets (
+    name TEXT COLLATE "C" PRIMARY KEY, owner TEXT NOT NULL, location TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL, attrs TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE objects (
+    bucket TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL, size BIGINT NOT NULL,
+    etag TEXT NOT NULL, last_modified DOUBLE PRECISION NOT NULL, location TEXT NOT NULL,
+    pieces TEXT NOT NULL, owner TEXT NOT NULL, headers TEXT NOT NULL, user_meta TEXT NOT NULL,
+    tags TEXT NOT NULL, attrs TEXT NOT NULL, version_id TEXT,
+    delete_marker BOOLEAN NOT NULL DEFAULT FALSE, latest BOOLEAN NOT NULL DEFAULT TRUE,
+    seq BIGINT NOT NULL, PRIMARY KEY (bucket, key, seq));
+CREATE TABLE uploads (
+    upload_id TEXT COLLATE "C" PRIMARY KEY, bucket TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL, initiated DOUBLE PRECISION NOT NULL, owner TEXT NOT NULL,
+    location TEXT NOT NULL, backend_key TEXT NOT NULL, backend_upload_id TEXT NOT NULL,
+    headers TEXT NOT NULL, user_meta TEXT NOT NULL, tags TEXT NOT NULL, attrs TEXT NOT NULL);
+CREATE INDEX uploads_key ON uploads(bucket, key COLLATE "C", upload_id);
+CREATE INDEX uploads_backend ON uploads(location, backend_key);
+CREATE TABLE parts (
+    upload_id TEXT COLLATE "C" NOT NULL, number INTEGER NOT NULL, size BIGINT NOT NULL,
+    etag TEXT NOT NULL, last_modified DOUBLE PRECISION NOT NULL, stored TEXT NOT NULL,
+    PRIMARY KEY (upload_id, number));
+-- the old functions' signatures (bodies do not matter here)
+CREATE FUNCTION s3gw_put_object(
+    TEXT, TEXT, BIGINT, TEXT, DOUBLE PRECISION, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT,
+    BOOLEAN) RETURNS SETOF objects LANGUAGE sql AS 'SELECT * FROM objects WHERE FALSE';
+CREATE FUNCTION s3gw_delete_object(TEXT, TEXT, TEXT) RETURNS SETOF objects LANGUAGE sql
+    AS 'SELECT * FROM objects WHERE FALSE';
+"""

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from gateway.metadata.base import (
+    BucketGone,
     BucketRecord,
+    GarbageRecord,
+    LocationTaken,
     MetadataStore,
     ObjectRecord,
     PartRecord,
@@ -79,6 +84,16 @@ def ids(records: list[ObjectRecord]) -> list[tuple[str, str | None]]:
     return [(r.key, r.version_id) for r in records]
 
 
+async def race(trial: int, first: Awaitable[Any], second: Awaitable[Any]) -> tuple[Any, Any]:
+    """Run both at once, started in an order that alternates with `trial` (SQLite runs calls
+    in the order they reach its thread), and return their results as (first, second)."""
+    if trial % 2:
+        b, a = await asyncio.gather(second, first)
+    else:
+        a, b = await asyncio.gather(first, second)
+    return a, b
+
+
 # buckets ----------------------------------------------------------------------------------
 async def test_ping(store: MetadataStore) -> None:
     await store.ping()
@@ -111,15 +126,24 @@ async def test_list_buckets_by_owner_in_name_order(store: MetadataStore) -> None
     assert await store.list_buckets("nobody") == []
 
 
-async def test_update_bucket_attrs(store: MetadataStore) -> None:
+async def test_update_bucket_attrs_merges(store: MetadataStore) -> None:
     await make_bucket(store)
-    await store.update_bucket_attrs(B, {"versioning": "Suspended", "cors": [{"a": "é"}]})
+    assert await store.get_bucket(B) is not None  # cached (SQLite): updates must refresh it
+    updated = await store.update_bucket_attrs(B, {"versioning": "Suspended",
+                                                  "cors": [{"a": "é"}]})
+    assert updated is not None and updated.attrs == {"versioning": "Suspended",
+                                                     "cors": [{"a": "é"}]}
+    assert await store.get_bucket(B) == updated
+    # only the keys given change; None removes one; others stay
+    updated = await store.update_bucket_attrs(B, {"policy": "{}", "cors": None})
+    assert updated is not None and updated.attrs == {"versioning": "Suspended", "policy": "{}"}
+    assert await store.get_bucket(B) == updated
+    assert (await store.update_bucket_attrs(B, {})) == updated  # nothing to change
+    assert (await store.update_bucket_attrs(B, {"absent": None})) == updated
     got = await store.get_bucket(B)
-    assert got is not None and got.attrs == {"versioning": "Suspended", "cors": [{"a": "é"}]}
-    await store.update_bucket_attrs(B, {})
-    got = await store.get_bucket(B)
-    assert got is not None and got.attrs == {}
-    await store.update_bucket_attrs("missing", {"x": 1})  # no error, nothing created
+    assert got is not None and got.attrs == {"versioning": "Suspended", "policy": "{}"}
+    assert got.owner == OWNER and got.created == T0 and got.location == "us-east-1"
+    assert await store.update_bucket_attrs("missing", {"x": 1}) is None  # nothing created
     assert await store.get_bucket("missing") is None
 
 
@@ -758,17 +782,6 @@ async def test_list_uploads(store: MetadataStore) -> None:
             ref_list_uploads(ups, *args), args
 
 
-async def test_has_upload_on(store: MetadataStore) -> None:
-    await make_bucket(store)
-    up = upload("k", backend_key="bk/staged")
-    await store.create_upload(up)
-    assert await store.has_upload_on("us-east-1", "bk/staged") is True
-    assert await store.has_upload_on("us-east-1", "bk/other") is False
-    assert await store.has_upload_on("eu", "bk/staged") is False
-    await store.finish_upload(up.upload_id, None)
-    assert await store.has_upload_on("us-east-1", "bk/staged") is False
-
-
 async def test_parts(store: MetadataStore) -> None:
     await make_bucket(store)
     up = upload("k")
@@ -797,6 +810,8 @@ async def test_finish_upload_completes(store: MetadataStore) -> None:
     for p in parts:
         await store.put_part(p)
     obj = rec("k", attrs={"parts": 3})
+    assert await store.finish_upload(up.upload_id, obj) is None  # not claimed: refused
+    assert await store.claim_upload(up.upload_id) is not None
     result = await store.finish_upload(up.upload_id, obj)
     assert result is not None
     removed, replaced = result
@@ -822,6 +837,7 @@ async def test_finish_upload_versioned_keeps_versions(store: MetadataStore) -> N
     up = upload("k")
     await store.create_upload(up)
     obj = rec("k", vid())
+    await store.claim_upload(up.upload_id)
     assert await store.finish_upload(up.upload_id, obj) == ([], None)
     listing = await store.list_versions(B, "", None, None, None, 10)
     assert ids(listing.versions) == [("k", obj.version_id), ("k", v1.version_id)]
@@ -846,12 +862,15 @@ async def test_finish_upload_is_atomic(store: MetadataStore) -> None:
     await store.create_upload(up)
     p = part(up.upload_id, 1)
     await store.put_part(p)
+    await store.claim_upload(up.upload_id)
     broken = rec("k", attrs={"bad": object()})  # fails while writing the object
     with pytest.raises(TypeError):
         await store.finish_upload(up.upload_id, broken)
-    assert await store.get_upload(up.upload_id) == up  # nothing happened
+    # nothing happened: still claimed, parts there, no object, no garbage
+    assert await store.get_upload(up.upload_id) == replace(up, state="completing")
     assert await store.list_parts(up.upload_id, 0, 10) == [p]
     assert await store.get_object(B, "k") is None
+    assert await store.count_garbage() == 0
     assert await store.finish_upload(up.upload_id, rec("k")) == ([p], None)
 
 
@@ -919,6 +938,9 @@ async def test_concurrent_finish_upload_one_succeeds(make_store: StoreFactory) -
     up = upload("k")
     await stores[0].create_upload(up)
     await stores[0].put_part(part(up.upload_id, 1))
+    claims = await asyncio.gather(*(stores[i % 3].claim_upload(up.upload_id)
+                                    for i in range(12)))
+    assert sum(c is not None for c in claims) == 1
     results = await asyncio.gather(*(stores[i % 3].finish_upload(up.upload_id, rec("k"))
                                      for i in range(12)))
     assert sum(r is not None for r in results) == 1
@@ -978,3 +1000,655 @@ async def test_delete_bucket_racing_puts(make_store: StoreFactory) -> None:
         assert (bucket is None) == deleted
         if not deleted:
             assert await stores[0].get_object(name, "k") is not None
+
+
+# the garbage ledger -------------------------------------------------------------------------
+EVERYTHING = 1e18  # a `now` by which every garbage row is due
+
+
+async def all_garbage(store: MetadataStore) -> list[GarbageRecord]:
+    return await store.due_garbage(EVERYTHING, 1_000_000)
+
+
+def garbage_pieces(rows: list[GarbageRecord]) -> list[dict[str, Any]]:
+    """Every piece the garbage rows stand for, whatever their kind."""
+    found: list[dict[str, Any]] = []
+    for row in rows:
+        if row.kind == "piece":
+            found.append(row.data)
+        elif row.kind == "part":
+            found.append(row.data["stored"])
+        else:
+            assert row.kind == "upload", row
+            found += [p["stored"] for p in row.data["parts"]]
+    return found
+
+
+async def referenced(store: MetadataStore) -> list[dict[str, Any]]:
+    return [p.to_dict() async for _, p in store.referenced_pieces()]
+
+
+async def assert_nothing_referenced_is_garbage(store: MetadataStore) -> None:
+    refs = await referenced(store)
+    for piece_ in garbage_pieces(await all_garbage(store)):
+        assert piece_ not in refs, piece_
+
+
+def pieces_of(*records: ObjectRecord) -> list[dict[str, Any]]:
+    return [p.to_dict() for r in records for p in r.pieces]
+
+
+def multi(key: str, n: int = 2, vid_: str | None = None) -> ObjectRecord:
+    """An object of `n` pieces."""
+    obj = rec(key, vid_)
+    return replace(obj, pieces=[piece(uuid.uuid4().hex) for _ in range(n)])
+
+
+async def test_overwrite_moves_the_replaced_pieces_to_garbage(store: MetadataStore) -> None:
+    await make_bucket(store)
+    first = multi("k", 3)
+    assert await store.put_object(first) is None
+    assert await all_garbage(store) == []
+    second = rec("k")
+    await store.put_object(second)
+    rows = await all_garbage(store)
+    assert [(r.kind, r.location, r.data, r.attempts) for r in rows] == [
+        ("piece", "us-east-1", p, 0) for p in pieces_of(first)]
+    assert all(abs(r.added - time.time()) < 60 for r in rows)
+    assert await store.count_garbage() == 3
+    # versioned writes replace nothing; a null delete marker replaces the null version
+    await store.put_object(rec("k", vid()))
+    assert await store.count_garbage() == 3
+    await store.put_object(rec("k", marker=True))
+    assert garbage_pieces(await all_garbage(store)) == pieces_of(first, second)
+    await assert_nothing_referenced_is_garbage(store)
+
+
+async def test_pieces_still_referenced_are_never_garbage(store: MetadataStore) -> None:
+    await make_bucket(store)
+    old = multi("k", 3)
+    old.pieces[0] = replace(old.pieces[0], version_id="v0")
+    p0, p1, p2 = old.pieces
+    await store.put_object(old)
+    # the new version keeps p0 (same version), and p1 pinned to a version (the unpinned p1
+    # may be those bytes): only p2 goes
+    second = replace(rec("k"), pieces=[p0, replace(p1, version_id="v9")])
+    await store.put_object(second)
+    assert garbage_pieces(await all_garbage(store)) == [p2.to_dict()]
+    # a piece pinned to a version is garbage when the new one names another version...
+    pinned = replace(piece(uuid.uuid4().hex), version_id="v1")
+    await store.put_object(replace(rec("k"), pieces=[pinned]))
+    await store.put_object(replace(rec("k"), pieces=[replace(pinned, version_id="v2")]))
+    # ...but not when the new one names its key without a version (every version there)
+    await store.put_object(replace(rec("k"), pieces=[replace(pinned, version_id=None)]))
+    assert garbage_pieces(await all_garbage(store)) == [p2.to_dict(), *pieces_of(second),
+                                                        pinned.to_dict()]
+    await assert_nothing_referenced_is_garbage(store)
+
+
+async def test_delete_object_moves_its_pieces_to_garbage(store: MetadataStore) -> None:
+    await make_bucket(store)
+    v1, v2 = multi("k", 2, vid()), rec("k", vid())
+    marker = rec("k", vid(), marker=True)
+    for r in (v1, v2, marker):
+        await store.put_object(r)
+    assert same(await store.delete_object(B, "k", marker.version_id), marker)
+    assert await all_garbage(store) == []  # a delete marker has no pieces
+    await store.delete_object(B, "k", v1.version_id)
+    assert garbage_pieces(await all_garbage(store)) == pieces_of(v1)
+    await store.delete_object(B, "k", v2.version_id)
+    assert garbage_pieces(await all_garbage(store)) == pieces_of(v1, v2)
+    assert await store.delete_object(B, "k", v2.version_id) is None  # gone: nothing more
+    assert await store.count_garbage() == 3
+
+
+async def test_due_retry_and_drop_garbage(store: MetadataStore) -> None:
+    await make_bucket(store)
+    records = [rec(f"k{i}") for i in range(4)]
+    for r in records:
+        await store.put_object(r)
+        await store.delete_object(B, r.key)
+    now = time.time()
+    rows = await store.due_garbage(now, 10)
+    assert [r.data for r in rows] == pieces_of(*records)  # new rows are due at once, in order
+    assert [r.data for r in await store.due_garbage(now, 2)] == pieces_of(*records[:2])
+    assert await store.due_garbage(now, 0) == []
+    # a failed removal waits until not_before and counts the attempt
+    await store.retry_garbage(rows[0].id, now + 100)
+    assert [r.id for r in await store.due_garbage(now, 10)] == [r.id for r in rows[1:]]
+    later = await store.due_garbage(now + 100, 10)
+    assert [r.id for r in later] == [r.id for r in rows[1:]] + [rows[0].id]
+    assert later[-1].attempts == 1
+    await store.retry_garbage(rows[0].id, now + 200)
+    assert (await store.due_garbage(now + 200, 10))[-1].attempts == 2
+    await store.drop_garbage(rows[1].id)
+    await store.drop_garbage(rows[1].id)  # already gone: fine
+    assert await store.count_garbage() == 3
+    assert [r.id for r in await all_garbage(store)] == [rows[2].id, rows[3].id, rows[0].id]
+    # ids are never reused: a new row gets a new id even after the newest one was dropped
+    await store.drop_garbage(rows[3].id)
+    await store.put_object(rec("n"))
+    await store.delete_object(B, "n")
+    assert max(r.id for r in await all_garbage(store)) > rows[3].id
+
+
+# bucket incarnations ------------------------------------------------------------------------
+async def test_put_object_checks_the_bucket_incarnation(store: MetadataStore) -> None:
+    bucket = await make_bucket(store)
+    obj = rec("k")
+    await store.put_object(obj, bucket_created=bucket.created)
+    assert same(await store.get_object(B, "k"), obj)
+    # deleted and created again (by someone else): the old incarnation is gone
+    assert same(await store.delete_object(B, "k"), obj)
+    assert await store.delete_bucket(B)
+    await store.create_bucket(BucketRecord(B, "someone-else", "us-east-1", T0 + 1))
+    intent = await store.add_intent("us-east-1", "bk/new")
+    garbage = await store.count_garbage()
+    with pytest.raises(BucketGone):
+        await store.put_object(rec("k"), intent=intent, bucket_created=bucket.created)
+    assert await store.get_object(B, "k", markers=True) is None  # nothing written...
+    assert [i.id for i in await store.list_intents()] == [intent]  # ...nor taken
+    assert await store.count_garbage() == garbage
+    with pytest.raises(BucketGone):
+        await store.put_object(rec("k", bucket="nope"), bucket_created=T0)
+    assert await store.get_object("nope", "k") is None
+    await store.put_object(rec("k"), bucket_created=T0 + 1)  # the new incarnation: fine
+
+
+async def test_put_object_racing_delete_and_recreate_bucket(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(2)]
+    outcomes: set[bool] = set()
+    for trial in range(50):
+        name = f"race-{trial}"
+        old = await make_bucket(stores[0], name)
+        obj = rec("k", bucket=name)
+
+        async def put(obj: ObjectRecord, created: float) -> bool:
+            try:
+                await stores[1].put_object(obj, bucket_created=created)
+                return True
+            except BucketGone:
+                return False
+
+        async def recreate(new: BucketRecord) -> bool:
+            if not await stores[0].delete_bucket(new.name):
+                return False
+            assert await stores[0].create_bucket(new) is None
+            return True
+
+        written, recreated = await race(
+            trial, put(obj, old.created),
+            recreate(BucketRecord(name, "someone-else", "us-east-1", old.created + 1)))
+        outcomes.add(written)
+        # exactly one wins, and an object never outlives its bucket's incarnation
+        assert written != recreated
+        bucket = await stores[1].get_bucket(name)
+        assert bucket is not None
+        assert bucket.created == (old.created if written else old.created + 1)
+        got = await stores[0].get_object(name, "k", markers=True)
+        assert (got is not None) == written
+    assert outcomes == {True, False}  # both orders happened
+
+
+# buckets: exclusive locations and attribute merges ------------------------------------------
+async def test_create_bucket_exclusive_location(store: MetadataStore) -> None:
+    b1 = BucketRecord("b1", OWNER, "loc-a", T0)
+    assert await store.create_bucket(b1, exclusive_location=True) is None
+    with pytest.raises(LocationTaken) as taken:
+        await store.create_bucket(BucketRecord("b2", OWNER, "loc-a", T0),
+                                  exclusive_location=True)
+    assert taken.value.bucket == "b1"
+    assert await store.get_bucket("b2") is None
+    # the name check comes first: the bucket itself is no conflict
+    assert await store.create_bucket(BucketRecord("b1", "x", "loc-a", T0 + 1),
+                                     exclusive_location=True) == b1
+    assert await store.create_bucket(BucketRecord("b2", OWNER, "loc-b", T0),
+                                     exclusive_location=True) is None
+    # without the flag a location may be shared
+    assert await store.create_bucket(BucketRecord("b3", OWNER, "loc-b", T0)) is None
+    assert await store.delete_bucket("b1")
+    assert await store.create_bucket(BucketRecord("b4", OWNER, "loc-a", T0),
+                                     exclusive_location=True) is None
+
+
+async def test_create_bucket_exclusive_location_race(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(3)]
+    for trial in range(50):
+        location = f"loc-{trial}"
+        names = [f"b{trial}-{i}" for i in range(6)]
+
+        async def create(i: int, bucket: BucketRecord) -> str | None:
+            try:
+                await stores[i % 3].create_bucket(bucket, exclusive_location=True)
+                return None
+            except LocationTaken as e:
+                return e.bucket
+
+        results = await asyncio.gather(*(create(i, BucketRecord(n, OWNER, location, T0))
+                                         for i, n in enumerate(names)))
+        winners = [n for n, r in zip(names, results, strict=True) if r is None]
+        assert len(winners) == 1, results
+        assert all(r == winners[0] for r in results if r is not None)
+        present = [n for n in names if await stores[0].get_bucket(n) is not None]
+        assert present == winners
+
+
+async def test_concurrent_update_bucket_attrs_keep_every_change(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(3)]
+    await make_bucket(stores[0])
+    keys = ["acl", "policy", "cors", "tags", "versioning"]
+    for trial in range(50):
+        results = await asyncio.gather(*(
+            stores[i % 3].update_bucket_attrs(B, {k: f"{k}-{trial}"})
+            for i, k in enumerate(keys)))
+        assert all(r is not None for r in results)
+        got = await stores[trial % 3].get_bucket(B)
+        assert got is not None and got.attrs == {k: f"{k}-{trial}" for k in keys}
+    # removals race with sets of other keys too
+    await asyncio.gather(stores[0].update_bucket_attrs(B, {"policy": None}),
+                         stores[1].update_bucket_attrs(B, {"cors": "new"}),
+                         stores[2].update_bucket_attrs(B, {"tags": None, "x": 1}))
+    got = await stores[0].get_bucket(B)
+    assert got is not None and got.attrs == {"acl": "acl-49", "cors": "new",
+                                             "versioning": "versioning-49", "x": 1}
+
+
+# intents ------------------------------------------------------------------------------------
+async def test_intents(store: MetadataStore) -> None:
+    await make_bucket(store)
+    before = time.time()
+    a = await store.add_intent("us-east-1", "bk/a")
+    b = await store.add_intent("eu", "bk/b")
+    assert a != b
+    intents = await store.list_intents()
+    assert [(i.id, i.location, i.key) for i in intents] == [(a, "us-east-1", "bk/a"),
+                                                            (b, "eu", "bk/b")]
+    assert all(before - 1 <= i.created <= time.time() + 1 for i in intents)
+    # the commit takes its intent, in the same transaction
+    obj = replace(rec("k"), pieces=[Stored("us-east-1", "bk/a", 5)])
+    await store.put_object(obj, intent=a)
+    assert [i.id for i in await store.list_intents()] == [b]
+    await store.abandon_intent(a)  # committed: nothing to do
+    assert await all_garbage(store) == []
+    # a failed write: its key is garbage (no version: every version there)
+    await store.abandon_intent(b)
+    await store.abandon_intent(b)  # once only
+    rows = await all_garbage(store)
+    assert [(r.kind, r.location, r.data) for r in rows] == [
+        ("piece", "eu", {"location": "eu", "key": "bk/b", "size": 0})]
+    assert await store.list_intents() == []
+    await assert_nothing_referenced_is_garbage(store)
+
+
+async def test_reclaim_intents_takes_only_old_ones(store: MetadataStore) -> None:
+    await make_bucket(store)
+    old = [await store.add_intent("us-east-1", f"bk/old{i}") for i in range(3)]
+    await asyncio.sleep(0.02)
+    cutoff = time.time()
+    await asyncio.sleep(0.02)
+    young = await store.add_intent("us-east-1", "bk/young")
+    assert await store.reclaim_intents(cutoff) == 3
+    assert [i.id for i in await store.list_intents()] == [young]
+    assert sorted(r.data["key"] for r in await all_garbage(store)) == [
+        "bk/old0", "bk/old1", "bk/old2"]
+    assert await store.reclaim_intents(cutoff) == 0
+    # a write whose intent was reclaimed meanwhile must not commit: its bytes are garbage
+    obj = replace(rec("k"), pieces=[Stored("us-east-1", "bk/old0", 5)])
+    with pytest.raises(LookupError):
+        await store.put_object(obj, intent=old[0])
+    assert await store.get_object(B, "k") is None
+    assert await store.reclaim_intents(time.time() + 1) == 1
+    assert await store.list_intents() == []
+    assert await store.count_garbage() == 4
+
+
+async def test_put_object_racing_abandon_intent(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(2)]
+    await make_bucket(stores[0])
+    outcomes: set[bool] = set()
+    for trial in range(50):
+        key = f"bk/{trial}"
+        intent = await stores[0].add_intent("us-east-1", key)
+        obj = replace(rec(f"k{trial}"), pieces=[Stored("us-east-1", key, 5)])
+
+        async def put(obj: ObjectRecord, intent: int) -> bool:
+            try:
+                await stores[1].put_object(obj, intent=intent)
+                return True
+            except LookupError:
+                return False
+
+        reclaim = (stores[0].abandon_intent(intent) if trial % 4 < 2
+                   else stores[0].reclaim_intents(time.time() + 10))
+        written, _ = await race(trial, put(obj, intent), reclaim)
+        outcomes.add(written)
+        collected = [r for r in await all_garbage(stores[0]) if r.data["key"] == key]
+        # either the record references the bytes, or they are garbage: never both, never none
+        assert (await stores[0].get_object(B, obj.key) is not None) == written
+        assert len(collected) == (0 if written else 1)
+    assert await stores[0].list_intents() == []
+    await assert_nothing_referenced_is_garbage(stores[0])
+    assert outcomes == {True, False}
+
+
+# multipart: states and garbage --------------------------------------------------------------
+async def test_upload_states(store: MetadataStore) -> None:
+    await make_bucket(store)
+    up = upload("k")
+    await store.create_upload(up)
+    assert await store.get_upload(up.upload_id) == up and up.state == "open"
+    p1 = part(up.upload_id, 1)
+    await store.put_part(p1)
+    claimed = await store.claim_upload(up.upload_id)
+    assert claimed == replace(up, state="completing")
+    assert await store.get_upload(up.upload_id) == claimed
+    assert await store.claim_upload(up.upload_id) is None  # held already
+    with pytest.raises(LookupError):
+        await store.put_part(part(up.upload_id, 2))  # no part while completing
+    assert await store.finish_upload(up.upload_id, None) is None  # nor an abort
+    assert await store.list_parts(up.upload_id, 0, 10) == [p1]
+    # a failed completion gives it back
+    await store.release_upload(up.upload_id)
+    assert await store.get_upload(up.upload_id) == up
+    await store.release_upload(up.upload_id)  # open already: nothing changes
+    assert await store.finish_upload(up.upload_id, rec("k")) is None  # not claimed
+    p2 = part(up.upload_id, 2)
+    assert await store.put_part(p2) is None
+    assert await store.claim_upload("missing") is None
+    await store.release_upload("missing")
+    assert await store.count_garbage() == 0
+    assert await store.finish_upload(up.upload_id, None) == ([p1, p2], None)
+    assert await store.claim_upload(up.upload_id) is None
+
+
+async def test_replaced_part_is_garbage(store: MetadataStore) -> None:
+    await make_bucket(store)
+    up = upload("k", backend_key="bk/staged")
+    await store.create_upload(up)
+    first = part(up.upload_id, 3)
+    await store.put_part(first)
+    second = part(up.upload_id, 3)
+    assert await store.put_part(second) == first
+    rows = await all_garbage(store)
+    assert [(r.kind, r.location, r.data) for r in rows] == [
+        ("part", up.location, {"backend_key": "bk/staged", "backend_upload_id": up.backend_upload_id,
+                               "number": 3, "stored": first.stored.to_dict()})]
+    # the same bytes recorded again (a retried request) replace nothing
+    assert await store.put_part(replace(second, etag="again")) == second
+    assert await store.count_garbage() == 1
+    await assert_nothing_referenced_is_garbage(store)
+
+
+async def test_completion_garbage_keeps_what_the_object_uses(store: MetadataStore) -> None:
+    await make_bucket(store)
+    old = multi("k", 2)
+    await store.put_object(old)
+    up = upload("k", backend_key="bk/staged")
+    await store.create_upload(up)
+    parts = [part(up.upload_id, n) for n in (1, 2, 3)]
+    for p in parts:
+        await store.put_part(p)
+    # file/mem: the object is made of the listed parts themselves; part 2 was left out
+    obj = replace(rec("k"), pieces=[parts[0].stored, parts[2].stored])
+    await store.claim_upload(up.upload_id)
+    finished = await store.finish_upload(up.upload_id, obj)
+    assert finished is not None
+    removed, replaced = finished
+    assert removed == parts and same(replaced, old)
+    rows = await all_garbage(store)
+    assert [(r.kind, r.location, r.data) for r in rows if r.kind == "part"] == [
+        ("part", up.location, {"backend_key": "bk/staged",
+                               "backend_upload_id": up.backend_upload_id, "number": 2,
+                               "stored": parts[1].stored.to_dict()})]
+    assert [r.data for r in rows if r.kind == "piece"] == pieces_of(old)
+    assert len(rows) == 3
+    await assert_nothing_referenced_is_garbage(store)
+    # clouds: the object is one new piece; every part's record goes
+    up2 = upload("k2")
+    await store.create_upload(up2)
+    parts2 = [part(up2.upload_id, n) for n in (1, 2)]
+    for p in parts2:
+        await store.put_part(p)
+    await store.claim_upload(up2.upload_id)
+    await store.finish_upload(up2.upload_id, rec("k2"))
+    rows = (await all_garbage(store))[3:]
+    assert [(r.kind, r.data["number"], r.data["stored"]) for r in rows] == [
+        ("part", p.number, p.stored.to_dict()) for p in parts2]
+
+
+async def test_abort_is_one_upload_row(store: MetadataStore) -> None:
+    await make_bucket(store)
+    up = upload("k", backend_key="bk/staged")
+    await store.create_upload(up)
+    parts = [part(up.upload_id, n) for n in (2, 1)]
+    for p in parts:
+        await store.put_part(p)
+    assert await store.finish_upload(up.upload_id, None) == (parts[::-1], None)
+    rows = await all_garbage(store)
+    assert [(r.kind, r.location, r.data) for r in rows] == [
+        ("upload", up.location, {
+            "backend_key": "bk/staged", "backend_upload_id": up.backend_upload_id,
+            "parts": [{"number": p.number, "stored": p.stored.to_dict()}
+                      for p in parts[::-1]]})]
+    # an upload without parts still leaves its backend upload to abort
+    empty = upload("e")
+    await store.create_upload(empty)
+    await store.finish_upload(empty.upload_id, None)
+    assert (await all_garbage(store))[-1].data == {
+        "backend_key": empty.backend_key, "backend_upload_id": empty.backend_upload_id,
+        "parts": []}
+
+
+async def test_completion_into_a_missing_bucket_is_refused(store: MetadataStore) -> None:
+    await make_bucket(store)
+    up = upload("k")
+    await store.create_upload(up)
+    p = part(up.upload_id, 1)
+    await store.put_part(p)
+    await store.claim_upload(up.upload_id)
+    with pytest.raises(BucketGone):
+        await store.finish_upload(up.upload_id, rec("k", bucket="gone"))
+    assert await store.get_upload(up.upload_id) == replace(up, state="completing")
+    assert await store.list_parts(up.upload_id, 0, 10) == [p]
+    assert await store.count_garbage() == 0
+
+
+async def test_claim_racing_abort_one_wins(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(2)]
+    await make_bucket(stores[0])
+    wins = {"claim": 0, "abort": 0}
+    for trial in range(50):
+        up = upload(f"k{trial}")
+        await stores[0].create_upload(up)
+        p = part(up.upload_id, 1)
+        await stores[0].put_part(p)
+        claimed, aborted = await race(trial, stores[0].claim_upload(up.upload_id),
+                                      stores[1].finish_upload(up.upload_id, None))
+        assert (claimed is None) != (aborted is None)
+        current = await stores[1].get_upload(up.upload_id)
+        if claimed is not None:
+            wins["claim"] += 1
+            assert current is not None and current.state == "completing"
+            assert await stores[0].list_parts(up.upload_id, 0, 10) == [p]
+            assert await stores[1].finish_upload(up.upload_id, rec(up.key)) == ([p], None)
+        else:
+            wins["abort"] += 1
+            assert aborted == ([p], None) and current is None
+    assert wins["claim"] + wins["abort"] == 50 and wins["claim"] and wins["abort"]
+    # every abort left one upload row; completions left none (the object uses a new piece,
+    # so its parts are "part" rows)
+    rows = await all_garbage(stores[0])
+    assert sum(r.kind == "upload" for r in rows) == wins["abort"]
+    assert sum(r.kind == "part" for r in rows) == wins["claim"]
+
+
+async def test_put_part_racing_claim(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(3)]
+    await make_bucket(stores[0])
+    counts: set[int] = set()
+    for trial in range(50):
+        up = upload("k")
+        await stores[0].create_upload(up)
+        parts = [part(up.upload_id, n) for n in range(1, 6)]
+
+        async def put(i: int, p: PartRecord) -> bool:
+            try:
+                await stores[i % 3].put_part(p)
+                return True
+            except LookupError:
+                return False
+
+        tasks: list[Awaitable[Any]] = [put(i, p) for i, p in enumerate(parts)]
+        at = trial % (len(parts) + 1)
+        tasks.insert(at, stores[1].claim_upload(up.upload_id))
+        results = list(await asyncio.gather(*tasks))
+        claim = results.pop(at)
+        accepted = results
+        assert claim is not None
+        counts.add(sum(accepted))
+        # what the completion reads after its claim is exactly the parts accepted
+        seen = await stores[2].list_parts(up.upload_id, 0, 100)
+        assert [p.number for p in seen] == [p.number for p, ok in zip(parts, accepted,
+                                                                      strict=True) if ok]
+        obj = replace(rec("k"), pieces=[p.stored for p in seen])
+        finished = await stores[0].finish_upload(up.upload_id, obj)
+        assert finished is not None and finished[0] == seen
+    await assert_nothing_referenced_is_garbage(stores[0])
+    assert 0 in counts and len(counts) > 1  # refused ones, accepted ones
+
+
+async def test_concurrent_put_part_same_number_garbage(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(3)]
+    await make_bucket(stores[0])
+    up = upload("k")
+    await stores[0].create_upload(up)
+    parts = [part(up.upload_id, 7) for _ in range(20)]
+    replaced = await asyncio.gather(*(stores[i % 3].put_part(p) for i, p in enumerate(parts)))
+    gone = sorted(r.stored.key for r in replaced if r is not None)
+    rows = await all_garbage(stores[0])
+    assert sorted(r.data["stored"]["key"] for r in rows) == gone  # each exactly once
+    final = await stores[1].list_parts(up.upload_id, 0, 10)
+    assert final[0].stored.key not in gone
+
+
+async def test_concurrent_deletes_of_one_version_garbage_once(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(3)]
+    await make_bucket(stores[0])
+    for trial in range(20):
+        obj = multi(f"k{trial}", 2)
+        await stores[0].put_object(obj)
+        results = await asyncio.gather(*(stores[i % 3].delete_object(B, obj.key)
+                                         for i in range(6)))
+        assert sum(r is not None for r in results) == 1
+    rows = await all_garbage(stores[0])
+    assert len(rows) == 40 and len({r.data["key"] for r in rows}) == 40
+
+
+# referenced_pieces --------------------------------------------------------------------------
+async def test_referenced_pieces(store: MetadataStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small pages, so the walk crosses many page boundaries.
+    monkeypatch.setattr("gateway.metadata.sqlite.PAGE", 3)
+    monkeypatch.setattr("gateway.metadata.postgres.PAGE", 3)
+    await make_bucket(store)
+    await make_bucket(store, "b2")
+    objs = [multi(f"k{i}", i % 3 + 1) for i in range(7)]
+    v1, v2 = multi("v", 2, vid()), rec("v", vid())
+    objs += [v1, v2, rec("v", vid(), marker=True), rec("z", bucket="b2")]
+    for o in objs:
+        await store.put_object(o)
+    ups = [upload(f"u{i}") for i in range(3)]
+    parts = []
+    for up in ups:
+        await store.create_upload(up)
+        for n in (1, 2, 3):
+            parts.append(part(up.upload_id, n))
+            await store.put_part(parts[-1])
+    await store.claim_upload(ups[0].upload_id)  # completing: its parts still count
+    got = [(what, p.to_dict()) async for what, p in store.referenced_pieces()]
+    expected = [(f"object {o.bucket}/{o.key} v={o.version_id or 'null'}", p.to_dict())
+                for o in objs for p in o.pieces]
+    expected += [(f"part {p.upload_id} {p.number}", p.stored.to_dict()) for p in parts]
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    assert len(got) == len(expected)
+
+
+# every piece ever recorded ends in exactly one place ----------------------------------------
+async def test_every_piece_is_referenced_or_garbage_exactly_once(store: MetadataStore) -> None:
+    """A random run of every write: afterwards each piece ever recorded is either referenced
+    by a record or held by the garbage ledger, exactly once (nothing leaks, nothing doubles)."""
+    await make_bucket(store)
+    rng = random.Random(11)
+    written: list[dict[str, Any]] = []
+    uploads: list[str] = []
+    keys = ["a", "b", "c/d"]
+    for _ in range(250):
+        op = rng.choice(["put", "put", "version", "marker", "delete", "create", "part",
+                         "complete", "abort"])
+        key = rng.choice(keys)
+        if op in ("put", "version"):
+            obj = multi(key, rng.randint(1, 3), vid() if op == "version" else None)
+            written += pieces_of(obj)
+            await store.put_object(obj)
+        elif op == "marker":
+            await store.put_object(rec(key, rng.choice([None, vid()]), marker=True))
+        elif op == "delete":
+            versions = (await store.list_versions(B, key, None, None, None, 100)).versions
+            mine = [v for v in versions if v.key == key]
+            if mine:
+                await store.delete_object(B, key, rng.choice(mine).version_id or "null")
+        elif op == "create" or not uploads:
+            up = upload(key)
+            await store.create_upload(up)
+            uploads.append(up.upload_id)
+        elif op == "part":
+            p = part(rng.choice(uploads), rng.randint(1, 4))
+            written.append(p.stored.to_dict())
+            await store.put_part(p)
+        else:
+            upload_id = uploads.pop(rng.randrange(len(uploads)))
+            if op == "abort":
+                assert await store.finish_upload(upload_id, None) is not None
+                continue
+            up = await store.claim_upload(upload_id)
+            assert up is not None
+            parts = await store.list_parts(upload_id, 0, 100)
+            if rng.random() < 0.5:  # file/mem: some of the parts themselves
+                obj = replace(rec(up.key), pieces=[p.stored for p in parts
+                                                   if rng.random() < 0.7])
+            else:  # cloud: one new piece
+                obj = rec(up.key)
+            written += pieces_of(obj)  # (listed parts twice: deduplicated below)
+            await store.finish_upload(upload_id, obj)
+    written = [dict(t) for t in {tuple(sorted(p.items())) for p in written}]  # reused parts
+    found = await referenced(store) + garbage_pieces(await all_garbage(store))
+    assert sorted(found, key=repr) == sorted(written, key=repr)
+
+
+# list_uploads: limits and seeks -------------------------------------------------------------
+async def test_list_uploads_limit_zero(store: MetadataStore) -> None:
+    await make_bucket(store)
+    empty = await store.list_uploads(B, "", None, None, None, 0)
+    assert (empty.uploads, empty.prefixes, empty.truncated) == ([], [], False)
+    await store.create_upload(upload("a/1"))
+    for delimiter in (None, "/"):
+        page = await store.list_uploads(B, "", delimiter, None, None, 0)
+        assert (page.uploads, page.prefixes, page.truncated) == ([], [], True)
+    page = await store.list_uploads(B, "b", None, None, None, 0)
+    assert not page.truncated  # nothing under the prefix
+
+
+async def test_list_uploads_seeks_past_common_prefixes(store: MetadataStore) -> None:
+    await make_bucket(store)
+    ups = [upload(f"d/{i:04d}", initiated=T0 + i % 3) for i in range(300)]
+    ups += [upload("a"), upload("e/x"), upload("e/y"), upload("f"), upload("d0")]
+    ups += [upload("a", initiated=T0 - 1), upload("f", initiated=T0 + 5)]
+    for up in ups:
+        await store.create_upload(up)
+    rng = random.Random(3)
+    for _ in range(60):
+        args = (rng.choice(["", "d", "d/", "e"]), rng.choice([None, "/", "0"]),
+                rng.choice([None, "a", "d/0150", "d/", "e/x"]), rng.choice([None, "zz"]),
+                rng.choice([0, 1, 2, 3, 5, 1000]))
+        got = await store.list_uploads(B, *args)
+        assert ([u.upload_id for u in got.uploads], got.prefixes, got.truncated) == \
+            ref_list_uploads(ups, *args), args

@@ -21,7 +21,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     workdir: Path = tmp_path_factory.mktemp("gateway")
     locations = {
         "us-east-2": {"type": "file", "legacyAwsBehavior": False, "details": {}},
-        "memloc": {"type": "mem", "legacyAwsBehavior": False, "details": {}},
+        "memloc": {"type": "mem", "legacyAwsBehavior": False, "details": {}, "selectable": True},
     }
     with start_gateway(workdir, locations) as gw:
         yield gw

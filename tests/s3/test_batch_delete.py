@@ -17,7 +17,9 @@ from tests.s3.conftest import error_code, raw_request, status
 
 
 def data_files(gateway: Any) -> list[Path]:
-    return [p for p in (gateway.workdir / "data").rglob("*") if p.is_file()]
+    """The file location's data once the collector is done (removal is in the background)."""
+    gateway.settle()
+    return gateway.data_files()
 
 
 @pytest.fixture(params=["file", "memloc"])

@@ -20,7 +20,9 @@ MIB = 1024 * 1024
 
 
 def data_files(gateway: Any) -> list[Path]:
-    return [p for p in (gateway.workdir / "data").rglob("*") if p.is_file()]
+    """The file location's data once the collector is done (removal is in the background)."""
+    gateway.settle()
+    return gateway.data_files()
 
 
 def new_bucket(s3: Any, location: str) -> str:

@@ -7,22 +7,32 @@ import hashlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.translators import aws_s3 as aws_s3_module
 from gateway.translators import translator_class
 from gateway.translators.aws_s3 import AwsS3Translator
-from gateway.translators.base import ConfigError, NotFound, ObjectMeta, Part, Stored
+from gateway.translators.base import (
+    ConfigError,
+    Conflict,
+    NotFound,
+    ObjectMeta,
+    Part,
+    Rejected,
+    Stored,
+    Throttled,
+)
 from tests.clouds.aws_s3 import S3Emulator
 
 pytestmark = pytest.mark.aws_s3
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 def pattern(seed: int, size: int) -> bytes:
@@ -531,3 +541,215 @@ async def test_concurrent_requests_share_the_pool(moto_loc: AwsS3Translator) -> 
         moto_loc.put(f"c/{i}", stream(pattern(i, 1000)), 1000, ObjectMeta()) for i in range(8)])
     bodies = await asyncio.gather(*[collect(await moto_loc.get(s)) for s in stored])
     assert bodies == [pattern(i, 1000) for i in range(8)]
+
+
+# ---- unique keys: unpinned deletes, fsck listings, retried parts, refused requests ---------
+
+async def test_delete_without_pin_removes_every_version(
+        moto_loc: AwsS3Translator, aws_s3_moto: S3Emulator, aws_s3_bucket: str) -> None:
+    """A record-less delete (the collector dropping an uncommitted write) removes every
+    version and delete marker at exactly that key, and nothing at a longer key."""
+    key = "b/k~0123456789abcdef01234567"
+    first = await moto_loc.put(key, stream(b"one"), 3, ObjectMeta())
+    await moto_loc.put(key, stream(b"two!"), 4, ObjectMeta())
+    native = aws_s3_moto.boto()
+    native.delete_object(Bucket=aws_s3_bucket, Key=key)  # a delete marker on top
+    neighbour = await moto_loc.put(key + "x", stream(b"keep"), 4, ObjectMeta())
+    listed = native.list_object_versions(Bucket=aws_s3_bucket, Prefix=key)
+    assert len(listed["Versions"]) == 3 and len(listed["DeleteMarkers"]) == 1
+
+    await moto_loc.delete(Stored(location=first.location, key=key, size=0))
+    listed = native.list_object_versions(Bucket=aws_s3_bucket, Prefix=key)
+    assert [(v["Key"], v["VersionId"]) for v in listed.get("Versions", [])] == [
+        (neighbour.key, neighbour.version_id)]
+    assert not listed.get("DeleteMarkers")
+    await moto_loc.delete(Stored(location=first.location, key=key, size=0))  # gone: success
+    assert await collect(await moto_loc.get(neighbour)) == b"keep"
+
+
+async def test_delete_without_pin_unversioned(aws_s3_moto: S3Emulator) -> None:
+    bucket = aws_s3_moto.create_bucket(versioned=False)
+    translator = make(aws_s3_moto, bucket, supportsVersioning=False)
+    await translator.open()
+    try:
+        stored = await translator.put("k~1", stream(b"abc"), 3, ObjectMeta())
+        await translator.delete(Stored(location=stored.location, key="k~1", size=0))
+        assert aws_s3_moto.boto().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    finally:
+        await translator.close()
+
+
+async def test_list_pieces(moto_loc: AwsS3Translator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Puts, copies and every version under the prefix, page by page; nothing else (not the
+    parts of an open native upload: they are no objects)."""
+    monkeypatch.setattr(aws_s3_module, "_PAGE_SIZE", 2)  # several pages from a few objects
+    a = await moto_loc.put("p/a", stream(b"a"), 1, ObjectMeta())
+    a2 = await moto_loc.put("p/a", stream(b"a2"), 2, ObjectMeta())  # a second version
+    b = await moto_loc.put("p/b", stream(b"bb"), 2, ObjectMeta())
+    c = await moto_loc.copy(a, "p/c", ObjectMeta())
+    assert c is not None
+    outside = await moto_loc.put("q/outside", stream(b"q"), 1, ObjectMeta())
+    upload_id = await moto_loc.create_upload("p/mpu", ObjectMeta())
+    await moto_loc.upload_part("p/mpu", upload_id, 1, stream(b"part"), 4)
+
+    listed = [piece async for piece in moto_loc.list_pieces("p/")]
+    expected = {a, a2, b, c}
+    assert {moto_loc.piece_id(p) for p in listed} == {moto_loc.piece_id(p) for p in expected}
+    assert len(listed) == 4
+    assert {(p.key, p.size, p.version_id, p.etag) for p in listed} == {
+        (p.key, p.size, p.version_id, p.etag) for p in expected}
+    everything = [piece async for piece in moto_loc.list_pieces()]
+    assert {moto_loc.piece_id(p) for p in everything} == {
+        moto_loc.piece_id(p) for p in (a, a2, b, c, outside)}
+    await moto_loc.abort_upload("p/mpu", upload_id, [])
+
+
+async def test_list_pieces_unversioned(aws_s3_moto: S3Emulator) -> None:
+    bucket = aws_s3_moto.create_bucket(versioned=False)
+    translator = make(aws_s3_moto, bucket, supportsVersioning=False)
+    await translator.open()
+    try:
+        one = await translator.put("p/1", stream(b"1"), 1, ObjectMeta())
+        two = await translator.copy(one, "p/2", ObjectMeta())
+        await translator.put("other", stream(b"o"), 1, ObjectMeta())
+        assert two is not None
+        listed = [piece async for piece in translator.list_pieces("p/")]
+        assert sorted((p.key, p.size, p.version_id) for p in listed) == [
+            ("p/1", 1, None), ("p/2", 1, None)]
+        assert [translator.piece_id(p) for p in sorted(listed, key=lambda p: p.key)] == [
+            "p/1", "p/2"]
+    finally:
+        await translator.close()
+
+
+async def test_retried_part_then_complete(moto_loc: AwsS3Translator) -> None:
+    """The part recorded last wins; a completion naming a part whose bytes were replaced
+    fails (the backend pins parts by ETag = MD5) instead of assembling other bytes."""
+    key = "retried"
+    upload_id = await moto_loc.create_upload(key, ObjectMeta())
+    await moto_loc.upload_part(key, upload_id, 1, stream(b"first try"), 9)
+    again = await moto_loc.upload_part(key, upload_id, 1, stream(b"second try"), 10)
+    [whole] = await moto_loc.complete_upload(key, upload_id, [Part(1, again)], ObjectMeta())
+    assert await collect(await moto_loc.get(whole)) == b"second try"
+
+    upload_id = await moto_loc.create_upload("stale", ObjectMeta())
+    stale = await moto_loc.upload_part("stale", upload_id, 1, stream(b"old bytes"), 9)
+    await moto_loc.upload_part("stale", upload_id, 1, stream(b"new bytes!"), 10)
+    with pytest.raises(Rejected, match="InvalidPart"):
+        await moto_loc.complete_upload("stale", upload_id, [Part(1, stale)], ObjectMeta())
+    await moto_loc.abort_upload("stale", upload_id, [])
+
+
+async def delayed(seconds: float, call: Awaitable[T]) -> T:
+    await asyncio.sleep(seconds)
+    return await call
+
+
+async def test_retried_part_races_completion(moto_loc: AwsS3Translator) -> None:
+    """A part re-uploaded while the completion that lists its first attempt runs: the object
+    is the listed bytes or the completion fails; never the re-uploaded bytes."""
+    outcomes: dict[str, int] = {}
+    for trial in range(12):
+        key = f"race-{trial}"
+        upload_id = await moto_loc.create_upload(key, ObjectMeta())
+        listed = await moto_loc.upload_part(key, upload_id, 1, stream(b"listed"), 6)
+        retry = moto_loc.upload_part(key, upload_id, 1, stream(b"RETRIED!"), 8)
+        complete = delayed(trial % 4 * 0.004, moto_loc.complete_upload(
+            key, upload_id, [Part(1, listed)], ObjectMeta()))
+        result, _ = await asyncio.wait_for(
+            asyncio.gather(complete, retry, return_exceptions=True), 30)
+        if isinstance(result, BaseException):
+            assert isinstance(result, Rejected), result
+            outcomes["refused"] = outcomes.get("refused", 0) + 1
+            await moto_loc.abort_upload(key, upload_id, [])
+        else:
+            assert await collect(await moto_loc.get(result[0])) == b"listed"
+            outcomes["listed bytes"] = outcomes.get("listed bytes", 0) + 1
+    assert sum(outcomes.values()) == 12
+    print(f"retried part vs completion: {outcomes}")
+
+
+async def test_backend_4xx_is_rejected(moto_loc: AwsS3Translator, aws_s3_moto: S3Emulator,
+                                       aws_s3_bucket: str) -> None:
+    """A request the backend refuses for what it carries is Rejected (the client's 400), not
+    a backend failure that would count against the location's health."""
+    for tags in ({"aws:reserved": "1"}, {"k": "v" * 300},
+                 {f"t{i}": "v" for i in range(11)}):
+        with pytest.raises(Rejected):
+            await moto_loc.put("tagged", stream(b"x"), 1, ObjectMeta(tags=tags))
+    stored = await moto_loc.put("tagged", stream(b"x"), 1, ObjectMeta())
+    with pytest.raises(Rejected, match="InvalidTag"):
+        await moto_loc.update_meta(stored, ObjectMeta(tags={"k" * 200: "v"}))
+    with pytest.raises(Rejected, match="InvalidTag"):
+        await moto_loc.copy(stored, "tagged-copy", ObjectMeta(tags={"aws:x": "1"}))
+    # (moto stores such a copy before refusing its tags; AWS refuses first.)
+    native = aws_s3_moto.boto()
+    assert native.get_object_tagging(Bucket=aws_s3_bucket, Key="tagged")["TagSet"] == []
+
+    # A missing backend bucket is the location's problem: it stays a backend failure.
+    gone = make(aws_s3_moto, "no-such-bucket-at-all")
+    await gone.open()
+    try:
+        with pytest.raises(ClientError) as caught:
+            await gone.put("k", stream(b"x"), 1, ObjectMeta())
+        assert caught.value.response["Error"]["Code"] == "NoSuchBucket"
+    finally:
+        await gone.close()
+
+
+async def test_wrong_credentials_stay_failures(aws_s3_s3rver: S3Emulator) -> None:
+    bucket = aws_s3_s3rver.create_bucket(versioned=False)
+    details = aws_s3_s3rver.details(bucket, supportsVersioning=False,
+                                    credentials={"accessKey": "WRONG", "secretKey": "x"})
+    translator = AwsS3Translator("s3r", details, {})
+    await translator.open()
+    try:
+        with pytest.raises(ClientError) as caught:
+            await translator.put("k", stream(b"x"), 1, ObjectMeta())
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    finally:
+        await translator.close()
+
+
+@pytest.mark.parametrize(("status", "code", "expected"), [
+    (400, "InvalidTag", Rejected),
+    (400, "KeyTooLongError", Rejected),
+    (400, "EntityTooLarge", Rejected),
+    (400, "InvalidArgument", Rejected),
+    (404, "NoSuchKey", NotFound),
+    (404, "NoSuchBucket", ClientError),
+    (409, "OperationAborted", Conflict),
+    (403, "AccessDenied", ClientError),
+    (403, "SignatureDoesNotMatch", ClientError),
+    (400, "ExpiredToken", ClientError),
+    (503, "SlowDown", Throttled),
+    (429, "TooManyRequests", Throttled),
+    (503, "ServiceUnavailable", ClientError),
+    (500, "InternalError", ClientError),
+])
+def test_error_mapping(status: int, code: str, expected: type[Exception]) -> None:
+    """The one mapping of S3 error answers (emulators cannot produce throttling or auth
+    expiry on demand, so the answers are built as botocore builds them)."""
+    error = ClientError({"Error": {"Code": code, "Message": "m"},
+                         "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+    with pytest.raises(expected) as caught:
+        aws_s3_module._translate(error, "k")
+    if expected is ClientError:
+        assert caught.value is error  # the original, for the wrapper's 503
+    else:
+        assert isinstance(caught.value.__cause__, ClientError)
+
+
+async def test_abort_removes_unrecorded_parts(moto_loc: AwsS3Translator, aws_s3_moto: S3Emulator,
+                                              aws_s3_bucket: str) -> None:
+    """Parts the caller never recorded (a crash between a part's write and its record) go
+    with the upload."""
+    upload_id = await moto_loc.create_upload("crashed", ObjectMeta())
+    for number in (1, 2, 3):
+        await moto_loc.upload_part("crashed", upload_id, number, stream(b"p"), 1)
+    native = aws_s3_moto.boto()
+    assert len(native.list_parts(Bucket=aws_s3_bucket, Key="crashed",
+                                 UploadId=upload_id)["Parts"]) == 3
+    await moto_loc.abort_upload("crashed", upload_id, [])
+    assert not native.list_multipart_uploads(Bucket=aws_s3_bucket).get("Uploads")
+    assert native.list_object_versions(Bucket=aws_s3_bucket).get("Versions") is None

@@ -8,14 +8,15 @@ import hashlib
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
+from gateway.translators import azure as azure_module
 from gateway.translators.azure import (
     TAGS_METADATA_NAME,
     AzureTranslator,
@@ -32,13 +33,17 @@ from gateway.translators.base import (
     NotFound,
     ObjectMeta,
     Part,
+    Rejected,
     Stored,
+    Throttled,
+    TranslatorError,
 )
 from tests.clouds.azure import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 
 pytestmark = pytest.mark.azure
 
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 # --- deterministic test data, generated chunk by chunk (never 100 MiB at once) ---------------
@@ -625,3 +630,176 @@ async def test_emulator_stopped_mid_test_fails_fast(
         assert time.monotonic() - started < 10
     finally:
         await location.close()
+
+
+# --- unique keys: unpinned deletes, fsck listings, retried parts, refused requests -------------
+
+async def names(sdk: Any, uncommitted: bool = True) -> list[str]:
+    """Blob names as the SDK lists them, names holding only uncommitted blocks included."""
+    include = ["uncommittedblobs"] if uncommitted else None
+    return sorted([blob.name async for blob in sdk.list_blobs(include=include)])
+
+
+async def staged_blocks(sdk: Any, name: str) -> int:
+    try:
+        _, uncommitted = await sdk.get_blob_client(name).get_block_list("uncommitted")
+    except ResourceNotFoundError:
+        return 0
+    return len(uncommitted)
+
+
+async def test_delete_without_pin_removes_everything_at_the_name(
+    translator: AzureTranslator, sdk: Any
+) -> None:
+    """A record-less delete (the collector dropping an uncommitted write): the blob with its
+    snapshots, or the blocks a cut-off put or an upload staged; nothing at a longer name."""
+    key = "b/k~0123456789abcdef01234567"
+    stored = await translator.put(key, one_shot(b"bytes"), 5, ObjectMeta())
+    await sdk.get_blob_client(key).create_snapshot()
+    neighbour = await translator.put(key + "x", one_shot(b"keep"), 4, ObjectMeta())
+    await translator.delete(Stored(location=stored.location, key=key, size=0))
+    assert await names(sdk) == [neighbour.key]
+    await translator.delete(Stored(location=stored.location, key=key, size=0))  # gone: fine
+
+    upload_id = await translator.create_upload("staged~1", ObjectMeta())
+    await translator.upload_part("staged~1", upload_id, 1, one_shot(b"p"), 1)
+    assert await staged_blocks(sdk, "staged~1") == 1
+    await translator.delete(Stored(location=stored.location, key="staged~1", size=0))
+    assert await staged_blocks(sdk, "staged~1") == 0
+    assert await names(sdk) == [neighbour.key]
+    assert await read_all(await translator.get(neighbour)) == b"keep"
+
+
+async def test_cut_off_streamed_put_leaves_no_blocks(translator: AzureTranslator, sdk: Any) -> None:
+    translator.block_size = MiB
+    translator.single_put_max = MiB
+    with pytest.raises(ClientGone):
+        await translator.put("cut~1", failing_body(3 * MiB), 5 * MiB, ObjectMeta())
+    assert await staged_blocks(sdk, "cut~1") == 0
+    assert await names(sdk) == []
+
+
+async def test_list_pieces(translator: AzureTranslator, sdk: Any) -> None:
+    """Puts, copies and names where an upload staged blocks (size 0, the key its parts'
+    Stored.key has), under the prefix; no snapshots, nothing outside."""
+    a = await translator.put("p/a", one_shot(b"a"), 1, ObjectMeta())
+    b = await translator.put("p/b", one_shot(b"bb"), 2, ObjectMeta(user={"u": "1"}))
+    c = await translator.copy(a, "p/c", ObjectMeta())
+    assert c is not None
+    await sdk.get_blob_client("p/a").create_snapshot()
+    await translator.put("q/outside", one_shot(b"q"), 1, ObjectMeta())
+    upload_id = await translator.create_upload("p/mpu", ObjectMeta())
+    part = await translator.upload_part("p/mpu", upload_id, 1, one_shot(b"part"), 4)
+
+    listed = [piece async for piece in translator.list_pieces("p/")]
+    assert sorted(translator.piece_id(p) for p in listed) == ["p/a", "p/b", "p/c", "p/mpu"]
+    by_key = {p.key: p for p in listed}
+    for piece in (a, b, c):  # the handle the write returned: its etag pins the listed blob
+        assert (by_key[piece.key].size, by_key[piece.key].etag) == (piece.size, piece.etag)
+    assert by_key["p/mpu"].size == 0 and translator.piece_id(part) == "p/mpu"
+    everything = [translator.piece_id(piece) async for piece in translator.list_pieces()]
+    assert sorted(everything) == ["p/a", "p/b", "p/c", "p/mpu", "q/outside"]
+    await translator.delete(by_key["p/a"])  # a listed handle pins the blob it lists
+    assert await names(sdk, uncommitted=False) == ["p/b", "p/c", "q/outside"]
+
+
+async def delayed(seconds: float, call: Awaitable[T]) -> T:
+    await asyncio.sleep(seconds)
+    return await call
+
+
+async def test_retried_part_races_completion(translator: AzureTranslator, sdk: Any) -> None:
+    """A part re-uploaded while the completion that lists its first attempt runs: the blob is
+    always the listed bytes."""
+    outcomes: dict[str, int] = {}
+    for trial in range(16):
+        key = f"race-{trial}"
+        upload_id = await translator.create_upload(key, ObjectMeta())
+        listed = await translator.upload_part(key, upload_id, 1, one_shot(b"listed"), 6)
+
+        # Either call may go first, by a few milliseconds or none.
+        head_start = (trial % 4) * 0.002
+        complete = delayed(head_start if trial % 2 else 0, translator.complete_upload(
+            key, upload_id, [Part(1, listed)], ObjectMeta()))
+        retry = delayed(0 if trial % 2 else head_start, translator.upload_part(
+            key, upload_id, 1, one_shot(b"RETRIED!"), 8))
+        done, retried = await asyncio.wait_for(
+            asyncio.gather(complete, retry, return_exceptions=True), 30)
+        assert not isinstance(done, BaseException), done
+        assert await read_all(await translator.get(done[0])) == b"listed"
+        left = await staged_blocks(sdk, key)
+        outcome = ("retry failed" if isinstance(retried, BaseException)
+                   else "retry outlived completion" if left else "retry dropped by commit")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert sum(outcomes.values()) == 16
+    print(f"retried part vs completion: {outcomes}")
+
+
+async def test_abort_removes_unrecorded_parts(translator: AzureTranslator, sdk: Any) -> None:
+    translator.block_size = MiB
+    key = "crashed~1"
+    upload_id = await translator.create_upload(key, ObjectMeta())
+    for number in (1, 2, 2):
+        await translator.upload_part(key, upload_id, number, body(f"x{number}", 2 * MiB), 2 * MiB)
+    assert await staged_blocks(sdk, key) == 6
+    await translator.abort_upload(key, upload_id, [])  # none of them recorded
+    assert await staged_blocks(sdk, key) == 0
+    assert await names(sdk) == []
+    await translator.abort_upload(key, upload_id, [])  # idempotent
+
+    # A completed upload's blob is committed: an abort after it leaves it alone.
+    done_id = await translator.create_upload("done~1", ObjectMeta())
+    part = await translator.upload_part("done~1", done_id, 1, one_shot(b"whole"), 5)
+    [whole] = await translator.complete_upload("done~1", done_id, [Part(1, part)], ObjectMeta())
+    await translator.abort_upload("done~1", done_id, [Part(1, part)])
+    assert await read_all(await translator.get(whole)) == b"whole"
+
+
+async def test_backend_4xx_is_rejected(translator: AzureTranslator) -> None:
+    """A request Azure refuses for what it asks is Rejected (the client's 400), not a backend
+    failure that would count against the location's health."""
+    stored = await translator.put("short", one_shot(b"abc"), 3, ObjectMeta())
+    with pytest.raises(Rejected, match="416|InvalidRange"):  # a range past the end
+        await translator.get(stored, 10, 5)
+    missing = Stored(location="az1", key="nope", size=3)
+    with pytest.raises(NotFound):  # a missing blob stays NotFound
+        await translator.get(missing, 10, 5)
+
+
+async def test_missing_container_stays_a_failure(azurite: Azurite) -> None:
+    location = AzureTranslator("gone", azurite.details("no-such-container"), {})
+    await location.open()
+    try:
+        with pytest.raises(HttpResponseError) as caught:
+            await location.put("k", one_shot(b"x"), 1, ObjectMeta())
+        assert not isinstance(caught.value, TranslatorError)
+        assert caught.value.status_code == 404
+    finally:
+        await location.close()
+
+
+@pytest.mark.parametrize(("status", "code", "expected"), [
+    (400, "InvalidMetadata", Rejected),
+    (400, "InvalidBlobOrBlock", Rejected),
+    (413, "RequestBodyTooLarge", Rejected),
+    (416, "InvalidRange", Rejected),
+    (409, "LeaseIdMissing", Conflict),
+    (412, "ConditionNotMet", Conflict),
+    (429, "TooManyRequests", Throttled),
+    (503, "ServerBusy", Throttled),
+    (503, "ServiceUnavailable", HttpResponseError),
+    (500, "InternalError", HttpResponseError),
+    (403, "AuthenticationFailed", HttpResponseError),
+    (404, "ContainerNotFound", HttpResponseError),
+])
+def test_error_mapping(status: int, code: str, expected: type[Exception]) -> None:
+    """The one mapping of Azure answers (throttling cannot be had from Azurite on demand; the
+    error carries what the SDK sets from a response)."""
+    error = HttpResponseError(message=f"What Azure said.\nRequestId:1\nErrorCode:{code}")
+    error.status_code, error.error_code = status, code
+    with pytest.raises(expected) as caught, azure_module._azure_errors():
+        raise error
+    if expected is HttpResponseError:
+        assert caught.value is error
+    else:
+        assert str(caught.value) == f"{code}: What Azure said."

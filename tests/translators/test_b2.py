@@ -5,13 +5,39 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from b2sdk.v2.exception import B2ConnectionError
+from b2sdk.v2.exception import (
+    AccessDenied,
+    B2ConnectionError,
+    BadRequest,
+    ServiceError,
+    TooManyRequests,
+    Unauthorized,
+    UnknownError,
+)
+from b2sdk.v2.exception import Conflict as B2Conflict
 
-from gateway.translators.b2 import B2Translator, file_info_from_meta, meta_from_file_info
-from gateway.translators.base import ConfigError, Conflict, NotFound, ObjectMeta, Part
+from gateway.translators import b2 as b2_module
+from gateway.translators.b2 import (
+    B2Translator,
+    file_info_from_meta,
+    meta_from_file_info,
+    translate_error,
+)
+from gateway.translators.base import (
+    ConfigError,
+    Conflict,
+    NotFound,
+    ObjectMeta,
+    Part,
+    Rejected,
+    Stored,
+    Throttled,
+)
 from tests.clouds.b2 import B2Cloud, b2_raw_api
 from tests.gatewayproc import free_port
 
@@ -69,6 +95,17 @@ def versions_of(cloud: B2Cloud, name: str) -> list[str]:
 
 def unfinished(cloud: B2Cloud, name: str) -> list[str]:
     return [f.file_id for f in cloud.bucket().list_unfinished_large_files() if f.file_name == name]
+
+
+def raw_versions(cloud: B2Cloud, prefix: str) -> list[tuple[str, str, str]]:
+    """(name, file id, action) of every version under `prefix` (uploads, hide markers and
+    unfinished large files alike), as B2's b2_list_file_versions answers."""
+    api = cloud.api()
+    bucket_id = api.get_bucket_by_name(cloud.bucket_name).id_
+    page = api.session.list_file_versions(bucket_id, start_file_name=prefix, max_file_count=1000,
+                                          prefix=prefix)
+    assert page["nextFileName"] is None  # the tests stay well under one page
+    return [(f["fileName"], f["fileId"], f["action"]) for f in page["files"]]
 
 
 async def test_put_get_head_delete(b2: B2Translator, b2_cloud: B2Cloud) -> None:
@@ -250,7 +287,11 @@ async def test_copy_part_and_update_meta(b2: B2Translator, b2_cloud: B2Cloud) ->
 
     updated = await b2.update_meta(src, ObjectMeta(tags={"new": "tag"}))
     assert updated.version_id != src.version_id and updated.size == src.size
+    assert updated.key == src.key
     assert b2_cloud.api().get_file_info(updated.version_id).file_info["s3-tagging"] == "new=tag"
+    # The old version stays readable until the caller drops it (a reader may still hold it).
+    assert await read_all(await b2.get(src, 0, 10)) == pattern_bytes(7 * MiB, 3)[:10]
+    await b2.delete(src)
     assert versions_of(b2_cloud, "cp/src") == [updated.version_id]
     await b2.delete(updated)
     await b2.delete(final)
@@ -415,3 +456,147 @@ async def test_event_loop_stays_responsive(b2: B2Translator, b2_cloud: B2Cloud) 
     assert elapsed < 6 * 2 * 0.25  # the six transfers (2 calls each) overlapped
     for src in sources:
         await b2.delete(src)
+
+
+# ---- the unique-key contract: unpinned deletes, pieces, retried parts, aborts, errors
+
+
+async def test_delete_without_pin_removes_every_version_of_the_name(
+        b2: B2Translator, b2_cloud: B2Cloud) -> None:
+    base = f"unpinned-{uuid.uuid4().hex[:8]}/obj"
+    key = f"{base}~{'1' * 24}"
+    await b2.put(key, body_of(b"one"), 3, ObjectMeta())
+    await b2.put(key, body_of(b"two"), 3, ObjectMeta())
+    b2_cloud.bucket().hide_file(key)
+    upload_id = await b2.create_upload(key, ObjectMeta())  # an unfinished large file too
+    await b2.upload_part(key, upload_id, 1, body_of(b"p"), 1)
+    # Names around it that share its prefix: not its versions.
+    longer = await b2.put(f"{key}/x", body_of(b"x"), 1, ObjectMeta())
+    sibling = await b2.put(f"{base}~{'2' * 24}", body_of(b"s"), 1, ObjectMeta())
+    assert sorted(a for n, _, a in raw_versions(b2_cloud, key) if n == key) == [
+        "hide", "start", "upload", "upload"]
+
+    await b2.delete(Stored("b2loc", key, 0))  # no file id: what a never-committed write leaves
+    assert [n for n, _, _ in raw_versions(b2_cloud, key) if n == key] == []
+    assert unfinished(b2_cloud, key) == []
+    await b2.delete(Stored("b2loc", key, 0))  # already gone is success
+    assert await read_all(await b2.get(longer)) == b"x"
+    assert await read_all(await b2.get(sibling)) == b"s"
+    await b2.delete(longer)
+    await b2.delete(sibling)
+
+
+async def test_list_pieces_finds_puts_copies_and_staged_parts(
+        b2: B2Translator, b2_cloud: B2Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(b2_module, "LIST_PAGE", 2)  # several pages, fetched as consumed
+    prefix = f"pieces-{uuid.uuid4().hex[:8]}/"
+    outside = [await b2.put(prefix[:-1] + name, body_of(b"o"), 1, ObjectMeta())
+               for name in ("", "0/after", "-/before")]  # around the prefix in B2's order
+    put = await b2.put(f"{prefix}a~1", body_of(b"put"), 3, ObjectMeta())
+    copied = await b2.copy(put, f"{prefix}b~2", ObjectMeta())
+    assert copied is not None
+    old = await b2.put(f"{prefix}c~3", body_of(b"v1"), 2, ObjectMeta())
+    new = await b2.update_meta(old, ObjectMeta(user={"k": "v"}))  # same name, a new version
+    await b2.delete(old)  # what the caller does once its record names the new one
+    upload_id = await b2.create_upload(f"{prefix}d~4", ObjectMeta())
+    part = await b2.upload_part(f"{prefix}d~4", upload_id, 1, body_of(b"part"), 4)
+
+    listed = [piece async for piece in b2.list_pieces(prefix)]
+    assert {(p.key, p.version_id, p.size) for p in listed} == {
+        (put.key, put.version_id, 3), (copied.key, copied.version_id, 3),
+        (new.key, new.version_id, 2), (f"{prefix}d~4", upload_id, 0)}
+    assert all(p.location == "b2loc" for p in listed)
+    # fsck matches what metadata references (objects, open uploads' parts) by piece_id.
+    ids = {b2.piece_id(p) for p in listed}
+    assert {b2.piece_id(s) for s in (put, copied, new, part)} == ids
+    assert b2.piece_id(old) not in ids  # the old version, deleted by its file id
+
+    everything = [piece.key async for piece in b2.list_pieces()]
+    assert put.key in everything and outside[0].key in everything
+    await b2.abort_upload(f"{prefix}d~4", upload_id, [Part(1, part)])
+    for stored in (put, copied, new, *outside):
+        await b2.delete(stored)
+    assert [piece async for piece in b2.list_pieces(prefix)] == []
+
+
+async def test_retried_part_and_complete(b2: B2Translator, b2_cloud: B2Cloud) -> None:
+    """B2 keeps one part per number, so a retry replaces it on B2; completion pins the parts by
+    SHA1, so it assembles exactly the recorded bytes or refuses (Conflict), never others."""
+    key = f"retry-{uuid.uuid4().hex[:8]}~{'a' * 24}"
+    upload_id = await b2.create_upload(key, ObjectMeta())
+    first = await b2.upload_part(key, upload_id, 1, pattern(5 * MiB, 1), 5 * MiB)
+    retried = await b2.upload_part(key, upload_id, 1, pattern(5 * MiB, 2), 5 * MiB)
+    tail = await b2.upload_part(key, upload_id, 2, body_of(b"tail"), 4)
+    assert retried.etag != first.etag
+    # A completion that recorded the first attempt: refused, nothing assembled.
+    with pytest.raises(Conflict):
+        await b2.complete_upload(key, upload_id, [Part(1, first), Part(2, tail)], ObjectMeta())
+    assert raw_versions(b2_cloud, key) == [(key, upload_id, "start")]  # still unfinished
+    [final] = await b2.complete_upload(key, upload_id, [Part(1, retried), Part(2, tail)],
+                                       ObjectMeta())
+    assert await md5_of(await b2.get(final)) == hashlib.md5(
+        pattern_bytes(5 * MiB, 2) + b"tail").hexdigest()
+    await b2.delete(final)
+
+    # The same through the subset path (a part left out): the listed SHA1s are checked too.
+    key2 = key + "-subset"
+    upload_id = await b2.create_upload(key2, ObjectMeta())
+    stale = await b2.upload_part(key2, upload_id, 1, pattern(5 * MiB, 3), 5 * MiB)
+    await b2.upload_part(key2, upload_id, 2, pattern(5 * MiB, 4), 5 * MiB)
+    last = await b2.upload_part(key2, upload_id, 3, body_of(b"end"), 3)
+    fresh = await b2.upload_part(key2, upload_id, 1, pattern(5 * MiB, 5), 5 * MiB)
+    with pytest.raises(Conflict):
+        await b2.complete_upload(key2, upload_id, [Part(1, stale), Part(3, last)], ObjectMeta())
+    assert raw_versions(b2_cloud, key2) == [(key2, upload_id, "start")]
+    [final] = await b2.complete_upload(key2, upload_id, [Part(1, fresh), Part(3, last)],
+                                       ObjectMeta())
+    assert await md5_of(await b2.get(final)) == hashlib.md5(
+        pattern_bytes(5 * MiB, 5) + b"end").hexdigest()
+    assert versions_of(b2_cloud, key2) == [final.version_id]
+    await b2.delete(final)
+
+
+async def test_abort_removes_unrecorded_parts(b2: B2Translator, b2_cloud: B2Cloud) -> None:
+    key = f"abort-{uuid.uuid4().hex[:8]}~{'b' * 24}"
+    upload_id = await b2.create_upload(key, ObjectMeta())
+    recorded = await b2.upload_part(key, upload_id, 1, body_of(b"r" * 10), 10)
+    await b2.upload_part(key, upload_id, 2, body_of(b"never recorded"), 14)
+    assert len(list(b2_cloud.bucket().list_parts(upload_id))) == 2
+    await b2.abort_upload(key, upload_id, [Part(1, recorded)])  # part 2 is not in the list
+    assert unfinished(b2_cloud, key) == [] and raw_versions(b2_cloud, key) == []
+    await b2.abort_upload(key, upload_id, [Part(1, recorded)])  # idempotent
+
+
+async def test_backend_4xx_raises_rejected(b2: B2Translator, b2_cloud: B2Cloud) -> None:
+    key = f"refused-{uuid.uuid4().hex[:8]}"
+    upload_id = await b2.create_upload(key, ObjectMeta())
+    with pytest.raises(Rejected, match="Part number"):  # B2's 400 for a part number > 10000
+        await b2.upload_part(key, upload_id, 10001, body_of(b"x"), 1)
+    part = await b2.upload_part(key, upload_id, 1, body_of(b"fine"), 4)  # the upload lives on
+    [final] = await b2.complete_upload(key, upload_id, [Part(1, part)], ObjectMeta())
+    other = await b2.create_upload(key + "-2", ObjectMeta())
+    with pytest.raises(Rejected):  # B2's 416 for a copied range past the source's end
+        await b2.copy_part(final, 10, 5, key + "-2", other, 1)
+    assert await read_all(await b2.get(final)) == b"fine"
+    await b2.abort_upload(key + "-2", other, [])
+    await b2.delete(final)
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (BadRequest("File info too large", "bad_request"), Rejected),
+    (UnknownError("413 too_big request too large"), Rejected),
+    (TooManyRequests(), Throttled),
+    (ServiceError("503 service_unavailable too busy"), Throttled),
+    (B2Conflict(), Conflict),
+    (ServiceError("500 internal_error oops"), None),
+    (Unauthorized("bad key", "unauthorized"), None),  # config problems stay failures
+    (AccessDenied(), None),
+    (UnknownError("403 forbidden no"), None),
+    (B2ConnectionError("refused"), None),
+])
+def test_error_mapping(error: Exception, expected: Any) -> None:
+    mapped = translate_error(error)
+    if expected is None:
+        assert mapped is None
+    else:
+        assert type(mapped) is expected

@@ -6,9 +6,10 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -17,13 +18,30 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gcloud.aio.storage import Storage
 
-from gateway.translators.base import ConfigError, NotFound, ObjectMeta, Part
-from gateway.translators.gcp import SINGLE_REQUEST_MAX, GcpTranslator
+from gateway.translators import gcp as gcp_module
+from gateway.translators.base import (
+    ConfigError,
+    Conflict,
+    NotFound,
+    ObjectMeta,
+    Part,
+    Rejected,
+    Stored,
+    Throttled,
+    TranslatorError,
+)
+from gateway.translators.gcp import SINGLE_REQUEST_MAX, STAGING_ROOT, GcpTranslator
 from tests.clouds.gcp import GcsEmulator
 
 pytestmark = pytest.mark.gcp
 
 MiB = 1024 * 1024
+T = TypeVar("T")
+
+
+async def delayed(seconds: float, call: Awaitable[T]) -> T:
+    await asyncio.sleep(seconds)
+    return await call
 
 
 def pattern(offset: int, size: int) -> bytes:
@@ -228,7 +246,9 @@ async def test_multipart_reupload_and_unlisted_parts(gcs: GcpTranslator, sdk: St
     upload_id = await gcs.create_upload("k", ObjectMeta())
     first = await gcs.upload_part("k", upload_id, 1, stream(100), 100)
     second = await gcs.upload_part("k", upload_id, 1, stream(50, 1000), 50)  # replaces part 1
-    assert first.key == second.key and first.version_id != second.version_id
+    # A name of its own per attempt: the first attempt's bytes are untouched until discarded.
+    assert first.key != second.key
+    assert await collect(await gcs.get(first)) == pattern(0, 100)
     await gcs.upload_part("k", upload_id, 2, stream(30, 5000), 30)  # not listed at completion
     three = await gcs.upload_part("k", upload_id, 3, stream(40, 7000), 40)
     pieces = await gcs.complete_upload("k", upload_id, [Part(1, second), Part(3, three)],
@@ -448,3 +468,163 @@ async def test_env_key_file_overrides_and_authenticates(tmp_path: Path) -> None:
     finally:
         await gcs.close()
         await runner.cleanup()
+
+
+# -- unique keys: unpinned deletes, fsck listings, retried parts, refused requests ----------
+
+async def test_delete_without_pin_removes_the_key(gcs: GcpTranslator, sdk: Storage,
+                                                  gcs_bucket: str) -> None:
+    """A record-less delete (the collector dropping an uncommitted write) removes what is at
+    exactly that name, and nothing at a longer one. (fake-gcs-server's filesystem backend keeps
+    no noncurrent generations, so there is one generation per name here.)"""
+    key = "b/k~0123456789abcdef01234567"
+    stored = await gcs.put(key, stream(10), 10, ObjectMeta())
+    neighbour = await gcs.put(key + "x", stream(5), 5, ObjectMeta())
+    await gcs.delete(Stored(location=stored.location, key=key, size=0))
+    assert await names_under(sdk, gcs_bucket) == [neighbour.key]
+    await gcs.delete(Stored(location=stored.location, key=key, size=0))  # gone: success
+    assert await collect(await gcs.get(neighbour)) == pattern(0, 5)
+    # A staged part too (the collector removing a part whose record never came).
+    upload_id = await gcs.create_upload("up", ObjectMeta())
+    part = await gcs.upload_part("up", upload_id, 1, stream(10), 10)
+    await gcs.delete(Stored(location=part.location, key=part.key, size=0))
+    assert await names_under(sdk, gcs_bucket, STAGING_ROOT) == []
+
+
+async def test_list_pieces(gcs: GcpTranslator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Puts, copies and the staged parts of uploads to keys under the prefix (a retried part
+    twice: both attempts are objects), page by page; nothing else."""
+    monkeypatch.setattr(gcp_module, "LIST_PAGE", 2)  # several pages from a few objects
+    a = await gcs.put("p/a", stream(10), 10, ObjectMeta())
+    b = await gcs.put("p/b", stream(20), 20, ObjectMeta(user={"u": "1"}))
+    c = await gcs.copy(a, "p/c", ObjectMeta())
+    assert c is not None
+    outside = await gcs.put("q/outside", stream(5), 5, ObjectMeta())
+    inside_upload = await gcs.create_upload("p/mpu", ObjectMeta())
+    staged = [await gcs.upload_part("p/mpu", inside_upload, n, stream(n), n) for n in (1, 1, 2)]
+    outside_upload = await gcs.create_upload("q/mpu", ObjectMeta())
+    elsewhere = await gcs.upload_part("q/mpu", outside_upload, 1, stream(3), 3)
+
+    listed = [piece async for piece in gcs.list_pieces("p/")]
+    expected = [a, b, c, *staged]
+    assert len(listed) == len(expected)
+    assert {gcs.piece_id(p) for p in listed} == {gcs.piece_id(p) for p in expected}
+    assert {(p.key, p.size, p.version_id) for p in listed} == {
+        (p.key, p.size, p.version_id) for p in expected}
+    everything = [gcs.piece_id(piece) async for piece in gcs.list_pieces()]
+    assert sorted(everything) == sorted(gcs.piece_id(p)
+                                        for p in [*expected, outside, elsewhere])
+
+
+async def test_list_pieces_separate_mpu_bucket(gcs_emulator: GcsEmulator) -> None:
+    main, staging = gcs_emulator.create_bucket(), gcs_emulator.create_bucket()
+    gcs = GcpTranslator("gcs2", {"bucketName": main, "mpuBucketName": staging,
+                                 "gcpEndpoint": gcs_emulator.url}, {})
+    await gcs.open()
+    try:
+        obj = await gcs.put("p/obj", stream(4), 4, ObjectMeta())
+        upload_id = await gcs.create_upload("p/up", ObjectMeta())
+        part = await gcs.upload_part("p/up", upload_id, 1, stream(6), 6)
+        listed = [gcs.piece_id(piece) async for piece in gcs.list_pieces("p/")]
+        assert sorted(listed) == sorted([gcs.piece_id(obj), gcs.piece_id(part)])
+        assert [piece async for piece in gcs.list_pieces("x/")] == []
+    finally:
+        await gcs.close()
+
+
+async def test_discard_part(gcs: GcpTranslator, sdk: Storage, gcs_bucket: str) -> None:
+    """Drops exactly the replaced attempt; never anything outside the upload's staging area."""
+    upload_id = await gcs.create_upload("d", ObjectMeta())
+    old = await gcs.upload_part("d", upload_id, 1, stream(10), 10)
+    new = await gcs.upload_part("d", upload_id, 1, stream(12, 50), 12)
+    await gcs.discard_part("d", upload_id, Part(1, old))
+    await gcs.discard_part("d", upload_id, Part(1, old))  # gone: success
+    assert await names_under(sdk, gcs_bucket, STAGING_ROOT) == [new.key]
+    victim = await gcs.put("not-a-part", stream(3), 3, ObjectMeta())
+    await gcs.discard_part("d", upload_id, Part(1, victim))
+    other_upload = await gcs.create_upload("d", ObjectMeta())
+    await gcs.discard_part("d", other_upload, Part(1, new))  # another upload's part: no
+    assert await collect(await gcs.get(victim)) == pattern(0, 3)
+    pieces = await gcs.complete_upload("d", upload_id, [Part(1, new)], ObjectMeta())
+    assert await collect(await gcs.get(pieces[0])) == pattern(50, 12)
+
+
+async def test_retried_part_races_completion(gcs: GcpTranslator, sdk: Storage,
+                                             gcs_bucket: str) -> None:
+    """A part re-uploaded while the completion that lists its first attempt runs: the object
+    is always the listed bytes; whatever the retry left is dropped by discard_part."""
+    outcomes: Counter[str] = Counter()
+    for trial in range(16):
+        key = f"race-{trial}"
+        upload_id = await gcs.create_upload(key, ObjectMeta())
+        listed = await gcs.upload_part(key, upload_id, 1, stream(1000), 1000)
+        retry = delayed(trial % 4 * 0.003, gcs.upload_part(key, upload_id, 1,
+                                                           stream(1000, 7), 1000))
+        complete = gcs.complete_upload(key, upload_id, [Part(1, listed)], ObjectMeta())
+        done, retried = await asyncio.wait_for(
+            asyncio.gather(complete, retry, return_exceptions=True), 30)
+        assert not isinstance(done, BaseException), done
+        assert await collect(await gcs.get(done[0])) == pattern(0, 1000)
+        if isinstance(retried, Stored):
+            left = retried.key in await names_under(sdk, gcs_bucket, STAGING_ROOT)
+            outcomes["retry outlived completion" if left else "retry swept"] += 1
+            await gcs.discard_part(key, upload_id, Part(1, retried))
+        else:
+            outcomes[type(retried).__name__] += 1
+        await gcs.delete(done[0])
+    assert await names_under(sdk, gcs_bucket) == []
+    print(f"retried part vs completion: {dict(outcomes)}")
+
+
+async def test_abort_removes_unrecorded_parts(gcs: GcpTranslator, sdk: Storage,
+                                              gcs_bucket: str) -> None:
+    upload_id = await gcs.create_upload("crashed", ObjectMeta())
+    for number in (1, 2, 2, 3):
+        await gcs.upload_part("crashed", upload_id, number, stream(number), number)
+    assert len(await names_under(sdk, gcs_bucket, STAGING_ROOT)) == 4
+    await gcs.abort_upload("crashed", upload_id, [])  # none of them recorded
+    assert await names_under(sdk, gcs_bucket) == []
+
+
+async def test_backend_4xx_is_rejected(gcs: GcpTranslator, sdk: Storage, gcs_bucket: str,
+                                       gcs_emulator: GcsEmulator) -> None:
+    """A request GCS refuses for what it carries is Rejected (the client's 400), not a
+    backend failure that would count against the location's health."""
+    with pytest.raises(Rejected):  # fake-gcs-server refuses names its filesystem cannot hold
+        await gcs.put("k" * 300, stream(10), 10, ObjectMeta())
+    with pytest.raises(Rejected, match="400"):  # not a generation
+        await gcs.head(Stored(location="gcs1", key="k", size=1, version_id="not-a-number"))
+    stored = await gcs.put("short", stream(10), 10, ObjectMeta())
+    with pytest.raises(Rejected, match="416"):  # a range past the end
+        await collect(await gcs.get(stored, 20, 5))
+    assert await names_under(sdk, gcs_bucket) == ["short"]
+
+    missing = GcpTranslator("gone", {"bucketName": "no-such-bucket",
+                                     "gcpEndpoint": gcs_emulator.url}, {})
+    await missing.open()
+    try:
+        with pytest.raises(aiohttp.ClientResponseError) as caught:  # the location's problem
+            await missing.put("k", stream(10), 10, ObjectMeta())
+        assert not isinstance(caught.value, TranslatorError)
+    finally:
+        await missing.close()
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (400, Rejected), (413, Rejected), (416, Rejected), (409, Conflict), (412, Conflict),
+    (429, Throttled), (401, aiohttp.ClientResponseError), (403, aiohttp.ClientResponseError),
+    (404, aiohttp.ClientResponseError), (500, aiohttp.ClientResponseError),
+    (503, aiohttp.ClientResponseError),
+])
+def test_error_mapping(status: int, expected: type[Exception]) -> None:
+    """The one mapping of GCS answers (throttling and auth cannot be had from the emulator
+    on demand; the error is built as gcloud-aio builds it)."""
+    body = json.dumps({"error": {"code": status, "message": "what GCS said"}})
+    error = aiohttp.ClientResponseError(None, (), status=status,  # type: ignore[arg-type]
+                                        message=f"Reason: {body}")
+    with pytest.raises(expected) as caught, gcp_module._gcs_errors():
+        raise error
+    if expected is aiohttp.ClientResponseError:
+        assert caught.value is error
+    else:
+        assert str(caught.value) == f"HTTP {status}: what GCS said"

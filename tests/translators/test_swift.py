@@ -19,8 +19,17 @@ import swiftclient
 from swiftclient.exceptions import ClientException
 
 from gateway.translators import swift as swift_module
-from gateway.translators.base import ConfigError, NotFound, ObjectMeta, Part, Stored
-from gateway.translators.swift import SwiftTranslator
+from gateway.translators.base import (
+    ConfigError,
+    Conflict,
+    NotFound,
+    ObjectMeta,
+    Part,
+    Rejected,
+    Stored,
+    Throttled,
+)
+from gateway.translators.swift import SwiftTranslator, translate_error
 from tests.clouds.swift import SwiftCluster
 
 pytestmark = pytest.mark.swift
@@ -91,6 +100,16 @@ async def swift(swift_cloud: SwiftCluster, container: str) -> AsyncIterator[Swif
     translator = await opened(swift_cloud, container)
     yield translator
     await translator.close()
+
+
+def swift_head_missing(conn: swiftclient.Connection, container: str, name: str) -> bool:
+    try:
+        conn.head_object(container, name)
+    except ClientException as exc:
+        if exc.http_status == 404:
+            return True
+        raise
+    return False
 
 
 def segment_names(conn: swiftclient.Connection, container: str) -> list[str]:
@@ -341,7 +360,7 @@ async def test_copy_part_is_a_ranged_server_side_copy(swift: SwiftTranslator) ->
     assert await read_all(await swift.get(stored)) == data[100:500] + b"tail"
 
 
-async def test_large_single_put_becomes_slo_and_overwrite_drops_segments(
+async def test_large_single_put_becomes_slo_and_delete_drops_segments(
         swift_cloud: SwiftCluster, native: swiftclient.Connection, container: str) -> None:
     swift = await opened(swift_cloud, container, largeObjectThreshold=3 * MIB,
                          segmentSize=MIB)
@@ -353,10 +372,15 @@ async def test_large_single_put_becomes_slo_and_overwrite_drops_segments(
         assert headers["x-object-meta-a"] == "b"
         assert (await md5_of(await swift.get(stored))) == (source.md5.hexdigest(), source.size)
         assert len(segment_names(native, container)) == 4
-        # A plain PUT over the SLO replaces it and removes its segments.
-        await swift.put("large", body_of(b"small"), 5, ObjectMeta())
+        # Another write of the S3 key has a key of its own: the SLO stays whole meanwhile.
+        other = await swift.put(f"large~{'1' * 24}", body_of(b"small"), 5, ObjectMeta())
+        assert len(segment_names(native, container)) == 4
+        assert (await md5_of(await swift.get(stored))) == (source.md5.hexdigest(), source.size)
+        # Deleting it (unpinned, as the collector does) removes the manifest and its segments.
+        await swift.delete(Stored("swiftloc", "large", 0))
         assert segment_names(native, container) == []
-        assert native.get_object(container, "large")[1] == b"small"
+        assert swift_head_missing(native, container, "large")
+        assert await read_all(await swift.get(other)) == b"small"
         # A failing large body leaves no segment behind.
         with pytest.raises(ConnectionResetError):
             await swift.put("large2", Source(4 * MIB, fail_after=2 * MIB), 4 * MIB, ObjectMeta())
@@ -459,3 +483,137 @@ async def test_token_expiry_then_cloud_stopped(swift_factory: Any,
         assert not health.ok
     finally:
         await swift.close()
+
+
+# ---- the unique-key contract: unpinned deletes, pieces, retried parts, aborts, errors ------
+
+
+async def complete_slo(swift: SwiftTranslator, key: str, *bodies: bytes) -> Stored:
+    upload = await swift.create_upload(key, ObjectMeta())
+    parts = [Part(n, await swift.upload_part(key, upload, n, body_of(data), len(data)))
+             for n, data in enumerate(bodies, 1)]
+    [stored] = await swift.complete_upload(key, upload, parts, ObjectMeta())
+    return stored
+
+
+async def test_delete_without_pin_removes_the_object_and_its_segments(
+        swift: SwiftTranslator, native: swiftclient.Connection, container: str) -> None:
+    key = f"bkt/obj~{'1' * 24}"
+    plain = await swift.put(key, body_of(b"plain"), 5, ObjectMeta())
+    await swift.delete(Stored("swiftloc", plain.key, 0))  # no etag: the key goes
+    assert swift_head_missing(native, container, key)
+
+    slo = await complete_slo(swift, key, b"a" * 10, b"b" * 10)
+    longer = await complete_slo(swift, f"{key}/more~{'2' * 24}", b"c" * 10)  # shares the prefix
+    assert len(segment_names(native, container)) == 3
+    await swift.delete(Stored("swiftloc", slo.key, 0))
+    await swift.delete(Stored("swiftloc", slo.key, 0))  # already gone is success
+    assert swift_head_missing(native, container, key)
+    remaining = segment_names(native, container)
+    assert len(remaining) == 1 and remaining[0].startswith(f"{longer.key}/")
+    assert await read_all(await swift.get(longer)) == b"c" * 10
+
+
+async def test_list_pieces_finds_puts_copies_and_staged_parts(
+        swift: SwiftTranslator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(swift_module, "LIST_PAGE", 2)  # several pages, fetched as consumed
+    outside = await swift.put("pieces", body_of(b"o"), 1, ObjectMeta())  # before the prefix
+    put = await swift.put("pieces/a~1", body_of(b"put"), 3, ObjectMeta())
+    copied = await swift.copy(put, "pieces/b~2", ObjectMeta())
+    assert copied is not None
+    slo = await complete_slo(swift, "pieces/c~3", b"x" * 10, b"y" * 3)
+    upload = await swift.create_upload("pieces/d~4", ObjectMeta())
+    staged = await swift.upload_part("pieces/d~4", upload, 1, body_of(b"part"), 4)
+
+    listed = [piece async for piece in swift.list_pieces("pieces/")]
+    keys = [p.key for p in listed]
+    # The container's objects, then the segments container's, each in name order.
+    assert keys[:3] == [put.key, copied.key, slo.key] and len(keys) == 3 + 2 + 1
+    segments = [p for p in listed if p.key.startswith("pieces/c~3/")]
+    assert sorted(p.size for p in segments) == [3, 10]  # the SLO's segments, by their own names
+    assert [(p.key, p.size, p.etag) for p in listed if p.key.startswith("pieces/d~4/")] == [
+        (staged.key, 4, hashlib.md5(b"part").hexdigest())]  # the open upload's staged part
+    assert outside.key not in keys
+    # fsck: an SLO and its segments, an open upload and its parts, are one piece each.
+    assert {swift.piece_id(p) for p in listed} == {
+        swift.piece_id(s) for s in (put, copied, slo, staged)}
+    assert swift.piece_id(segments[0]) == swift.piece_id(slo) == slo.key
+    # A listed segment can be deleted as listed (what fsck may hand the collector).
+    await swift.delete(segments[0])
+    assert len([p async for p in swift.list_pieces("pieces/c~3/")]) == 1
+    assert outside.key in [p.key async for p in swift.list_pieces()]
+
+
+async def test_retried_part_gets_a_segment_of_its_own(
+        swift: SwiftTranslator, native: swiftclient.Connection, container: str) -> None:
+    key = f"retry~{'a' * 24}"
+    upload = await swift.create_upload(key, ObjectMeta())
+    first = await swift.upload_part(key, upload, 1, body_of(b"1" * 100), 100)
+    retried = await swift.upload_part(key, upload, 1, body_of(b"2" * 100), 100)
+    tail = await swift.upload_part(key, upload, 2, body_of(b"tail"), 4)
+    assert first.key != retried.key and len(segment_names(native, container)) == 3
+    # A completion that recorded the first attempt still gets exactly its bytes.
+    [stored] = await swift.complete_upload(key, upload, [Part(1, first), Part(2, tail)],
+                                           ObjectMeta())
+    assert await read_all(await swift.get(stored)) == b"1" * 100 + b"tail"
+    assert sorted(segment_names(native, container)) == sorted([first.key, tail.key])
+
+    key2 = f"retry2~{'b' * 24}"
+    upload = await swift.create_upload(key2, ObjectMeta())
+    first = await swift.upload_part(key2, upload, 1, body_of(b"3" * 100), 100)
+    retried = await swift.upload_part(key2, upload, 1, body_of(b"4" * 100), 100)
+    await swift.discard_part(key2, upload, Part(1, first))  # the caller drops the replaced one
+    await swift.discard_part(key2, upload, Part(1, first))  # idempotent
+    assert not any(n == first.key for n in segment_names(native, container))
+    [stored2] = await swift.complete_upload(key2, upload, [Part(1, retried)], ObjectMeta())
+    assert await read_all(await swift.get(stored2)) == b"4" * 100
+    await swift.delete(stored)
+    await swift.delete(stored2)
+    assert segment_names(native, container) == []
+
+
+async def test_abort_removes_unrecorded_parts(swift: SwiftTranslator,
+                                              native: swiftclient.Connection,
+                                              container: str) -> None:
+    key = f"abort~{'c' * 24}"
+    src = await swift.put("abort-src", body_of(b"0123456789"), 10, ObjectMeta())
+    upload = await swift.create_upload(key, ObjectMeta())
+    other = await swift.create_upload(key, ObjectMeta())
+    recorded = await swift.upload_part(key, upload, 1, body_of(b"r"), 1)
+    await swift.upload_part(key, upload, 1, body_of(b"retry, never recorded"), 21)
+    await swift.copy_part(src, 2, 5, key, upload, 2)  # never recorded either
+    kept = await swift.upload_part(key, other, 1, body_of(b"other upload"), 12)
+    assert len(segment_names(native, container)) == 4
+    await swift.abort_upload(key, upload, [Part(1, recorded)])
+    await swift.abort_upload(key, upload, [Part(1, recorded)])  # idempotent
+    assert segment_names(native, container) == [kept.key]  # another upload is untouched
+
+
+async def test_backend_4xx_raises_rejected(swift: SwiftTranslator,
+                                           native: swiftclient.Connection,
+                                           container: str) -> None:
+    # Swift refuses metadata values over 256 bytes with a 400: the request's problem.
+    with pytest.raises(Rejected, match="400"):
+        await swift.put("too-much-meta", body_of(b"x"), 1, ObjectMeta(user={"v": "x" * 300}))
+    assert swift_head_missing(native, container, "too-much-meta")
+    stored = await swift.put("fine", body_of(b"ok"), 2, ObjectMeta(user={"v": "x" * 200}))
+    with pytest.raises(Rejected):
+        await swift.update_meta(stored, ObjectMeta(user={"v": "y" * 300}))
+    with pytest.raises(Rejected):  # over Swift's name limit: refused before asking
+        await swift.put("n" * 1100, body_of(b"x"), 1, ObjectMeta())
+    assert await read_all(await swift.get(stored)) == b"ok"
+    assert (await swift.check()).ok  # nothing of this is an outage
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (400, Rejected), (408, Rejected), (411, Rejected), (413, Rejected), (422, Rejected),
+    (429, Throttled), (498, Throttled), (409, Conflict),
+    (401, None), (403, None), (404, None), (500, None), (503, None), (507, None),
+])
+def test_error_mapping(status: int, expected: Any) -> None:
+    mapped = translate_error(ClientException("answer", http_status=status, http_reason="x"))
+    if expected is None:
+        assert mapped is None
+    else:
+        assert type(mapped) is expected
+    assert translate_error(ConnectionResetError()) is None

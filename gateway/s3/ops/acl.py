@@ -82,8 +82,13 @@ def parse_grant(req: S3Request, node: Element) -> Grant:
 
 async def requested_acl(req: S3Request, owner: str, bucket_owner: str | None) -> list[Grant]:
     """From the canned/grant headers or the XML body (never both), validated."""
+    return acl_request(req, await read_body(req), owner, bucket_owner)
+
+
+def acl_request(req: S3Request, body: bytes, owner: str, bucket_owner: str | None
+                ) -> list[Grant]:
+    """The ACL the headers or `body` ask for on a resource owned by `owner`."""
     from_headers = access.acl_from_headers(req, owner, bucket_owner)
-    body = await read_body(req)
     if from_headers is not None:
         if body.strip():
             raise S3Error("UnexpectedContent")
@@ -102,25 +107,31 @@ async def get_bucket_acl(req: S3Request) -> web.Response:
 async def put_bucket_acl(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     grants = await requested_acl(req, bucket.owner, None)
-    fresh = await req.gateway.metadata.get_bucket(bucket.name) or bucket
-    await req.gateway.metadata.update_bucket_attrs(bucket.name, {**fresh.attrs, "acl": grants})
+    # Only the ACL: a merge in the store, so settings changed meanwhile stay as they are.
+    if await req.gateway.metadata.update_bucket_attrs(bucket.name, {"acl": grants}) is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket.name)
     return web.Response()
 
 
 async def get_object_acl(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
-    record = await requested_object(req, bucket)
+    record = await requested_object(req, bucket)  # READ_ACP on exactly the version named
     return render_acl(req, record.owner, access.acl_of(record))
 
 
 async def put_object_acl(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
-    record = await requested_object(req, bucket)
-    grants = await requested_acl(req, record.owner, bucket.owner)
+    record = await requested_object(req, bucket)  # WRITE_ACP on exactly the version named
+    body = await read_body(req)
     for _ in range(5):  # compare-and-set: retry when a concurrent change touched the object
+        # Built for this record's owner (canned ACLs and the body's Owner name it): a retry may
+        # find another version, of another owner, in its place.
+        grants = acl_request(req, body, record.owner, bucket.owner)
         updated = await req.gateway.metadata.update_object(
             bucket.name, record.key, record.pieces, {"attrs": {**record.attrs, "acl": grants}})
         if updated is not None:
             return web.Response()
+        # Looked up and authorized again: without ?versionId= the current version may now be
+        # someone else's, with an ACL that does not let this requester change it.
         record = await requested_object(req, bucket)
     raise S3Error("InternalError", "The object kept changing; try again.")

@@ -11,9 +11,9 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.errors import S3Error
-from gateway.metadata.base import BucketRecord, Listing, VersionListing
+from gateway.metadata.base import BucketRecord, Listing, LocationTaken, VersionListing
 from gateway.s3 import access
-from gateway.s3.ops.common import get_bucket, validate_bucket_name
+from gateway.s3.ops.common import get_bucket, read_body, validate_bucket_name
 from gateway.s3.ops.service import owner_node
 from gateway.s3.request import S3Request
 from gateway.s3.xml import child_text, iso_time, parse, render
@@ -26,7 +26,7 @@ async def create_bucket(req: S3Request) -> web.Response:
     assert req.bucket is not None
     validate_bucket_name(req.bucket)
     locations = req.gateway.locations
-    body = await req.http.read()
+    body = await read_body(req)  # through auth's payload checks, like every body
     location_name = None
     if body.strip():
         config = parse(body, "CreateBucketConfiguration")
@@ -40,7 +40,16 @@ async def create_bucket(req: S3Request) -> web.Response:
     grants = access.acl_from_headers(req, account.canonical_id)
     record = BucketRecord(name=req.bucket, owner=account.canonical_id, location=location_name,
                           created=time.time(), attrs={"acl": grants} if grants else {})
-    existing = await req.gateway.metadata.create_bucket(record)
+    # A bucketMatch location stores objects under their bare keys: it can hold one bucket only,
+    # or two buckets' objects (two tenants') would share names on the backend.
+    exclusive = locations[location_name].spec.bucket_match
+    try:
+        existing = await req.gateway.metadata.create_bucket(record, exclusive_location=exclusive)
+    except LocationTaken:
+        raise S3Error("InvalidLocationConstraint",
+                      f"Location {location_name} stores objects under their own keys "
+                      "(bucketMatch) and already belongs to another bucket.",
+                      LocationConstraint=location_name) from None
     if existing is not None:
         if existing.owner != account.canonical_id:
             raise S3Error("BucketAlreadyExists", BucketName=req.bucket)
@@ -82,20 +91,17 @@ async def get_versioning(req: S3Request) -> web.Response:
 
 async def put_versioning(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
-    config = parse(await req.http.read(), "VersioningConfiguration")
+    config = parse(await read_body(req), "VersioningConfiguration")
     status = child_text(config, "Status")
     if status not in ("Enabled", "Suspended"):
         raise S3Error("MalformedXML", "The versioning Status must be Enabled or Suspended.")
     if child_text(config, "MfaDelete") == "Enabled":
         raise S3Error("NotImplemented", "MFA Delete is not supported.")
-    location = req.gateway.locations[bucket.location] if bucket.location in \
-        req.gateway.locations else None
-    if status == "Enabled" and (location is None or not location.translator.versions_kept):
-        raise S3Error("NotImplemented", f"Versioning is not supported on location "
-                      f"{bucket.location}: it needs a location that stores every write apart "
-                      "(mem, file).")
-    await req.gateway.metadata.update_bucket_attrs(bucket.name, {**bucket.attrs,
-                                                                 "versioning": status})
+    # Only the versioning state: the store merges it, so a policy or ACL set while this
+    # request's body was arriving is kept.
+    if await req.gateway.metadata.update_bucket_attrs(bucket.name,
+                                                      {"versioning": status}) is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket.name)
     return web.Response()
 
 

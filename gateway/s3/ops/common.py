@@ -7,7 +7,6 @@ import base64
 import binascii
 import hashlib
 import re
-import uuid
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -15,10 +14,11 @@ from urllib.parse import parse_qsl
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
+from gateway.objects.engine import new_version_id, object_meta, versioning_state  # noqa: F401
 from gateway.s3 import access
 from gateway.s3.request import BUCKET_RECORD, S3Request
 from gateway.s3.xml import MAX_XML_BODY
-from gateway.translators.base import CHUNK_SIZE, ObjectMeta, Stored
+from gateway.translators.base import CHUNK_SIZE
 
 MAX_KEY_BYTES = 1024
 MAX_USER_META_BYTES = 2048
@@ -56,20 +56,35 @@ async def get_bucket(req: S3Request, action: str | None = None) -> BucketRecord:
     return record
 
 
-async def requested_object(req: S3Request, bucket: BucketRecord) -> ObjectRecord:
-    """The object the request names: its key, at ?versionId= when given."""
+async def requested_object(req: S3Request, bucket: BucketRecord,
+                           action: str | None = None) -> ObjectRecord:
+    """The object the request names (its key, at ?versionId= when given), once the requester
+    is authorized for `action` (default: the request's own) on exactly that version."""
     assert req.key is not None
-    return await read_version(req, bucket.name, req.key, req.query.get("versionId"))
+    return await read_version(req, bucket, req.key, req.query.get("versionId"),
+                              action=action or access.request_action(req))
 
 
 def user_metadata(req: S3Request) -> dict[str, str]:
     return user_metadata_from(req.headers)
 
 
+_META_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]*")  # an HTTP header name (token)
+_META_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+
+
 def user_metadata_from(fields: Mapping[str, str]) -> dict[str, str]:
-    """x-amz-meta-* from request headers or, for POST Object, from form fields."""
+    """x-amz-meta-* from request headers or, for POST Object, from form fields. Each is sent
+    back as a response header on GET/HEAD, so it must be one: a token name, and a value
+    without control characters or undecodable bytes (InvalidArgument, else GET would fail)."""
     meta = {name[len(META_PREFIX):].lower(): value for name, value in fields.items()
             if name.lower().startswith(META_PREFIX)}
+    for name, value in meta.items():
+        if not _META_NAME.fullmatch(name) or _META_VALUE_BAD.search(value):
+            shown = META_PREFIX + name
+            raise S3Error("InvalidArgument", f"Invalid metadata {shown}: names must be HTTP "
+                          "header names, values UTF-8 without control characters.",
+                          ArgumentName=shown, ArgumentValue=value)
     size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
     if size > MAX_USER_META_BYTES:
         raise S3Error("MetadataTooLarge", Size=str(size), MaxSizeAllowed=str(MAX_USER_META_BYTES))
@@ -109,19 +124,6 @@ def validate_tags(tags: dict[str, str]) -> None:
             raise S3Error("InvalidTag", "The TagKey you have provided is invalid")
         if len(value) > 256:
             raise S3Error("InvalidTag", "The TagValue you have provided is too long")
-
-
-def object_meta(headers: dict[str, str], user: dict[str, str], tags: dict[str, str]) -> ObjectMeta:
-    return ObjectMeta(
-        content_type=headers.get("content-type"),
-        cache_control=headers.get("cache-control"),
-        content_disposition=headers.get("content-disposition"),
-        content_encoding=headers.get("content-encoding"),
-        content_language=headers.get("content-language"),
-        expires=headers.get("expires"),
-        user=user,
-        tags=tags,
-    )
 
 
 def content_md5(req: S3Request) -> bytes | None:
@@ -229,27 +231,6 @@ class HashedBody:
         return self.md5.hexdigest()
 
 
-def same_data(a: Stored, b: Stored) -> bool:
-    """Whether two pieces name the same backend bytes. Clouds that overwrite in place reuse the
-    key; a distinct version id (B2, versioned S3/GCS) still means distinct bytes."""
-    return (a.location == b.location and a.key == b.key
-            and (a.version_id is None or b.version_id is None or a.version_id == b.version_id))
-
-
-async def delete_pieces(req: S3Request, pieces: list[Stored], keep: list[Stored] = ()) -> None:
-    """Remove replaced data, except pieces the new data still uses."""
-    for piece in pieces:
-        if any(same_data(piece, kept) for kept in keep):
-            continue
-        if piece.location not in req.gateway.locations:
-            continue
-        try:
-            await req.gateway.locations[piece.location].delete(piece)
-        except S3Error as err:  # the object is already gone from metadata: report, go on
-            req.gateway.log.warning("could not delete replaced data %s at %s: %s",
-                                    piece.key, piece.location, err.message)
-
-
 # Whole-body checksums a client may send instead of Content-MD5 (AWS's flexible checksums);
 # the ones the standard library cannot compute (crc32c, crc64nvme) pass unchecked.
 _BODY_CHECKSUMS = {
@@ -294,24 +275,6 @@ async def read_body(req: S3Request, *, require_digest: bool = False) -> bytes:
 
 # --- versioning -------------------------------------------------------------------------------
 
-def versioning_state(bucket: BucketRecord) -> str | None:
-    """"Enabled", "Suspended", or None for a bucket that never had versioning."""
-    return bucket.attrs.get("versioning")
-
-
-def new_version_id(req: S3Request, bucket: BucketRecord, location_name: str) -> str | None:
-    """The version id a new write gets: a fresh one while versioning is enabled, else None
-    (S3's "null" version, which replaces the previous null version)."""
-    if versioning_state(bucket) != "Enabled":
-        return None
-    location = req.gateway.locations[location_name]
-    if not location.translator.versions_kept:
-        raise S3Error("NotImplemented", f"Location {location_name} cannot keep object versions: "
-                      "versioned buckets need a location that stores each write apart "
-                      "(mem, file).")
-    return uuid.uuid4().hex
-
-
 def version_headers(bucket: BucketRecord, record: ObjectRecord) -> dict[str, str]:
     """x-amz-version-id (and x-amz-delete-marker) for responses in a versioning bucket."""
     headers: dict[str, str] = {}
@@ -322,22 +285,33 @@ def version_headers(bucket: BucketRecord, record: ObjectRecord) -> dict[str, str
     return headers
 
 
-async def read_version(req: S3Request, bucket_name: str, key: str,
-                       version_id: str | None) -> ObjectRecord:
-    """The object a read names: its current version, or `version_id` ("null" included).
-    A current delete marker reads as NoSuchKey; naming a marker is MethodNotAllowed (AWS)."""
+async def read_version(req: S3Request, bucket: BucketRecord, key: str, version_id: str | None,
+                       *, action: str) -> ObjectRecord:
+    """The object version a request acts on: the current one, or `version_id` ("null"
+    included), returned only once the requester may perform `action` on that very version
+    (access.authorize_object: its own owner and ACL, never the current version's).
+
+    What is absent (no such key or version, or a current delete marker) answers 404 only to
+    those who may list (s3:ListBucket, s3:ListBucketVersions for a version), else 403, so
+    absence leaks to nobody else. A delete marker named by id is authorized like any version
+    and then answers MethodNotAllowed (AWS): it has no data, and the bucket's READ (a right to
+    list) never stands in for an object's ACL."""
     if version_id == "":
         raise S3Error("InvalidArgument", "Version id cannot be the empty string",
                       ArgumentName="versionId", ArgumentValue="")
-    obj = await req.gateway.metadata.get_object(bucket_name, key, version_id, markers=True)
-    if obj is None:
-        if version_id is not None:
-            raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
-        raise S3Error("NoSuchKey", Key=key)
+    obj = await req.gateway.metadata.get_object(bucket.name, key, version_id, markers=True)
+    marker = ({"x-amz-delete-marker": "true", "x-amz-version-id": obj.version_id or "null"}
+              if obj is not None and obj.delete_marker else {})
+    if obj is None or (obj.delete_marker and version_id is None):
+        await access.authorize(req, bucket, "s3:ListBucket" if version_id is None
+                               else "s3:ListBucketVersions")
+        if obj is None:
+            if version_id is not None:
+                raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
+            raise S3Error("NoSuchKey", Key=key)
+        raise S3Error("NoSuchKey", headers=marker, Key=key)
+    access.authorize_object(req, bucket, obj, action, version_id)
     if obj.delete_marker:
-        headers = {"x-amz-delete-marker": "true", "x-amz-version-id": obj.version_id or "null"}
-        if version_id is not None:
-            raise S3Error("MethodNotAllowed", headers=headers, Method=req.http.method,
-                          ResourceType="DeleteMarker")
-        raise S3Error("NoSuchKey", headers=headers, Key=key)
+        raise S3Error("MethodNotAllowed", headers=marker, Method=req.http.method,
+                      ResourceType="DeleteMarker")
     return obj

@@ -8,7 +8,6 @@ destination and MD5-hashed on the way.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import re
 import time
@@ -27,7 +26,6 @@ from gateway.s3.ops.common import (
     META_PREFIX,
     THREAD_HASH_MIN,
     content_headers,
-    delete_pieces,
     get_bucket,
     object_meta,
     parse_tagging_header,
@@ -39,12 +37,10 @@ from gateway.s3.ops.common import (
 )
 from gateway.s3.ops.multipart import MAX_PART_SIZE, get_upload, part_number
 from gateway.s3.ops.obj import (
-    commit_object,
     failed_condition,
-    guard_open_upload,
     piece_spans,
 )
-from gateway.s3.request import BUCKET_RECORD, S3Request
+from gateway.s3.request import S3Request
 from gateway.s3.xml import iso_time, render
 from gateway.translators.base import NotFound, Stored
 
@@ -82,17 +78,15 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
 
 
 async def load_source(req: S3Request) -> CopySource:
-    """The source object, after the same read-access check as any request on its bucket."""
+    """The source object: exactly the version the copy source names, once the requester may
+    read that version (s3:GetObject, s3:GetObjectVersion with a version id) by its own owner
+    and ACL, as a GET of it would be decided (ops/common.py read_version)."""
     bucket_name, key, version_id = parse_copy_source(req.headers[COPY_SOURCE])
-    # Reuse get_bucket's access rules by asking them about reading the source bucket and key.
-    source_req = dataclasses.replace(req, bucket=bucket_name, key=key)
-    action = "s3:GetObject" if version_id is None else "s3:GetObjectVersion"
-    destination_record = req.http.get(BUCKET_RECORD)
-    bucket = await get_bucket(source_req, action)
-    if destination_record is not None:  # the response's CORS headers are the destination's
-        req.http[BUCKET_RECORD] = destination_record
+    bucket = await req.gateway.metadata.get_bucket(bucket_name)
+    if bucket is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket_name)
     try:
-        obj = await read_version(req, bucket.name, key, version_id)
+        obj = await read_version(req, bucket, key, version_id, action="s3:GetObject")
     except S3Error as err:
         if err.code == "MethodNotAllowed":  # AWS's answer for a delete marker as source
             raise S3Error("InvalidRequest", "The source of a copy request may not specifically "
@@ -218,13 +212,10 @@ async def copy_object(req: S3Request) -> web.Response:
     copy_headers = ({"x-amz-copy-source-version-id": source_headers["x-amz-version-id"]}
                     if "x-amz-version-id" in source_headers else {})
     if same_object and one_piece and versioning_state(bucket) != "Enabled":
-        # REPLACE onto itself in place: only metadata changes, no byte is copied. (With
-        # versioning enabled the copy is a new version, below.)
-        try:
-            piece = await location.update_meta(src.pieces[0], meta)
-        except NotFound:
-            raise missing_data(src.key) from None
-        changes = {"headers": headers, "user_meta": user, "tags": tags, "pieces": [piece],
+        # REPLACE onto itself in place: only the gateway's metadata changes (it is the
+        # reference); the stored piece stays untouched, as every piece does once written.
+        piece = src.pieces[0]
+        changes = {"headers": headers, "user_meta": user, "tags": tags,
                    "last_modified": now, "owner": owner, "attrs": attrs}
         if await req.gateway.metadata.update_object(bucket.name, req.key, src.pieces,
                                                     changes) is None:
@@ -233,24 +224,24 @@ async def copy_object(req: S3Request) -> web.Response:
         return xml_response("CopyObjectResult", src.etag, now,
                             {**encryption_headers(piece), **copy_headers})
 
-    backend_key = location.backend_key(bucket.name, req.key)
-    await guard_open_upload(req, location.name, backend_key)
-    stored: Stored | None = None
-    etag = src.etag
-    if one_piece:
-        try:
-            stored = await location.copy(src.pieces[0], backend_key, meta)
-        except NotFound:
-            raise missing_data(src.key) from None
-    if stored is None:  # another location, several pieces, or no server-side copy: stream
-        body = SourceBody(req, src, 0, src.size)
-        stored = await location.put(backend_key, aiter(body), src.size, meta)
-        etag = body.etag
-    record = ObjectRecord(
-        bucket=bucket.name, key=req.key, size=src.size, etag=etag, last_modified=now,
-        location=location.name, pieces=[stored], owner=owner, headers=headers,
-        user_meta=user, tags=tags, attrs=attrs)
-    await commit_object(req, bucket, record)
+    engine = req.gateway.engine
+    async with engine.new_piece(location, bucket.name, req.key) as write:
+        stored: Stored | None = None
+        etag = src.etag
+        if one_piece:
+            try:
+                stored = await location.copy(src.pieces[0], write.key, meta)
+            except NotFound:
+                raise missing_data(src.key) from None
+        if stored is None:  # another location, several pieces, or no server-side copy: stream
+            body = SourceBody(req, src, 0, src.size)
+            stored = await location.put(write.key, aiter(body), src.size, meta)
+            etag = body.etag
+        record = ObjectRecord(
+            bucket=bucket.name, key=req.key, size=src.size, etag=etag, last_modified=now,
+            location=location.name, pieces=[stored], owner=owner, headers=headers,
+            user_meta=user, tags=tags, attrs=attrs)
+        await engine.commit(bucket, record, write)
     return xml_response("CopyObjectResult", etag, now,
                         {**encryption_headers(stored), **copy_headers,
                          **version_headers(bucket, record)})
@@ -311,13 +302,9 @@ async def upload_part_copy(req: S3Request) -> web.Response:
                                             aiter(body), length)
         etag = body.etag
     now = time.time()
+    if upload.state != "open":
+        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
     part = PartRecord(upload_id=upload.upload_id, number=number, size=length, etag=etag,
                       last_modified=now, stored=stored)
-    try:
-        old = await req.gateway.metadata.put_part(part)
-    except LookupError:  # aborted or completed while the part was copied
-        await delete_pieces(req, [stored])
-        raise S3Error("NoSuchUpload", UploadId=upload.upload_id) from None
-    if old is not None:
-        await delete_pieces(req, [old.stored], keep=[stored])
+    await req.gateway.engine.store_part(upload, part)
     return xml_response("CopyPartResult", etag, now, encryption_headers(stored))

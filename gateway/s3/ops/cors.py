@@ -100,16 +100,10 @@ async def delete_bucket_cors(req: S3Request) -> web.Response:
 
 
 async def set_cors(req: S3Request, bucket_name: str, rules: list[Rule] | None) -> None:
-    # Re-read just before writing: attrs hold other settings (ACL, tags, policy...).
-    fresh = await req.gateway.metadata.get_bucket(bucket_name)
-    if fresh is None:
+    # Only the CORS rules (None removes them): the store merges them into the attrs
+    # atomically, so other settings (ACL, tags, policy...) changed meanwhile are kept.
+    if await req.gateway.metadata.update_bucket_attrs(bucket_name, {"cors": rules}) is None:
         raise S3Error("NoSuchBucket", BucketName=bucket_name)
-    attrs = dict(fresh.attrs)
-    if rules is None:
-        attrs.pop("cors", None)
-    else:
-        attrs["cors"] = rules
-    await req.gateway.metadata.update_bucket_attrs(bucket_name, attrs)
 
 
 # --- matching ----------------------------------------------------------------------------------

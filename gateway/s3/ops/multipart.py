@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import uuid
 from urllib.parse import quote
@@ -18,20 +19,17 @@ from gateway.s3.ops.common import (
     body_size,
     content_headers,
     content_md5,
-    delete_pieces,
     get_bucket,
-    new_version_id,
     object_meta,
     parse_tagging_header,
+    read_body,
     user_metadata,
     validate_key,
     version_headers,
 )
-from gateway.s3.ops.obj import guard_open_upload
 from gateway.s3.ops.service import owner_node
 from gateway.s3.request import S3Request
 from gateway.s3.xml import iso_time, parse, render
-from gateway.translators.base import Part
 
 MAX_PART_NUMBER = 10_000
 MIN_PART_SIZE = 5 * 1024**2
@@ -54,10 +52,8 @@ async def create_upload(req: S3Request) -> web.Response:
     tags = parse_tagging_header(req.headers.get("x-amz-tagging"))
     location = req.gateway.locations.for_new_object(req.headers.get(LOCATION_HEADER),
                                                     bucket.location, req.host)
-    backend_key = location.backend_key(bucket.name, req.key)
-    # Where parts are staged on the final key (Azure), two uploads on one key would destroy
-    # each other's parts at completion: allow one at a time.
-    await guard_open_upload(req, location.name, backend_key)
+    # A key of its own, as every write: two uploads of one S3 key never share staged parts.
+    backend_key = location.new_key(bucket.name, req.key)
     backend_upload_id = await location.create_upload(backend_key, object_meta(headers, user, tags))
     upload = UploadRecord(
         upload_id=uuid.uuid4().hex, bucket=bucket.name, key=req.key, initiated=time.time(),
@@ -99,19 +95,15 @@ async def upload_part(req: S3Request) -> web.Response:
     size = body_size(req)
     if size > MAX_PART_SIZE:
         raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(MAX_PART_SIZE))
+    if upload.state != "open":
+        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
     location = req.gateway.locations[upload.location]
     body = HashedBody(req, size, expected_md5)
     stored = await location.upload_part(upload.backend_key, upload.backend_upload_id, number,
                                         aiter(body), size)
     part = PartRecord(upload_id=upload.upload_id, number=number, size=size, etag=body.etag,
                       last_modified=time.time(), stored=stored)
-    try:
-        old = await req.gateway.metadata.put_part(part)
-    except LookupError:  # aborted or completed while the part was uploading
-        await delete_pieces(req, [stored])
-        raise S3Error("NoSuchUpload", UploadId=upload.upload_id) from None
-    if old is not None:
-        await delete_pieces(req, [old.stored], keep=[stored])
+    await req.gateway.engine.store_part(upload, part)
     return web.Response(headers={"ETag": f'"{body.etag}"'})
 
 
@@ -149,14 +141,44 @@ async def all_parts(req: S3Request, upload_id: str) -> list[PartRecord]:
 
 async def complete_upload(req: S3Request) -> web.Response:
     upload = await get_upload(req)
-    listed = parse_complete(await req.http.read())
+    listed = parse_complete(await read_body(req))
     numbers = [n for n, _ in listed]
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
         raise S3Error("InvalidPartOrder", UploadId=upload.upload_id)
-    stored_parts = {p.number: p for p in await all_parts(req, upload.upload_id)}
+    metadata = req.gateway.metadata
+    # Hold the upload while completing: a concurrent abort or a retried part now waits for
+    # this completion to succeed or fail, so the parts read below stay the ones assembled.
+    if await metadata.claim_upload(upload.upload_id) is None:
+        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
+    try:
+        chosen = choose_parts(upload, listed, await all_parts(req, upload.upload_id))
+        bucket = await metadata.get_bucket(upload.bucket)
+        assert bucket is not None  # a bucket with an open upload cannot be deleted
+    except BaseException:
+        await metadata.release_upload(upload.upload_id)
+        raise
+    digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest()
+    etag = f"{digest}-{len(chosen)}"
+    record = ObjectRecord(
+        bucket=upload.bucket, key=upload.key, size=sum(p.size for p in chosen), etag=etag,
+        last_modified=time.time(), location=upload.location, pieces=[], owner=upload.owner,
+        headers=upload.headers, user_meta=upload.user_meta, tags=upload.tags,
+        attrs={"parts_count": len(chosen), **upload.attrs})
+    await req.gateway.engine.complete(upload, chosen, record, bucket)
+    base = f"http://{req.host or 'localhost'}"
+    return xml_response("CompleteMultipartUploadResult", [
+        ("Location", f"{base}/{quote(upload.bucket)}/{quote(upload.key)}"),
+        ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{etag}"')],
+        headers=version_headers(bucket, record))
+
+
+def choose_parts(upload: UploadRecord, listed: list[tuple[int, str]],
+                 stored: list[PartRecord]) -> list[PartRecord]:
+    """The uploaded parts a completion lists, checked as AWS does (InvalidPart, EntityTooSmall)."""
+    by_number = {p.number: p for p in stored}
     chosen: list[PartRecord] = []
     for index, (number, etag) in enumerate(listed):
-        part = stored_parts.get(number)
+        part = by_number.get(number)
         if part is None or part.etag != etag:
             raise S3Error("InvalidPart", UploadId=upload.upload_id, PartNumber=str(number),
                           ETag=etag)
@@ -165,65 +187,22 @@ async def complete_upload(req: S3Request) -> web.Response:
                           MinSizeAllowed=str(MIN_PART_SIZE), PartNumber=str(number),
                           ETag=part.etag)
         chosen.append(part)
-    location = req.gateway.locations[upload.location]
-    bucket = await req.gateway.metadata.get_bucket(upload.bucket)
-    assert bucket is not None  # a bucket with an open upload cannot be deleted
-    version_id = new_version_id(req, bucket, upload.location)
-    meta = object_meta(upload.headers, upload.user_meta, upload.tags)
-    pieces = await location.complete_upload(
-        upload.backend_key, upload.backend_upload_id,
-        [Part(p.number, p.stored) for p in chosen], meta)
-    digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest()
-    etag = f"{digest}-{len(chosen)}"
-    record = ObjectRecord(
-        bucket=upload.bucket, key=upload.key, size=sum(p.size for p in chosen), etag=etag,
-        last_modified=time.time(), location=upload.location, pieces=pieces, owner=upload.owner,
-        headers=upload.headers, user_meta=upload.user_meta, tags=upload.tags,
-        attrs={"parts_count": len(chosen), **upload.attrs})
-    record.version_id = version_id
-    try:
-        finished = await req.gateway.metadata.finish_upload(upload.upload_id, record)
-    except BaseException:
-        await delete_pieces(req, pieces, keep=[p.stored for p in chosen])
-        raise
-    if finished is None:  # completed or aborted concurrently
-        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
-    removed_parts, old = finished
-    kept = [p.stored for p in chosen] + pieces
-    # Parts uploaded but not listed are dropped now that the object exists.
-    await delete_pieces(req, [p.stored for p in removed_parts], keep=kept)
-    if old is not None:
-        await delete_pieces(req, old.pieces, keep=pieces)
-    base = f"http://{req.host or 'localhost'}"
-    return xml_response("CompleteMultipartUploadResult", [
-        ("Location", f"{base}/{quote(upload.bucket)}/{quote(upload.key)}"),
-        ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{etag}"')],
-        headers=version_headers(bucket, record))
+    return chosen
 
 
 async def abort_upload(req: S3Request) -> web.Response:
     upload = await get_upload(req)
-    parts = await all_parts(req, upload.upload_id)
-    location = req.gateway.locations[upload.location]
-    # Backend first: if it fails, the upload stays listed and the client can abort again.
-    await location.abort_upload(upload.backend_key, upload.backend_upload_id,
-                                [Part(p.number, p.stored) for p in parts])
-    finished = await req.gateway.metadata.finish_upload(upload.upload_id, None)
-    if finished is None:
-        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
-    # A part that landed while the backend abort ran.
-    await delete_pieces(req, [p.stored for p in finished[0]], keep=[p.stored for p in parts])
+    # Metadata first: once the upload is gone no completion can use its parts; the backend
+    # upload and every part are then garbage for the collector.
+    await req.gateway.engine.abort(upload)
     return web.Response(status=204)
 
 
 async def list_parts(req: S3Request) -> web.Response:
     upload = await get_upload(req)
     q = req.query
-    try:
-        max_parts = min(int(q.get("max-parts", MAX_LIST)), MAX_LIST)
-        marker = int(q.get("part-number-marker", 0) or 0)
-    except ValueError:
-        raise S3Error("InvalidArgument", "max-parts and part-number-marker must be integers") from None
+    max_parts = min(list_argument(q, "max-parts", MAX_LIST), MAX_LIST)
+    marker = list_argument(q, "part-number-marker", 0)
     page = await req.gateway.metadata.list_parts(upload.upload_id, marker, max_parts + 1)
     truncated = len(page) > max_parts
     page = page[:max_parts]
@@ -244,10 +223,7 @@ async def list_parts(req: S3Request) -> web.Response:
 async def list_uploads(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     q = req.query
-    try:
-        max_uploads = min(int(q.get("max-uploads", MAX_LIST)), MAX_LIST)
-    except ValueError:
-        raise S3Error("InvalidArgument", "max-uploads must be an integer") from None
+    max_uploads = min(list_argument(q, "max-uploads", MAX_LIST), MAX_LIST)
     prefix = q.get("prefix", "")
     delimiter = q.get("delimiter") or None
     listing = await req.gateway.metadata.list_uploads(
@@ -273,3 +249,19 @@ async def list_uploads(req: S3Request) -> web.Response:
     nodes += [("CommonPrefixes", [("Prefix", p)]) for p in listing.prefixes]
     return xml_response("ListMultipartUploadsResult", nodes)
 
+
+def list_argument(query: dict[str, str], name: str, default: int) -> int:
+    """A ListParts / ListMultipartUploads integer argument, judged as AWS does: 0..2^31-1, or
+    InvalidArgument (a negative max-uploads would otherwise lift the page cap, a huge marker
+    overflow the database's integers)."""
+    raw = query.get(name, "")
+    if raw == "":
+        return default
+    if not re.fullmatch(r"-?[0-9]{1,10}", raw) or int(raw) < -2**31 or int(raw) > 2**31 - 1:
+        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer "
+                      "range", ArgumentName=name, ArgumentValue=raw)
+    value = int(raw)
+    if value < 0:
+        raise S3Error("InvalidArgument", f"Argument {name} must be an integer between 0 and "
+                      "2147483647", ArgumentName=name, ArgumentValue=raw)
+    return value

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
@@ -20,16 +19,13 @@ from gateway.s3.ops.common import (
     body_size,
     content_headers,
     content_md5,
-    delete_pieces,
     get_bucket,
-    new_version_id,
     object_meta,
     parse_tagging_header,
     requested_object,
     user_metadata,
     validate_key,
     version_headers,
-    versioning_state,
 )
 from gateway.s3.request import S3Request
 from gateway.s3.xml import http_time
@@ -45,17 +41,7 @@ RESPONSE_OVERRIDES = {
 }
 # Objects up to this size are answered in one write (bounded memory: 64 KiB a request).
 SMALL_RESPONSE = 64 * 1024
-# The form of the version ids this gateway hands out (uuid4 hex), and S3's "null".
-VERSION_ID = re.compile(r"[0-9a-f]{32}|null")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-async def guard_open_upload(req: S3Request, location_name: str, backend_key: str) -> None:
-    """On backends that stage parts on the final key, a PUT/DELETE would destroy an open upload."""
-    location = req.gateway.locations[location_name]
-    if location.stages_parts_on_target and await req.gateway.metadata.has_upload_on(
-            location_name, backend_key):
-        raise S3Error("MPUinProgress", "An upload is in progress on this key; complete or abort it first.")
 
 
 async def put_object(req: S3Request) -> web.Response:
@@ -76,34 +62,21 @@ async def put_object(req: S3Request) -> web.Response:
         raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(MAX_PUT_SIZE))
     location = req.gateway.locations.for_new_object(req.headers.get(LOCATION_HEADER),
                                                     bucket.location, req.host)
-    backend_key = location.backend_key(bucket.name, req.key)
     req.extra_log["location"] = location.name
-    await guard_open_upload(req, location.name, backend_key)
+    engine = req.gateway.engine
     body = HashedBody(req, size, expected_md5)
-    stored = await location.put(backend_key, aiter(body), size, object_meta(headers, user, tags))
-    record = ObjectRecord(
-        bucket=bucket.name, key=req.key, size=size, etag=body.etag, last_modified=time.time(),
-        location=location.name, pieces=[stored], owner=owner,
-        headers=headers, user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
-    await commit_object(req, bucket, record)
+    async with engine.new_piece(location, bucket.name, req.key) as write:
+        stored = await location.put(write.key, aiter(body), size,
+                                    object_meta(headers, user, tags))
+        record = ObjectRecord(
+            bucket=bucket.name, key=req.key, size=size, etag=body.etag,
+            last_modified=time.time(), location=location.name, pieces=[stored], owner=owner,
+            headers=headers, user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
+        await engine.commit(bucket, record, write)
     response_headers = {"ETag": f'"{body.etag}"', **version_headers(bucket, record)}
     if stored.encryption:
         response_headers["x-amz-server-side-encryption"] = stored.encryption
     return web.Response(headers=response_headers)
-
-
-async def commit_object(req: S3Request, bucket: BucketRecord, record: ObjectRecord) -> None:
-    """Write metadata now that the data is safe, as a new version when the bucket keeps them
-    (setting record.version_id); remove what it replaced. If metadata cannot be written,
-    remove the new data so nothing is orphaned."""
-    try:
-        record.version_id = new_version_id(req, bucket, record.location)
-        old = await req.gateway.metadata.put_object(record)
-    except BaseException:
-        await delete_pieces(req, record.pieces)
-        raise
-    if old is not None:
-        await delete_pieces(req, old.pieces, keep=record.pieces)
 
 
 def parse_http_date(value: str) -> float | None:
@@ -236,6 +209,8 @@ async def prepare_read(req: S3Request) -> tuple[BucketRecord, ObjectRecord, dict
     """What GET and HEAD share: the object, its conditions checked, its response headers, and
     the byte range asked for."""
     bucket = await get_bucket(req)
+    # Authorized on exactly the version read (its owner and ACL), before any condition or
+    # header can tell the requester something about it.
     obj = await requested_object(req, bucket)
     req.extra_log["location"] = obj.location
     check_conditions(req, obj)
@@ -313,32 +288,5 @@ async def delete_object(req: S3Request) -> web.Response:
 
 async def remove_object(req: S3Request, bucket: BucketRecord, key: str,
                         version_id: str | None = None) -> ObjectRecord | None:
-    """Delete one key or one version (DeleteObject, and each key of DeleteObjects); absent is
-    success. Without a version id, a versioning bucket gets a delete marker instead.
-    Returns what the response describes: the version removed or the marker written."""
-    metadata = req.gateway.metadata
-    if version_id == "":
-        raise S3Error("InvalidArgument", "Version id cannot be the empty string",
-                      ArgumentName="versionId", ArgumentValue="")
-    if version_id is None and versioning_state(bucket) is not None:
-        marker = ObjectRecord(
-            bucket=bucket.name, key=key, size=0, etag="", last_modified=time.time(),
-            location=bucket.location, pieces=[], owner=access.requester_id(req),
-            delete_marker=True)
-        if versioning_state(bucket) == "Enabled":
-            marker.version_id = uuid.uuid4().hex
-        replaced = await metadata.put_object(marker)  # suspended: replaces the null version
-        if replaced is not None:
-            await delete_pieces(req, replaced.pieces)
-        return marker
-    existing = await metadata.get_object(bucket.name, key, version_id, markers=True)
-    if existing is None:
-        if version_id is not None and not VERSION_ID.fullmatch(version_id):
-            raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
-        return None  # a well-formed id that is gone: deleting it again succeeds
-    for piece in existing.pieces:
-        await guard_open_upload(req, piece.location, piece.key)
-    old = await metadata.delete_object(bucket.name, key, existing.version_id or "null")
-    if old is not None:
-        await delete_pieces(req, old.pieces)
-    return old
+    """DeleteObject, and each key of DeleteObjects: the engine's delete for this requester."""
+    return await req.gateway.engine.delete(bucket, key, version_id, access.requester_id(req))

@@ -27,7 +27,11 @@ async def put_bucket_policy(req: S3Request) -> web.Response:
     except UnicodeDecodeError:
         raise S3Error("MalformedPolicy", "Policies must be valid JSON and the first byte "
                       "must be '{'") from None
-    access.parse_policy(text, bucket.name)
+    try:
+        access.parse_policy(text, bucket.name)
+    except RecursionError:  # "[[[[..." nested past Python's stack: not a policy either
+        raise S3Error("MalformedPolicy", "Policies must be valid JSON and the first byte "
+                      "must be '{'") from None
     await set_policy(req, bucket.name, text)
     return web.Response(status=204)
 
@@ -39,13 +43,7 @@ async def delete_bucket_policy(req: S3Request) -> web.Response:
 
 
 async def set_policy(req: S3Request, bucket_name: str, text: str | None) -> None:
-    # Re-read just before writing: attrs hold other settings (ACL, tags, CORS...).
-    fresh = await req.gateway.metadata.get_bucket(bucket_name)
-    if fresh is None:
+    # Only the policy (None removes it): the store merges it into the attrs atomically, so
+    # other settings (ACL, tags, CORS...) changed meanwhile are kept.
+    if await req.gateway.metadata.update_bucket_attrs(bucket_name, {"policy": text}) is None:
         raise S3Error("NoSuchBucket", BucketName=bucket_name)
-    attrs = dict(fresh.attrs)
-    if text is None:
-        attrs.pop("policy", None)
-    else:
-        attrs["policy"] = text
-    await req.gateway.metadata.update_bucket_attrs(bucket_name, attrs)

@@ -28,6 +28,7 @@ from typing import IO, Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from gateway.accounts import Account
 from gateway.errors import S3Error
@@ -36,6 +37,7 @@ from gateway.metadata.base import ObjectRecord
 from gateway.s3 import access
 from gateway.s3.auth import _signing_key  # the one SigV4 key derivation
 from gateway.s3.ops.common import (
+    CONTENT_HEADERS,
     MAX_PUT_SIZE,
     THREAD_HASH_MIN,
     content_headers_from,
@@ -45,14 +47,17 @@ from gateway.s3.ops.common import (
     validate_key,
     validate_tags,
 )
-from gateway.s3.ops.obj import commit_object, guard_open_upload
 from gateway.s3.ops.tagging import parse_tagging
 from gateway.s3.request import S3Request
 from gateway.s3.xml import render
 from gateway.translators.base import CHUNK_SIZE
 
-MAX_FIELD_BYTES = 64 * 1024  # a policy document is at most 20 KB; nothing else is longer
-MAX_FIELDS_BYTES = 1024 * 1024
+# AWS's bound on everything before the file (MaxPostPreDataLengthBytes in its error): field
+# names, values and part headers all count, so an anonymous form cannot make the gateway
+# hold more than this before its signature is even checked.
+MAX_PRE_DATA = 20 * 1024
+# Fields that become response headers (the object's, or the redirect's Location).
+HEADER_FIELDS = (*CONTENT_HEADERS, "success_action_redirect", "redirect")
 # Fields the policy need not name (AWS's list).
 EXEMPT_FIELDS = ("policy", "x-amz-signature", "signature", "awsaccesskeyid", "file")
 ENCLOSURE = "Bucket POST must be of the enclosure-type multipart/form-data"
@@ -65,18 +70,29 @@ class FormPolicy:
     raw: list[Any]
 
 
-async def read_field(part: BodyPartReader) -> str:
+def pre_data_exceeded() -> S3Error:
+    return S3Error("MaxPostPreDataLengthExceeded",
+                   MaxPostPreDataLengthBytes=str(MAX_PRE_DATA))
+
+
+async def read_field(part: BodyPartReader, budget: int) -> str:
+    """A field's value, refused as soon as it passes what is left of the pre-data budget."""
     data = bytearray()
-    while chunk := await part.read_chunk(CHUNK_SIZE):
+    while chunk := await part.read_chunk(min(CHUNK_SIZE, budget + 1)):
         data += chunk
-        if len(data) > MAX_FIELD_BYTES:
-            raise S3Error("MalformedPOSTRequest", f"The form field {part.name} is too long.")
+        if len(data) > budget:
+            raise pre_data_exceeded()
     return data.decode("utf-8", "replace")
 
 
 async def read_form(req: S3Request) -> tuple[dict[str, str], BodyPartReader]:
     """The fields before the file (lower-cased names) and the file part itself; fields after
     the file are ignored, as AWS does."""
+    assert req.bucket is not None
+    # Before a byte of the form: a missing bucket answers NoSuchBucket at once, as AWS does,
+    # and nobody can make the gateway read forms for buckets that do not exist.
+    if await req.gateway.metadata.get_bucket(req.bucket) is None:
+        raise S3Error("NoSuchBucket", BucketName=req.bucket)
     if not req.headers.get("Content-Type", "").lower().startswith("multipart/form-data"):
         raise S3Error("PreconditionFailed", ENCLOSURE, Condition=ENCLOSURE)
     try:
@@ -88,7 +104,9 @@ async def read_form(req: S3Request) -> tuple[dict[str, str], BodyPartReader]:
     while True:
         try:
             part = await reader.next()
-        except (AssertionError, ValueError):
+        except LineTooLong:  # a part header line past max_field_size: a huge field name
+            raise pre_data_exceeded() from None
+        except (AssertionError, ValueError, HttpProcessingError):
             raise S3Error("MalformedPOSTRequest") from None
         if part is None:
             raise S3Error("InvalidArgument", "POST requires exactly one file upload per request.",
@@ -98,10 +116,15 @@ async def read_form(req: S3Request) -> tuple[dict[str, str], BodyPartReader]:
         name = part.name.lower()
         if name == "file":
             return fields, part
-        value = await read_field(part)
-        total += len(value)
-        if total > MAX_FIELDS_BYTES:
-            raise S3Error("MalformedPOSTRequest", "The form fields are too long.")
+        # The part's headers (its name among them) count, not only its value.
+        total += sum(len(k) + len(v) for k, v in part.headers.items())
+        if total > MAX_PRE_DATA:
+            raise pre_data_exceeded()
+        value = await read_field(part, MAX_PRE_DATA - total)
+        total += len(value.encode())
+        if name in HEADER_FIELDS and any(c in value for c in "\r\n\0"):
+            raise S3Error("InvalidArgument", f"The form field {name} must not contain line "
+                          "breaks or NUL.", ArgumentName=name, ArgumentValue=value)
         fields[name] = value
 
 
@@ -175,6 +198,13 @@ def _policy_failed(message: str) -> S3Error:
 
 
 def parse_form_policy(encoded: str) -> FormPolicy:
+    try:
+        return _parse_form_policy(encoded)
+    except RecursionError:  # JSON nested past Python's stack, in loads or in dumps
+        raise _bad_policy("Invalid JSON.") from None
+
+
+def _parse_form_policy(encoded: str) -> FormPolicy:
     try:
         doc = json.loads(base64.b64decode(encoded, validate=True))
     except (binascii.Error, ValueError):
@@ -307,24 +337,24 @@ async def post_object(req: S3Request) -> web.StreamResponse:
         validate_tags(tags)
     location = req.gateway.locations.for_new_object(fields.get(LOCATION_HEADER),
                                                     bucket.location, req.host)
-    backend_key = location.backend_key(bucket.name, key)
     req.extra_log["location"] = location.name
-    await guard_open_upload(req, location.name, backend_key)
 
     low, high = policy.length_range if policy and policy.length_range else (0, MAX_PUT_SIZE)
     spool_file, size, etag = await spool(file_part, min(high, MAX_PUT_SIZE))
+    engine = req.gateway.engine
     try:
         if size < low:
             raise S3Error("EntityTooSmall", ProposedSize=str(size), MinSizeAllowed=str(low))
-        stored = await location.put(backend_key, read_spool(spool_file), size,
-                                    object_meta(headers, user, tags))
+        async with engine.new_piece(location, bucket.name, key) as write:
+            stored = await location.put(write.key, read_spool(spool_file), size,
+                                        object_meta(headers, user, tags))
+            record = ObjectRecord(
+                bucket=bucket.name, key=key, size=size, etag=etag, last_modified=time.time(),
+                location=location.name, pieces=[stored], owner=owner, headers=headers,
+                user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
+            await engine.commit(bucket, record, write)
     finally:
         spool_file.close()
-    record = ObjectRecord(
-        bucket=bucket.name, key=key, size=size, etag=etag, last_modified=time.time(),
-        location=location.name, pieces=[stored], owner=owner, headers=headers,
-        user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
-    await commit_object(req, bucket, record)
     await req.http.release()  # fields after the file are ignored
     return post_response(req, fields, bucket.name, key, etag)
 

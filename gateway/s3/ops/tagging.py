@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import S3Error
-from gateway.metadata.base import BucketRecord
+from gateway.metadata.base import BucketRecord, ObjectRecord
 from gateway.s3.ops.common import (
     get_bucket,
     object_meta,
@@ -62,17 +62,21 @@ def tagging_xml(tags: dict[str, str]) -> web.Response:
 
 async def get_object_tagging(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
-    obj = await requested_object(req, bucket)
+    obj = await requested_object(req, bucket)  # authorized on exactly the version named
     response = tagging_xml(obj.tags)
     response.headers.update(version_headers(bucket, obj))
     return response
 
 
-async def set_object_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, str]) -> None:
+async def set_object_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, str],
+                          obj: ObjectRecord | None = None) -> None:
     """Backend first (it may hand back a changed piece, e.g. a new etag), then metadata by
-    compare-and-set, so a concurrent overwrite is never clobbered with the old pieces."""
+    compare-and-set, so a concurrent overwrite is never clobbered with the old pieces.
+    `obj`: the version already looked up and authorized for this request, if any."""
     for _ in range(UPDATE_ATTEMPTS):
-        obj = await requested_object(req, bucket)
+        if obj is None:
+            # Authorized on the version found: a retry may find another one (another owner).
+            obj = await requested_object(req, bucket)
         pieces = obj.pieces
         if len(pieces) == 1 and pieces[0].location in req.gateway.locations:
             location = req.gateway.locations[pieces[0].location]
@@ -86,6 +90,7 @@ async def set_object_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, 
             bucket.name, obj.key, obj.pieces, {"tags": tags, "pieces": pieces})
         if updated is not None:
             return
+        obj = None
     raise S3Error("OperationAborted", "The object kept changing while its tags were set. "
                   "Please try again.")
 
@@ -93,9 +98,10 @@ async def set_object_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, 
 async def put_object_tagging(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     assert req.key is not None
+    obj = await requested_object(req, bucket)  # authorized before the body is even read
     tags = parse_tagging(await read_body(req))
     validate_tags(tags)
-    await set_object_tags(req, bucket, tags)
+    await set_object_tags(req, bucket, tags, obj)
     return web.Response()
 
 
@@ -128,11 +134,7 @@ async def delete_bucket_tagging(req: S3Request) -> web.Response:
 
 
 async def update_bucket_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, str]) -> None:
-    # Re-read just before writing: attrs hold other settings (ACL, policy...) set meanwhile.
-    fresh = await req.gateway.metadata.get_bucket(bucket.name) or bucket
-    attrs = dict(fresh.attrs)
-    if tags:
-        attrs["tags"] = tags
-    else:
-        attrs.pop("tags", None)
-    await req.gateway.metadata.update_bucket_attrs(bucket.name, attrs)
+    # Only the tags (None removes them): the store merges them into the attrs atomically, so
+    # other settings (ACL, policy...) changed meanwhile are kept.
+    if await req.gateway.metadata.update_bucket_attrs(bucket.name, {"tags": tags or None}) is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket.name)

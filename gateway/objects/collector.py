@@ -1,0 +1,120 @@
+"""The collector: the only code that deletes stored bytes.
+
+It works through the garbage ledger (rows written by the metadata transactions that dropped the
+last reference to a piece, a part or an upload) and removes each from its location. A failure
+(location down, timeout) keeps the row for a later attempt with back-off; rows are idempotent,
+so two gateways on one PostgreSQL working the same row do no harm. Periodically it also turns
+intents older than storage.intentGraceSeconds (writes of a crashed gateway) into garbage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from gateway.errors import S3Error
+from gateway.metadata.base import GarbageRecord, MetadataStore
+from gateway.translators.base import NotFound, Part, Stored
+
+if TYPE_CHECKING:
+    from gateway.config import StorageSettings
+    from gateway.locations import Locations
+
+log = logging.getLogger("gateway.collector")
+
+BATCH = 100
+MAX_BACKOFF = 3600.0
+
+
+class Collector:
+    def __init__(self, metadata: MetadataStore, locations: Locations,
+                 storage: StorageSettings) -> None:
+        self.metadata = metadata
+        self.locations = locations
+        self.storage = storage
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.collected = 0  # rows removed since start (metrics, tests)
+
+    def wake(self) -> None:
+        """New garbage: collect soon instead of at the next interval."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="collector")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _loop(self) -> None:
+        last_reclaim = 0.0
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.storage.collect_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                now = time.time()
+                if now - last_reclaim >= self.storage.collect_interval:
+                    last_reclaim = now
+                    await self.metadata.reclaim_intents(now - self.storage.intent_grace)
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the metadata store is down: try again next round
+                log.warning("collector: %s: %s", type(exc).__name__, exc)
+
+    async def run(self) -> int:
+        """Work through every due row; return how many were removed."""
+        removed = 0
+        while True:
+            rows = await self.metadata.due_garbage(time.time(), BATCH)
+            if not rows:
+                return removed
+            done = await asyncio.gather(*(self.collect(row) for row in rows))
+            removed += sum(done)
+            if not any(done):  # everything left is failing: wait for its retry time
+                return removed
+
+    async def collect(self, row: GarbageRecord) -> bool:
+        """Remove what one row names; True when done (the row is dropped)."""
+        if row.location not in self.locations:
+            # The location left the config: keep the row (its bytes may come back with it).
+            await self.metadata.retry_garbage(row.id, time.time() + MAX_BACKOFF)
+            return False
+        location = self.locations[row.location]
+        data = row.data
+        try:
+            if row.kind == "piece":
+                await location.delete(Stored.from_dict(data))
+            elif row.kind == "part":
+                part = Part(int(data["number"]), Stored.from_dict(data["stored"]))
+                await location.discard_part(data["backend_key"], data["backend_upload_id"], part)
+            elif row.kind == "upload":
+                parts = [Part(int(p["number"]), Stored.from_dict(p["stored"]))
+                         for p in data.get("parts", [])]
+                await location.abort_upload(data["backend_key"], data["backend_upload_id"], parts)
+            else:
+                raise ValueError(f"unknown garbage kind {row.kind!r}")
+        except NotFound:
+            pass  # already gone: that is what we wanted
+        except (S3Error, ValueError) as exc:
+            delay = min(MAX_BACKOFF, 5.0 * 2 ** min(row.attempts, 10))
+            message = exc.message if isinstance(exc, S3Error) else str(exc)
+            log.warning("collector: %s %s at %s not removed (attempt %d, next in %.0fs): %s",
+                        row.kind, data.get("key") or data.get("backend_key"), row.location,
+                        row.attempts + 1, delay, message)
+            await self.metadata.retry_garbage(row.id, time.time() + delay)
+            return False
+        await self.metadata.drop_garbage(row.id)
+        self.collected += 1
+        return True
