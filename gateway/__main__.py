@@ -1,4 +1,5 @@
-"""`python -m gateway` serves; `python -m gateway locations|check LOCATION` are admin commands."""
+"""`python -m gateway` serves; `python -m gateway locations|check LOCATION` are admin commands
+against a running gateway; `python -m gateway fsck [--repair]` checks metadata against data."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ def main() -> None:
             from gateway.server import run
 
             run()
+        elif args[0] == "fsck":
+            from gateway.objects.fsck import main as fsck_main
+
+            sys.exit(fsck_main(args[1:]))
         else:
             from gateway.admin import main as admin_main
 

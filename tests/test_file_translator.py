@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -132,17 +133,16 @@ async def test_writes_are_fsynced_unless_relaxed(tmp_path: Path,
         assert len(synced) == expected
 
 
-async def test_start_up_sweeps_temporary_files_of_dead_writers(tmp_path: Path) -> None:
+def test_start_up_sweeps_temporary_files_of_dead_writers(tmp_path: Path) -> None:
     root = tmp_path / "data"
-    translator = FileTranslator("disk", {}, {"S3DATAPATH": str(root)})
-    await translator.open()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    asyncio.run(FileTranslator("disk", {}, {"S3DATAPATH": str(root)}).open())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
     host = socket.gethostname().split(".")[0]
-    leftover = root / "ab" / f"{'0' * 32}.{host}.{dead.pid}.tmp"
+    leftover = root / "ab" / f"{'0' * 32}.{host}.{int(dead.stdout)}.tmp"
     leftover.write_bytes(b"half a body")
     alive = root / "ab" / f"{'1' * 32}.{host}.{os.getpid()}.tmp"
     alive.write_bytes(b"being written")
-    await FileTranslator("disk", {}, {"S3DATAPATH": str(root)}).open()
+    asyncio.run(FileTranslator("disk", {}, {"S3DATAPATH": str(root)}).open())
     assert not leftover.exists()
     assert alive.exists()  # a live writer's file is left alone

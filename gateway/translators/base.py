@@ -163,6 +163,11 @@ class Translator(ABC):
         """What identifies `stored` among list_pieces() results (fsck compares these)."""
         return stored.key
 
+    def storage_id(self) -> str:
+        """Locations with the same storage id store into the same place (two file locations on
+        one data path): fsck lists it once and counts every such location's references."""
+        return f"{self.type_name}:{self.name}"
+
     async def copy_part(
         self, src: Stored, offset: int, length: int, key: str, upload_id: str, number: int
     ) -> Stored | None:

@@ -107,6 +107,9 @@ class FileTranslator(Translator):
         """The file serving `stored`, for zero-copy responses (sendfile)."""
         return self.path_of(stored.key)
 
+    def storage_id(self) -> str:
+        return f"file:{self.root}"
+
     def piece_id(self, stored: Stored) -> str:
         return self.relative_path(stored.key)
 

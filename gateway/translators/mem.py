@@ -105,6 +105,9 @@ class MemTranslator(Translator):
         _STORE[key] = blob  # immutable chunks: sharing them is a copy
         return Stored(location=self.name, key=key, size=blob.size)
 
+    def storage_id(self) -> str:
+        return "mem"  # one store shared by every mem location
+
     async def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
         for key in sorted(k for k in list(_STORE) if k.startswith(prefix)):
             blob = _STORE.get(key)
