@@ -220,8 +220,14 @@ class MetadataStore(ABC):
                             changes: dict[str, Any]) -> ObjectRecord | None:
         """Change fields of an object in place (`changes`: ObjectRecord field -> new value, e.g.
         tags, attrs, pieces, headers), only while it is still the object stored at
-        `expected_pieces` (compare-and-set against a concurrent overwrite). Return the updated
-        record, or None when it was replaced or deleted meanwhile."""
+        `expected_pieces` (compare-and-set against a concurrent overwrite). Pieces of the old
+        record that no new piece may name go to garbage in the same transaction. Return the
+        updated record, or None when it was replaced or deleted meanwhile."""
+
+    @abstractmethod
+    async def discard_piece(self, piece: Stored) -> None:
+        """Record bytes that no record references and none ever will (e.g. the backend copy
+        of a metadata change whose compare-and-set lost) as garbage."""
 
     @abstractmethod
     async def list_objects(self, bucket: str, prefix: str, delimiter: str | None,

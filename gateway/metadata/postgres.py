@@ -83,7 +83,13 @@ from gateway.metadata.base import (
     UploadRecord,
     VersionListing,
 )
-from gateway.metadata.ledger import intent_garbage, merge_attrs, part_garbage, upload_garbage
+from gateway.metadata.ledger import (
+    dropped_pieces,
+    intent_garbage,
+    merge_attrs,
+    part_garbage,
+    upload_garbage,
+)
 from gateway.metadata.listing import KeyWalk, UploadWalk, version_listing
 from gateway.translators.base import Stored
 
@@ -510,7 +516,13 @@ class PostgresStore(MetadataStore):
                 bucket, key, _pieces_json(expected_pieces))
             if row is None:
                 return None
-            updated = replace(_object_from(row), **changes)
+            current = _object_from(row)
+            updated = replace(current, **changes)
+            # A change that re-pinned the bytes (a backend that copies to change metadata,
+            # e.g. B2) leaves the old version unreferenced: garbage in this transaction.
+            gone = dropped_pieces([p.to_dict() for p in current.pieces],
+                                  [p.to_dict() for p in updated.pieces])
+            await _add_garbage(conn, [(p["location"], "piece", p) for p in gone])
             await conn.execute(
                 "UPDATE objects SET bucket=$1, key=$2, size=$3, etag=$4, last_modified=$5, "
                 "location=$6, pieces=$7, owner=$8, headers=$9, user_meta=$10, tags=$11, "
@@ -518,6 +530,10 @@ class PostgresStore(MetadataStore):
                 "WHERE bucket=$16 AND key=$17 AND seq=$18",
                 *_object_row(updated), bool(updated.latest), bucket, key, row[-1])
             return updated
+
+    async def discard_piece(self, piece: Stored) -> None:
+        async with self.pool.acquire() as conn:
+            await _add_garbage(conn, [(piece.location, "piece", piece.to_dict())])
 
     async def list_objects(self, bucket: str, prefix: str, delimiter: str | None,
                            after: str | None, limit: int) -> Listing:

@@ -444,7 +444,11 @@ class SQLiteStore(MetadataStore):
                              (bucket, key, _pieces_json(expected_pieces))).fetchone()
             if row is None:
                 return None
-            updated = replace(_object_from(row), **changes)
+            current = _object_from(row)
+            updated = replace(current, **changes)
+            # A change that re-pinned the bytes (a backend that copies to change metadata,
+            # e.g. B2) leaves the old version unreferenced: garbage in this transaction.
+            self._drop_pieces(db, current, updated.pieces)
             db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND seq=?",
                        (bucket, key, row[-1]))
             db.execute(f"INSERT INTO objects ({OBJECT_COLUMNS}, seq) "
@@ -453,6 +457,10 @@ class SQLiteStore(MetadataStore):
             return updated
 
         return await self._write(_update)
+
+    async def discard_piece(self, piece: Stored) -> None:
+        await self._write(lambda db: self._add_garbage(db, [(piece.location, "piece",
+                                                             piece.to_dict())]))
 
     async def list_objects(self, bucket: str, prefix: str, delimiter: str | None,
                            after: str | None, limit: int) -> Listing:

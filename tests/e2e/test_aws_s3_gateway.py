@@ -64,6 +64,8 @@ class Setup:
         self.gateway = gateway
         self.backend = backend
         self.s3 = gateway.client()
+        # awsmatch (bucketMatch) holds one S3 bucket: the tests share it, each with its own keys.
+        self.bucket = scenarios.Buckets(self.s3, "gw", {"awsmatch"})
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,7 @@ def new_bucket(s3: Any, location_name: str) -> str:
 def test_object_round_trip(setup: Setup, aws_s3_moto: S3Emulator, location_name: str,
                            match: bool) -> None:
     s3 = setup.s3
-    bucket = new_bucket(s3, location_name)
+    bucket = setup.bucket(location_name)
     assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] == location_name
     data = pattern(1, 3 * MiB + 5)
     # On the cloud: one native object at <key>~<token> (bucketMatch) or <bucket>/<key>~<token>.
@@ -128,7 +130,7 @@ def test_overwrite_keeps_the_new_data(setup: Setup, aws_s3_moto: S3Emulator) -> 
     """Replacing an object writes a name of its own: the replaced bytes go with the collector
     (by their version id), the new bytes stay."""
     s3 = setup.s3
-    bucket = new_bucket(s3, "awsmatch")
+    bucket = setup.bucket("awsmatch")
     s3.put_object(Bucket=bucket, Key="k", Body=b"first")
     s3.put_object(Bucket=bucket, Key="k", Body=b"second")
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"second"
@@ -142,7 +144,7 @@ def test_overwrite_keeps_the_new_data(setup: Setup, aws_s3_moto: S3Emulator) -> 
 
 def test_multipart_100mib(setup: Setup, aws_s3_moto: S3Emulator) -> None:
     s3 = setup.s3
-    bucket = new_bucket(s3, "awsprefix")
+    bucket = setup.bucket("awsprefix")
     key = "big.bin"
     part_size, count = 20 * MiB, 5
 
@@ -163,7 +165,7 @@ def test_multipart_100mib(setup: Setup, aws_s3_moto: S3Emulator) -> None:
 
 def test_multipart_abort(setup: Setup, aws_s3_moto: S3Emulator) -> None:
     s3 = setup.s3
-    bucket = new_bucket(s3, "awsmatch")
+    bucket = setup.bucket("awsmatch")
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="gone")["UploadId"]
     s3.upload_part(Bucket=bucket, Key="gone", UploadId=upload_id, PartNumber=1, Body=b"x" * 100)
     native = aws_s3_moto.boto()
@@ -181,7 +183,7 @@ def test_multipart_abort(setup: Setup, aws_s3_moto: S3Emulator) -> None:
 
 def test_copy(setup: Setup, aws_s3_moto: S3Emulator) -> None:
     s3 = setup.s3
-    bucket = new_bucket(s3, "awsmatch")
+    bucket = setup.bucket("awsmatch")
     scenarios.copy_object(s3, bucket, pattern(5, MiB), {"a": "1"}, replace={"b": "2"})
     native = aws_s3_moto.boto()
     backend = setup.backend["awsmatch"]
@@ -193,7 +195,7 @@ def test_copy(setup: Setup, aws_s3_moto: S3Emulator) -> None:
 
 def test_upload_part_copy(setup: Setup) -> None:
     s3 = setup.s3
-    bucket = new_bucket(s3, "awsmatch")
+    bucket = setup.bucket("awsprefix")  # its src/dst: test_copy's on awsmatch
     data = pattern(7, 6 * MiB)
     s3.put_object(Bucket=bucket, Key="src", Body=data)
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
@@ -212,7 +214,7 @@ def test_upload_part_copy(setup: Setup) -> None:
 
 def test_server_side_encryption_reported(setup: Setup, aws_s3_moto: S3Emulator) -> None:
     s3 = setup.s3
-    bucket = new_bucket(s3, "awssse")
+    bucket = setup.bucket("awssse")
     put = s3.put_object(Bucket=bucket, Key="enc", Body=b"secret")
     assert put.get("ServerSideEncryption") == "AES256"
     assert s3.head_object(Bucket=bucket, Key="enc")["ServerSideEncryption"] == "AES256"
@@ -221,6 +223,18 @@ def test_server_side_encryption_reported(setup: Setup, aws_s3_moto: S3Emulator) 
     name = native_name(native, setup.backend["awssse"], bucket, "enc", False)
     assert native.head_object(Bucket=setup.backend["awssse"],
                               Key=name)["ServerSideEncryption"] == "AES256"
+
+
+def test_versioning_round_trip(setup: Setup, aws_s3_moto: S3Emulator) -> None:
+    """Versioning on an aws_s3 location: each version is a backend object of its own (here a
+    backend version at a name of its own); deleting one by id removes exactly it."""
+    bucket = setup.bucket("awsprefix")
+    native = aws_s3_moto.boto()
+    backend = setup.backend["awsprefix"]
+    scenarios.versioning_round_trip(
+        setup.s3, bucket,
+        lambda: len(versions(native, backend, bucket, scenarios.VERSIONED_KEY, False)),
+        settle=setup.gateway.settle)
 
 
 def test_emulator_stopped_is_503(aws_s3_throwaway: Callable[[], S3Emulator], tmp_path: Path) -> None:

@@ -71,8 +71,10 @@ def s3(gateway: Gateway) -> Any:
     return gateway.client()
 
 
-def new_bucket(s3: Any, location: str) -> str:
-    return scenarios.new_bucket(s3, location, "az")
+@pytest.fixture(scope="module")
+def buckets(s3: Any) -> scenarios.Buckets:
+    """New buckets, but one only on azmatch (bucketMatch): its tests share it."""
+    return scenarios.Buckets(s3, "az", {"azmatch"})
 
 
 async def blob_view(azurite: Azurite, container: str, name: str) -> dict[str, Any]:
@@ -93,9 +95,9 @@ async def blob_view(azurite: Azurite, container: str, name: str) -> dict[str, An
 
 
 @pytest.mark.parametrize(("location", "bucket_match"), [("aznomatch", False), ("azmatch", True)])
-def test_object_lifecycle(s3: Any, azurite: Azurite, containers: dict[str, str], location: str,
-                          bucket_match: bool) -> None:
-    bucket = new_bucket(s3, location)
+def test_object_lifecycle(s3: Any, buckets: scenarios.Buckets, azurite: Azurite,
+                          containers: dict[str, str], location: str, bucket_match: bool) -> None:
+    bucket = buckets(location)
     key = "dir/hello wörld.txt"
     payload = b"hello from boto3 to azure"
     metadata = {"color": "blue", "x-trace-id": "abc-123"}
@@ -121,8 +123,9 @@ def test_object_lifecycle(s3: Any, azurite: Azurite, containers: dict[str, str],
 
 
 @pytest.mark.slow
-def test_multipart_100_mib(s3: Any, azurite: Azurite, containers: dict[str, str]) -> None:
-    bucket = new_bucket(s3, "aznomatch")
+def test_multipart_100_mib(s3: Any, buckets: scenarios.Buckets, azurite: Azurite,
+                           containers: dict[str, str]) -> None:
+    bucket = buckets("aznomatch")
     key = "big/object.bin"
     scenarios.multipart_upload(s3, bucket, key, part_size=25 * MiB, count=4,
                                ContentType="application/x-big", Metadata={"kind": "big-one"})
@@ -134,12 +137,12 @@ def test_multipart_100_mib(s3: Any, azurite: Azurite, containers: dict[str, str]
     assert view["meta"].user == {"kind": "big-one"}
 
 
-def test_multipart_reupload_abort_and_puts_alongside(s3: Any, azurite: Azurite,
+def test_multipart_reupload_abort_and_puts_alongside(s3: Any, buckets: scenarios.Buckets, azurite: Azurite,
                                                      containers: dict[str, str]) -> None:
     """An open upload stages its blocks at a blob name of its own: plain PUTs and DELETEs of
     the key go on beside it (no 409 any more) and never touch them."""
     container = containers["azmatch"]
-    bucket = new_bucket(s3, "azmatch")
+    bucket = buckets("azmatch")
     key = "mpu-small"
     s3.put_object(Bucket=bucket, Key=key, Body=b"existing")
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
@@ -177,8 +180,9 @@ def test_multipart_reupload_abort_and_puts_alongside(s3: Any, azurite: Azurite,
     assert view["size"] == 5 * MiB + 4 and view["blocks"] == 2
 
 
-def test_copy(s3: Any, azurite: Azurite, containers: dict[str, str]) -> None:
-    bucket = new_bucket(s3, "aznomatch")
+def test_copy(s3: Any, buckets: scenarios.Buckets, azurite: Azurite,
+              containers: dict[str, str]) -> None:
+    bucket = buckets("aznomatch")
     scenarios.copy_object(s3, bucket, b"copy me", {"a-b": "c"})
     [dst] = blob_names(azurite, containers["aznomatch"], bucket, "dst", False)
     view = run(blob_view(azurite, containers["aznomatch"], dst))
@@ -194,4 +198,5 @@ def test_emulator_stopped_gives_503(azurite_factory: Callable[[], Azurite],
     locations = {"doomed": azure_location(server, container, False)}
     with start_gateway(tmp_path / "gw", locations, config=CONFIG) as gw:
         s3 = gw.client()
-        scenarios.stopped_is_503(s3, new_bucket(s3, "doomed"), "doomed", server.stop)
+        bucket = scenarios.new_bucket(s3, "doomed", "az")
+        scenarios.stopped_is_503(s3, bucket, "doomed", server.stop)

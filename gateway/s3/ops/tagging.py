@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
+from gateway.metadata.ledger import dropped_pieces
 from gateway.s3.ops.common import (
     get_bucket,
     object_meta,
@@ -20,7 +21,7 @@ from gateway.s3.ops.common import (
 )
 from gateway.s3.request import S3Request
 from gateway.s3.xml import Node, parse, render
-from gateway.translators.base import NotFound
+from gateway.translators.base import NotFound, Stored
 
 MAX_BUCKET_TAGS = 50
 # Tries of the read / update-backend / compare-and-set cycle before giving up to a writer.
@@ -89,7 +90,15 @@ async def set_object_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, 
         updated = await req.gateway.metadata.update_object(
             bucket.name, obj.key, obj.pieces, {"tags": tags, "pieces": pieces})
         if updated is not None:
+            if pieces != obj.pieces:
+                req.gateway.engine.collector.wake()  # the re-pinned old version is garbage
             return
+        # Lost the race: a backend copy made for it (a new version, not the same bytes
+        # re-tagged in place) is garbage.
+        for piece in dropped_pieces([p.to_dict() for p in pieces],
+                                    [p.to_dict() for p in obj.pieces]):
+            await req.gateway.metadata.discard_piece(Stored.from_dict(piece))
+            req.gateway.engine.collector.wake()
         obj = None
     raise S3Error("OperationAborted", "The object kept changing while its tags were set. "
                   "Please try again.")
