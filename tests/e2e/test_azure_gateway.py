@@ -137,8 +137,8 @@ def test_multipart_100_mib(s3: Any, buckets: scenarios.Buckets, azurite: Azurite
     assert view["meta"].user == {"kind": "big-one"}
 
 
-def test_multipart_reupload_abort_and_puts_alongside(s3: Any, buckets: scenarios.Buckets, azurite: Azurite,
-                                                     containers: dict[str, str]) -> None:
+def test_multipart_reupload_abort_and_puts_alongside(
+        s3: Any, buckets: scenarios.Buckets, azurite: Azurite, containers: dict[str, str]) -> None:
     """An open upload stages its blocks at a blob name of its own: plain PUTs and DELETEs of
     the key go on beside it (no 409 any more) and never touch them."""
     container = containers["azmatch"]
@@ -189,6 +189,37 @@ def test_copy(s3: Any, buckets: scenarios.Buckets, azurite: Azurite,
     assert view["content"] == b"copy me" and view["meta"].user == {"a-b": "c"}
     [src] = blob_names(azurite, containers["aznomatch"], bucket, "src", False)
     assert src != dst  # a copy of its own
+
+
+def test_versioning_round_trip(s3: Any, gateway: Gateway, buckets: scenarios.Buckets,
+                               azurite: Azurite, containers: dict[str, str]) -> None:
+    """Versioning on an azure location: each version is a blob of its own."""
+    bucket = buckets("aznomatch")
+    container = containers["aznomatch"]
+    scenarios.versioning_round_trip(
+        s3, bucket, lambda: len(blob_names(azurite, container, bucket, scenarios.VERSIONED_KEY,
+                                           False, uncommitted=True)),
+        settle=gateway.settle)
+
+
+def test_two_uploads_of_one_key_both_complete(s3: Any, gateway: Gateway,
+                                               buckets: scenarios.Buckets, azurite: Azurite,
+                                               containers: dict[str, str]) -> None:
+    """Each upload stages its blocks at a blob of its own (no MPUinProgress any more): both
+    complete, the last completion wins, and the first one's blob goes with the collector."""
+    bucket = buckets("aznomatch")
+    key = "twice"
+    ids = [s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"] for _ in range(2)]
+    etags = [s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1,
+                            Body=body)["ETag"]
+             for upload_id, body in zip(ids, (b"first", b"second"))]
+    for upload_id, etag in zip(ids, etags):
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"second"
+    gateway.settle()
+    [name] = blob_names(azurite, containers["aznomatch"], bucket, key, False, uncommitted=True)
+    assert run(blob_view(azurite, containers["aznomatch"], name))["content"] == b"second"
 
 
 def test_emulator_stopped_gives_503(azurite_factory: Callable[[], Azurite],

@@ -53,8 +53,10 @@ def s3(gateway: Gateway) -> Any:
     return gateway.client()
 
 
-def new_bucket(s3: Any, location: str) -> str:
-    return scenarios.new_bucket(s3, location, "gcp")
+@pytest.fixture(scope="module")
+def buckets(s3: Any) -> scenarios.Buckets:
+    """New buckets, but one only on gcpmatch (bucketMatch): its tests share it."""
+    return scenarios.Buckets(s3, "gcp", {"gcpmatch"})
 
 
 def gcs_view(emulator: GcsEmulator, bucket: str, name: str | None = None,
@@ -91,9 +93,9 @@ def object_names(emulator: GcsEmulator, gcs_bucket: str, bucket: str, key: str,
 
 
 @pytest.mark.parametrize(("location", "bucket_match"), [("gcpnomatch", False), ("gcpmatch", True)])
-def test_object_lifecycle(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str],
-                          location: str, bucket_match: bool) -> None:
-    bucket = new_bucket(s3, location)
+def test_object_lifecycle(s3: Any, buckets: scenarios.Buckets, gcs_emulator: GcsEmulator,
+                          gcs_buckets: dict[str, str], location: str, bucket_match: bool) -> None:
+    bucket = buckets(location)
     key = "dir/hello wörld.txt"
     payload = b"hello from boto3 to gcs"
     metadata = {"color": "blue", "x-trace-id": "abc-123"}
@@ -134,9 +136,9 @@ def staged_names(emulator: GcsEmulator, bucket: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_multipart_100_mib(s3: Any, gcs_emulator: GcsEmulator,
+def test_multipart_100_mib(s3: Any, buckets: scenarios.Buckets, gcs_emulator: GcsEmulator,
                            gcs_buckets: dict[str, str]) -> None:
-    bucket = new_bucket(s3, "gcpnomatch")
+    bucket = buckets("gcpnomatch")
     key = "big/object.bin"
 
     def one_staged_object_per_part(upload_id: str) -> None:
@@ -157,9 +159,10 @@ def test_multipart_100_mib(s3: Any, gcs_emulator: GcsEmulator,
     eventually(lambda: not gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], name)["exists"])
 
 
-def test_multipart_reupload_and_abort(s3: Any, gcs_emulator: GcsEmulator,
+def test_multipart_reupload_and_abort(s3: Any, buckets: scenarios.Buckets,
+                                      gcs_emulator: GcsEmulator,
                                       gcs_buckets: dict[str, str]) -> None:
-    bucket = new_bucket(s3, "gcpmatch")
+    bucket = buckets("gcpmatch")
     key = "mpu-small"
     scenarios.reupload_and_complete(s3, bucket, key, unlisted_part=True)
     [name] = object_names(gcs_emulator, gcs_buckets["gcpmatch"], bucket, key, True)
@@ -184,8 +187,9 @@ def test_multipart_reupload_and_abort(s3: Any, gcs_emulator: GcsEmulator,
     scenarios.abort_upload(s3, bucket, "aborted", staged)
 
 
-def test_copy(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str]) -> None:
-    bucket = new_bucket(s3, "gcpnomatch")
+def test_copy(s3: Any, buckets: scenarios.Buckets, gcs_emulator: GcsEmulator,
+              gcs_buckets: dict[str, str]) -> None:
+    bucket = buckets("gcpnomatch")
     scenarios.copy_object(s3, bucket, b"copy me", {"a-b": "c"})
     [dst] = object_names(gcs_emulator, gcs_buckets["gcpnomatch"], bucket, "dst", False)
     view = gcs_view(gcs_emulator, gcs_buckets["gcpnomatch"], dst)
@@ -194,17 +198,29 @@ def test_copy(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str]) -
     assert src != dst  # a copy of its own
 
 
+def test_versioning_round_trip(s3: Any, gateway: Gateway, buckets: scenarios.Buckets,
+                               gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str]) -> None:
+    """Versioning on a gcp location: each version is a GCS object of its own."""
+    bucket = buckets("gcpnomatch")
+    scenarios.versioning_round_trip(
+        s3, bucket, lambda: len(object_names(gcs_emulator, gcs_buckets["gcpnomatch"], bucket,
+                                             scenarios.VERSIONED_KEY, False)),
+        settle=gateway.settle)
+
+
 def test_emulator_stopped_gives_503(gcs_emulator_factory: Callable[[], GcsEmulator],
                                     tmp_path: Any) -> None:
     emulator = gcs_emulator_factory()
     locations = {"gcpdown": gcp_location(emulator, emulator.create_bucket(), True)}
     with start_gateway(tmp_path / "gw", locations, config=CONFIG) as gw:
         s3 = gw.client()
-        scenarios.stopped_is_503(s3, new_bucket(s3, "gcpdown"), "gcpdown", emulator.stop)
+        bucket = scenarios.new_bucket(s3, "gcpdown", "gcp")
+        scenarios.stopped_is_503(s3, bucket, "gcpdown", emulator.stop)
 
 
-def test_upload_part_copy(s3: Any, gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str]) -> None:
-    bucket = new_bucket(s3, "gcpmatch")
+def test_upload_part_copy(s3: Any, buckets: scenarios.Buckets, gcs_emulator: GcsEmulator,
+                          gcs_buckets: dict[str, str]) -> None:
+    bucket = buckets("gcpmatch")
     source = part_bytes(7, 5 * MiB)
     s3.put_object(Bucket=bucket, Key="part-src", Body=source)
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="assembled")["UploadId"]
