@@ -57,6 +57,7 @@ S3_ERRORS: dict[str, tuple[int, str]] = {
     "ObjectLockConfigurationNotFoundError": (404, "Object Lock configuration does not exist for this bucket"),
     "OperationAborted": (409, "A conflicting conditional operation is currently in progress against this resource. Try again."),
     "PreconditionFailed": (412, "At least one of the pre-conditions you specified did not hold"),
+    "ConditionalRequestConflict": (409, "A conflicting operation occurred. If using PutObject you can retry the request. If using multipart upload you should initiate another CompleteMultipartUpload request."),
     "RequestHeaderSectionTooLarge": (400, "Your request header section exceeds the maximum allowed size."),
     "RequestTimeout": (400, "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed."),
     "ReplicationConfigurationNotFoundError": (404, "The replication configuration was not found"),

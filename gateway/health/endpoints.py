@@ -44,6 +44,8 @@ class HealthEndpoints:
             return False
         try:
             address = ipaddress.ip_address(remote.split("%", 1)[0])
+            # A dual-stack listener shows IPv4 clients as ::ffff:a.b.c.d: judge the IPv4.
+            address = getattr(address, "ipv4_mapped", None) or address
         except ValueError:
             return False
         return any(address in net for net in self.gateway.settings.health.allow_from)

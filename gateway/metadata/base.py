@@ -18,7 +18,7 @@ The invariants every implementation keeps (see README, "How it is built"):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +101,15 @@ class GarbageRecord:
 
 class BucketGone(Exception):
     """The bucket a write was meant for was deleted (or deleted and created again) meanwhile."""
+
+
+class ConditionFailed(Exception):
+    """A conditional write's expectation did not hold at commit: `reason` is "exists" (If-None-Match:
+    * and the key has an object), "missing" (If-Match and it has none) or "mismatch"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class LocationTaken(Exception):
@@ -189,13 +198,17 @@ class MetadataStore(ABC):
     # writes (version_id None, S3's "null" version) replace the key's null version.
     @abstractmethod
     async def put_object(self, obj: ObjectRecord, *, intent: int | None = None,
-                         bucket_created: float | None = None) -> ObjectRecord | None:
+                         bucket_created: float | None = None,
+                         expect: str | None = None) -> ObjectRecord | None:
         """Make `obj` (an object or a delete marker) the current version of its key, atomically.
         With version_id None it replaces the key's null version, which is returned; the
         replaced version's pieces go to the garbage ledger in the same transaction.
         `intent`: the intent of obj's new bytes, removed in that transaction.
         `bucket_created`: the bucket must still exist with this `created` value (the same
-        incarnation the request checked), else raise BucketGone and change nothing."""
+        incarnation the request checked), else raise BucketGone and change nothing.
+        `expect` (conditional writes, checked in the same transaction under the key's lock):
+        "*" -> the key must have no current object; an ETag -> the current object must have
+        it; else raise ConditionFailed and change nothing."""
 
     @abstractmethod
     async def get_object(self, bucket: str, key: str, version_id: str | None = None, *,
@@ -204,11 +217,11 @@ class MetadataStore(ABC):
         marker is returned only with `markers=True`; otherwise it reads as absent."""
 
     @abstractmethod
-    async def delete_object(self, bucket: str, key: str,
-                            version_id: str | None = None) -> ObjectRecord | None:
+    async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,
+                            expect: str | None = None) -> ObjectRecord | None:
         """Remove one version (None or "null": the null version) and return it; when it was
         the current one, the next newest becomes current. Its pieces go to the garbage ledger
-        in the same transaction."""
+        in the same transaction. `expect`: as put_object's (DeleteObject If-Match)."""
 
     @abstractmethod
     async def list_versions(self, bucket: str, prefix: str, delimiter: str | None,
@@ -271,13 +284,15 @@ class MetadataStore(ABC):
         """Give a claimed upload back ("completing" -> "open"), after a completion failed."""
 
     @abstractmethod
-    async def finish_upload(self, upload_id: str, obj: ObjectRecord | None
+    async def finish_upload(self, upload_id: str, obj: ObjectRecord | None,
+                            listed: Collection[int] = (), *, expect: str | None = None
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:
         """Atomically remove the upload and its parts and, when completing, write `obj` (as
         put_object does: the replaced version's pieces to garbage).
-        Completing (`obj` given): the upload must be "completing"; every part whose `stored`
-        is not one of obj.pieces goes to garbage as a "part" row (on clouds the parts are
-        inside the backend object, and discard_part is a no-op there).
+        Completing (`obj` given): the upload must be "completing"; every part whose number is
+        not in `listed` (the parts the completion assembled) and whose `stored` is not one of
+        obj.pieces goes to garbage as a "part" row. A listed part is never garbage: on clouds
+        it lives on inside the backend object (a Swift SLO still reads its segments).
         Aborting (`obj` None): the upload must be "open"; one "upload" garbage row carries the
         backend upload and all its parts.
         Return (the parts removed, the object replaced), or None (changing nothing) when the

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -72,6 +72,7 @@ import asyncpg
 from gateway.metadata.base import (
     BucketGone,
     BucketRecord,
+    ConditionFailed,
     GarbageRecord,
     IntentRecord,
     Listing,
@@ -100,6 +101,11 @@ NS_LOCATION = 0x53334758
 # SQLSTATEs our functions raise (class "S3" is no PostgreSQL class).
 BUCKET_GONE = "S3G01"
 INTENT_GONE = "S3G02"
+CONDITION_EXISTS = "S3G03"
+CONDITION_MISSING = "S3G04"
+CONDITION_MISMATCH = "S3G05"
+_CONDITIONS = {CONDITION_EXISTS: "exists", CONDITION_MISSING: "missing",
+               CONDITION_MISMATCH: "mismatch"}
 
 OBJECT_COLUMNS = ("bucket, key, size, etag, last_modified, location, pieces, owner, headers, "
                   "user_meta, tags, attrs, version_id, delete_marker, latest")
@@ -164,6 +170,9 @@ CREATE INDEX IF NOT EXISTS garbage_due ON garbage(not_before, id);
 DROP FUNCTION IF EXISTS s3gw_put_object(TEXT, TEXT, BIGINT, TEXT, DOUBLE PRECISION, TEXT, TEXT,
     TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, BOOLEAN);
 DROP FUNCTION IF EXISTS s3gw_delete_object(TEXT, TEXT, TEXT);
+DROP FUNCTION IF EXISTS s3gw_put_object(TEXT, TEXT, BIGINT, TEXT, DOUBLE PRECISION, TEXT, TEXT,
+    TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, BOOLEAN, BIGINT, DOUBLE PRECISION, DOUBLE PRECISION);
+DROP FUNCTION IF EXISTS s3gw_delete_object(TEXT, TEXT, TEXT, DOUBLE PRECISION);
 """ + f"""
 -- Pieces (JSON arrays of Stored dicts, as text) of `p_old` that lost their record go to the
 -- garbage ledger, but for those `p_kept` may still name (same location and key, and the same
@@ -193,13 +202,15 @@ CREATE OR REPLACE FUNCTION s3gw_put_object(
     p_bucket TEXT, p_key TEXT, p_size BIGINT, p_etag TEXT, p_last_modified DOUBLE PRECISION,
     p_location TEXT, p_pieces TEXT, p_owner TEXT, p_headers TEXT, p_user_meta TEXT,
     p_tags TEXT, p_attrs TEXT, p_version_id TEXT, p_delete_marker BOOLEAN,
-    p_intent BIGINT, p_bucket_created DOUBLE PRECISION, p_now DOUBLE PRECISION)
+    p_intent BIGINT, p_bucket_created DOUBLE PRECISION, p_now DOUBLE PRECISION,
+    p_expect TEXT)
 RETURNS SETOF objects LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     r objects;
 BEGIN
     PERFORM pg_advisory_xact_lock_shared({NS}, hashtext(p_bucket));
     PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
+    PERFORM s3gw_expect(p_bucket, p_key, p_expect);
     IF p_bucket_created IS NOT NULL AND NOT EXISTS (
             SELECT 1 FROM buckets b WHERE b.name = p_bucket AND b.created = p_bucket_created) THEN
         RAISE EXCEPTION 'bucket % is gone', p_bucket USING ERRCODE = '{BUCKET_GONE}';
@@ -225,16 +236,38 @@ BEGIN
          WHERE o.bucket = p_bucket AND o.key = p_key));
 END
 $fn$;
+-- A conditional write's check, under the key lock: p_expect NULL: none; '*': the key has no
+-- current object (If-None-Match: *); else that ETag must be the current object's (If-Match).
+CREATE OR REPLACE FUNCTION s3gw_expect(p_bucket TEXT, p_key TEXT, p_expect TEXT)
+RETURNS VOID LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    current_etag TEXT;
+BEGIN
+    IF p_expect IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT o.etag INTO current_etag FROM objects o WHERE o.bucket = p_bucket AND o.key = p_key
+        AND o.latest AND NOT o.delete_marker;
+    IF p_expect = '*' AND current_etag IS NOT NULL THEN
+        RAISE EXCEPTION 'exists' USING ERRCODE = '{CONDITION_EXISTS}';
+    ELSIF p_expect <> '*' AND current_etag IS NULL THEN
+        RAISE EXCEPTION 'missing' USING ERRCODE = '{CONDITION_MISSING}';
+    ELSIF p_expect <> '*' AND current_etag <> p_expect THEN
+        RAISE EXCEPTION 'mismatch' USING ERRCODE = '{CONDITION_MISMATCH}';
+    END IF;
+END
+$fn$;
 -- Remove one version (NULL: the null version) and return it; when it was the current one,
 -- the next newest becomes current. Its pieces become garbage.
 CREATE OR REPLACE FUNCTION s3gw_delete_object(p_bucket TEXT, p_key TEXT, p_version_id TEXT,
-                                              p_now DOUBLE PRECISION)
+                                              p_now DOUBLE PRECISION, p_expect TEXT)
 RETURNS SETOF objects LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     r objects;
     was_latest BOOLEAN := FALSE;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
+    PERFORM s3gw_expect(p_bucket, p_key, p_expect);
     IF p_version_id IS NULL THEN
         FOR r IN DELETE FROM objects o WHERE o.bucket = p_bucket AND o.key = p_key
                 AND o.version_id IS NULL RETURNING o.* LOOP
@@ -260,8 +293,8 @@ $fn$;
 """
 
 PUT_OBJECT = (f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_put_object("
-              "$1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)")
-DELETE_OBJECT = f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_delete_object($1, $2, $3, $4)"
+              "$1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)")
+DELETE_OBJECT = f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_delete_object($1, $2, $3, $4, $5)"
 CURRENT = "latest AND NOT delete_marker"
 UPLOAD_COLUMNS = ("upload_id, bucket, key, initiated, owner, location, backend_key, "
                   "backend_upload_id, headers, user_meta, tags, attrs, state")
@@ -339,6 +372,8 @@ def _refused(error: asyncpg.PostgresError, bucket: str, intent: int | None) -> N
         raise BucketGone(bucket) from None
     if state == INTENT_GONE:
         raise LookupError(f"intent {intent} is gone") from None
+    if state in _CONDITIONS:
+        raise ConditionFailed(_CONDITIONS[state]) from None
     raise error
 
 
@@ -477,31 +512,36 @@ class PostgresStore(MetadataStore):
     @staticmethod
     async def _insert_current(conn: asyncpg.Connection, obj: ObjectRecord,
                               intent: int | None = None,
-                              bucket_created: float | None = None) -> ObjectRecord | None:
+                              bucket_created: float | None = None,
+                              expect: str | None = None) -> ObjectRecord | None:
         """Make `obj` the key's current version; an unversioned write replaces the null one
         (s3gw_put_object: bucket lock shared, key lock, in the caller's transaction if any)."""
         try:
             rows = await conn.fetch(
                 PUT_OBJECT, *_object_row(obj), intent,
-                None if bucket_created is None else float(bucket_created), time.time())
+                None if bucket_created is None else float(bucket_created), time.time(), expect)
         except asyncpg.PostgresError as e:
             _refused(e, obj.bucket, intent)
         return _object_from(max(rows, key=lambda r: r[-1])) if rows else None
 
     async def put_object(self, obj: ObjectRecord, *, intent: int | None = None,
-                         bucket_created: float | None = None) -> ObjectRecord | None:
+                         bucket_created: float | None = None,
+                         expect: str | None = None) -> ObjectRecord | None:
         async with self.pool.acquire() as conn:  # one statement: its own transaction
-            return await self._insert_current(conn, obj, intent, bucket_created)
+            return await self._insert_current(conn, obj, intent, bucket_created, expect)
 
     async def get_object(self, bucket: str, key: str, version_id: str | None = None, *,
                          markers: bool = False) -> ObjectRecord | None:
         async with self.pool.acquire() as conn:
             return await self._object(conn, bucket, key, version_id, markers)
 
-    async def delete_object(self, bucket: str, key: str,
-                            version_id: str | None = None) -> ObjectRecord | None:
+    async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,
+                            expect: str | None = None) -> ObjectRecord | None:
         vid = None if not version_id or version_id == "null" else version_id
-        rows = await self.pool.fetch(DELETE_OBJECT, bucket, key, vid, time.time())
+        try:
+            rows = await self.pool.fetch(DELETE_OBJECT, bucket, key, vid, time.time(), expect)
+        except asyncpg.PostgresError as e:
+            _refused(e, bucket, None)
         return _object_from(max(rows, key=lambda r: r[-1])) if rows else None
 
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
@@ -701,7 +741,8 @@ class PostgresStore(MetadataStore):
             "UPDATE uploads SET state='open' WHERE upload_id=$1 AND state='completing'",
             upload_id)
 
-    async def finish_upload(self, upload_id: str, obj: ObjectRecord | None
+    async def finish_upload(self, upload_id: str, obj: ObjectRecord | None,
+                            listed: Collection[int] = (), *, expect: str | None = None
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:
         async with self.pool.acquire() as conn, conn.transaction():
             if obj is not None:  # the object write's locks first, as put_object takes them
@@ -727,11 +768,11 @@ class PostgresStore(MetadataStore):
             # delete_bucket refuses while an upload exists, so this holds; checked all the same
             if not bucket_exists:
                 raise BucketGone(obj.bucket)
-            used = [p.to_dict() for p in obj.pieces]
+            used, kept = [p.to_dict() for p in obj.pieces], set(listed)
             await _add_garbage(conn, [
                 (location, "part", part_garbage(backend_key, backend_upload_id, p))
-                for p in parts if p.stored.to_dict() not in used])
-            return parts, await self._insert_current(conn, obj)
+                for p in parts if p.number not in kept and p.stored.to_dict() not in used])
+            return parts, await self._insert_current(conn, obj, expect=expect)
 
     # intents and garbage ------------------------------------------------------------------
     async def add_intent(self, location: str, key: str) -> int:

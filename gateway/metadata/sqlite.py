@@ -14,7 +14,7 @@ import copy
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +25,7 @@ from cachetools import LRUCache
 from gateway.metadata.base import (
     BucketGone,
     BucketRecord,
+    ConditionFailed,
     GarbageRecord,
     IntentRecord,
     Listing,
@@ -362,8 +363,10 @@ class SQLiteStore(MetadataStore):
         return replaced
 
     async def put_object(self, obj: ObjectRecord, *, intent: int | None = None,
-                         bucket_created: float | None = None) -> ObjectRecord | None:
+                         bucket_created: float | None = None,
+                         expect: str | None = None) -> ObjectRecord | None:
         def _put(db: sqlite3.Connection) -> ObjectRecord | None:
+            self._expect(db, obj.bucket, obj.key, expect)
             if bucket_created is not None:
                 row = db.execute("SELECT created FROM buckets WHERE name=?",
                                  (obj.bucket,)).fetchone()
@@ -380,6 +383,20 @@ class SQLiteStore(MetadataStore):
             return await self._write(_put)
         finally:
             self._forget(obj.bucket, obj.key)
+
+    @classmethod
+    def _expect(cls, db: sqlite3.Connection, bucket: str, key: str, expect: str | None) -> None:
+        """A conditional write's check, in the write's transaction (see put_object)."""
+        if expect is None:
+            return
+        current = cls._object(db, bucket, key)
+        if expect == "*":
+            if current is not None:
+                raise ConditionFailed("exists")
+        elif current is None:
+            raise ConditionFailed("missing")
+        elif current.etag != expect:
+            raise ConditionFailed("mismatch")
 
     def _forget(self, bucket: str, key: str) -> None:
         """Drop a key's cached current version, on the event loop once its write has
@@ -403,9 +420,10 @@ class SQLiteStore(MetadataStore):
         assert self._reader is not None
         return self._object(self._reader, bucket, key, version_id, markers)
 
-    async def delete_object(self, bucket: str, key: str,
-                            version_id: str | None = None) -> ObjectRecord | None:
+    async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,
+                            expect: str | None = None) -> ObjectRecord | None:
         def _delete(db: sqlite3.Connection) -> ObjectRecord | None:
+            self._expect(db, bucket, key, expect)
             old = self._object(db, bucket, key, version_id or "null", markers=True)
             if old is None:
                 return None
@@ -616,7 +634,8 @@ class SQLiteStore(MetadataStore):
             "UPDATE uploads SET state='open' WHERE upload_id=? AND state='completing'",
             (upload_id,)))
 
-    async def finish_upload(self, upload_id: str, obj: ObjectRecord | None
+    async def finish_upload(self, upload_id: str, obj: ObjectRecord | None,
+                            listed: Collection[int] = (), *, expect: str | None = None
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:
         def _finish(db: sqlite3.Connection) -> tuple[list[PartRecord], ObjectRecord | None] | None:
             up = db.execute("SELECT location, backend_key, backend_upload_id, bucket FROM uploads "
@@ -637,9 +656,11 @@ class SQLiteStore(MetadataStore):
             # delete_bucket refuses while an upload exists, so this holds; checked all the same
             if not db.execute("SELECT 1 FROM buckets WHERE name=?", (obj.bucket,)).fetchone():
                 raise BucketGone(bucket)
-            used = [p.to_dict() for p in obj.pieces]
+            used, kept = [p.to_dict() for p in obj.pieces], set(listed)
             self._add_garbage(db, [(location, "part", part_garbage(backend_key, backend_upload_id, p))
-                                   for p in parts if p.stored.to_dict() not in used])
+                                   for p in parts
+                                   if p.number not in kept and p.stored.to_dict() not in used])
+            self._expect(db, obj.bucket, obj.key, expect)
             return parts, self._insert_current(db, obj)
 
         try:

@@ -21,6 +21,7 @@ from gateway.errors import S3Error
 from gateway.metadata.base import (
     BucketGone,
     BucketRecord,
+    ConditionFailed,
     MetadataStore,
     ObjectRecord,
     PartRecord,
@@ -61,6 +62,32 @@ class PieceWrite:
     key: str
     intent: int
     committed: bool = False
+
+
+def condition_error(failed: ConditionFailed, key: str, *, raced: bool) -> S3Error:
+    """The S3 answer to a conditional write whose expectation failed in the commit. `raced`:
+    the request's own early check had passed, so another writer got in between (AWS: 409)."""
+    if failed.reason == "missing":
+        return S3Error("NoSuchKey", Key=key)
+    if raced:
+        return S3Error("ConditionalRequestConflict", "A conflicting operation occurred. "
+                       "If using PutObject you can retry the request.", Key=key)
+    return S3Error("PreconditionFailed", Condition="If-Match" if failed.reason == "mismatch"
+                   else "If-None-Match")
+
+
+def check_expectation(current: ObjectRecord | None, expect: str | None, key: str) -> None:
+    """The early (non-atomic) check of a conditional write, before any byte is stored; the
+    commit checks again atomically."""
+    if expect is None:
+        return
+    if expect == "*":
+        if current is not None:
+            raise S3Error("PreconditionFailed", Condition="If-None-Match")
+    elif current is None:
+        raise S3Error("NoSuchKey", Key=key)
+    elif current.etag != expect:
+        raise S3Error("PreconditionFailed", Condition="If-Match")
 
 
 def object_meta(headers: dict[str, str], user: dict[str, str], tags: dict[str, str]) -> ObjectMeta:
@@ -123,15 +150,20 @@ class Engine:
                 self.collector.wake()
 
     async def commit(self, bucket: BucketRecord, record: ObjectRecord,
-                     write: PieceWrite | None = None) -> ObjectRecord | None:
+                     write: PieceWrite | None = None, *,
+                     expect: str | None = None) -> ObjectRecord | None:
         """Make `record` its key's current version (a new version when the bucket keeps them,
-        setting record.version_id), in the bucket incarnation the request checked. Return the
+        setting record.version_id), in the bucket incarnation the request checked, and only
+        while `expect` holds ("*": no current object; an ETag: the current one's). Return the
         version it replaced (whose pieces are now garbage)."""
         if record.version_id is None and not record.delete_marker:
             record.version_id = new_version_id(bucket)
         try:
             replaced = await shielded(self.metadata.put_object(
-                record, intent=write.intent if write else None, bucket_created=bucket.created))
+                record, intent=write.intent if write else None, bucket_created=bucket.created,
+                expect=expect))
+        except ConditionFailed as failed:
+            raise condition_error(failed, record.key, raced=True) from None
         except BucketGone:
             raise S3Error("NoSuchBucket", "The bucket was deleted while the object was written.",
                           BucketName=bucket.name) from None
@@ -146,10 +178,11 @@ class Engine:
 
     # --- deleting -----------------------------------------------------------------------
     async def delete(self, bucket: BucketRecord, key: str, version_id: str | None,
-                     requester: str) -> ObjectRecord | None:
+                     requester: str, *, expect: str | None = None) -> ObjectRecord | None:
         """Delete one key or one version; absent is success. Without a version id, a
-        versioning bucket gets a delete marker instead. Returns what the response describes:
-        the version removed or the marker written."""
+        versioning bucket gets a delete marker instead. `expect`: an ETag the current object
+        must have (DeleteObject If-Match), checked atomically with the delete. Returns what the
+        response describes: the version removed or the marker written."""
         if version_id == "":
             raise S3Error("InvalidArgument", "Version id cannot be the empty string",
                           ArgumentName="versionId", ArgumentValue="")
@@ -158,7 +191,12 @@ class Engine:
                 bucket=bucket.name, key=key, size=0, etag="", last_modified=time.time(),
                 location=bucket.location, pieces=[], owner=requester, delete_marker=True,
                 version_id=new_version_id(bucket))
-            await self.commit(bucket, marker)  # suspended: replaces the null version
+            try:  # suspended: replaces the null version
+                await self.commit(bucket, marker, expect=expect)
+            except S3Error as err:
+                if err.code == "ConditionalRequestConflict":  # no early check for deletes
+                    raise S3Error("PreconditionFailed", Condition="If-Match") from None
+                raise
             return marker
         if version_id is not None and not VERSION_ID.fullmatch(version_id):
             existing = None
@@ -167,9 +205,14 @@ class Engine:
         if existing is None:
             if version_id is not None and not VERSION_ID.fullmatch(version_id):
                 raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
+            if expect is not None:
+                raise S3Error("NoSuchKey", Key=key)
             return None  # a well-formed id that is gone: deleting it again succeeds
-        old = await shielded(self.metadata.delete_object(bucket.name, key,
-                                                         existing.version_id or "null"))
+        try:
+            old = await shielded(self.metadata.delete_object(
+                bucket.name, key, existing.version_id or "null", expect=expect))
+        except ConditionFailed as failed:
+            raise condition_error(failed, key, raced=False) from None
         if old is not None and old.pieces:
             self.collector.wake()
         return old
@@ -198,7 +241,8 @@ class Engine:
             pass
 
     async def complete(self, upload: UploadRecord, chosen: list[PartRecord],
-                       record: ObjectRecord, bucket: BucketRecord) -> ObjectRecord:
+                       record: ObjectRecord, bucket: BucketRecord, *,
+                       expect: str | None = None) -> ObjectRecord:
         """Assemble a claimed upload (claim_upload) and commit it. On failure the claim is
         released, so the client may retry or abort; on success unlisted parts are garbage."""
         location = self.locations[upload.location]
@@ -211,7 +255,12 @@ class Engine:
             record.pieces = meta_pieces
             if record.version_id is None:
                 record.version_id = new_version_id(bucket)
-            finished = await shielded(self.metadata.finish_upload(upload.upload_id, record))
+            # The chosen parts live on in the object (inside it, on clouds): never garbage.
+            finished = await shielded(self.metadata.finish_upload(
+                upload.upload_id, record, [p.number for p in chosen], expect=expect))
+        except ConditionFailed as failed:
+            await shielded(self.metadata.release_upload(upload.upload_id))
+            raise condition_error(failed, upload.key, raced=True) from None
         except BaseException:
             await shielded(self.metadata.release_upload(upload.upload_id))
             raise
@@ -231,5 +280,5 @@ class Engine:
         return self.locations[name]
 
 
-__all__ = ["Engine", "PieceWrite", "VERSION_ID", "new_version_id", "object_meta", "shielded",
-           "versioning_state"]
+__all__ = ["Engine", "PieceWrite", "VERSION_ID", "check_expectation", "new_version_id",
+           "object_meta", "shielded", "versioning_state"]

@@ -59,8 +59,10 @@ def native(swift_cloud: SwiftCluster) -> Iterator[swiftclient.Connection]:
     conn.close()
 
 
-def new_bucket(s3: Any, location: str) -> str:
-    return scenarios.new_bucket(s3, location, "swift")
+@pytest.fixture(scope="module")
+def buckets(s3: Any) -> scenarios.Buckets:
+    """New buckets, but one only on swiftmatch (bucketMatch): its tests share it."""
+    return scenarios.Buckets(s3, "swift", {"swiftmatch"})
 
 
 def swift_head(native: swiftclient.Connection, container: str, name: str) -> dict[str, str] | None:
@@ -92,9 +94,9 @@ def names_of(native: swiftclient.Connection, container: str, bucket: str, key: s
 
 @pytest.mark.parametrize(("location", "bucket_match"),
                          [("swiftnomatch", False), ("swiftmatch", True)])
-def test_object_lifecycle(s3: Any, native: swiftclient.Connection, containers: dict[str, str],
-                          location: str, bucket_match: bool) -> None:
-    bucket = new_bucket(s3, location)
+def test_object_lifecycle(s3: Any, buckets: scenarios.Buckets, native: swiftclient.Connection,
+                          containers: dict[str, str], location: str, bucket_match: bool) -> None:
+    bucket = buckets(location)
     key = "dir/hello wörld.txt"
     payload = b"hello from boto3 to swift"
     metadata = {"color": "blue", "x-trace-id": "abc-123"}
@@ -131,10 +133,10 @@ def test_object_lifecycle(s3: Any, native: swiftclient.Connection, containers: d
 
 
 @pytest.mark.slow
-def test_multipart_100_mib(s3: Any, native: swiftclient.Connection,
+def test_multipart_100_mib(s3: Any, buckets: scenarios.Buckets, native: swiftclient.Connection,
                            containers: dict[str, str]) -> None:
     container = containers["swiftnomatch"]
-    bucket = new_bucket(s3, "swiftnomatch")
+    bucket = buckets("swiftnomatch")
     key = "big/object.bin"
 
     def one_segment_per_part(upload_id: str) -> None:
@@ -162,10 +164,11 @@ def test_multipart_100_mib(s3: Any, native: swiftclient.Connection,
                and segments(native, container) == [])
 
 
-def test_multipart_reupload_and_abort(s3: Any, native: swiftclient.Connection,
+def test_multipart_reupload_and_abort(s3: Any, buckets: scenarios.Buckets,
+                                      native: swiftclient.Connection,
                                       containers: dict[str, str]) -> None:
     container = containers["swiftmatch"]
-    bucket = new_bucket(s3, "swiftmatch")
+    bucket = buckets("swiftmatch")
     key = "mpu-small"
     scenarios.reupload_and_complete(s3, bucket, key, unlisted_part=True)
     [name] = names_of(native, container, bucket, key, True)
@@ -188,9 +191,10 @@ def test_multipart_reupload_and_abort(s3: Any, native: swiftclient.Connection,
     eventually(lambda: segments(native, container) == [])
 
 
-def test_copy(s3: Any, native: swiftclient.Connection, containers: dict[str, str]) -> None:
+def test_copy(s3: Any, buckets: scenarios.Buckets, native: swiftclient.Connection,
+              containers: dict[str, str]) -> None:
     container = containers["swiftnomatch"]
-    bucket = new_bucket(s3, "swiftnomatch")
+    bucket = buckets("swiftnomatch")
     scenarios.copy_object(s3, bucket, b"copy me", {"a-b": "c"})
     [dst] = names_of(native, container, bucket, "dst", False)
     headers, body = native.get_object(container, dst)
@@ -205,10 +209,22 @@ def test_copy(s3: Any, native: swiftclient.Connection, containers: dict[str, str
     assert len({src, dst, dst2}) == 3  # every write at a key of its own
 
 
+def test_versioning_round_trip(s3: Any, gateway: Gateway, buckets: scenarios.Buckets,
+                               native: swiftclient.Connection, containers: dict[str, str]) -> None:
+    """Versioning on a swift location: each version is a Swift object of its own."""
+    bucket = buckets("swiftnomatch")
+    container = containers["swiftnomatch"]
+    scenarios.versioning_round_trip(
+        s3, bucket, lambda: len(names_of(native, container, bucket, scenarios.VERSIONED_KEY,
+                                         False)),
+        settle=gateway.settle)
+
+
 def test_swift_stopped_gives_503(swift_factory: Callable[..., SwiftCluster],
                                  tmp_path: Any) -> None:
     cluster = swift_factory()
     locations = {"swiftdown": swift_location(cluster, cluster.make_container("down"), True)}
     with start_gateway(tmp_path / "gw", locations, env={"swiftdown_SWIFT_KEY": "testing"}) as gw:
         s3 = gw.client()
-        scenarios.stopped_is_503(s3, new_bucket(s3, "swiftdown"), "swiftdown", cluster.stop)
+        bucket = scenarios.new_bucket(s3, "swiftdown", "swift")
+        scenarios.stopped_is_503(s3, bucket, "swiftdown", cluster.stop)

@@ -14,7 +14,12 @@ from urllib.parse import parse_qsl
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
-from gateway.objects.engine import new_version_id, object_meta, versioning_state  # noqa: F401
+from gateway.objects.engine import (  # noqa: F401
+    check_expectation,
+    new_version_id,
+    object_meta,
+    versioning_state,
+)
 from gateway.s3 import access
 from gateway.s3.request import BUCKET_RECORD, S3Request
 from gateway.s3.xml import MAX_XML_BODY
@@ -63,6 +68,30 @@ async def requested_object(req: S3Request, bucket: BucketRecord,
     assert req.key is not None
     return await read_version(req, bucket, req.key, req.query.get("versionId"),
                               action=action or access.request_action(req))
+
+
+def write_condition(req: S3Request) -> str | None:
+    """A conditional write's expectation (PutObject, CompleteMultipartUpload): "*" for
+    If-None-Match: * (the key must have no object), an ETag for If-Match, else None."""
+    if_none_match = req.headers.get("If-None-Match")
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise S3Error("NotImplemented", "If-None-Match on writes supports only '*'.",
+                          Header="If-None-Match")
+        return "*"
+    if_match = req.headers.get("If-Match")
+    if if_match is not None:
+        return if_match.strip().removeprefix("W/").strip('"')
+    return None
+
+
+async def check_write_condition(req: S3Request, bucket: BucketRecord, key: str) -> str | None:
+    """write_condition(), checked early against the current object so a doomed upload is
+    refused before its body is read (the commit checks again, atomically)."""
+    expect = write_condition(req)
+    if expect is not None:
+        check_expectation(await req.gateway.metadata.get_object(bucket.name, key), expect, key)
+    return expect
 
 
 def user_metadata(req: S3Request) -> dict[str, str]:

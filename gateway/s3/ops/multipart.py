@@ -17,6 +17,7 @@ from gateway.s3 import access
 from gateway.s3.ops.common import (
     HashedBody,
     body_size,
+    check_write_condition,
     content_headers,
     content_md5,
     get_bucket,
@@ -146,6 +147,9 @@ async def complete_upload(req: S3Request) -> web.Response:
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
         raise S3Error("InvalidPartOrder", UploadId=upload.upload_id)
     metadata = req.gateway.metadata
+    bucket_record = await metadata.get_bucket(upload.bucket)
+    assert bucket_record is not None  # a bucket with an open upload cannot be deleted
+    expect = await check_write_condition(req, bucket_record, upload.key)
     # Hold the upload while completing: a concurrent abort or a retried part now waits for
     # this completion to succeed or fail, so the parts read below stay the ones assembled.
     if await metadata.claim_upload(upload.upload_id) is None:
@@ -164,7 +168,7 @@ async def complete_upload(req: S3Request) -> web.Response:
         last_modified=time.time(), location=upload.location, pieces=[], owner=upload.owner,
         headers=upload.headers, user_meta=upload.user_meta, tags=upload.tags,
         attrs={"parts_count": len(chosen), **upload.attrs})
-    await req.gateway.engine.complete(upload, chosen, record, bucket)
+    await req.gateway.engine.complete(upload, chosen, record, bucket, expect=expect)
     base = f"http://{req.host or 'localhost'}"
     return xml_response("CompleteMultipartUploadResult", [
         ("Location", f"{base}/{quote(upload.bucket)}/{quote(upload.key)}"),

@@ -17,6 +17,7 @@ from gateway.s3.ops.common import (
     MAX_PUT_SIZE,
     HashedBody,
     body_size,
+    check_write_condition,
     content_headers,
     content_md5,
     get_bucket,
@@ -63,6 +64,7 @@ async def put_object(req: S3Request) -> web.Response:
     location = req.gateway.locations.for_new_object(req.headers.get(LOCATION_HEADER),
                                                     bucket.location, req.host)
     req.extra_log["location"] = location.name
+    expect = await check_write_condition(req, bucket, req.key)
     engine = req.gateway.engine
     body = HashedBody(req, size, expected_md5)
     async with engine.new_piece(location, bucket.name, req.key) as write:
@@ -72,7 +74,7 @@ async def put_object(req: S3Request) -> web.Response:
             bucket=bucket.name, key=req.key, size=size, etag=body.etag,
             last_modified=time.time(), location=location.name, pieces=[stored], owner=owner,
             headers=headers, user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
-        await engine.commit(bucket, record, write)
+        await engine.commit(bucket, record, write, expect=expect)
     response_headers = {"ETag": f'"{body.etag}"', **version_headers(bucket, record)}
     if stored.encryption:
         response_headers["x-amz-server-side-encryption"] = stored.encryption
@@ -282,11 +284,16 @@ async def head_object(req: S3Request) -> web.Response:
 async def delete_object(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     assert req.key is not None
-    outcome = await remove_object(req, bucket, req.key, req.query.get("versionId"))
+    if_match = req.headers.get("If-Match")
+    expect = if_match.strip().removeprefix("W/").strip('"') if if_match is not None else None
+    outcome = await remove_object(req, bucket, req.key, req.query.get("versionId"),
+                                  expect=expect)
     return web.Response(status=204, headers=version_headers(bucket, outcome) if outcome else {})
 
 
 async def remove_object(req: S3Request, bucket: BucketRecord, key: str,
-                        version_id: str | None = None) -> ObjectRecord | None:
+                        version_id: str | None = None, *,
+                        expect: str | None = None) -> ObjectRecord | None:
     """DeleteObject, and each key of DeleteObjects: the engine's delete for this requester."""
-    return await req.gateway.engine.delete(bucket, key, version_id, access.requester_id(req))
+    return await req.gateway.engine.delete(bucket, key, version_id, access.requester_id(req),
+                                           expect=expect)
