@@ -82,10 +82,12 @@ def test_backend_4xx_answers_400_and_keeps_the_location_up(
         assert error["Code"] == "InvalidArgument", error
         assert LOCATION in error["Message"] and "refused" in error["Message"]
 
-    # The location is still up, and no backend error was counted.
+    # The location is still up, and no backend error was counted (the metric is the sharper
+    # witness: the collector's calls between requests also reset the breaker's streak).
     report = deep(gw)
     assert report["state"] == "up", report
     assert backend_errors(gw) == errors_before
+    assert "marked down" not in gw.log()
     # Nothing of the refused writes is visible, through the gateway or on the cloud.
     listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
     assert [o["Key"] for o in listed] == ["before"]
@@ -116,17 +118,19 @@ def test_a_stopped_backend_still_trips_the_breaker(
         assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503, error
         assert error["Code"] == "ServiceUnavailable" and LOCATION in error["Message"]
 
-    # Down by the breaker (the next scheduled check is a minute away), errors counted.
+    # Down by the breaker (the next scheduled check is a minute away), errors counted. (The
+    # collector, removing what the failed PUTs may have left, fails too and may count as well.)
     report = deep(gw)
     assert report["state"] == "down", report
     assert "3 consecutive request failures" in report["message"]
-    assert backend_errors(gw) == errors_before + 3
+    errors_down = backend_errors(gw)
+    assert errors_down >= errors_before + 3
     # Now requests fail fast, without trying the backend (and without counting again).
     started = time.perf_counter()
     with pytest.raises(ClientError) as exc:
         s3.get_object(Bucket=bucket, Key="before")
     assert time.perf_counter() - started < 0.5
     assert exc.value.response["Error"]["Code"] == "ServiceUnavailable"
-    assert backend_errors(gw) == errors_before + 3
+    assert backend_errors(gw) == errors_down
     # Metadata-only requests keep working.
     assert s3.head_object(Bucket=bucket, Key="before")["ContentLength"] == 4

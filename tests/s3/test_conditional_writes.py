@@ -42,7 +42,7 @@ def test_if_none_match_race_has_one_winner(s3: Any, bucket: str) -> None:
     for trial in range(15):
         key = f"race-{trial}"
 
-        def create(writer: int, key: str = key) -> tuple[int, bytes]:
+        def create(writer: int, key: str = key, trial: int = trial) -> tuple[int, bytes]:
             body = f"writer {writer} trial {trial}".encode() * 100
             try:
                 s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
