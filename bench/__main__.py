@@ -1,7 +1,7 @@
 """python -m bench [--quick] [--full] [--only GROUP[,GROUP]] [--profile DIR]
 
 Runs the set against the gateway and its baselines side by side, prints a table and one JSON
-line per figure. Groups: small, big, mpu, list, delete, rss, cloud."""
+line per figure. Groups: small, big, mpu, list, delete, rss, cloud, durability."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from bench.load import Pool
 from bench.measure import Figure, MiB, Profiler, best, md5_speed, measure
 from bench.servers import Server
 
-GROUPS = ("small", "big", "mpu", "list", "delete", "rss", "cloud")
+GROUPS = ("small", "big", "mpu", "list", "delete", "rss", "cloud", "durability")
+DURABILITY_MODES = ("durable", "relaxed")  # config.json storage.durability
 BUCKET = "bench"
 LIST_BUCKET = "list10k"
 MILLION_BUCKET = "list1m"
@@ -45,9 +46,11 @@ class Run:
 
     # -- set-up ---------------------------------------------------------------------------
     def start(self, groups: set[str]) -> None:
+        # The durability group brings its own two gateways and needs no baseline.
+        shared = bool(groups - {"durability"})
         starters: list[tuple[str, Callable[[Path], Server]]] = [
             ("bare", servers.start_bare), ("nginx", servers.start_nginx),
-            ("moto", servers.start_moto), ("s3rver", servers.start_s3rver)]
+            ("moto", servers.start_moto), ("s3rver", servers.start_s3rver)] if shared else []
         for name, starter in starters:
             try:
                 self.servers[name] = starter(self.base)
@@ -62,8 +65,9 @@ class Run:
             seconds = fill.fill(servers.gateway_metadata_dir(self.base), MILLION_BUCKET, count)
             self.note(f"{MILLION_BUCKET}: {count} keys written straight into the gateway's SQLite "
                       f"through SQLiteStore in {seconds:.0f}s (not through PUT)")
-        self.servers["gateway"] = servers.start_gateway(
-            self.base, moto if "cloud" in groups else None, MOTO_BACKEND)
+        if shared:
+            self.servers["gateway"] = servers.start_gateway(
+                self.base, moto if "cloud" in groups else None, MOTO_BACKEND)
         for server in self.servers.values():
             server.create_bucket(BUCKET)
         self.pool = Pool(2)
@@ -308,6 +312,47 @@ class Run:
                 self.target(f"cloud_{name} via gateway vs direct", value, ">= 0.9x",
                             value >= 0.9)
 
+    def durability(self) -> None:
+        """What durability costs: 4 KiB PUT at concurrency 1 and 32, file location + SQLite,
+        storage.durability "durable" (file and folder fsynced, SQLite synchronous=FULL, before
+        the answer) against "relaxed" (neither), two gateways side by side, rounds interleaved
+        (the order flips each round)."""
+        assert self.pool is not None
+        gateways: dict[str, Server] = {}
+        try:
+            for mode in DURABILITY_MODES:
+                gateways[mode] = servers.start_gateway(self.base, None, None,
+                                                       name=f"gateway-{mode}", durability=mode)
+                gateways[mode].create_bucket(BUCKET)
+            keys = [f"put/{i:04d}" for i in range(1000)]
+            for conc in (1, 32):
+                figure = f"put_4k_c{conc}_durability"
+                rounds: dict[str, list[Figure]] = {}
+                for number in range(self.rounds):
+                    order = DURABILITY_MODES if number % 2 == 0 else DURABILITY_MODES[::-1]
+                    for mode in order:
+                        rounds.setdefault(mode, []).append(measure(
+                            self.pool, gateways[mode], figure, "put", BUCKET, keys, size=4096,
+                            concurrency=conc, duration=self.window, profiler=self.profiler))
+                durable, relaxed = best(rounds["durable"]), best(rounds["relaxed"])
+                if not durable.errors and not relaxed.errors and relaxed.ops_s:
+                    durable.ratios["ops_vs_relaxed"] = durable.ops_s / relaxed.ops_s
+                    if relaxed.p50_ms and relaxed.p99_ms:
+                        durable.ratios["p50_vs_relaxed"] = durable.p50_ms / relaxed.p50_ms
+                        durable.ratios["p99_vs_relaxed"] = durable.p99_ms / relaxed.p99_ms
+                    if relaxed.cpu_ms_op:
+                        durable.ratios["cpu_vs_relaxed"] = durable.cpu_ms_op / relaxed.cpu_ms_op
+                    self.note(
+                        f"durability cost, 4 KiB PUT c{conc}: durable {durable.ops_s:.0f} ops/s "
+                        f"(p50 {durable.p50_ms:.2f} ms, p99 {durable.p99_ms:.2f} ms) vs relaxed "
+                        f"{relaxed.ops_s:.0f} ops/s (p50 {relaxed.p50_ms:.2f} ms, p99 "
+                        f"{relaxed.p99_ms:.2f} ms): {durable.ops_s / relaxed.ops_s:.2f}x the ops/s")
+                for fig in (durable, relaxed):
+                    self.add(fig)
+        finally:
+            for server in gateways.values():
+                server.stop()
+
     # -- output ---------------------------------------------------------------------------
     def table(self) -> str:
         lines = [f"# s3-multicloud-gateway bench, {time.strftime('%Y-%m-%d %H:%M')}, "
@@ -362,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {group}...", file=sys.stderr, flush=True)
             try:
                 {"small": run.small, "big": run.big, "mpu": run.mpu, "list": run.listing,
-                 "delete": run.delete, "rss": run.rss, "cloud": run.cloud}[group]()
+                 "delete": run.delete, "rss": run.rss, "cloud": run.cloud,
+                 "durability": run.durability}[group]()
             except Exception as exc:
                 run.note(f"{group} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     finally:

@@ -206,11 +206,14 @@ def start_s3rver(base: Path) -> Server:
 
 
 def start_gateway(base: Path, moto: Server | None, moto_bucket: str | None,
-                  env: dict[str, str] | None = None) -> Server:
+                  env: dict[str, str] | None = None, name: str = "gateway",
+                  durability: str | None = None) -> Server:
     """The gateway as users run it (`python -m gateway`), file location us-east-1, SQLite
-    metadata, plus an aws_s3 location on moto when given. Metadata may be pre-filled."""
+    metadata, plus an aws_s3 location on moto when given. Metadata may be pre-filled.
+    `name` is also its folder under `base`; `durability` sets config.json storage.durability
+    (default: the gateway's own, durable)."""
     port = free_port()
-    work = base / "gateway"
+    work = base / name
     work.mkdir(parents=True, exist_ok=True)
     locations: dict[str, Any] = {"us-east-1": {"type": "file", "legacyAwsBehavior": True,
                                                "details": {}}}
@@ -224,13 +227,17 @@ def start_gateway(base: Path, moto: Server | None, moto_bucket: str | None,
               "restEndpoints": {"localhost": "us-east-1", "127.0.0.1": "us-east-1"},
               "metadata": {"backend": "sqlite"},
               "healthChecks": {"interval": 30, "timeout": 5}, "metricsPort": 0}
+    if durability is not None:
+        config["storage"] = {"durability": durability}
     (work / "config.json").write_text(json.dumps(config, indent=2))
     (work / "locationConfig.json").write_text(json.dumps(locations, indent=2))
     gw_env = {"S3_CONFIG_FILE": str(work / "config.json"),
               "S3_LOCATION_FILE": str(work / "locationConfig.json"),
               "S3DATAPATH": str(work / "data"), "S3METADATAPATH": str(work / "metadata"),
               **(env or {})}
-    server = _spawn("gateway", [sys.executable, "-m", "gateway"], work, port, GATEWAY_KEYS, True,
+    if durability is not None:  # also here: an S3DURABILITY of the caller's would win
+        gw_env["S3DURABILITY"] = durability
+    server = _spawn(name, [sys.executable, "-m", "gateway"], work, port, GATEWAY_KEYS, True,
                     env=gw_env, cwd=REPO)
     server.extra["locations"] = list(locations)
     return server

@@ -128,6 +128,9 @@ class PartRecord:
     etag: str  # MD5 hex of the part, S3's part ETag
     last_modified: float
     stored: Stored
+    # The part's flexible checksums, algorithm ("CRC32", ...) -> base64 value, as verified or
+    # computed while it streamed (gateway/s3/checksums.py).
+    checksums: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

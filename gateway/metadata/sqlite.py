@@ -77,7 +77,7 @@ DROP INDEX IF EXISTS uploads_key;
 DROP INDEX IF EXISTS uploads_backend;
 CREATE TABLE IF NOT EXISTS parts (
     upload_id TEXT NOT NULL, number INTEGER NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
-    last_modified REAL NOT NULL, stored TEXT NOT NULL,
+    last_modified REAL NOT NULL, stored TEXT NOT NULL, checksums TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (upload_id, number)) WITHOUT ROWID;
 -- AUTOINCREMENT: an id is never reused, so a late abandon_intent(id) or drop_garbage(id)
 -- can never hit a newer row.
@@ -101,7 +101,7 @@ INSERT_OBJECT = (f"INSERT INTO objects ({OBJECT_COLUMNS}, seq) VALUES (?,?,?,?,?
 CURRENT = "latest = 1 AND delete_marker = 0"
 UPLOAD_COLUMNS = ("upload_id, bucket, key, initiated, owner, location, backend_key, "
                   "backend_upload_id, headers, user_meta, tags, attrs, state")
-PART_COLUMNS = "upload_id, number, size, etag, last_modified, stored"
+PART_COLUMNS = "upload_id, number, size, etag, last_modified, stored, checksums"
 BUCKET_COLUMNS = "name, owner, location, created, attrs"
 GARBAGE_COLUMNS = "id, location, kind, data, added, attempts"
 # referenced_pieces reads this many rows per hop to the writer thread.
@@ -149,7 +149,8 @@ def _upload_from(row: tuple[Any, ...]) -> UploadRecord:
 
 
 def _part_from(row: tuple[Any, ...]) -> PartRecord:
-    return PartRecord(row[0], row[1], row[2], row[3], row[4], Stored.from_dict(json.loads(row[5])))
+    return PartRecord(row[0], row[1], row[2], row[3], row[4], Stored.from_dict(json.loads(row[5])),
+                      _dict(row[6]))
 
 
 def _garbage_from(row: tuple[Any, ...]) -> GarbageRecord:
@@ -225,6 +226,9 @@ class SQLiteStore(MetadataStore):
         columns = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
         if "state" not in columns:
             db.execute("ALTER TABLE uploads ADD COLUMN state TEXT NOT NULL DEFAULT 'open'")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(parts)")}
+        if "checksums" not in columns:  # files made before flexible checksums
+            db.execute("ALTER TABLE parts ADD COLUMN checksums TEXT NOT NULL DEFAULT '{}'")
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -603,9 +607,9 @@ class SQLiteStore(MetadataStore):
                 raise LookupError(part.upload_id)
             row = db.execute(f"SELECT {PART_COLUMNS} FROM parts WHERE upload_id=? AND number=?",
                              (part.upload_id, part.number)).fetchone()
-            db.execute("INSERT OR REPLACE INTO parts VALUES (?,?,?,?,?,?)",
+            db.execute(f"INSERT OR REPLACE INTO parts ({PART_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
                        (part.upload_id, part.number, part.size, part.etag, part.last_modified,
-                        _dumps(part.stored.to_dict())))
+                        _dumps(part.stored.to_dict()), _dumps(part.checksums)))
             old = _part_from(row) if row else None
             if old is not None and old.stored != part.stored:
                 self._add_garbage(db, [(up[0], "part", part_garbage(up[1], up[2], old))])

@@ -1,6 +1,6 @@
 """S3 request authentication: SigV4 (header, presigned query, aws-chunked streaming with chunk
-signatures or with an unsigned checksum trailer) and SigV2 (header, query). Pure logic over the
-raw request line and headers; no aiohttp here.
+signatures, with or without a signed trailer, or unsigned with a checksum trailer) and SigV2
+(header, query). Pure logic over the raw request line and headers; no aiohttp here.
 
 `authenticate()` checks everything knowable before the body is read and returns an AuthResult;
 `AuthResult.body()` then checks what depends on the body (payload SHA-256, chunk signatures)
@@ -19,8 +19,7 @@ import hashlib
 import hmac
 import re
 import time
-import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -29,11 +28,15 @@ from urllib.parse import quote, unquote, unquote_plus
 
 from gateway.accounts import Account, AccountStore
 from gateway.errors import S3Error
+from gateway.s3 import checksums
 
 V4_ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+STREAMING_MODES = (STREAMING_PAYLOAD, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER)
+TRAILER_SIGNATURE = "x-amz-trailer-signature"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW_SECONDS = 15 * 60
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # 604800, X-Amz-Expires' upper bound and SigV2's horizon
@@ -65,11 +68,15 @@ _SCOPE_DATE_RE = re.compile(r"^[0-9]{8}$")
 
 @dataclass(frozen=True)
 class _StreamingV4:
-    """What verifying aws-chunked chunk signatures needs; repr hidden (holds the signing key)."""
+    """What verifying aws-chunked chunk signatures needs; repr hidden (holds the signing key).
+    With `with_trailer` (STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER) trailers follow the final
+    chunk, signed by x-amz-trailer-signature, chained from the final chunk's signature."""
     signing_key: bytes
     timestamp: str
     scope: str
     seed_signature: str
+    with_trailer: bool = False
+    trailer: str | None = None  # x-amz-trailer, e.g. "x-amz-checksum-crc32"
 
 
 @dataclass(frozen=True)
@@ -88,16 +95,36 @@ class AuthResult:
     expected_sha256: str | None = field(default=None, repr=False)
     _chunked: _StreamingV4 | _UnsignedTrailer | None = field(default=None, repr=False,
                                                              compare=False)
+    # The trailers of an aws-chunked body (lower-case names; the trailer signature left out),
+    # filled in once body() has read them.
+    trailers: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def aws_chunked(self) -> bool:
         """True when the body is aws-chunked framing (body() decodes it)."""
         return self._chunked is not None
 
-    async def body(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The verified, decoded request body (see the module docstring for when checks fire)."""
+    @property
+    def trailer_mode(self) -> bool:
+        """True when the payload mode carries trailers after the body."""
+        chunked = self._chunked
+        return isinstance(chunked, _UnsignedTrailer) or (
+            isinstance(chunked, _StreamingV4) and chunked.with_trailer)
+
+    @property
+    def trailer(self) -> str | None:
+        """The trailer x-amz-trailer announces (lower case), when the payload mode has them."""
+        return self._chunked.trailer if self.trailer_mode and self._chunked else None
+
+    async def body(self, stream: AsyncIterator[bytes], *,
+                   verify_trailer: bool = True) -> AsyncIterator[bytes]:
+        """The verified, decoded request body (see the module docstring for when checks fire).
+        An announced checksum trailer is verified here unless the caller computes and checks
+        it itself (`verify_trailer=False`, ops/common.py HashedBody): its presence, and a
+        signed trailer's signature, are checked either way."""
         if self._chunked is not None:
-            async for data in _decode_aws_chunked(stream, self._chunked, self.decoded_length):
+            async for data in _decode_aws_chunked(stream, self._chunked, self.decoded_length,
+                                                  verify_trailer, self.trailers):
                 yield data
         elif self.expected_sha256 is not None:
             digest = hashlib.sha256()
@@ -125,27 +152,6 @@ async def _hash_update(digest: Any, data: bytes | memoryview) -> None:
         digest.update(data)
 
 
-class _Crc32:
-    """zlib.crc32 behind hashlib's update/digest interface."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def update(self, data: bytes | memoryview) -> None:
-        self.value = zlib.crc32(data, self.value)
-
-    def digest(self) -> bytes:
-        return self.value.to_bytes(4, "big")
-
-
-# Trailer checksums the standard library can verify; others (crc32c, crc64nvme) pass unchecked.
-_TRAILER_CHECKSUMS: dict[str, Callable[[], Any]] = {
-    "x-amz-checksum-crc32": _Crc32,
-    "x-amz-checksum-sha1": hashlib.sha1,
-    "x-amz-checksum-sha256": hashlib.sha256,
-}
-
-
 def _bad_framing(message: str) -> S3Error:
     return S3Error("InvalidArgument", f"Invalid aws-chunked body: {message}")
 
@@ -159,15 +165,21 @@ def _bad_trailer(message: str) -> S3Error:
 
 async def _decode_aws_chunked(stream: AsyncIterator[bytes],
                               mode: _StreamingV4 | _UnsignedTrailer,
-                              decoded_length: int | None) -> AsyncIterator[bytes]:
+                              decoded_length: int | None, verify_trailer: bool = True,
+                              trailers_out: dict[str, str] | None = None
+                              ) -> AsyncIterator[bytes]:
     """Decode aws-chunked framing from arbitrarily split pieces.
 
     Signed:   `<hex>;chunk-signature=<sig>\r\n<data>\r\n` ... `0;chunk-signature=<sig>\r\n\r\n`,
               each signature chained from the previous one, starting at the seed signature.
+    Signed with trailer: ... `0;chunk-signature=<sig>\r\n<name>:<value>\r\n...`
+              `x-amz-trailer-signature:<sig>\r\n\r\n`.
     Unsigned: `<hex>\r\n<data>\r\n` ... `0\r\n<name>:<value>\r\n...\r\n` (trailers).
+    The trailers found are put in `trailers_out`.
     """
     header, data, data_crlf, final_crlf, trailers, done = range(6)
     signed = mode if isinstance(mode, _StreamingV4) else None
+    has_trailers = signed is None or signed.with_trailer
     phase = header
     pending = bytearray()  # a partial header/trailer line or CRLF; never chunk data
     previous_signature = signed.seed_signature if signed else ""
@@ -177,9 +189,12 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes],
     total = 0
     trailer_bytes = 0  # the trailer section is held in memory until the end: bounded
     trailer_values: dict[str, str] = {}
-    trailer_name = mode.trailer if isinstance(mode, _UnsignedTrailer) else None
-    checksum_factory = _TRAILER_CHECKSUMS.get(trailer_name or "")
-    checksum = checksum_factory() if checksum_factory else None
+    trailer_signature: str | None = None
+    trailer_name = mode.trailer if has_trailers else None
+    algorithm = (trailer_name or "").removeprefix(checksums.PREFIX).upper()
+    checksum = (checksums.hasher(algorithm) if verify_trailer and trailer_name
+                and trailer_name.startswith(checksums.PREFIX) and algorithm in checksums.SIZES
+                else None)
 
     def check_chunk_signature(chunk_hash: str) -> None:
         assert signed is not None
@@ -216,16 +231,22 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes],
                         phase = done
                     else:
                         name, value = _parse_trailer(line)
-                        trailer_values[name] = value
+                        if signed and name == TRAILER_SIGNATURE:
+                            trailer_signature = value
+                        elif trailer_signature is not None:
+                            raise _bad_trailer("a trailer follows the trailer signature")
+                        else:
+                            trailer_values[name] = value
                     continue
                 chunk_size, chunk_signature = _parse_chunk_header(line, signed=signed is not None)
                 if chunk_size == 0:
                     if signed:
                         check_chunk_signature(EMPTY_SHA256)
+                        previous_signature = chunk_signature  # the trailer's chain
                     if decoded_length is not None and total != decoded_length:
                         raise S3Error("IncompleteBody", f"The aws-chunked body holds {total} bytes; "
                                       f"x-amz-decoded-content-length says {decoded_length}.")
-                    phase = final_crlf if signed else trailers
+                    phase = trailers if has_trailers else final_crlf
                 else:
                     if decoded_length is not None and total + chunk_size > decoded_length:
                         raise _bad_framing("chunks exceed x-amz-decoded-content-length")
@@ -233,9 +254,10 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes],
             elif phase == data:
                 take = min(remaining, size - pos)
                 out = piece if (pos == 0 and take == size) else bytes(view[pos:pos + take])
-                digest = chunk_digest if signed else checksum
-                if digest is not None:
-                    await _hash_update(digest, out)
+                if signed:
+                    await _hash_update(chunk_digest, out)
+                if checksum is not None:
+                    await _hash_update(checksum, out)
                 pos += take
                 remaining -= take
                 total += take
@@ -260,17 +282,28 @@ async def _decode_aws_chunked(stream: AsyncIterator[bytes],
     # A signed body's last CRLF is optional; everything before it is not.
     if not (phase == done or (phase == final_crlf and not pending)):
         raise S3Error("IncompleteBody", "The aws-chunked body ended before its final chunk.")
+    if signed and signed.with_trailer:
+        if trailer_signature is None:
+            raise _bad_trailer(f"the {TRAILER_SIGNATURE} trailer is missing")
+        canonical = "".join(f"{name}:{value}\n" for name, value in sorted(trailer_values.items()))
+        string_to_sign = "\n".join((
+            "AWS4-HMAC-SHA256-TRAILER", signed.timestamp, signed.scope, previous_signature,
+            hashlib.sha256(canonical.encode("latin-1")).hexdigest()))
+        expected = hmac.new(signed.signing_key, string_to_sign.encode(),
+                            hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, trailer_signature.lower()):
+            raise S3Error("SignatureDoesNotMatch", "The trailer signature does not match.")
+    if trailers_out is not None:
+        trailers_out.update(trailer_values)
     if trailer_name is not None:
         sent = trailer_values.get(trailer_name)
         if sent is None:
             raise S3Error("InvalidRequest", f"The {trailer_name} trailer announced by "
                           "x-amz-trailer is missing.")
         if checksum is not None:
-            computed = base64.b64encode(checksum.digest()).decode()
-            if not hmac.compare_digest(computed, sent):
-                algorithm = trailer_name.removeprefix("x-amz-checksum-").upper()
-                raise S3Error("BadDigest", f"The {algorithm} you specified did not match the "
-                              "calculated checksum.")
+            stated = checksums.decode(algorithm, sent, "trailing header")
+            if not hmac.compare_digest(checksum.digest(), stated):
+                raise checksums.bad_digest(algorithm)
 
 
 def _parse_trailer(line: bytes) -> tuple[str, str]:
@@ -431,7 +464,7 @@ def _payload_mode(value: str | None, *, allow_streaming: bool) -> str | None:
     """Validate x-amz-content-sha256: the hex hash to verify, or None when nothing to verify."""
     if value is None or value == UNSIGNED_PAYLOAD:
         return None
-    if value in (STREAMING_PAYLOAD, STREAMING_UNSIGNED_TRAILER) and allow_streaming:
+    if value in STREAMING_MODES and allow_streaming:
         return value
     if _HEX64_RE.fullmatch(value):
         return value.lower()
@@ -439,8 +472,8 @@ def _payload_mode(value: str | None, *, allow_streaming: bool) -> str | None:
         raise S3Error("InvalidArgument", f"Unsupported x-amz-content-sha256 mode {value}",
                       ArgumentName="x-amz-content-sha256", ArgumentValue=value)
     raise S3Error("InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
-                  "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, "
-                  "or a valid sha256 value.",
+                  "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER, "
+                  "STREAMING-UNSIGNED-PAYLOAD-TRAILER, or a valid sha256 value.",
                   ArgumentName="x-amz-content-sha256", ArgumentValue=value)
 
 
@@ -591,23 +624,26 @@ def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, s
 
     result = AuthResult(account=account, access_key=credential.access_key, signature_version=4,
                         decoded_length=None)
-    if mode in (STREAMING_PAYLOAD, STREAMING_UNSIGNED_TRAILER):
+    if mode in STREAMING_MODES:
         if method.upper() != "PUT":
             raise S3Error("InvalidArgument", "aws-chunked payloads are only supported with PUT")
         decoded = headers.get("x-amz-decoded-content-length")
         if decoded is not None and _UINT_RE.fullmatch(decoded.strip()):
             result.decoded_length = int(decoded)
-        elif mode == STREAMING_PAYLOAD:
+        elif mode != STREAMING_UNSIGNED_TRAILER:
             raise S3Error("MissingSecurityHeader", "Missing required header for this request: "
                           "x-amz-decoded-content-length",
                           MissingHeaderName="x-amz-decoded-content-length")
         # (botocore omits the decoded length for trailer uploads of unknown size.)
-        if mode == STREAMING_PAYLOAD:
-            result._chunked = _StreamingV4(key, timestamp, credential.scope,
-                                           fields["Signature"].lower())
+        trailer_header = headers.get("x-amz-trailer")
+        trailer = trailer_header.strip().lower() if trailer_header else None
+        if mode == STREAMING_UNSIGNED_TRAILER:
+            result._chunked = _UnsignedTrailer(trailer)
         else:
-            trailer = headers.get("x-amz-trailer")
-            result._chunked = _UnsignedTrailer(trailer.strip().lower() if trailer else None)
+            with_trailer = mode == STREAMING_SIGNED_TRAILER
+            result._chunked = _StreamingV4(key, timestamp, credential.scope,
+                                           fields["Signature"].lower(), with_trailer,
+                                           trailer if with_trailer else None)
     else:
         result.expected_sha256 = mode
     return result

@@ -212,8 +212,8 @@ def test_two_uploads_of_one_key_both_complete(s3: Any, gateway: Gateway,
     ids = [s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"] for _ in range(2)]
     etags = [s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1,
                             Body=body)["ETag"]
-             for upload_id, body in zip(ids, (b"first", b"second"))]
-    for upload_id, etag in zip(ids, etags):
+             for upload_id, body in zip(ids, (b"first", b"second"), strict=True)]
+    for upload_id, etag in zip(ids, etags, strict=True):
         s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
                                      MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"second"

@@ -118,8 +118,8 @@ def test_a_stopped_backend_still_trips_the_breaker(
         assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503, error
         assert error["Code"] == "ServiceUnavailable" and LOCATION in error["Message"]
 
-    # Down by the breaker (no scheduled check in sight), errors counted. (The
-    # collector, removing what the failed PUTs may have left, fails too and may count as well.)
+    # Down by the breaker (no scheduled check in sight), errors counted. (The collector,
+    # removing what the failed PUTs may have left, fails too and may count as well.)
     report = deep(gw)
     assert report["state"] == "down", report
     assert "3 consecutive request failures" in report["message"]

@@ -3,7 +3,9 @@ older version of the schema."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -91,5 +93,28 @@ async def test_opens_a_file_of_the_old_schema(tmp_path: Path) -> None:
         indexes = await store._run(lambda db: {r[0] for r in db.execute(
             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='uploads'")})
         assert "uploads_order" in indexes and not {"uploads_key", "uploads_backend"} & indexes
+    finally:
+        await store.close()
+
+
+async def test_parts_of_the_old_schema_read_without_checksums(tmp_path: Path) -> None:
+    old = sqlite3.connect(tmp_path / "metadata.sqlite3")
+    old.executescript(OLD_SCHEMA)
+    old.execute("INSERT INTO buckets VALUES ('bkt', ?, 'us-east-1', ?, '{}')", (OWNER, T0))
+    old.execute("INSERT INTO uploads VALUES ('u1', 'bkt', 'k', ?, ?, 'us-east-1', 'bk/k', 'be-u1', "
+                "'{}', '{}', '{}', '{}')", (T0, OWNER))
+    stored = part("u1", 1, "old").stored.to_dict()
+    old.execute("INSERT INTO parts VALUES ('u1', 1, 5242880, 'md5old', ?, ?)",
+                (T0 + 1, json.dumps(stored)))
+    old.commit()
+    old.close()
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    try:
+        [found] = await store.list_parts("u1", 0, 10)
+        assert found == part("u1", 1, "old") and found.checksums == {}
+        newer = replace(part("u1", 2), checksums={"CRC32C": "AAAAAA=="})
+        await store.put_part(newer)
+        assert (await store.list_parts("u1", 1, 10)) == [newer]
     finally:
         await store.close()

@@ -797,6 +797,14 @@ async def test_parts(store: MetadataStore) -> None:
     assert await store.list_parts(up.upload_id, 2, 1000) == [p3]
     assert await store.list_parts(up.upload_id, 10000, 1000) == []
     assert await store.list_parts("missing", 0, 1000) == []
+    # A part's flexible checksums are kept with it, and replaced with it.
+    p3b = replace(part(up.upload_id, 10000), checksums={"CRC32": "AAAAAA==",
+                                                         "CRC64NVME": "AAAAAAAAAAA="})
+    assert await store.put_part(p3b) == p3
+    assert await store.list_parts(up.upload_id, 2, 1000) == [p3b]
+    p3c = replace(p3b, checksums={"SHA256": "x" * 44})
+    assert await store.put_part(p3c) == p3b
+    assert await store.list_parts(up.upload_id, 2, 1000) == [p3c]
     with pytest.raises(LookupError):
         await store.put_part(part("missing", 1))
 

@@ -7,8 +7,7 @@ import base64
 import binascii
 import hashlib
 import re
-import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,7 +19,7 @@ from gateway.objects.engine import (  # noqa: F401
     object_meta,
     versioning_state,
 )
-from gateway.s3 import access
+from gateway.s3 import access, checksums
 from gateway.s3.request import BUCKET_RECORD, S3Request
 from gateway.s3.xml import MAX_XML_BODY
 from gateway.translators.base import CHUNK_SIZE
@@ -211,38 +210,64 @@ async def coalesce(stream: AsyncIterator[bytes], size: int) -> AsyncIterator[byt
 
 
 class HashedBody:
-    """The request body, decoded and verified by auth, MD5-hashed as it streams through.
-    At its end it checks the length and the Content-MD5 (BadDigest), before the translator
-    sees the end of the stream, so a bad upload never completes on the backend."""
+    """The request body, decoded and verified by auth, MD5-hashed as it streams through, and
+    checksummed with each algorithm in `algorithms` (gateway/s3/checksums.py): the one the
+    request states (`requested`, in a header or an aws-chunked trailer) and the one stored.
+    At its end it checks the length, the Content-MD5 and the stated checksum (BadDigest),
+    before the translator sees the end of the stream, so a bad upload never completes on the
+    backend."""
 
-    def __init__(self, req: S3Request, size: int, expected_md5: bytes | None) -> None:
+    def __init__(self, req: S3Request, size: int, expected_md5: bytes | None,
+                 requested: checksums.Requested | None = None,
+                 algorithms: Iterable[str] = ()) -> None:
         self.req = req
         self.size = size
         self.expected_md5 = expected_md5
+        self.requested = requested
         self.md5 = hashlib.md5()
+        wanted = dict.fromkeys(algorithms)
+        if requested is not None:
+            wanted[requested.algorithm] = None
+        self._hashers = {algorithm: checksums.hasher(algorithm) for algorithm in wanted}
+        self.checksums: dict[str, bytes] = {}  # algorithm -> raw value, once the body ended
+
+    def _update(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        for h in self._hashers.values():
+            h.update(chunk)
+
+    def _update_inline(self, chunk: bytes) -> None:
+        md5_inline(self.md5, chunk)
+        view = memoryview(chunk)
+        for h in self._hashers.values():
+            for start in range(0, len(view), 2047):
+                h.update(view[start:start + 2047])
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         # One chunk is held back until the stream has ended and every check (length, MD5, the
-        # payload signature verified by auth) has passed: the translator never receives the
-        # complete body of a bad upload, so it can never commit one.
+        # stated checksum, the payload signature verified by auth) has passed: the translator
+        # never receives the complete body of a bad upload, so it can never commit one.
         raw = self.req.http.content.iter_chunked(CHUNK_SIZE)
         seen = 0
-        md5 = self.md5
         pending: bytes | None = None
         hashing: asyncio.Future[None] | None = None
         loop = asyncio.get_running_loop()
-        async for chunk in coalesce(self.req.auth.body(raw), CHUNK_SIZE):
+        # A stated trailer checksum is computed here (with the others, in one pass) and
+        # checked below; auth still checks that the trailer came, and its signature.
+        decoded = self.req.auth.body(raw, verify_trailer=not (
+            self.requested is not None and self.requested.trailer))
+        async for chunk in coalesce(decoded, CHUNK_SIZE):
             seen += len(chunk)
             if seen > self.size:
                 raise S3Error("InvalidRequest", "The body is longer than its declared length.")
             if hashing is not None:
-                await hashing  # MD5 updates stay in order
+                await hashing  # hash updates stay in order
                 hashing = None
             if len(chunk) >= THREAD_HASH_MIN:
                 # Hash this chunk in a thread while the consumer stores the previous one.
-                hashing = loop.run_in_executor(None, md5.update, chunk)
+                hashing = loop.run_in_executor(None, self._update, chunk)
             else:
-                md5_inline(md5, chunk)
+                self._update_inline(chunk)
             if pending is not None:
                 yield pending
             pending = chunk
@@ -250,8 +275,12 @@ class HashedBody:
             await hashing
         if seen != self.size:
             raise S3Error("IncompleteBody")
-        if self.expected_md5 is not None and md5.digest() != self.expected_md5:
+        if self.expected_md5 is not None and self.md5.digest() != self.expected_md5:
             raise S3Error("BadDigest")
+        self.checksums = {algorithm: bytes(h.digest()) for algorithm, h in self._hashers.items()}
+        if self.requested is not None:
+            checksums.verify(self.requested, self.checksums[self.requested.algorithm],
+                             self.req.auth.trailers)
         if pending is not None:
             yield pending
 
@@ -259,25 +288,35 @@ class HashedBody:
     def etag(self) -> str:
         return self.md5.hexdigest()
 
-
-# Whole-body checksums a client may send instead of Content-MD5 (AWS's flexible checksums);
-# the ones the standard library cannot compute (crc32c, crc64nvme) pass unchecked.
-_BODY_CHECKSUMS = {
-    "x-amz-checksum-crc32": lambda data: zlib.crc32(data).to_bytes(4, "big"),
-    "x-amz-checksum-sha1": lambda data: hashlib.sha1(data).digest(),
-    "x-amz-checksum-sha256": lambda data: hashlib.sha256(data).digest(),
-}
+    def checksum(self, algorithm: str) -> str:
+        """The base64 value of `algorithm` over the whole body (after the iteration)."""
+        return checksums.encode(self.checksums[algorithm])
 
 
-async def read_body(req: S3Request, *, require_digest: bool = False) -> bytes:
+def requested_checksum(req: S3Request) -> checksums.Requested | None:
+    """The body checksum the request states (header or trailer), judged as AWS does."""
+    return checksums.requested(req.headers, req.auth.trailer, trailer_mode=req.auth.trailer_mode)
+
+
+def object_checksum(algorithm: str, value: str) -> dict[str, str]:
+    """ObjectRecord.attrs["checksum"] of a single-part object."""
+    return {"algorithm": algorithm, "value": value, "type": checksums.FULL_OBJECT}
+
+
+def checksum_mode(req: S3Request) -> bool:
+    """x-amz-checksum-mode: ENABLED (GET/HEAD return the object's checksum)."""
+    return req.headers.get("x-amz-checksum-mode", "").strip().upper() == "ENABLED"
+
+
+async def read_body(req: S3Request, *, require_digest: bool = False,
+                    body_checksums: bool = True) -> bytes:
     """A small (XML) request body read whole, through auth's payload checks, verified against
-    Content-MD5 (BadDigest) and any x-amz-checksum-* header. With `require_digest`, one of
-    them must be present, as AWS requires for DeleteObjects."""
+    Content-MD5 (BadDigest) and any x-amz-checksum-* header (`body_checksums`; off where the
+    header means something else, as CompleteMultipartUpload's object checksum). With
+    `require_digest`, one of them must be present, as AWS requires for DeleteObjects."""
     expected_md5 = content_md5(req)
-    checksums = [name for name in req.headers if name.lower().startswith("x-amz-checksum-")
-                 and name.lower() != "x-amz-checksum-type"]
-    trailer = req.headers.get("x-amz-trailer", "").lower().startswith("x-amz-checksum-")
-    if require_digest and expected_md5 is None and not checksums and not trailer:
+    stated = requested_checksum(req) if body_checksums else None
+    if require_digest and expected_md5 is None and stated is None:
         raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
     data = bytearray()
     async for chunk in req.auth.body(req.http.content.iter_chunked(CHUNK_SIZE)):
@@ -287,18 +326,8 @@ async def read_body(req: S3Request, *, require_digest: bool = False) -> bytes:
     body = bytes(data)
     if expected_md5 is not None and hashlib.md5(body).digest() != expected_md5:
         raise S3Error("BadDigest")
-    for name in checksums:
-        compute = _BODY_CHECKSUMS.get(name.lower())
-        if compute is None:
-            continue
-        try:
-            stated = base64.b64decode(req.headers[name], validate=True)
-        except (binascii.Error, ValueError):
-            stated = b""
-        if compute(body) != stated:
-            algorithm = name.lower().removeprefix("x-amz-checksum-").upper()
-            raise S3Error("BadDigest", f"The {algorithm} you specified did not match the "
-                          "calculated checksum.")
+    if stated is not None:
+        checksums.verify(stated, checksums.compute(stated.algorithm, body), req.auth.trailers)
     return body
 
 

@@ -12,17 +12,20 @@ from aiohttp import web
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import BucketRecord, ObjectRecord
-from gateway.s3 import access
+from gateway.s3 import access, checksums
 from gateway.s3.ops.common import (
     MAX_PUT_SIZE,
     HashedBody,
     body_size,
     check_write_condition,
+    checksum_mode,
     content_headers,
     content_md5,
     get_bucket,
+    object_checksum,
     object_meta,
     parse_tagging_header,
+    requested_checksum,
     requested_object,
     user_metadata,
     validate_key,
@@ -58,6 +61,10 @@ async def put_object(req: S3Request) -> web.Response:
     owner = access.requester_id(req)
     grants = access.acl_from_headers(req, owner, bucket.owner)
     expected_md5 = content_md5(req)
+    # The checksum the client states is verified; the one stored is its algorithm, else
+    # AWS's default (CRC64NVME), returned on GET/HEAD with x-amz-checksum-mode: ENABLED.
+    stated = requested_checksum(req)
+    algorithm = stated.algorithm if stated else checksums.DEFAULT_ALGORITHM
     size = body_size(req)
     if size > MAX_PUT_SIZE:
         raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(MAX_PUT_SIZE))
@@ -66,16 +73,21 @@ async def put_object(req: S3Request) -> web.Response:
     req.extra_log["location"] = location.name
     expect = await check_write_condition(req, bucket, req.key)
     engine = req.gateway.engine
-    body = HashedBody(req, size, expected_md5)
+    body = HashedBody(req, size, expected_md5, stated, (algorithm,))
     async with engine.new_piece(location, bucket.name, req.key) as write:
         stored = await location.put(write.key, aiter(body), size,
                                     object_meta(headers, user, tags))
+        checksum = object_checksum(algorithm, body.checksum(algorithm))
+        attrs: dict[str, object] = {"checksum": checksum}
+        if grants:
+            attrs["acl"] = grants
         record = ObjectRecord(
             bucket=bucket.name, key=req.key, size=size, etag=body.etag,
             last_modified=time.time(), location=location.name, pieces=[stored], owner=owner,
-            headers=headers, user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
+            headers=headers, user_meta=user, tags=tags, attrs=attrs)
         await engine.commit(bucket, record, write, expect=expect)
-    response_headers = {"ETag": f'"{body.etag}"', **version_headers(bucket, record)}
+    response_headers = {"ETag": f'"{body.etag}"', **version_headers(bucket, record),
+                        **checksums.response_headers(checksum)}
     if stored.encryption:
         response_headers["x-amz-server-side-encryption"] = stored.encryption
     return web.Response(headers=response_headers)
@@ -218,7 +230,11 @@ async def prepare_read(req: S3Request) -> tuple[BucketRecord, ObjectRecord, dict
     check_conditions(req, obj)
     headers = {**object_headers(obj), **version_headers(bucket, obj)}
     apply_overrides(req, headers)
-    return bucket, obj, headers, parse_range(req.headers.get("Range"), obj.size)
+    byte_range = parse_range(req.headers.get("Range"), obj.size)
+    if byte_range is None and checksum_mode(req):
+        # The whole object's checksum (a composite one ends in -N); a range has none.
+        headers.update(checksums.response_headers(obj.attrs.get("checksum")))
+    return bucket, obj, headers, byte_range
 
 
 async def get_object(req: S3Request) -> web.StreamResponse:
