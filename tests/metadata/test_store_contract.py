@@ -1700,3 +1700,19 @@ async def test_conditional_create_race_has_one_winner(make_store: StoreFactory) 
 
         outcomes = await asyncio.gather(*(create(n) for n in range(6)))
         assert outcomes.count(True) == 1
+
+
+async def test_complete_keeps_the_parts_it_used(store: MetadataStore) -> None:
+    """On clouds the completed object is one new piece and the listed parts live on inside it
+    (a Swift SLO reads its segments): only parts the completion did not use become garbage."""
+    await make_bucket(store)
+    up = upload("k")
+    await store.create_upload(up)
+    used, unused = part(up.upload_id, 1), part(up.upload_id, 2)
+    await store.put_part(used)
+    await store.put_part(unused)
+    assert await store.claim_upload(up.upload_id) is not None
+    assembled = rec("k")  # one piece of its own, as a cloud's completion returns
+    assert await store.finish_upload(up.upload_id, assembled, [1]) is not None
+    rows = [r for r in await store.due_garbage(EVERYTHING, 1_000_000) if r.kind == "part"]
+    assert [r.data["number"] for r in rows] == [2]

@@ -179,6 +179,7 @@ def test_header_cannot_choose_a_bucket_match_location(gateway: Gateway, s3: Any,
 
 def test_header_naming_a_non_selectable_location_is_refused(gateway: Gateway, s3: Any) -> None:
     bucket = create(s3, name("plain"))  # on us-east-1
+    gateway.settle()
     files_before = set(gateway.data_files())
     err = refused(lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x",
                                         Metadata={HEADER: "plain-file"}), "AccessDenied", 403)
