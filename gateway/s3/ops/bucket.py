@@ -25,6 +25,10 @@ async def create_bucket(req: S3Request) -> web.Response:
     account = req.require_account()
     assert req.bucket is not None
     validate_bucket_name(req.bucket)
+    if req.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true":
+        # A bucket asked to lock its objects must not silently become a plain bucket.
+        raise S3Error("NotImplemented", "Object Lock is not supported yet: the bucket was not "
+                      "created.", Header="x-amz-bucket-object-lock-enabled")
     locations = req.gateway.locations
     body = await read_body(req)  # through auth's payload checks, like every body
     location_name = None

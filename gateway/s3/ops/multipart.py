@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import ObjectRecord, PartRecord, UploadRecord
-from gateway.s3 import access
+from gateway.s3 import access, checksums
 from gateway.s3.ops.common import (
     HashedBody,
     body_size,
@@ -24,6 +24,7 @@ from gateway.s3.ops.common import (
     object_meta,
     parse_tagging_header,
     read_body,
+    requested_checksum,
     user_metadata,
     validate_key,
     version_headers,
@@ -51,6 +52,14 @@ async def create_upload(req: S3Request) -> web.Response:
     user = user_metadata(req)
     headers = content_headers(req)
     tags = parse_tagging_header(req.headers.get("x-amz-tagging"))
+    # x-amz-checksum-algorithm / -type: every part then carries (or gets) that checksum, and
+    # the object a COMPOSITE or FULL_OBJECT one made from them at completion.
+    mode = checksums.upload_checksum(req.headers)
+    attrs: dict[str, object] = {}
+    if grants:
+        attrs["acl"] = grants
+    if mode:
+        attrs["checksum"] = mode
     location = req.gateway.locations.for_new_object(req.headers.get(LOCATION_HEADER),
                                                     bucket.location, req.host)
     # A key of its own, as every write: two uploads of one S3 key never share staged parts.
@@ -60,10 +69,51 @@ async def create_upload(req: S3Request) -> web.Response:
         upload_id=uuid.uuid4().hex, bucket=bucket.name, key=req.key, initiated=time.time(),
         owner=owner, location=location.name, backend_key=backend_key,
         backend_upload_id=backend_upload_id, headers=headers, user_meta=user, tags=tags,
-        attrs={"acl": grants} if grants else {})
+        attrs=attrs)
     await req.gateway.metadata.create_upload(upload)
+    response_headers = ({"x-amz-checksum-algorithm": mode["algorithm"],
+                         "x-amz-checksum-type": mode["type"]} if mode else None)
     return xml_response("InitiateMultipartUploadResult", [
-        ("Bucket", bucket.name), ("Key", req.key), ("UploadId", upload.upload_id)])
+        ("Bucket", bucket.name), ("Key", req.key), ("UploadId", upload.upload_id)],
+        headers=response_headers)
+
+
+def upload_mode(upload: UploadRecord) -> dict[str, str] | None:
+    """The upload's {"algorithm", "type"} (CreateMultipartUpload), or None."""
+    return upload.attrs.get("checksum")
+
+
+def part_algorithms(upload: UploadRecord, stated: checksums.Requested | None) -> tuple[str, ...]:
+    """The checksum(s) kept with a part (besides the one it states, always verified): the
+    upload's algorithm, which a COMPOSITE upload's parts must state, and no other; for an
+    upload without one, AWS's default (CRC64NVME), which its full-object checksum combines."""
+    mode = upload_mode(upload)
+    if mode is None:
+        return (checksums.DEFAULT_ALGORITHM,)
+    algorithm = mode["algorithm"]
+    if (stated is None and mode["type"] == checksums.COMPOSITE) or (
+            stated is not None and stated.algorithm != algorithm):
+        actual = stated.algorithm.lower() if stated else "null"
+        raise S3Error("InvalidRequest", "Checksum Type mismatch occurred, expected checksum "
+                      f"Type: {algorithm.lower()}, actual checksum Type: {actual}")
+    return (algorithm,)
+
+
+def part_checksum_headers(upload: UploadRecord, stated: checksums.Requested | None,
+                          part: PartRecord) -> dict[str, str]:
+    """UploadPart's x-amz-checksum-<alg> answer: the upload's algorithm, else the stated one."""
+    mode = upload_mode(upload)
+    algorithm = mode["algorithm"] if mode else stated.algorithm if stated else None
+    if algorithm is None or algorithm not in part.checksums:
+        return {}
+    return {checksums.header(algorithm): part.checksums[algorithm]}
+
+
+def part_checksum_nodes(upload: UploadRecord, part: PartRecord) -> list[tuple[str, str]]:
+    """A part's ChecksumX elements (ListParts): the upload's algorithm, or every one kept."""
+    mode = upload_mode(upload)
+    shown = [mode["algorithm"]] if mode else list(checksums.ALGORITHMS)
+    return [(checksums.xml_tag(a), part.checksums[a]) for a in shown if a in part.checksums]
 
 
 async def get_upload(req: S3Request) -> UploadRecord:
@@ -98,19 +148,24 @@ async def upload_part(req: S3Request) -> web.Response:
         raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(MAX_PART_SIZE))
     if upload.state != "open":
         raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
+    stated = requested_checksum(req)
+    algorithms = part_algorithms(upload, stated)
     location = req.gateway.locations[upload.location]
-    body = HashedBody(req, size, expected_md5)
+    body = HashedBody(req, size, expected_md5, stated, algorithms)
     stored = await location.upload_part(upload.backend_key, upload.backend_upload_id, number,
                                         aiter(body), size)
     part = PartRecord(upload_id=upload.upload_id, number=number, size=size, etag=body.etag,
-                      last_modified=time.time(), stored=stored)
+                      last_modified=time.time(), stored=stored,
+                      checksums={a: checksums.encode(v) for a, v in body.checksums.items()})
     await req.gateway.engine.store_part(upload, part)
-    return web.Response(headers={"ETag": f'"{body.etag}"'})
+    return web.Response(headers={"ETag": f'"{body.etag}"',
+                                 **part_checksum_headers(upload, stated, part)})
 
 
-def parse_complete(body: bytes) -> list[tuple[int, str]]:
+def parse_complete(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
+    """The parts a completion lists: (number, ETag, {algorithm: base64 checksum})."""
     root = parse(body, "CompleteMultipartUpload")
-    listed: list[tuple[int, str]] = []
+    listed: list[tuple[int, str, dict[str, str]]] = []
     for node in root.findall("Part"):
         number_text = node.findtext("PartNumber")
         etag = node.findtext("ETag")
@@ -120,7 +175,10 @@ def parse_complete(body: bytes) -> list[tuple[int, str]]:
             number = int(number_text)
         except ValueError:
             raise S3Error("MalformedXML") from None
-        listed.append((number, etag.strip().strip('"')))
+        sums = {algorithm: (node.findtext(checksums.xml_tag(algorithm)) or "").strip()
+                for algorithm in checksums.ALGORITHMS
+                if node.find(checksums.xml_tag(algorithm)) is not None}
+        listed.append((number, etag.strip().strip('"'), sums))
     if not listed:
         raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not "
                       "validate against our published schema: no parts listed.")
@@ -142,8 +200,11 @@ async def all_parts(req: S3Request, upload_id: str) -> list[PartRecord]:
 
 async def complete_upload(req: S3Request) -> web.Response:
     upload = await get_upload(req)
-    listed = parse_complete(await read_body(req))
-    numbers = [n for n, _ in listed]
+    # x-amz-checksum-<alg> here states the object's checksum, not the XML body's.
+    listed = parse_complete(await read_body(req, body_checksums=False))
+    mode = upload_mode(upload)
+    stated = stated_object_checksum(req, mode)
+    numbers = [n for n, _, _ in listed]
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
         raise S3Error("InvalidPartOrder", UploadId=upload.upload_id)
     metadata = req.gateway.metadata
@@ -156,6 +217,10 @@ async def complete_upload(req: S3Request) -> web.Response:
         raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
     try:
         chosen = choose_parts(upload, listed, await all_parts(req, upload.upload_id))
+        checksum = completed_checksum(mode, chosen)
+        if stated is not None and (checksum is None or (stated[0], stated[1]) != (
+                checksum["algorithm"], checksum["value"])):
+            raise checksums.bad_digest(stated[0])
         bucket = await metadata.get_bucket(upload.bucket)
         assert bucket is not None  # a bucket with an open upload cannot be deleted
     except BaseException:
@@ -163,29 +228,87 @@ async def complete_upload(req: S3Request) -> web.Response:
         raise
     digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest()
     etag = f"{digest}-{len(chosen)}"
+    attrs = {name: value for name, value in upload.attrs.items() if name != "checksum"}
+    attrs["parts_count"] = len(chosen)
+    if checksum is not None:
+        attrs["checksum"] = checksum
     record = ObjectRecord(
         bucket=upload.bucket, key=upload.key, size=sum(p.size for p in chosen), etag=etag,
         last_modified=time.time(), location=upload.location, pieces=[], owner=upload.owner,
-        headers=upload.headers, user_meta=upload.user_meta, tags=upload.tags,
-        attrs={"parts_count": len(chosen), **upload.attrs})
+        headers=upload.headers, user_meta=upload.user_meta, tags=upload.tags, attrs=attrs)
     await req.gateway.engine.complete(upload, chosen, record, bucket, expect=expect)
     base = f"http://{req.host or 'localhost'}"
     return xml_response("CompleteMultipartUploadResult", [
         ("Location", f"{base}/{quote(upload.bucket)}/{quote(upload.key)}"),
-        ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{etag}"')],
+        ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{etag}"'),
+        *checksums.xml_nodes(checksum)],
         headers=version_headers(bucket, record))
 
 
-def choose_parts(upload: UploadRecord, listed: list[tuple[int, str]],
+def stated_object_checksum(req: S3Request,
+                           mode: dict[str, str] | None) -> tuple[str, str] | None:
+    """CompleteMultipartUpload's x-amz-checksum-type (must be the upload's) and its
+    x-amz-checksum-<alg>: the object checksum the client expects, as (algorithm, value)."""
+    kind = req.headers.get("x-amz-checksum-type")
+    if kind is not None:
+        kind = kind.strip().upper()
+        if kind not in (checksums.COMPOSITE, checksums.FULL_OBJECT):
+            raise S3Error("InvalidRequest", "Value for x-amz-checksum-type header is invalid.")
+        if mode is None:
+            raise S3Error("InvalidRequest", "The upload was not created with a checksum mode. "
+                          "The complete request must not include a x-amz-checksum-type header.")
+        if kind != mode["type"]:
+            raise S3Error("InvalidRequest", f"The upload was created using the {mode['type']} "
+                          "checksum mode. The complete request must use the same checksum mode.")
+    names = checksums.value_headers(req.headers)
+    if not names:
+        return None
+    if len(names) > 1:
+        raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- header. Multiple "
+                      "checksum Types are not allowed.")
+    algorithm = names[0].removeprefix(checksums.PREFIX).upper()
+    if algorithm not in checksums.SIZES:
+        raise S3Error("InvalidRequest", "The algorithm type you specified in x-amz-checksum- "
+                      "header is invalid.")
+    value = req.headers[names[0]].strip()
+    digest, dash, count = value.rpartition("-")
+    checksums.decode(algorithm, digest if dash and count.isdigit() else value)
+    return algorithm, value
+
+
+def completed_checksum(mode: dict[str, str] | None,
+                       chosen: list[PartRecord]) -> dict[str, str] | None:
+    """The object checksum of a completion, from its parts' checksums alone: the upload's
+    algorithm and type; without one, AWS's default FULL_OBJECT CRC64NVME (when every part
+    has it: a part copied server-side may not)."""
+    algorithm = mode["algorithm"] if mode else checksums.DEFAULT_ALGORITHM
+    kind = mode["type"] if mode else checksums.FULL_OBJECT
+    if any(algorithm not in p.checksums for p in chosen):
+        return None
+    value = checksums.object_checksum(algorithm, kind,
+                                      [(p.checksums[algorithm], p.size) for p in chosen])
+    return {"algorithm": algorithm, "value": value, "type": kind}
+
+
+def choose_parts(upload: UploadRecord, listed: list[tuple[int, str, dict[str, str]]],
                  stored: list[PartRecord]) -> list[PartRecord]:
-    """The uploaded parts a completion lists, checked as AWS does (InvalidPart, EntityTooSmall)."""
+    """The uploaded parts a completion lists, checked as AWS does (InvalidPart, EntityTooSmall),
+    with the checksums it lists for them (InvalidPart unless each is the one the part kept; a
+    COMPOSITE upload's completion must list its algorithm's for every part)."""
     by_number = {p.number: p for p in stored}
     chosen: list[PartRecord] = []
-    for index, (number, etag) in enumerate(listed):
+    mode = upload_mode(upload)
+    for index, (number, etag, sums) in enumerate(listed):
         part = by_number.get(number)
-        if part is None or part.etag != etag:
+        if part is None or part.etag != etag or any(
+                part.checksums.get(algorithm) != value for algorithm, value in sums.items()):
             raise S3Error("InvalidPart", UploadId=upload.upload_id, PartNumber=str(number),
                           ETag=etag)
+        if mode and mode["type"] == checksums.COMPOSITE and mode["algorithm"] not in sums:
+            raise S3Error("InvalidRequest", f"The upload was created using a "
+                          f"{mode['algorithm'].lower()} checksum. The complete request must "
+                          "include the checksum for each part. It was missing for part "
+                          f"{number} in the request.")
         if index < len(listed) - 1 and part.size < MIN_PART_SIZE:
             raise S3Error("EntityTooSmall", ProposedSize=str(part.size),
                           MinSizeAllowed=str(MIN_PART_SIZE), PartNumber=str(number),
@@ -219,8 +342,12 @@ async def list_parts(req: S3Request) -> web.Response:
         ("PartNumberMarker", marker),
         ("NextPartNumberMarker", page[-1].number if page else marker),
         ("MaxParts", max_parts), ("IsTruncated", truncated)]
+    mode = upload_mode(upload)
+    if mode:
+        nodes += [("ChecksumAlgorithm", mode["algorithm"]), ("ChecksumType", mode["type"])]
     nodes += [("Part", [("PartNumber", p.number), ("LastModified", iso_time(p.last_modified)),
-                        ("ETag", f'"{p.etag}"'), ("Size", p.size)]) for p in page]
+                        ("ETag", f'"{p.etag}"'), ("Size", p.size),
+                        *part_checksum_nodes(upload, p)]) for p in page]
     return xml_response("ListPartsResult", nodes)
 
 
@@ -249,7 +376,8 @@ async def list_uploads(req: S3Request) -> web.Response:
         nodes.append(("Upload", [("Key", up.key), ("UploadId", up.upload_id),
                                  ("Initiator", owner_xml), ("Owner", owner_xml),
                                  ("StorageClass", "STANDARD"),
-                                 ("Initiated", iso_time(up.initiated))]))
+                                 ("Initiated", iso_time(up.initiated)),
+                                 *upload_mode_nodes(up)]))
     nodes += [("CommonPrefixes", [("Prefix", p)]) for p in listing.prefixes]
     return xml_response("ListMultipartUploadsResult", nodes)
 
@@ -269,3 +397,10 @@ def list_argument(query: dict[str, str], name: str, default: int) -> int:
         raise S3Error("InvalidArgument", f"Argument {name} must be an integer between 0 and "
                       "2147483647", ArgumentName=name, ArgumentValue=raw)
     return value
+
+
+def upload_mode_nodes(upload: UploadRecord) -> list[tuple[str, str]]:
+    """ChecksumAlgorithm and ChecksumType of an upload created with them (ListMultipartUploads)."""
+    mode = upload_mode(upload)
+    return [("ChecksumAlgorithm", mode["algorithm"]), ("ChecksumType", mode["type"])] if mode \
+        else []
