@@ -495,8 +495,20 @@ class PostgresStore(MetadataStore):
             await conn.execute(LOCK_BUCKET, NS, name)
             busy = await conn.fetchval(
                 "SELECT EXISTS(SELECT 1 FROM objects WHERE bucket=$1) "
-                "OR EXISTS(SELECT 1 FROM uploads WHERE bucket=$1)", name)
+                "OR EXISTS(SELECT 1 FROM uploads WHERE bucket=$1 AND state='completing')", name)
             if not busy:
+                # As AWS: uploads still in progress do not keep a bucket alive; they are
+                # aborted with it (their backend state goes to the garbage ledger).
+                uploads = await conn.fetch(
+                    "DELETE FROM uploads WHERE bucket=$1 RETURNING upload_id, location, "
+                    "backend_key, backend_upload_id", name)
+                for upload_id, location, backend_key, backend_upload_id in uploads:
+                    rows = await conn.fetch(
+                        f"DELETE FROM parts WHERE upload_id=$1 RETURNING {PART_COLUMNS}",
+                        upload_id)
+                    parts = sorted((_part_from(r) for r in rows), key=lambda p: p.number)
+                    await _add_garbage(conn, [(location, "upload", upload_garbage(
+                        backend_key, backend_upload_id, parts))])
                 await conn.execute("DELETE FROM buckets WHERE name=$1", name)
             return not busy
 

@@ -157,7 +157,7 @@ async def test_delete_bucket(store: MetadataStore) -> None:
     await make_bucket(store)  # the name is free again
 
 
-@pytest.mark.parametrize("content", ["object", "marker", "noncurrent", "upload"])
+@pytest.mark.parametrize("content", ["object", "marker", "noncurrent", "completing"])
 async def test_delete_bucket_refuses_non_empty(store: MetadataStore, content: str) -> None:
     await make_bucket(store)
     if content == "object":
@@ -170,14 +170,16 @@ async def test_delete_bucket_refuses_non_empty(store: MetadataStore, content: st
         await store.put_object(rec("k", vid(), marker=True))
         latest = await store.get_object(B, "k", markers=True)
         assert latest is not None and latest.delete_marker
-    else:
-        await store.create_upload(upload("k"))
+    else:  # an upload being completed: its object is about to exist
+        completing = upload("k")
+        await store.create_upload(completing)
+        assert await store.claim_upload(completing.upload_id) is not None
     assert await store.delete_bucket(B) is False
     assert await store.get_bucket(B) is not None
     # emptied, it goes
-    if content == "upload":
-        listing = await store.list_uploads(B, "", None, None, None, 10)
-        assert await store.finish_upload(listing.uploads[0].upload_id, None) == ([], None)
+    if content == "completing":
+        await store.release_upload(completing.upload_id)
+        assert await store.finish_upload(completing.upload_id, None) == ([], None)
     else:
         versions = (await store.list_versions(B, "", None, None, None, 100)).versions
         for v in versions:
@@ -1716,3 +1718,18 @@ async def test_complete_keeps_the_parts_it_used(store: MetadataStore) -> None:
     assert await store.finish_upload(up.upload_id, assembled, [1]) is not None
     rows = [r for r in await store.due_garbage(EVERYTHING, 1_000_000) if r.kind == "part"]
     assert [r.data["number"] for r in rows] == [2]
+
+
+async def test_delete_bucket_aborts_open_uploads(store: MetadataStore) -> None:
+    """As AWS: uploads in progress do not keep a bucket alive; deleting it aborts them, and
+    their backend state goes to the garbage ledger in the same transaction."""
+    await make_bucket(store)
+    open_upload = upload("k")
+    await store.create_upload(open_upload)
+    staged = part(open_upload.upload_id, 1)
+    await store.put_part(staged)
+    assert await store.delete_bucket(B) is True
+    assert await store.get_upload(open_upload.upload_id) is None
+    rows = [r for r in await store.due_garbage(EVERYTHING, 1_000_000) if r.kind == "upload"]
+    assert [r.data["backend_upload_id"] for r in rows] == [open_upload.backend_upload_id]
+    assert [p["stored"] for p in rows[0].data["parts"]] == [staged.stored.to_dict()]

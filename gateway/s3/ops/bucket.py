@@ -74,6 +74,7 @@ async def delete_bucket(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     if not await req.gateway.metadata.delete_bucket(bucket.name):
         raise S3Error("BucketNotEmpty", BucketName=bucket.name)
+    req.gateway.engine.collector.wake()  # uploads left open were aborted with the bucket
     return web.Response(status=204)
 
 

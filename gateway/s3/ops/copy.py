@@ -20,13 +20,14 @@ from aiohttp import web
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import BucketRecord, ObjectRecord, PartRecord
-from gateway.s3 import access
+from gateway.s3 import access, checksums
 from gateway.s3.ops.common import (
     MAX_PUT_SIZE,
     META_PREFIX,
     THREAD_HASH_MIN,
     content_headers,
     get_bucket,
+    object_checksum,
     object_meta,
     parse_tagging_header,
     read_version,
@@ -35,7 +36,13 @@ from gateway.s3.ops.common import (
     version_headers,
     versioning_state,
 )
-from gateway.s3.ops.multipart import MAX_PART_SIZE, get_upload, part_number
+from gateway.s3.ops.multipart import (
+    MAX_PART_SIZE,
+    get_upload,
+    part_checksum_nodes,
+    part_number,
+    upload_mode,
+)
 from gateway.s3.ops.obj import (
     failed_condition,
     piece_spans,
@@ -124,12 +131,23 @@ class SourceBody:
     MD5-hashed as it streams. The last chunk is held back until the length is confirmed, so a
     source that comes up short never completes a write at the destination."""
 
-    def __init__(self, req: S3Request, obj: ObjectRecord, first: int, length: int) -> None:
+    def __init__(self, req: S3Request, obj: ObjectRecord, first: int, length: int,
+                 algorithms: tuple[str, ...] = ()) -> None:
         self.req = req
         self.key = obj.key
         self.length = length
         self.spans = piece_spans(obj.pieces, first, first + length - 1) if length else []
         self.md5 = hashlib.md5()
+        self._hashers = {algorithm: checksums.hasher(algorithm) for algorithm in algorithms}
+
+    def _update(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        for h in self._hashers.values():
+            h.update(chunk)
+
+    def checksum(self, algorithm: str) -> str:
+        """The base64 `algorithm` checksum of the bytes copied (after the iteration)."""
+        return checksums.encode(bytes(self._hashers[algorithm].digest()))
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         locations = self.req.gateway.locations
@@ -145,9 +163,9 @@ class SourceBody:
                         continue
                     seen += len(chunk)
                     if len(chunk) >= THREAD_HASH_MIN:
-                        await asyncio.to_thread(self.md5.update, chunk)
+                        await asyncio.to_thread(self._update, chunk)
                     else:
-                        self.md5.update(chunk)
+                        self._update(chunk)
                     if pending is not None:
                         yield pending
                     pending = chunk
@@ -163,9 +181,28 @@ class SourceBody:
         return self.md5.hexdigest()
 
 
-def xml_response(root: str, etag: str, modified: float, headers: dict[str, str]) -> web.Response:
-    body = render(root, [("LastModified", iso_time(modified)), ("ETag", f'"{etag}"')])
+def xml_response(root: str, etag: str, modified: float, headers: dict[str, str],
+                 extra: list[tuple[str, str]] | None = None) -> web.Response:
+    body = render(root, [("LastModified", iso_time(modified)), ("ETag", f'"{etag}"'),
+                         *(extra or [])])
     return web.Response(body=body, content_type="application/xml", headers=headers)
+
+
+def copy_algorithm(req: S3Request) -> str | None:
+    """CopyObject's x-amz-checksum-algorithm: the checksum to compute for the copy."""
+    value = req.headers.get("x-amz-checksum-algorithm")
+    return checksums.parse_algorithm(value) if value is not None else None
+
+
+def reusable_checksum(src: ObjectRecord, algorithm: str | None, whole: bool = True
+                      ) -> dict[str, str] | None:
+    """The source's checksum when it holds for the copied bytes as they are: a whole-object
+    one, of `algorithm`, and all of the source copied."""
+    found = src.attrs.get("checksum")
+    if (found and whole and found["type"] == checksums.FULL_OBJECT
+            and found["algorithm"] == algorithm):
+        return dict(found)
+    return None
 
 
 async def copy_object(req: S3Request) -> web.Response:
@@ -201,12 +238,22 @@ async def copy_object(req: S3Request) -> web.Response:
     # source's), as AWS does.
     owner = access.requester_id(req)
     grants = access.acl_from_headers(req, owner, bucket.owner)
-    attrs = {"acl": grants} if grants else {}
+    attrs: dict[str, object] = {"acl": grants} if grants else {}
     now = time.time()
+    # The copy's checksum: the one asked for (x-amz-checksum-algorithm), else the source's
+    # algorithm. The source's value carries over when it is a whole-object one of that
+    # algorithm; any other must be computed, from the bytes, so they must stream.
+    algorithm = copy_algorithm(req)
+    if algorithm is None and src.attrs.get("checksum"):
+        algorithm = src.attrs["checksum"]["algorithm"]
+    checksum = reusable_checksum(src, algorithm)
+    must_read = algorithm is not None and checksum is None
+    if checksum is not None:
+        attrs["checksum"] = checksum
     # A one-piece object with a plain MD5 ETag can be copied without reading it: its ETag is
     # already the MD5 of its bytes. A multipart source gets a fresh MD5 (as AWS), so it streams.
     one_piece = (len(src.pieces) == 1 and src.pieces[0].location == location.name
-                 and bool(_PLAIN_MD5.match(src.etag)))
+                 and bool(_PLAIN_MD5.match(src.etag)) and not must_read)
 
     source_headers = version_headers(source.bucket, src)
     copy_headers = ({"x-amz-copy-source-version-id": source_headers["x-amz-version-id"]}
@@ -222,7 +269,8 @@ async def copy_object(req: S3Request) -> web.Response:
             raise S3Error("OperationAborted", "The object changed while it was being copied. "
                           "Please try again.")
         return xml_response("CopyObjectResult", src.etag, now,
-                            {**encryption_headers(piece), **copy_headers})
+                            {**encryption_headers(piece), **copy_headers},
+                            checksums.xml_nodes(checksum))
 
     engine = req.gateway.engine
     async with engine.new_piece(location, bucket.name, req.key) as write:
@@ -234,9 +282,12 @@ async def copy_object(req: S3Request) -> web.Response:
             except NotFound:
                 raise missing_data(src.key) from None
         if stored is None:  # another location, several pieces, or no server-side copy: stream
-            body = SourceBody(req, src, 0, src.size)
+            computed = algorithm or checksums.DEFAULT_ALGORITHM
+            body = SourceBody(req, src, 0, src.size, (computed,))
             stored = await location.put(write.key, aiter(body), src.size, meta)
             etag = body.etag
+            checksum = object_checksum(computed, body.checksum(computed))
+            attrs["checksum"] = checksum
         record = ObjectRecord(
             bucket=bucket.name, key=req.key, size=src.size, etag=etag, last_modified=now,
             location=location.name, pieces=[stored], owner=owner, headers=headers,
@@ -244,7 +295,7 @@ async def copy_object(req: S3Request) -> web.Response:
         await engine.commit(bucket, record, write)
     return xml_response("CopyObjectResult", etag, now,
                         {**encryption_headers(stored), **copy_headers,
-                         **version_headers(bucket, record)})
+                         **version_headers(bucket, record)}, checksums.xml_nodes(checksum))
 
 
 def encryption_headers(stored: Stored) -> dict[str, str]:
@@ -280,9 +331,16 @@ async def upload_part_copy(req: S3Request) -> web.Response:
         raise too_large(length, MAX_PART_SIZE)
     location = req.gateway.locations[upload.location]
     req.extra_log["location"] = location.name
+    # The part's checksum: the upload's algorithm (or, without one, AWS's default), the
+    # source's value when it holds for exactly these bytes, else computed as they stream.
+    mode = upload_mode(upload)
+    algorithm = mode["algorithm"] if mode else checksums.DEFAULT_ALGORITHM
+    reused = reusable_checksum(src, algorithm, first == 0 and length == src.size)
+    part_sums = {algorithm: reused["value"]} if reused else {}
     stored: Stored | None = None
     etag = ""
-    if length and len(src.pieces) == 1 and src.pieces[0].location == location.name:
+    if (length and len(src.pieces) == 1 and src.pieces[0].location == location.name
+            and (reused or mode is None)):
         try:
             stored = await location.copy_part(src.pieces[0], first, length, upload.backend_key,
                                               upload.backend_upload_id, number)
@@ -297,14 +355,16 @@ async def upload_part_copy(req: S3Request) -> web.Response:
                 # part ETag (which clients only echo back at completion) is a stable stand-in.
                 etag = hashlib.md5(f"{src.etag}:{first}-{length}".encode()).hexdigest()
     if stored is None:
-        body = SourceBody(req, src, first, length)
+        body = SourceBody(req, src, first, length, (algorithm,))
         stored = await location.upload_part(upload.backend_key, upload.backend_upload_id, number,
                                             aiter(body), length)
         etag = body.etag
+        part_sums = {algorithm: body.checksum(algorithm)}
     now = time.time()
     if upload.state != "open":
         raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
     part = PartRecord(upload_id=upload.upload_id, number=number, size=length, etag=etag,
-                      last_modified=now, stored=stored)
+                      last_modified=now, stored=stored, checksums=part_sums)
     await req.gateway.engine.store_part(upload, part)
-    return xml_response("CopyPartResult", etag, now, encryption_headers(stored))
+    return xml_response("CopyPartResult", etag, now, encryption_headers(stored),
+                        part_checksum_nodes(upload, part))

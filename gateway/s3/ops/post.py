@@ -34,7 +34,7 @@ from gateway.accounts import Account
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import ObjectRecord
-from gateway.s3 import access
+from gateway.s3 import access, checksums
 from gateway.s3.auth import _signing_key  # the one SigV4 key derivation
 from gateway.s3.ops.common import (
     CONTENT_HEADERS,
@@ -42,6 +42,7 @@ from gateway.s3.ops.common import (
     THREAD_HASH_MIN,
     content_headers_from,
     get_bucket,
+    object_checksum,
     object_meta,
     user_metadata_from,
     validate_key,
@@ -270,10 +271,18 @@ def check_form_policy(policy: FormPolicy, fields: dict[str, str], bucket: str) -
 
 # --- the upload --------------------------------------------------------------------------------
 
-async def spool(part: BodyPartReader, limit: int) -> tuple[IO[bytes], int, str]:
-    """Stream the file part to a temporary file: (file, size, MD5 hex)."""
+async def spool(part: BodyPartReader, limit: int, algorithms: tuple[str, ...] = ()
+                ) -> tuple[IO[bytes], int, str, dict[str, bytes]]:
+    """Stream the file part to a temporary file: (file, size, MD5 hex, {algorithm: raw
+    checksum} for each of `algorithms`)."""
     spool_file = tempfile.TemporaryFile()
     md5 = hashlib.md5()
+    hashers = [md5, *(checksums.hasher(a) for a in algorithms)]
+
+    def update(chunk: bytes) -> None:
+        for h in hashers:
+            h.update(chunk)
+
     size = 0
     try:
         while chunk := await part.read_chunk(CHUNK_SIZE):
@@ -282,15 +291,16 @@ async def spool(part: BodyPartReader, limit: int) -> tuple[IO[bytes], int, str]:
                 raise S3Error("EntityTooLarge", ProposedSize=str(size),
                               MaxSizeAllowed=str(limit))
             if len(chunk) >= THREAD_HASH_MIN:
-                await asyncio.to_thread(md5.update, chunk)
+                await asyncio.to_thread(update, chunk)
             else:
-                md5.update(chunk)
+                update(chunk)
             await asyncio.to_thread(spool_file.write, chunk)
         await asyncio.to_thread(spool_file.seek, 0)
     except BaseException:
         spool_file.close()
         raise
-    return spool_file, size, md5.hexdigest()
+    return (spool_file, size, md5.hexdigest(),
+            {a: bytes(h.digest()) for a, h in zip(algorithms, hashers[1:], strict=True)})
 
 
 async def read_spool(spool_file: IO[bytes]) -> AsyncIterator[bytes]:
@@ -339,30 +349,44 @@ async def post_object(req: S3Request) -> web.StreamResponse:
                                                     bucket.location, req.host)
     req.extra_log["location"] = location.name
 
+    # A checksum field (x-amz-checksum-<alg>) is verified once the file is spooled, before
+    # anything is stored; x-amz-checksum-algorithm alone names the one to keep.
+    stated = checksums.requested(fields, None, trailer_mode=False)
+    algorithm = (stated.algorithm if stated else
+                 checksums.parse_algorithm(fields["x-amz-checksum-algorithm"])
+                 if "x-amz-checksum-algorithm" in fields else checksums.DEFAULT_ALGORITHM)
+
     low, high = policy.length_range if policy and policy.length_range else (0, MAX_PUT_SIZE)
-    spool_file, size, etag = await spool(file_part, min(high, MAX_PUT_SIZE))
+    spool_file, size, etag, sums = await spool(file_part, min(high, MAX_PUT_SIZE), (algorithm,))
     engine = req.gateway.engine
     try:
         if size < low:
             raise S3Error("EntityTooSmall", ProposedSize=str(size), MinSizeAllowed=str(low))
+        if stated is not None:
+            checksums.verify(stated, sums[algorithm], {})
+        checksum = object_checksum(algorithm, checksums.encode(sums[algorithm]))
+        attrs: dict[str, object] = {"checksum": checksum}
+        if grants:
+            attrs["acl"] = grants
         async with engine.new_piece(location, bucket.name, key) as write:
             stored = await location.put(write.key, read_spool(spool_file), size,
                                         object_meta(headers, user, tags))
             record = ObjectRecord(
                 bucket=bucket.name, key=key, size=size, etag=etag, last_modified=time.time(),
                 location=location.name, pieces=[stored], owner=owner, headers=headers,
-                user_meta=user, tags=tags, attrs={"acl": grants} if grants else {})
+                user_meta=user, tags=tags, attrs=attrs)
             await engine.commit(bucket, record, write)
     finally:
         spool_file.close()
     await req.http.release()  # fields after the file are ignored
-    return post_response(req, fields, bucket.name, key, etag)
+    return post_response(req, fields, bucket.name, key, etag, checksum)
 
 
 def post_response(req: S3Request, fields: dict[str, str], bucket: str, key: str,
-                  etag: str) -> web.Response:
+                  etag: str, checksum: dict[str, str] | None = None) -> web.Response:
     object_url = f"{req.http.scheme}://{req.http.host}/{quote(bucket)}/{quote(key)}"
-    headers = {"ETag": f'"{etag}"', "Location": object_url}
+    headers = {"ETag": f'"{etag}"', "Location": object_url,
+               **checksums.response_headers(checksum)}
     redirect = fields.get("success_action_redirect") or fields.get("redirect")
     if redirect and redirect.startswith(("http://", "https://")):
         query = urlencode({"bucket": bucket, "key": key, "etag": f'"{etag}"'})
