@@ -449,3 +449,26 @@ def test_sigv2_query_expires_out_of_range(gateway: Gateway, bucket: str, expires
     assert response.status_code == status
     assert error_of(response)["Code"] == code
 
+
+
+def test_complete_multipart_body_substituted(gateway: Gateway, s3: Any, bucket: str) -> None:
+    """A CompleteMultipartUpload whose part list was swapped after signing completes nothing."""
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    etags = [s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=n,
+                            Body=bytes([n]) * (5 * 1024 * 1024 if n == 1 else 10))["ETag"]
+             for n in (1, 2)]
+
+    def part_list(*numbers: int) -> bytes:
+        parts = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{etags[n - 1]}</ETag></Part>"
+                        for n in numbers)
+        return f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
+
+    path = f"/{bucket}/mp?uploadId={upload}"
+    assert_sha_mismatch(substituted(gateway, "POST", path, part_list(1, 2), part_list(1)))
+    assert [p["PartNumber"] for p in s3.list_parts(Bucket=bucket, Key="mp",
+                                                   UploadId=upload)["Parts"]] == [1, 2]
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="mp")
+    response = substituted(gateway, "POST", path, part_list(1, 2), part_list(1, 2))
+    assert response.status_code == 200, response.text
+    assert s3.head_object(Bucket=bucket, Key="mp")["ContentLength"] == 5 * 1024 * 1024 + 10
