@@ -127,6 +127,8 @@ class ConnectionGuard:
         self.name = name
         self.open: set[GuardedHandler] = set()
         self.refusing = 0  # refused connections still reading their 503
+        # Set when the gateway stops: requests being served may still receive their bodies.
+        self.stopping = False
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
@@ -231,9 +233,27 @@ class GuardedHandler(RequestHandler):
                 and not self._messages and not self._draining():
             self.headers_since = now
         parsed = self._request_count
-        super().data_received(data)
+        if self.guard.stopping and (self._close or self._force_close) and self._body_due():
+            # Stopping: aiohttp closes every connection first and then drops whatever
+            # arrives, so the body of a request already being served would never end (the
+            # upload would wait out the shutdown timeout and fail). Let that body in; no
+            # new request starts on this connection all the same.
+            closing, forced = self._close, self._force_close
+            self._close = self._force_close = False
+            try:
+                super().data_received(data)
+            finally:
+                self._close, self._force_close = closing, forced
+        else:
+            super().data_received(data)
         if self._request_count != parsed:  # a request's headers are complete
             self.headers_since = None
+
+    def _body_due(self) -> bool:
+        """Whether the request being served still waits for body bytes."""
+        request = self._current_request
+        return (self._request_in_progress and not self.timed_out and request is not None
+                and not request.content.is_eof())
 
     def eof_received(self) -> None:
         if self.refused:
@@ -435,8 +455,9 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
     runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
     await runner.setup()
     limits = connection_limits(settings.connections)
+    guard = ConnectionGuard(limits, "S3 port")
     site = GuardedSite(runner, settings.listen_on, settings.port, backlog=1024,
-                       reuse_address=True, guard=ConnectionGuard(limits, "S3 port"))
+                       reuse_address=True, guard=guard)
     await site.start()
     if settings.metrics_port:
         metrics_app = web.Application()
@@ -454,6 +475,7 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
     try:
         await stop.wait()
     finally:
+        guard.stopping = True  # uploads in progress finish (see GuardedHandler.data_received)
         await runner.cleanup()
         await gateway.stop()
 

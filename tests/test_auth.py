@@ -1034,3 +1034,75 @@ async def test_unsigned_trailer_malformed_line(line: bytes) -> None:
     with pytest.raises(S3Error) as caught:
         await read_body(signed.auth(), [framed[:-2] + line + b"\r\n"])
     assert caught.value.code == "MalformedTrailerError" and caught.value.status == 400
+
+
+# --- STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER: AWS's own example (sigv4-streaming-trailers) ----
+
+DOC_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+DOC_TRAILER_SIGNATURE = "d81f82fc3505edab99d459891051a732e8730629a2e4a59689829ca17fe2e435"
+
+
+def doc_signed_trailer(**changes: Any) -> tuple[AuthResult, bytes]:
+    """The PUT of AWS's example: 64 KiB + 1 KiB of 'a', chunk signatures chained from the seed,
+    then the CRC32C trailer and its signature."""
+    result = AuthResult(account=None, access_key="AKIAIOSFODNN7EXAMPLE", signature_version=4,
+                        decoded_length=66560)
+    result._chunked = auth._StreamingV4(
+        _signing_key(DOC_SECRET, "20130524"), "20130524T000000Z",
+        "20130524/us-east-1/s3/aws4_request",
+        "106e2a8a18243abcf37539882f36619c00e2dfc72633413f02d3b74544bfeb8e",
+        True, "x-amz-checksum-crc32c")
+    body = (b"10000;chunk-signature=b474d8862b1487a5145d686f57f013e54db672cee1c953b3010fb58501ef5aa2"
+            b"\r\n" + b"a" * 65536 + b"\r\n"
+            b"400;chunk-signature=1c1344b170168f8e65b41376b44b20fe354e373826ccbbe2c1d40a8cae51e5c7"
+            b"\r\n" + b"a" * 1024 + b"\r\n"
+            b"0;chunk-signature=2ca2aba2005185cf7159c6277faf83795951dd77a3a99e6e65d5c9f85863f992"
+            b"\r\n" + changes.get("trailer", b"x-amz-checksum-crc32c:sOO8/Q==\r\n") +
+            b"x-amz-trailer-signature:" + changes.get("signature", DOC_TRAILER_SIGNATURE).encode()
+            + b"\r\n\r\n")
+    return result, body
+
+
+async def test_signed_trailer_aws_example() -> None:
+    rng = random.Random(21)
+    for max_piece in (1, 100, 70_000):
+        result, body = doc_signed_trailer()
+        assert result.trailer_mode and result.trailer == "x-amz-checksum-crc32c"
+        assert await read_body(result, random_split(body, rng, max_piece)) == b"a" * 66560
+        assert result.trailers == {"x-amz-checksum-crc32c": "sOO8/Q=="}
+
+
+@pytest.mark.parametrize(("changes", "code"), [
+    ({"signature": "0" * 64}, "SignatureDoesNotMatch"),
+    # Another value changes what the trailer signature covers.
+    ({"trailer": b"x-amz-checksum-crc32c:AAAAAA==\r\n"}, "SignatureDoesNotMatch"),
+    ({"trailer": b""}, "SignatureDoesNotMatch"),
+])
+async def test_signed_trailer_rejections(changes: dict[str, Any], code: str) -> None:
+    result, body = doc_signed_trailer(**changes)
+    with pytest.raises(S3Error) as caught:
+        await read_body(result, [body])
+    assert caught.value.code == code
+
+
+async def test_signed_trailer_signature_is_required() -> None:
+    result, body = doc_signed_trailer()
+    cut = body[:body.index(b"x-amz-trailer-signature")] + b"\r\n"
+    with pytest.raises(S3Error) as caught:
+        await read_body(result, [cut])
+    assert caught.value.code == "MalformedTrailerError"
+
+
+@pytest.mark.parametrize(("algorithm", "trailer"), [
+    ("crc32c", "x-amz-checksum-crc32c"), ("crc64nvme", "x-amz-checksum-crc64nvme"),
+    ("sha1", "x-amz-checksum-sha1")])
+async def test_unsigned_trailer_checks_every_algorithm(algorithm: str, trailer: str) -> None:
+    from botocore.httpchecksum import CrtCrc32cChecksum, CrtCrc64NvmeChecksum, Sha1Checksum
+    cls = {"crc32c": CrtCrc32cChecksum, "crc64nvme": CrtCrc64NvmeChecksum,
+           "sha1": Sha1Checksum}[algorithm]
+    data = random.Random(3).randbytes(100_000)
+    signed, framed = trailer_put(data, cls, trailer)
+    assert await read_body(signed.auth(), [framed]) == data
+    with pytest.raises(S3Error) as caught:  # a flipped byte of data: the trailer's value fails
+        await read_body(signed.auth(), [framed.replace(data[:50], bytes(50), 1)])
+    assert caught.value.code == "BadDigest"

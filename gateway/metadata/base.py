@@ -287,6 +287,12 @@ class MetadataStore(ABC):
         """Give a claimed upload back ("completing" -> "open"), after a completion failed."""
 
     @abstractmethod
+    async def release_claims(self) -> int:
+        """Give every claimed upload back ("completing" -> "open"); return how many. Only for a
+        store no other process writes (SQLite, at start-up): every claim found then is one of a
+        crashed gateway, whose completion will never finish or release it."""
+
+    @abstractmethod
     async def finish_upload(self, upload_id: str, obj: ObjectRecord | None,
                             listed: Collection[int] = (), *, expect: str | None = None
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:

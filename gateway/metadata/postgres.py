@@ -763,6 +763,11 @@ class PostgresStore(MetadataStore):
             "UPDATE uploads SET state='open' WHERE upload_id=$1 AND state='completing'",
             upload_id)
 
+    async def release_claims(self) -> int:
+        status = await self.pool.execute(
+            "UPDATE uploads SET state='open' WHERE state='completing'")
+        return int(status.split()[-1])
+
     async def finish_upload(self, upload_id: str, obj: ObjectRecord | None,
                             listed: Collection[int] = (), *, expect: str | None = None
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:

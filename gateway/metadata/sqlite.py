@@ -651,6 +651,10 @@ class SQLiteStore(MetadataStore):
             "UPDATE uploads SET state='open' WHERE upload_id=? AND state='completing'",
             (upload_id,)))
 
+    async def release_claims(self) -> int:
+        return await self._run(lambda db: db.execute(
+            "UPDATE uploads SET state='open' WHERE state='completing'").rowcount)
+
     async def finish_upload(self, upload_id: str, obj: ObjectRecord | None,
                             listed: Collection[int] = (), *, expect: str | None = None
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:

@@ -9,6 +9,7 @@ Handlers (gateway/s3/ops/) parse and authorize, then call this; they never delet
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.locations import Location, Locations
 
 T = TypeVar("T")
+log = logging.getLogger("gateway.engine")
 
 # The form of the version ids this gateway hands out (uuid4 hex), and S3's "null".
 VERSION_ID = re.compile(r"[0-9a-f]{32}|null")
@@ -128,6 +130,14 @@ class Engine:
     async def start(self) -> None:
         older_than = time.time() if self.exclusive_store else time.time() - self.storage.intent_grace
         await self.metadata.reclaim_intents(older_than)
+        if self.exclusive_store:
+            # Likewise every claimed upload is a crashed completion's (killed between its claim
+            # and its commit): give it back, so it can be completed again or aborted. With
+            # PostgreSQL a live gateway may hold a claim: they stay.
+            released = await self.metadata.release_claims()
+            if released:
+                log.warning("released %d multipart upload(s) a crashed completion held",
+                            released)
         self.collector.start()
 
     async def stop(self) -> None:

@@ -6,6 +6,7 @@ so what must disappear natively is waited for (`eventually`)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from awscrt import checksums as crt_checksums
 from botocore.exceptions import ClientError
 
 from tests.clouds.aws_s3 import S3Emulator
@@ -210,6 +212,45 @@ def test_upload_part_copy(setup: Setup) -> None:
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": first["CopyPartResult"]["ETag"]},
                                    {"PartNumber": 2, "ETag": second["ETag"]}]})
     assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == data[: 5 * MiB] + b"tail"
+
+
+def test_checksums_above_the_translator(setup: Setup, aws_s3_moto: S3Emulator) -> None:
+    """Flexible checksums are the gateway's, whatever the location: a CRC32C COMPOSITE
+    multipart upload on an aws_s3 location, and a wrong checksum refused with nothing left on
+    the cloud."""
+    s3 = setup.s3
+    bucket = setup.bucket("awsprefix")
+    parts = [pattern(11, 5 * MiB), pattern(12, 1234)]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="sums",
+                                           ChecksumAlgorithm="CRC32C")["UploadId"]
+    listed = []
+    for number, data in enumerate(parts, 1):
+        up = s3.upload_part(Bucket=bucket, Key="sums", UploadId=upload_id, PartNumber=number,
+                            Body=data, ChecksumAlgorithm="CRC32C")
+        listed.append({"PartNumber": number, "ETag": up["ETag"],
+                       "ChecksumCRC32C": up["ChecksumCRC32C"]})
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="sums", UploadId=upload_id,
+                                        MultipartUpload={"Parts": listed})
+    raws = b"".join(crt_checksums.crc32c(p).to_bytes(4, "big") for p in parts)
+    expected = base64.b64encode(crt_checksums.crc32c(raws).to_bytes(4, "big")).decode() + "-2"
+    assert done["ChecksumCRC32C"] == expected and done["ChecksumType"] == "COMPOSITE"
+    got = s3.get_object(Bucket=bucket, Key="sums", ChecksumMode="ENABLED")
+    assert got["ChecksumCRC32C"] == expected and got["Body"].read() == b"".join(parts)
+
+    native = aws_s3_moto.boto()
+    backend = setup.backend["awsprefix"]
+    before = versions(native, backend, bucket, "sums", False)
+    data = pattern(13, 2 * MiB)
+    wrong = base64.b64encode((crt_checksums.crc32c(data) ^ 1).to_bytes(4, "big")).decode()
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket=bucket, Key="sums", Body=data, ChecksumCRC32C=wrong)
+    assert caught.value.response["Error"]["Code"] == "BadDigest"
+    assert s3.get_object(Bucket=bucket, Key="sums")["Body"].read() == b"".join(parts)
+    setup.gateway.settle()
+    assert versions(native, backend, bucket, "sums", False) == before
+    s3.put_object(Bucket=bucket, Key="sums", Body=data, ChecksumAlgorithm="CRC32C")
+    assert s3.head_object(Bucket=bucket, Key="sums", ChecksumMode="ENABLED")[
+        "ChecksumCRC32C"] == base64.b64encode(crt_checksums.crc32c(data).to_bytes(4, "big")).decode()
 
 
 def test_server_side_encryption_reported(setup: Setup, aws_s3_moto: S3Emulator) -> None:

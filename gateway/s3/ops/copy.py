@@ -127,9 +127,11 @@ def missing_data(key: str) -> S3Error:
 
 
 class SourceBody:
-    """A byte range of the source object, read piece by piece from its location(s) and
-    MD5-hashed as it streams. The last chunk is held back until the length is confirmed, so a
-    source that comes up short never completes a write at the destination."""
+    """A byte range of the source object, read piece by piece from its location(s), MD5-hashed
+    and checksummed (`algorithms`) as it streams. The last chunk is held back until the length
+    is confirmed and, when the whole object is read, its stored whole-object checksum too (if
+    it is one of `algorithms`), so a source that comes up short or corrupt never completes a
+    write at the destination."""
 
     def __init__(self, req: S3Request, obj: ObjectRecord, first: int, length: int,
                  algorithms: tuple[str, ...] = ()) -> None:
@@ -139,6 +141,10 @@ class SourceBody:
         self.spans = piece_spans(obj.pieces, first, first + length - 1) if length else []
         self.md5 = hashlib.md5()
         self._hashers = {algorithm: checksums.hasher(algorithm) for algorithm in algorithms}
+        stored = obj.attrs.get("checksum")
+        self._expected = (stored if stored and first == 0 and length == obj.size
+                          and stored["type"] == checksums.FULL_OBJECT
+                          and stored["algorithm"] in self._hashers else None)
 
     def _update(self, chunk: bytes) -> None:
         self.md5.update(chunk)
@@ -173,6 +179,9 @@ class SourceBody:
                 raise missing_data(self.key) from None
         if seen != self.length:
             raise S3Error("InternalError", f"The copy source gave {seen} of {self.length} bytes.")
+        if self._expected and self.checksum(self._expected["algorithm"]) != self._expected["value"]:
+            raise S3Error("InternalError", "The copy source's data does not match its stored "
+                          f"{self._expected['algorithm']} checksum.")
         if pending is not None:
             yield pending
 

@@ -237,35 +237,48 @@ async def prepare_read(req: S3Request) -> tuple[BucketRecord, ObjectRecord, dict
     return bucket, obj, headers, byte_range
 
 
+# A GET reads the key's record, then opens its bytes. An overwrite or delete committing in
+# between hands the old bytes to the collector, which may remove them first: the record is then
+# read again (the newer state was in force during this request) up to this many times in all.
+READ_ATTEMPTS = 3
+
+
+def data_missing(key: str) -> S3Error:
+    return S3Error("NoSuchKey", "The object's data is missing from its location.", Key=key)
+
+
 async def get_object(req: S3Request) -> web.StreamResponse:
-    bucket, obj, headers, byte_range = await prepare_read(req)
-    status = 200
-    first, last = 0, obj.size - 1
-    if byte_range is not None:
-        first, last = byte_range
-        status = 206
-        headers["Content-Range"] = f"bytes {first}-{last}/{obj.size}"
-    length = last - first + 1 if obj.size else 0
-    spans = piece_spans(obj.pieces, first, last) if length else []
-    locations = req.gateway.locations
-    # Open the first stream before answering, so a missing backend object is a clean error.
-    streams = []
-    if spans:
-        piece, offset, span_len = spans[0]
+    gone: list[Stored] | None = None  # the pieces of a record whose bytes could not be opened
+    for _ in range(READ_ATTEMPTS):
+        bucket, obj, headers, byte_range = await prepare_read(req)
+        if obj.pieces == gone:
+            raise data_missing(obj.key)  # still referenced, yet not stored
+        status = 200
+        first, last = 0, obj.size - 1
+        if byte_range is not None:
+            first, last = byte_range
+            status = 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{obj.size}"
+        length = last - first + 1 if obj.size else 0
+        spans = piece_spans(obj.pieces, first, last) if length else []
+        locations = req.gateway.locations
+        # Open the first stream before answering, so a missing backend object is a clean error.
+        streams = []
         try:
-            streams.append(await locations[piece.location].get(piece, offset, span_len))
-        except NotFound:
-            raise S3Error("NoSuchKey", "The object's data is missing from its location.",
-                          Key=obj.key) from None
-    if len(spans) == 1 and length <= SMALL_RESPONSE:
-        # A small object goes out in one write with its headers (streaming it would cost a
-        # second write and syscall for a few kilobytes).
-        try:
-            body = b"".join([chunk async for chunk in streams[0]])
+            if spans:
+                piece, offset, span_len = spans[0]
+                streams.append(await locations[piece.location].get(piece, offset, span_len))
+            if len(spans) == 1 and length <= SMALL_RESPONSE:
+                # A small object goes out in one write with its headers (streaming it would
+                # cost a second write and syscall for a few kilobytes).
+                body = b"".join([chunk async for chunk in streams[0]])
+                return web.Response(status=status, headers=headers, body=body)
         except (NotFound, OSError):
-            raise S3Error("NoSuchKey", "The object's data is missing from its location.",
-                          Key=obj.key) from None
-        return web.Response(status=status, headers=headers, body=body)
+            gone = obj.pieces
+            continue
+        break
+    else:
+        raise data_missing(obj.key)  # replaced again under every attempt
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     await response.prepare(req.http)
