@@ -56,6 +56,9 @@ class StorageSettings:
     # Intents (writes in flight) older than this are taken as left by a crashed gateway and
     # their bytes collected. Must exceed the longest single PUT or part upload.
     intent_grace: float = 6 * 3600.0
+    # Replaced bytes stay this long before the collector removes them, so a GET that read the
+    # old record just before an overwrite or delete still streams every piece of it.
+    read_grace: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -234,14 +237,19 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if durability not in ("durable", "relaxed"):
         raise ConfigFileError(file, 'key "storage.durability"', "must be durable or relaxed")
     storage_numbers: dict[str, float] = {}
-    for key, default in (("collectInterval", 10.0), ("intentGraceSeconds", 6 * 3600.0)):
+    for key, default, least in (("collectInterval", 10.0, 0), ("intentGraceSeconds", 6 * 3600.0, 0),
+                                ("readGraceSeconds", 30.0, None)):
         value = storage_raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigFileError(file, f'key "storage.{key}"', "must be a positive number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                or value == least:
+            raise ConfigFileError(file, f'key "storage.{key}"',
+                                  "must be a positive number" if least == 0
+                                  else "must be a number of seconds, 0 or more")
         storage_numbers[key] = float(value)
     storage = StorageSettings(durability=durability,
                               collect_interval=storage_numbers["collectInterval"],
-                              intent_grace=storage_numbers["intentGraceSeconds"])
+                              intent_grace=storage_numbers["intentGraceSeconds"],
+                              read_grace=storage_numbers["readGraceSeconds"])
     connections = load_connection_settings(data, file)
     return Settings(
         port=port,

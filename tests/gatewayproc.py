@@ -92,6 +92,8 @@ def write_config(workdir: Path, port: int, locations: dict[str, Any] | None,
         "metricsPort": 0,
     }
     cfg.update(config or {})
+    # No read grace unless a test asks: tests watch replaced bytes go (Gateway.settle()).
+    cfg["storage"] = {"readGraceSeconds": 0, **(config or {}).get("storage", {})}
     (workdir / "config.json").write_text(json.dumps(cfg, indent=2))
     (workdir / "locationConfig.json").write_text(json.dumps(locs, indent=2))
     return {

@@ -71,3 +71,11 @@ def test_legacy_flag_type(tmp_path: Path, legacy: Any) -> None:
     line = start_and_fail(tmp_path, {"x": {"type": "mem", "legacyAwsBehavior": legacy,
                                            "details": {}}})
     assert "legacyAwsBehavior" in line
+
+
+@pytest.mark.parametrize(("key", "value"), [("readGraceSeconds", -1), ("collectInterval", 0),
+                                            ("intentGraceSeconds", "long"),
+                                            ("durability", "sometimes")])
+def test_bad_storage_setting_names_the_key(tmp_path: Path, key: str, value: Any) -> None:
+    line = start_and_fail(tmp_path, config={"storage": {key: value}})
+    assert "config.json" in line and f"storage.{key}" in line

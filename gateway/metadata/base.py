@@ -329,8 +329,10 @@ class MetadataStore(ABC):
     async def list_intents(self) -> list[IntentRecord]: ...
 
     @abstractmethod
-    async def due_garbage(self, now: float, limit: int) -> list[GarbageRecord]:
-        """Garbage rows whose retry time has come (new rows are due at once), oldest first."""
+    async def due_garbage(self, now: float, limit: int,
+                          added_before: float | None = None) -> list[GarbageRecord]:
+        """Garbage rows whose retry time has come (new rows are due at once), oldest first;
+        with `added_before`, only rows added by then (the collector's read grace)."""
 
     @abstractmethod
     async def drop_garbage(self, garbage_id: int) -> None:

@@ -826,11 +826,13 @@ class PostgresStore(MetadataStore):
         rows = await self.pool.fetch("SELECT id, location, key, created FROM intents ORDER BY id")
         return [IntentRecord(*r) for r in rows]
 
-    async def due_garbage(self, now: float, limit: int) -> list[GarbageRecord]:
+    async def due_garbage(self, now: float, limit: int,
+                          added_before: float | None = None) -> list[GarbageRecord]:
         # New rows (not_before 0) first, oldest first; then retries by when they are due.
         rows = await self.pool.fetch(
-            f"SELECT {GARBAGE_COLUMNS} FROM garbage WHERE not_before<=$1 "
-            "ORDER BY not_before, id LIMIT $2", float(now), limit)
+            f"SELECT {GARBAGE_COLUMNS} FROM garbage WHERE not_before<=$1 AND added<=$2 "
+            "ORDER BY not_before, id LIMIT $3",
+            float(now), float(now if added_before is None else added_before), limit)
         return [_garbage_from(r) for r in rows]
 
     async def drop_garbage(self, garbage_id: int) -> None:

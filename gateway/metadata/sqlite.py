@@ -728,11 +728,13 @@ class SQLiteStore(MetadataStore):
             "SELECT id, location, key, created FROM intents ORDER BY id").fetchall())
         return [IntentRecord(*r) for r in rows]
 
-    async def due_garbage(self, now: float, limit: int) -> list[GarbageRecord]:
+    async def due_garbage(self, now: float, limit: int,
+                          added_before: float | None = None) -> list[GarbageRecord]:
         # New rows (not_before 0) first, oldest first; then retries by when they are due.
         rows = await self._run(lambda db: db.execute(
-            f"SELECT {GARBAGE_COLUMNS} FROM garbage WHERE not_before<=? "
-            "ORDER BY not_before, id LIMIT ?", (now, limit)).fetchall())
+            f"SELECT {GARBAGE_COLUMNS} FROM garbage WHERE not_before<=? AND added<=? "
+            "ORDER BY not_before, id LIMIT ?",
+            (now, now if added_before is None else added_before, limit)).fetchall())
         return [_garbage_from(r) for r in rows]
 
     async def drop_garbage(self, garbage_id: int) -> None:

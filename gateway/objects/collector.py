@@ -39,8 +39,10 @@ class Collector:
         self.collected = 0  # rows removed since start (metrics, tests)
 
     def wake(self) -> None:
-        """New garbage: collect soon instead of at the next interval."""
-        self._wake.set()
+        """New garbage: collect now instead of at the next interval. With a read grace the
+        new rows cannot be due yet, so the periodic round takes them."""
+        if not self.storage.read_grace:
+            self._wake.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="collector")
@@ -73,11 +75,15 @@ class Collector:
             except Exception as exc:  # the metadata store is down: try again next round
                 log.warning("collector: %s: %s", type(exc).__name__, exc)
 
-    async def run(self) -> int:
-        """Work through every due row; return how many were removed."""
+    async def run(self, read_grace: float | None = None) -> int:
+        """Work through every due row; return how many were removed. Rows younger than the
+        read grace (storage.readGraceSeconds unless given) wait: a GET that read the record
+        just before the change may still be opening those pieces."""
+        grace = self.storage.read_grace if read_grace is None else read_grace
         removed = 0
         while True:
-            rows = await self.metadata.due_garbage(time.time(), BATCH)
+            now = time.time()
+            rows = await self.metadata.due_garbage(now, BATCH, added_before=now - grace)
             if not rows:
                 return removed
             done = await asyncio.gather(*(self.collect(row) for row in rows))

@@ -28,6 +28,7 @@ from gateway.metadata.base import (
     PartRecord,
     UploadRecord,
 )
+from gateway.metadata.ledger import dropped_pieces
 from gateway.objects.collector import Collector
 from gateway.translators.base import ObjectMeta, Part, Stored
 
@@ -209,12 +210,9 @@ class Engine:
                 raise
             return marker
         if version_id is not None and not VERSION_ID.fullmatch(version_id):
-            existing = None
-        else:
-            existing = await self.metadata.get_object(bucket.name, key, version_id, markers=True)
+            raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)  # never one of ours
+        existing = await self.metadata.get_object(bucket.name, key, version_id, markers=True)
         if existing is None:
-            if version_id is not None and not VERSION_ID.fullmatch(version_id):
-                raise S3Error("NoSuchVersion", Key=key, VersionId=version_id)
             if expect is not None:
                 raise S3Error("NoSuchKey", Key=key)
             return None  # a well-formed id that is gone: deleting it again succeeds
@@ -256,20 +254,25 @@ class Engine:
         """Assemble a claimed upload (claim_upload) and commit it. On failure the claim is
         released, so the client may retry or abort; on success unlisted parts are garbage."""
         location = self.locations[upload.location]
-        meta_pieces: list[Stored]
         try:
-            meta_pieces = await location.complete_upload(
+            record.pieces = await location.complete_upload(
                 upload.backend_key, upload.backend_upload_id,
                 [Part(p.number, p.stored) for p in chosen],
                 object_meta(upload.headers, upload.user_meta, upload.tags))
-            record.pieces = meta_pieces
             if record.version_id is None:
                 record.version_id = new_version_id(bucket)
             # The chosen parts live on in the object (inside it, on clouds): never garbage.
             finished = await shielded(self.metadata.finish_upload(
                 upload.upload_id, record, [p.number for p in chosen], expect=expect))
         except ConditionFailed as failed:
+            # Refused for certain (not an unknown outcome): what the backend assembled anew
+            # (clouds: the object at the upload's key; file/mem: nothing, the parts are the
+            # pieces and stay the upload's) is referenced by nothing: garbage.
+            for piece in dropped_pieces([p.to_dict() for p in record.pieces],
+                                        [p.stored.to_dict() for p in chosen]):
+                await shielded(self.metadata.discard_piece(Stored.from_dict(piece)))
             await shielded(self.metadata.release_upload(upload.upload_id))
+            self.collector.wake()
             raise condition_error(failed, upload.key, raced=True) from None
         except BaseException:
             await shielded(self.metadata.release_upload(upload.upload_id))
@@ -285,9 +288,6 @@ class Engine:
         if finished is None:
             raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
         self.collector.wake()
-
-    def location_of(self, name: str) -> Location:
-        return self.locations[name]
 
 
 __all__ = ["Engine", "PieceWrite", "VERSION_ID", "check_expectation", "new_version_id",

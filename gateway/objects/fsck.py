@@ -121,9 +121,11 @@ async def check_location(group: list[Location], metadata: MetadataStore,
 
 
 async def fsck(metadata: MetadataStore, locations: Locations, collector: Collector,
-               *, repair: bool, only: str | None = None) -> list[LocationReport]:
+               *, repair: bool, only: str | None = None,
+               read_grace: float | None = None) -> list[LocationReport]:
     if repair:  # what the ledger already names first, so it is not reported
-        await collector.run()
+        # No GET of a stopped gateway (SQLite) can still be reading: no read grace then.
+        await collector.run(read_grace=read_grace)
     groups: dict[str, list[Location]] = {}
     for location in locations:
         groups.setdefault(location.translator.storage_id(), []).append(location)
@@ -153,7 +155,8 @@ async def run_fsck(repair: bool, only: str | None, as_json: bool) -> int:
             grace = 0.0 if settings.metadata_backend == "sqlite" else settings.storage.intent_grace
             await gateway.metadata.reclaim_intents(time.time() - grace)
         reports = await fsck(gateway.metadata, gateway.locations, gateway.engine.collector,
-                             repair=repair, only=only)
+                             repair=repair, only=only,
+                             read_grace=0.0 if settings.metadata_backend == "sqlite" else None)
         pending = await gateway.metadata.count_garbage()
         seconds = time.monotonic() - started
     finally:

@@ -1124,6 +1124,9 @@ async def test_due_retry_and_drop_garbage(store: MetadataStore) -> None:
     assert [r.data for r in rows] == pieces_of(*records)  # new rows are due at once, in order
     assert [r.data for r in await store.due_garbage(now, 2)] == pieces_of(*records[:2])
     assert await store.due_garbage(now, 0) == []
+    # The collector's read grace: rows added after `added_before` wait.
+    assert await store.due_garbage(now, 10, added_before=rows[0].added - 1) == []
+    assert len(await store.due_garbage(now, 10, added_before=now)) == 4
     # a failed removal waits until not_before and counts the attempt
     await store.retry_garbage(rows[0].id, now + 100)
     assert [r.id for r in await store.due_garbage(now, 10)] == [r.id for r in rows[1:]]
