@@ -41,51 +41,46 @@ class Range:
     limit: int
 
 
-class KeyWalk(Generic[T]):
-    """One listing page. Rows are (key, seq, item); seq may be None for plain listings."""
+class _Walk(Generic[T]):
+    """What every listing page shares: entries in order, keys sharing a prefix up to the
+    delimiter rolled into one common prefix (counted once) and then sought past, and a cursor
+    (the last entry's position, whatever its shape) to read on from."""
 
-    def __init__(self, prefix: str, delimiter: str | None, limit: int,
-                 after_key: str | None = None, after_seq: int | None = None) -> None:
+    def __init__(self, prefix: str, delimiter: str | None, limit: int) -> None:
         self.prefix = prefix
         self.delimiter = delimiter
         self.limit = limit
         self.items: list[T] = []
         self.prefixes: list[str] = []
         self.truncated = False
-        # The last entry returned: (key, seq, item) or (common prefix, None, None).
-        self.last: tuple[str, int | None, T | None] | None = None
+        # The last entry returned: (key, cursor, item) or (common prefix, None, None).
+        self.last: tuple[str, Any, T | None] | None = None
         self._end = prefix_end(prefix)
         self._floor = prefix
-        self._cursor: tuple[str, int | None] | None = None
-        self._done = limit <= 0
+        self._cursor: tuple[Any, ...] | None = None
+        self._done = False
         self._batch = 0
-        if after_key is not None and after_key >= prefix:
-            self._cursor = (after_key, after_seq)
-            if delimiter:
-                cut = after_key.find(delimiter, len(prefix))
-                if cut >= 0:  # the marker sits under a common prefix already returned
-                    self._skip_past(after_key[: cut + len(delimiter)])
 
     def _skip_past(self, common: str) -> None:
         skip_to = prefix_end(common)
         if skip_to is None:
             self._done = True
-        else:
+        else:  # every key beneath `common` sorts before skip_to
             self._floor, self._cursor = max(self._floor, skip_to), None
 
-    def query(self) -> Range | None:
-        """The next range to read, or None when the page is complete."""
+    def _next_batch(self) -> bool:
+        """Size the next read (one row more than the page still holds); False when done."""
         if self._done:
-            return None
+            return False
         self._batch = self.limit - len(self.items) - len(self.prefixes) + 1
-        cursor_key, cursor_seq = self._cursor if self._cursor else (None, None)
-        return Range(self._floor, cursor_key, cursor_seq, self._end, self._batch)
+        return True
 
-    def feed(self, rows: Sequence[tuple[str, int | None, T]]) -> None:
+    def _take(self, rows: Sequence[tuple[str, tuple[Any, ...], T]]) -> None:
+        """Rows (key, cursor, item) of the last read, in order."""
         if not rows:
             self._done = True
             return
-        for key, seq, item in rows:
+        for key, cursor, item in rows:
             if len(self.items) + len(self.prefixes) == self.limit:
                 self.truncated = self._done = True  # one more row exists: the page is full
                 return
@@ -98,10 +93,35 @@ class KeyWalk(Generic[T]):
                     self._skip_past(common)
                     return  # read on from past the prefix
             self.items.append(item)
-            self.last = (key, seq, item)
-            self._cursor = (key, seq)
+            self.last = (key, cursor, item)
+            self._cursor = cursor
         if len(rows) < self._batch:
             self._done = True
+
+
+class KeyWalk(_Walk[T]):
+    """One listing page. Rows are (key, seq, item); seq may be None for plain listings."""
+
+    def __init__(self, prefix: str, delimiter: str | None, limit: int,
+                 after_key: str | None = None, after_seq: int | None = None) -> None:
+        super().__init__(prefix, delimiter, limit)
+        self._done = limit <= 0
+        if after_key is not None and after_key >= prefix:
+            self._cursor = (after_key, after_seq)
+            if delimiter:
+                cut = after_key.find(delimiter, len(prefix))
+                if cut >= 0:  # the marker sits under a common prefix already returned
+                    self._skip_past(after_key[: cut + len(delimiter)])
+
+    def query(self) -> Range | None:
+        """The next range to read, or None when the page is complete."""
+        if not self._next_batch():
+            return None
+        cursor_key, cursor_seq = self._cursor if self._cursor else (None, None)
+        return Range(self._floor, cursor_key, cursor_seq, self._end, self._batch)
+
+    def feed(self, rows: Sequence[tuple[str, int | None, T]]) -> None:
+        self._take([(key, (key, seq), item) for key, seq, item in rows])
 
 
 def version_listing(walk: KeyWalk[Any], to_record: Callable[[Any], ObjectRecord]
@@ -128,55 +148,25 @@ class UploadRange:
     limit: int
 
 
-class UploadWalk(Generic[T]):
-    """One page of ListMultipartUploads. Keys sharing a prefix up to the delimiter roll into one
-    common prefix (counted once), and the walk then seeks past it, as KeyWalk does, instead of
-    reading every upload beneath it. The store filters every range by the key/upload-id markers
-    itself (they are not positions in this order); `start` (the key marker) only raises the
-    first floor so the first read seeks there."""
+class UploadWalk(_Walk[T]):
+    """One page of ListMultipartUploads, rolled up and sought past as KeyWalk does. The store
+    filters every range by the key/upload-id markers itself (they are not positions in this
+    order); `start` (the key marker) only raises the first floor so the first read seeks
+    there."""
 
     def __init__(self, prefix: str, delimiter: str | None, limit: int,
                  start: str | None = None) -> None:
-        self.prefix = prefix
-        self.delimiter = delimiter
-        self.limit = max(limit, 0)
-        self.items: list[T] = []
-        self.prefixes: list[str] = []
-        self.truncated = False
-        self._end = prefix_end(prefix)
-        self._floor = max(prefix, start) if start is not None else prefix
-        self._cursor: tuple[str, float, str] | None = None
         # limit 0 still reads one row: the page is then truncated when any upload exists.
-        self._done = False
-        self._batch = 0
+        super().__init__(prefix, delimiter, max(limit, 0))
+        if start is not None:
+            self._floor = max(prefix, start)
 
     def query(self) -> UploadRange | None:
-        if self._done:
+        if not self._next_batch():
             return None
-        self._batch = self.limit - len(self.items) - len(self.prefixes) + 1
-        return UploadRange(self._floor, self._cursor, self._end, self._batch)
+        return UploadRange(self._floor, self._cursor, self._end, self._batch)  # type: ignore[arg-type]
 
     def feed(self, rows: Sequence[tuple[str, float, str, T]]) -> None:
         """Rows (key, initiated, upload_id, item) of the last query, in order."""
-        if not rows:
-            self._done = True
-            return
-        for key, initiated, upload_id, item in rows:
-            if len(self.items) + len(self.prefixes) == self.limit:
-                self.truncated = self._done = True  # one more entry exists: the page is full
-                return
-            if self.delimiter:
-                cut = key.find(self.delimiter, len(self.prefix))
-                if cut >= 0:
-                    common = key[: cut + len(self.delimiter)]
-                    self.prefixes.append(common)
-                    skip_to = prefix_end(common)
-                    if skip_to is None:
-                        self._done = True
-                    else:  # every key beneath `common` sorts before skip_to
-                        self._floor, self._cursor = max(self._floor, skip_to), None
-                    return
-            self.items.append(item)
-            self._cursor = (key, initiated, upload_id)
-        if len(rows) < self._batch:
-            self._done = True
+        self._take([(key, (key, initiated, upload_id), item)
+                    for key, initiated, upload_id, item in rows])
