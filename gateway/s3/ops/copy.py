@@ -331,7 +331,7 @@ def parse_copy_range(value: str | None, size: int) -> tuple[int, int]:
 
 async def upload_part_copy(req: S3Request) -> web.Response:
     number = part_number(req)
-    upload = await get_upload(req)  # the destination bucket's access check included
+    upload = await get_upload(req, for_parts=True)  # the destination bucket's access check too
     source = await load_source(req)
     src = source.obj
     check_source_conditions(req, src)
@@ -370,8 +370,6 @@ async def upload_part_copy(req: S3Request) -> web.Response:
         etag = body.etag
         part_sums = {algorithm: body.checksum(algorithm)}
     now = time.time()
-    if upload.state != "open":
-        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
     part = PartRecord(upload_id=upload.upload_id, number=number, size=length, etag=etag,
                       last_modified=now, stored=stored, checksums=part_sums)
     await req.gateway.engine.store_part(upload, part)

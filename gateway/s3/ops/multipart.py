@@ -116,10 +116,13 @@ def part_checksum_nodes(upload: UploadRecord, part: PartRecord) -> list[tuple[st
     return [(checksums.xml_tag(a), part.checksums[a]) for a in shown if a in part.checksums]
 
 
-async def get_upload(req: S3Request) -> UploadRecord:
+async def get_upload(req: S3Request, *, for_parts: bool = False) -> UploadRecord:
+    """The upload the request names. `for_parts`: a part is about to be stored, so one being
+    completed is refused now, before any byte moves (the store refuses it at the record too)."""
     bucket = await get_bucket(req)
     upload = await req.gateway.metadata.get_upload(req.query["uploadId"])
-    if upload is None or upload.bucket != bucket.name or upload.key != req.key:
+    if upload is None or upload.bucket != bucket.name or upload.key != req.key \
+            or (for_parts and upload.state != "open"):
         raise S3Error("NoSuchUpload", UploadId=req.query["uploadId"])
     return upload
 
@@ -141,13 +144,11 @@ async def upload_part(req: S3Request) -> web.Response:
         from gateway.s3.ops.copy import upload_part_copy  # copy builds on this module's helpers
         return await upload_part_copy(req)
     number = part_number(req)
-    upload = await get_upload(req)
+    upload = await get_upload(req, for_parts=True)
     expected_md5 = content_md5(req)
     size = body_size(req)
     if size > MAX_PART_SIZE:
         raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(MAX_PART_SIZE))
-    if upload.state != "open":
-        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
     stated = requested_checksum(req)
     algorithms = part_algorithms(upload, stated)
     location = req.gateway.locations[upload.location]
