@@ -73,8 +73,8 @@ _PART_KEY = ""  # no S3 object has an empty key
 _CONNECT_TIMEOUT = 5
 _READ_TIMEOUT = 60
 
-# With awscrt importable (awscli v2, boto3[crt] in the same environment), botocore signs "s3v4"
-# with awscrt's signer, which wants the body as bytes or a seekable file and fails on a streamed
+# With awscrt importable (the gateway depends on it for CRC32C/CRC64NVME checksums), botocore
+# signs "s3v4" with awscrt's signer, which wants the body as bytes or a seekable file and fails on a streamed
 # body (TypeError: every PUT and part upload a 503). Keep botocore's own signer: same SigV4.
 botocore.auth.AUTH_TYPE_MAPS["s3v4"] = botocore.auth.S3SigV4Auth
 
