@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigFileError
+from gateway.jobs.runner import JobSettings  # background jobs
+from gateway.lifecycle.settings import LifecycleSettings  # lifecycle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LOCATION = "us-east-1"
@@ -73,6 +75,15 @@ class ConnectionSettings:
     body_timeout: float = 60.0
 
 
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The web console (config.json "console"; gateway/console/)."""
+
+    enabled: bool = True  # served at /_/console/ on the S3 port (and on `port` when set)
+    port: int = 0  # a listener of its own as well; 0: none
+    session_minutes: float = 30.0  # a session ends after this long without a request
+
+
 @dataclass
 class Settings:
     port: int
@@ -88,9 +99,96 @@ class Settings:
     metrics_port: int
     storage: StorageSettings = field(default_factory=StorageSettings)
     connections: ConnectionSettings = field(default_factory=ConnectionSettings)
+    # The region SigV4 requests must be signed for ("region"; "*": any region).
+    region: str = DEFAULT_LOCATION
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     env: dict[str, str] = field(default_factory=dict)
     config_path: Path | None = None
     location_path: Path | None = None
+    # --- operating it (TLS, accounts at runtime): gateway/tls.py, gateway/accounts.py ---
+    tls: TlsFiles | None = None  # None: plain http on every listener
+    master_key_path: Path = Path("./localKeys/master.key")
+    accounts_refresh: float = 1.0  # s between checks of the store's account change counter
+    # --- background jobs, lifecycle and tiering (gateway/jobs/, gateway/lifecycle/) ---
+    jobs: JobSettings = field(default_factory=lambda: JobSettings())
+    lifecycle: LifecycleSettings = field(default_factory=lambda: LifecycleSettings())
+    storage_classes: dict[str, str] = field(default_factory=dict)  # class -> location name
+
+
+# --- operating it: listeners, TLS, accounts (see gateway/tls.py, gateway/accounts.py) -------
+@dataclass(frozen=True)
+class TlsFiles:
+    """config.json "certFilePaths" as CloudServer names them (or S3_TLS_*_FILE): the server's
+    private key and certificate (PEM), and optionally the CA certificate(s) completing the
+    chain sent to clients."""
+
+    key: Path
+    cert: Path
+    ca: Path | None
+    # Where each path was set, for one-line errors: "certFilePaths.key" or "S3_TLS_KEY_FILE".
+    origin: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+TLS_ENV = {"key": "S3_TLS_KEY_FILE", "cert": "S3_TLS_CERT_FILE", "ca": "S3_TLS_CA_FILE"}
+
+
+def load_port(data: dict[str, Any], file: str, key: str, env: Mapping[str, str],
+              env_name: str | None, default: int, allow_zero: bool = False) -> int:
+    """A TCP port from the environment or config.json, refused with one line naming where."""
+    raw: Any = env.get(env_name) if env_name else None
+    where, source = (env_name, "environment") if raw else (f'key "{key}"', file)
+    if not raw:
+        raw = data.get(key, default)
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not (
+            (allow_zero and raw == 0) or 1 <= raw <= 65535):
+        span = "0 (off) or 1..65535" if allow_zero else "1..65535"
+        raise ConfigFileError(source, where or "", f"must be a TCP port number, {span}, "
+                              f"got {raw!r}")
+    return raw
+
+
+def load_tls(data: dict[str, Any], file: str, env: Mapping[str, str]) -> TlsFiles | None:
+    raw = _get(data, file, "certFilePaths", dict, {})
+    paths: dict[str, Path] = {}
+    origin: dict[str, str] = {}
+    for name in ("key", "cert", "ca"):
+        value = env.get(TLS_ENV[name]) or raw.get(name)
+        origin[name] = TLS_ENV[name] if env.get(TLS_ENV[name]) else f"certFilePaths.{name}"
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise ConfigFileError(file, f'key "certFilePaths.{name}"', "must be a file path")
+        path = Path(value)
+        if not path.is_absolute() and origin[name].startswith("certFilePaths"):
+            # Relative to config.json's folder, as CloudServer's ./test.key examples expect
+            # when started from there; absolute paths are taken as they are.
+            path = Path(file).resolve().parent / path
+        paths[name] = path
+    unknown = sorted(set(raw) - {"key", "cert", "ca"})
+    if unknown:
+        raise ConfigFileError(file, f'key "certFilePaths.{unknown[0]}"', "is unknown (key, cert, ca)")
+    if not paths:
+        return None
+    for name in ("key", "cert"):
+        if name not in paths:
+            raise ConfigFileError(file, f'key "certFilePaths.{name}"',
+                                  f"is required for TLS (or set {TLS_ENV[name]})")
+    tls = TlsFiles(key=paths["key"], cert=paths["cert"], ca=paths.get("ca"), origin=origin)
+    for name, path in (("key", tls.key), ("cert", tls.cert), ("ca", tls.ca)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            where = origin[name]
+            source = "environment" if where.startswith("S3_") else file
+            label = where if where.startswith("S3_") else f'key "{where}"'
+            raise ConfigFileError(source, label,
+                                  f"cannot read {path}: {exc.strerror or exc}") from None
+    return tls
 
 
 def find_file(name: str, override: str | None) -> Path:
@@ -139,6 +237,8 @@ def load_locations(path: Path, env: Mapping[str, str]) -> dict[str, LocationSpec
         details = raw.get("details", {})
         if not isinstance(details, dict):
             raise ConfigFileError(file, f'location "{name}" key "details"', "must be an object")
+        if kind != raw.get("type"):  # S3BACKEND replaced the type: its details are another's
+            details = {k: v for k, v in details.items() if k == "bucketMatch"}
         object_id = raw.get("objectId", name)
         if not isinstance(object_id, str) or object_id in object_ids:
             raise ConfigFileError(file, f'location "{name}" key "objectId"',
@@ -190,6 +290,27 @@ def load_connection_settings(data: dict[str, Any], file: str) -> ConnectionSetti
                               body_timeout=float(values["bodyTimeout"]))
 
 
+def load_console_settings(data: dict[str, Any], file: str) -> ConsoleSettings:
+    raw = _get(data, file, "console", dict, {})
+    unknown = sorted(set(raw) - {"enabled", "port", "sessionMinutes"})
+    if unknown:
+        raise ConfigFileError(file, f'key "console.{unknown[0]}"',
+                              "is unknown (enabled, port, sessionMinutes)")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigFileError(file, 'key "console.enabled"', "must be true or false")
+    port = raw.get("port", 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigFileError(file, 'key "console.port"',
+                              f"must be a TCP port number, 0 (none) or 1..65535, got {port!r}")
+    minutes = raw.get("sessionMinutes", 30)
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) \
+            or not 0 < minutes <= 24 * 60:
+        raise ConfigFileError(file, 'key "console.sessionMinutes"',
+                              "must be a number of minutes, more than 0 and at most 1440")
+    return ConsoleSettings(enabled=enabled, port=port, session_minutes=float(minutes))
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     env = dict(env)
     config_path = find_file("config.json", env.get("S3_CONFIG_FILE"))
@@ -201,7 +322,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         raise ConfigFileError(file, "", "must be a JSON object")
     locations = load_locations(location_path, env)
 
-    port = int(env.get("S3PORT") or _get(data, file, "port", int, 8000))
+    port = load_port(data, file, "port", env, "S3PORT", 8000)
     listen_on = env.get("LISTEN_ADDR") or _get(data, file, "listenOn", str, "127.0.0.1") or "0.0.0.0"
     endpoints = _get(data, file, "restEndpoints", dict, {"localhost": DEFAULT_LOCATION})
     if env.get("ENDPOINT"):
@@ -262,10 +383,98 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         authdata_path=authdata_path,
         health=health,
         log_level=(env.get("LOG_LEVEL") or data.get("logLevel") or "info").upper(),
-        metrics_port=_get(data, file, "metricsPort", int, 0),
+        metrics_port=load_port(data, file, "metricsPort", env, None, 0, allow_zero=True),
         storage=storage,
         connections=connections,
+        region=_signing_region(data, file, env),
+        console=load_console_settings(data, file),
         env=env,
         config_path=config_path,
         location_path=location_path,
+        tls=load_tls(data, file, env),
+        # Default: localKeys/ beside the SQLite folder (./localKeys with ./localMetadata).
+        master_key_path=Path(env.get("S3_MASTER_KEY_FILE")
+                             or _get(data, file, "accounts", dict, {}).get("masterKeyFile")
+                             or metadata_path.parent / "localKeys" / "master.key"),
+        accounts_refresh=_accounts_refresh(data, file),
+        jobs=load_job_settings(data, file),
+        lifecycle=load_lifecycle_settings(data, file),
+        storage_classes=load_storage_classes(data, file, locations, location_path),
     )
+
+
+def _signing_region(data: dict[str, Any], file: str, env: Mapping[str, str]) -> str:
+    """config.json "region" (or S3_REGION): what clients must sign SigV4 requests for, as
+    AWS insists on a bucket's region; "*" accepts every region name."""
+    value = env.get("S3_REGION") or data.get("region", DEFAULT_LOCATION)
+    if not isinstance(value, str) or not value.strip() or not value.isascii():
+        raise ConfigFileError(file, 'key "region"', 'must be a region name, or "*" for any')
+    return value.strip()
+
+
+def _accounts_refresh(data: dict[str, Any], file: str) -> float:
+    raw = _get(data, file, "accounts", dict, {})
+    unknown = sorted(set(raw) - {"masterKeyFile", "refreshSeconds"})
+    if unknown:
+        raise ConfigFileError(file, f'key "accounts.{unknown[0]}"',
+                              "is unknown (masterKeyFile, refreshSeconds)")
+    if not isinstance(raw.get("masterKeyFile", ""), str):
+        raise ConfigFileError(file, 'key "accounts.masterKeyFile"', "must be a file path")
+    value = raw.get("refreshSeconds", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 300:
+        raise ConfigFileError(file, 'key "accounts.refreshSeconds"',
+                              "must be a number of seconds, more than 0 and at most 300")
+    return float(value)
+
+
+# --- background jobs, lifecycle and tiering (gateway/jobs/, gateway/lifecycle/) ---------------
+def _numbers(raw: dict[str, Any], file: str, section: str,
+             keys: tuple[tuple[str, float, bool], ...]) -> dict[str, float]:
+    """Positive numbers of one section (key, default, integer?); unknown keys refused."""
+    values: dict[str, float] = {}
+    for key, default, integer in keys:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or \
+                (integer and not isinstance(value, int)):
+            kind = "a positive integer" if integer else "a positive number of seconds"
+            raise ConfigFileError(file, f'key "{section}.{key}"', f"must be {kind}")
+        values[key] = value
+    unknown = sorted(set(raw) - set(values))
+    if unknown:
+        raise ConfigFileError(file, f'key "{section}.{unknown[0]}"',
+                              f"is unknown ({', '.join(k for k, _, _ in keys)})")
+    return values
+
+
+def load_job_settings(data: dict[str, Any], file: str) -> JobSettings:
+    d = JobSettings()
+    v = _numbers(_get(data, file, "jobs", dict, {}), file, "jobs", (
+        ("concurrency", d.concurrency, True), ("leaseSeconds", d.lease, False),
+        ("pollSeconds", d.poll, False), ("maxAttempts", d.max_attempts, True)))
+    return JobSettings(concurrency=int(v["concurrency"]), lease=float(v["leaseSeconds"]),
+                       poll=float(v["pollSeconds"]), max_attempts=int(v["maxAttempts"]))
+
+
+def load_lifecycle_settings(data: dict[str, Any], file: str) -> LifecycleSettings:
+    d = LifecycleSettings()
+    v = _numbers(_get(data, file, "lifecycle", dict, {}), file, "lifecycle", (
+        ("dayLengthSeconds", d.day, False), ("scanIntervalSeconds", d.scan_interval, False)))
+    return LifecycleSettings(day=float(v["dayLengthSeconds"]),
+                             scan_interval=float(v["scanIntervalSeconds"]))
+
+
+def load_storage_classes(data: dict[str, Any], file: str, locations: dict[str, LocationSpec],
+                         location_path: Path) -> dict[str, str]:
+    """"storageClasses": {"STANDARD_IA": "<location>", ...}: where a lifecycle transition to
+    that class moves an object's bytes."""
+    from gateway.lifecycle.rules import STORAGE_CLASSES
+
+    raw = _get(data, file, "storageClasses", dict, {})
+    for name, location in raw.items():
+        if name not in STORAGE_CLASSES:
+            raise ConfigFileError(file, f'key "storageClasses.{name}"',
+                                  f"is not a storage class ({', '.join(STORAGE_CLASSES)})")
+        if not isinstance(location, str) or location not in locations:
+            raise ConfigFileError(file, f'key "storageClasses.{name}"',
+                                  f"names location {location!r}, which {location_path} lacks")
+    return dict(raw)

@@ -315,7 +315,8 @@ class GuardedSite(web.TCPSite):
 
         self._server = await loop.create_server(
             protocol, self._host, self._port, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            ssl=self._ssl_context)  # None: plain http; else TLS (gateway/tls.py)
 
 
 def connection_limits(limits: ConnectionSettings) -> ConnectionSettings:

@@ -1,40 +1,55 @@
-"""Placement and the location wrapper around each translator.
+"""Placement and the location around each translator.
 
-Placement picks an object's location (header > bucket > endpoint > default). `Location` wraps a
-translator with the rules every backend shares, written once: the backend key of every new
-piece (bucketMatch prefix + a token no other write uses), fail-fast when the location is known
-down, timeouts, and turning backend failures into S3 errors that name the location. Only real
-backend failures count against health: a request the backend refuses (Rejected), throttling,
-and local resource errors (EMFILE) do not.
+Placement picks an object's location (header > bucket > endpoint > default) and names every new
+piece (`Location.new_key`: bucketMatch prefix + a token no other write uses). `Location` is a
+location as the engine sees it: its translator inside the wrappers that carry the rules every
+backend shares (gateway/translators/wrappers.py: fail fast while down, metering, timeouts, only
+translator errors out), plus the one table that turns a translator error into the S3 error a
+client gets (`S3_ANSWERS`). NotFound stays NotFound: what a missing piece means is the
+engine's to decide.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config import DEFAULT_LOCATION, LocationSpec
 from gateway.errors import ConfigFileError, S3Error
 from gateway.translators import translator_class
 from gateway.translators.base import (
+    AlreadyExists,
     ByteStream,
     ConfigError,
-    Conflict,
     Health,
     NotFound,
+    NotSupported,
     ObjectMeta,
     Part,
+    PermissionDenied,
+    Precondition,
     Rejected,
     Stored,
     Throttled,
     Translator,
+    TranslatorError,
+    Unauthenticated,
+    Unavailable,
+)
+from gateway.translators.wrappers import (
+    CALL_TIMEOUT,
+    LOCAL_ERRNOS,
+    Breaker,
+    HealthState,
+    Metered,
+    TrackedBody,
+    compose,
+    layers,
 )
 
 if TYPE_CHECKING:
@@ -44,57 +59,79 @@ log = logging.getLogger("gateway.locations")
 T = TypeVar("T")
 
 LOCATION_HEADER = "x-amz-meta-scal-location-constraint"
-# Calls that move no object body get this long before the location counts as failing.
-CALL_TIMEOUT = 60.0
 # The end of every backend key the gateway writes: `~` and 24 hex digits (96 random bits).
 PIECE_TOKEN = re.compile(r"~[0-9a-f]{24}(?=$|/|#)")
-# Errors of this machine, not of the backend: they must not mark a location down.
-LOCAL_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC}
+
+# The S3 answer to each translator error, in this one place: (code, message; {location} and
+# {detail} are filled in, Retry-After sent or not). NotFound has an entry for completeness, but
+# Location raises it as it is (the engine decides what a missing piece means).
+# PermissionDenied/Unauthenticated: the gateway's own credentials for the location are wrong,
+# a problem for the operator, not the client: 503 (the client may retry later, nothing it can
+# change) naming the location and pointing at the configuration; never AccessDenied, which
+# would tell the client its own credentials are wrong.
+S3_ANSWERS: dict[type[TranslatorError], tuple[str, str, bool]] = {
+    NotFound: ("NoSuchKey", "Location {location}: {detail} is gone", False),
+    AlreadyExists: ("PreconditionFailed", "Location {location}: {detail}", False),
+    Precondition: ("OperationAborted", "Location {location}: a conflicting change happened "
+                                       "meanwhile ({detail}); try again", False),
+    NotSupported: ("NotImplemented", "Location {location} cannot do this: {detail}", False),
+    Rejected: ("InvalidArgument", "Location {location} refused the request: {detail}", False),
+    PermissionDenied: ("ServiceUnavailable", "Location {location} is misconfigured: its backend "
+                                             "refuses the gateway's credentials ({detail}); the "
+                                             "operator must fix the location's configuration",
+                       False),
+    Unauthenticated: ("ServiceUnavailable", "Location {location} is misconfigured: its backend "
+                                            "does not accept the gateway's credentials "
+                                            "({detail}); the operator must fix the location's "
+                                            "configuration", False),
+    Throttled: ("SlowDown", "Location {location} asks to slow down: {detail}", True),
+    Unavailable: ("ServiceUnavailable", "Location {location} is unavailable: {detail}", False),
+}
 
 
-@dataclass
-class HealthState:
-    state: str = "unknown"  # up | down | unknown
-    last_check: float | None = None
-    latency: float | None = None
-    message: str = ""
-    consecutive_failures: int = 0
-
-
-class TrackedBody:
-    """A body on its way to a backend: counts its bytes, and remembers an error it raised so
-    that error is reported as the client's (BadDigest, IncompleteBody, SignatureDoesNotMatch)
-    and not as the backend's."""
-
-    def __init__(self, body: ByteStream) -> None:
-        self.error: BaseException | None = None
-        self.size = 0
-        self._body = body
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._body:
-                self.size += len(chunk)
-                yield chunk
-        except BaseException as exc:
-            self.error = exc
-            raise
+def s3_error(exc: TranslatorError, location: str) -> S3Error:
+    """The S3 error a client gets for `exc` from `location` ("name (type)")."""
+    for kind in type(exc).__mro__:
+        answer = S3_ANSWERS.get(kind)  # type: ignore[arg-type]
+        if answer is not None:
+            break
+    else:
+        answer = S3_ANSWERS[Unavailable]
+    code, message, retry = answer
+    headers = None
+    if retry:
+        retry_after = getattr(exc, "retry_after", None) or 1
+        headers = {"Retry-After": str(max(1, round(retry_after)))}
+    return S3Error(code, message.format(location=location, detail=str(exc) or type(exc).__name__),
+                   headers=headers)
 
 
 class Location:
-    """One configured location: its translator plus the cross-cutting rules."""
+    """One configured location: its translator inside the wrappers, as the engine uses it."""
 
-    # After this many consecutive failed requests the location is marked down until a check passes.
-    FAILURES_TO_TRIP = 3
+    FAILURES_TO_TRIP = Breaker.FAILURES_TO_TRIP
 
     def __init__(self, spec: LocationSpec, translator: Translator) -> None:
         self.spec = spec
         self.name = spec.name
         self.type_name = spec.type
-        self.translator = translator
+        self.translator = translator  # the bare translator (open/close, fsck's questions)
         self.health = HealthState()
-        self.metrics: Metrics | None = None
-        self._histograms: dict[str, Any] = {}
+        self.store = compose(translator, self.health)  # every data call goes through this
+        self._metered = next(layer for layer in layers(self.store) if isinstance(layer, Metered))
+        self._label = f"{self.name} ({self.type_name})"
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self._metered.metrics
+
+    @metrics.setter
+    def metrics(self, metrics: Metrics | None) -> None:
+        self._metered.metrics = metrics
+
+    @property
+    def lists_only_own_pieces(self) -> bool:
+        return self.translator.lists_only_own_pieces
 
     def new_key(self, bucket: str, key: str) -> str:
         """The backend key for a new piece of `bucket`/`key`: its natural name (the object key
@@ -107,167 +144,87 @@ class Location:
         return f"{natural}~{random.getrandbits(96):024x}"
 
     def unavailable(self, detail: str) -> S3Error:
-        return S3Error("ServiceUnavailable",
-                       f"Location {self.name} ({self.type_name}) is unavailable: {detail}")
+        return s3_error(Unavailable(detail), self._label)
 
-    def _guard(self) -> None:
-        if self.health.state == "down":
-            raise self.unavailable(self.health.message or "marked down by health checks")
-
-    def record(self, operation: str, ok: bool, started: float, kind: str = "") -> None:
-        if self.metrics is not None:
-            histogram = self._histograms.get(operation)
-            if histogram is None:  # labels() costs a few microseconds: keep the children
-                histogram = self._histograms[operation] = self.metrics.backend_seconds.labels(
-                    self.name, operation)
-            histogram.observe(time.monotonic() - started)
-            if not ok:
-                self.metrics.backend_errors.labels(self.name, kind or "error").inc()
-        if ok:
-            self.health.consecutive_failures = 0
-        else:
-            self.health.consecutive_failures += 1
-            if self.health.consecutive_failures >= self.FAILURES_TO_TRIP and self.health.state != "down":
-                self.health.state = "down"
-                self.health.message = f"{self.health.consecutive_failures} consecutive request failures"
-                log.warning("location %s marked down after %d failures", self.name,
-                            self.health.consecutive_failures)
-
-    async def _call(self, operation: str, make: Callable[[], Awaitable[T]],
-                    body: TrackedBody | None = None, timeout: float | None = CALL_TIMEOUT) -> T:
-        self._guard()
-        started = time.monotonic()
+    async def _s3(self, call: Awaitable[T]) -> T:
         try:
-            async with asyncio.timeout(timeout):
-                result = await make()
+            return await call
         except NotFound:
-            self.record(operation, True, started)
             raise
-        except Conflict as exc:
-            self.record(operation, True, started)
-            raise S3Error("InvalidRequest", f"Location {self.name}: {exc}") from exc
-        except Rejected as exc:  # the request's own fault: the location is fine
-            self.record(operation, True, started)
-            if body is not None and body.error is not None:
-                raise body.error from None
-            raise S3Error("InvalidArgument",
-                          f"Location {self.name} refused the request: {exc}") from exc
-        except Throttled as exc:
-            self.record(operation, True, started)
-            raise S3Error("SlowDown", f"Location {self.name} asks to slow down: {exc}",
-                          headers={"Retry-After": "1"}) from exc
-        except S3Error:
-            raise
-        except TimeoutError:
-            self.record(operation, False, started, "timeout")
-            raise self.unavailable(f"{operation} timed out") from None
-        except OSError as exc:
-            if exc.errno not in LOCAL_ERRNOS:
-                raise self._failed(operation, started, exc, body) from exc
-            # Out of file descriptors/memory/disk here: not the backend's fault.
-            log.warning("location %s: %s failed locally: %s", self.name, operation, exc)
-            raise S3Error("SlowDown", "The gateway is out of a local resource; retry later.",
-                          headers={"Retry-After": "1"}) from exc
-        except Exception as exc:
-            raise self._failed(operation, started, exc, body) from exc
-        self.record(operation, True, started)
-        return result
+        except TranslatorError as exc:
+            raise s3_error(exc, self._label) from exc
 
-    def _failed(self, operation: str, started: float, exc: BaseException,
-                body: TrackedBody | None) -> BaseException:
-        """The error to raise for a failed call: the client's own body error when its body
-        broke (not the backend's fault), else a 503 that counts against the location."""
-        if body is not None and body.error is not None:
-            return body.error
-        self.record(operation, False, started, type(exc).__name__)
-        log.warning("location %s: %s failed: %s: %s", self.name, operation,
-                    type(exc).__name__, exc)
-        return self.unavailable(f"{type(exc).__name__} during {operation}")
-
-    async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
-        tracked = TrackedBody(body)
-        try:
-            return await self._call("put", lambda: self.translator.put(key, aiter(tracked), size,
-                                                                       meta), tracked, timeout=None)
-        finally:
-            self._count("in", tracked.size)
-
-    async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
-        stream = await self._call("get", lambda: self.translator.get(stored, offset, length))
-        return stream if self.metrics is None else self._counted(stream)
-
-    async def _counted(self, stream: ByteStream) -> ByteStream:
-        size = 0
+    async def _s3_stream(self, stream: ByteStream) -> ByteStream:
+        """Errors in the middle of a GET become S3 errors too (the handler cuts the
+        connection on one)."""
         try:
             async for chunk in stream:
-                size += len(chunk)
                 yield chunk
+        except NotFound:
+            raise
+        except TranslatorError as exc:
+            raise s3_error(exc, self._label) from exc
         finally:
-            self._count("out", size)
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
-    def _count(self, direction: str, size: int) -> None:
-        if self.metrics is not None and size:
-            self.metrics.backend_bytes.labels(self.name, direction).inc(size)
+    async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
+        return await self._s3(self.store.put(key, body, size, meta))
+
+    async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
+        return self._s3_stream(await self._s3(self.store.get(stored, offset, length)))
 
     async def head(self, stored: Stored) -> Stored:
-        return await self._call("head", lambda: self.translator.head(stored))
+        return await self._s3(self.store.head(stored))
 
     async def delete(self, stored: Stored) -> None:
-        await self._call("delete", lambda: self.translator.delete(stored))
+        await self._s3(self.store.delete(stored))
 
     async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
-        return await self._call("copy", lambda: self.translator.copy(src, key, meta), timeout=None)
+        return await self._s3(self.store.copy(src, key, meta))
 
     async def copy_part(self, src: Stored, offset: int, length: int, key: str, upload_id: str,
                         number: int) -> Stored | None:
-        return await self._call(
-            "copy_part",
-            lambda: self.translator.copy_part(src, offset, length, key, upload_id, number),
-            timeout=None)
+        return await self._s3(self.store.copy_part(src, offset, length, key, upload_id, number))
 
     async def update_meta(self, stored: Stored, meta: ObjectMeta) -> Stored:
-        return await self._call("update_meta", lambda: self.translator.update_meta(stored, meta))
+        return await self._s3(self.store.update_meta(stored, meta))
 
     async def create_upload(self, key: str, meta: ObjectMeta) -> str:
-        return await self._call("create_upload", lambda: self.translator.create_upload(key, meta))
+        return await self._s3(self.store.create_upload(key, meta))
 
     async def upload_part(self, key: str, upload_id: str, number: int, body: ByteStream,
                           size: int) -> Stored:
-        tracked = TrackedBody(body)
-        try:
-            return await self._call(
-                "upload_part",
-                lambda: self.translator.upload_part(key, upload_id, number, aiter(tracked), size),
-                tracked, timeout=None)
-        finally:
-            self._count("in", tracked.size)
+        return await self._s3(self.store.upload_part(key, upload_id, number, body, size))
 
     async def complete_upload(self, key: str, upload_id: str, parts: list[Part],
                               meta: ObjectMeta) -> list[Stored]:
-        # Composing thousands of parts on some clouds takes a while: no fixed timeout.
-        return await self._call(
-            "complete_upload",
-            lambda: self.translator.complete_upload(key, upload_id, parts, meta), timeout=None)
+        return await self._s3(self.store.complete_upload(key, upload_id, parts, meta))
 
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
-        await self._call("abort_upload", lambda: self.translator.abort_upload(key, upload_id, parts))
+        await self._s3(self.store.abort_upload(key, upload_id, parts))
 
     async def discard_part(self, key: str, upload_id: str, part: Part) -> None:
-        await self._call("discard_part", lambda: self.translator.discard_part(key, upload_id, part))
+        await self._s3(self.store.discard_part(key, upload_id, part))
 
     def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
-        """Every piece at the location (fsck); not guarded: fsck reports a down location."""
-        return self.translator.list_pieces(prefix)
+        """Every piece at the location (fsck): not failed fast, fsck reports a down location;
+        errors are translator errors (Unavailable, NotSupported)."""
+        return self.store.list_pieces(prefix)
 
     def piece_id(self, stored: Stored) -> str:
-        return self.translator.piece_id(stored)
+        return self.store.piece_id(stored)
+
+    def storage_id(self) -> str:
+        return self.store.storage_id()
 
     async def check(self, timeout: float) -> Health:
         """Run the translator's probe; never raises. Updates the cached health state."""
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                result = await self.translator.check()
+                result = await self.store.check()
         except TimeoutError:
             result = Health(ok=False, message=f"check timed out after {timeout:g}s")
         except Exception as exc:  # a probe failure is a health result, not an error
@@ -279,6 +236,11 @@ class Location:
         if result.ok:
             self.health.consecutive_failures = 0
         return result
+
+
+# Kept importable from here (older callers and tests).
+__all__ = ["CALL_TIMEOUT", "LOCAL_ERRNOS", "LOCATION_HEADER", "PIECE_TOKEN", "HealthState",
+           "Location", "Locations", "TrackedBody", "s3_error"]
 
 
 class Locations:

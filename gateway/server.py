@@ -9,21 +9,27 @@ import logging.handlers
 import os
 import queue
 import signal
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from aiohttp import web
 
-from gateway.accounts import AccountStore, load_accounts
+from gateway.accounts import AccountStore, load_accounts, load_master_key
 from gateway.config import Settings, load_settings
 from gateway.connections import HANDLER_ARGS, ConnectionGuard, GuardedSite, connection_limits
+from gateway.console import Console
 from gateway.health.endpoints import HealthEndpoints
 from gateway.health.metrics import Metrics
 from gateway.health.monitor import HealthMonitor
+from gateway.jobs import JobRunner
+from gateway.lifecycle.service import Lifecycle
 from gateway.locations import Locations
 from gateway.metadata.base import MetadataStore
 from gateway.objects import Engine
 from gateway.s3.front import Front, add_request_id
 from gateway.s3.xml import MAX_XML_BODY
+from gateway.tls import server_context
 
 log = logging.getLogger("gateway")
 
@@ -59,9 +65,18 @@ class Gateway:
         self.health = HealthMonitor(self.locations, settings.health, self.metrics)
         self.health_endpoints = HealthEndpoints(self)
         self.front = Front(self, list(settings.rest_endpoints))
+        # The web console (gateway/console/), None when config.json turns it off.
+        self.console: Console | None = Console(self) if settings.console.enabled else None
+        # Background jobs (gateway/jobs/) and the lifecycle rules they run (gateway/lifecycle/).
+        self.jobs = JobRunner(self.metadata, settings.jobs, self.metrics)
+        self.lifecycle = Lifecycle(self.engine, self.jobs, settings.lifecycle,
+                                   settings.storage_classes, self.metrics)
 
     async def start(self) -> None:
         await self.metadata.open()
+        # Runtime accounts (python -m gateway accounts): loaded now, then polled.
+        await self.accounts.start(self.metadata, load_master_key(self.settings.master_key_path),
+                                  self.settings.accounts_refresh)
         await self.locations.open()
         down = await self.health.flight_check()
         for location in down:
@@ -72,8 +87,13 @@ class Gateway:
             raise StartupError(f"healthChecks.startup is strict and locations are down: {names}")
         self.health.start()
         await self.engine.start()
+        self.jobs.start()  # after the engine: jobs act through it
 
     async def stop(self) -> None:
+        await self.jobs.stop()  # unfinished jobs' claims expire: they run again later
+        await self.accounts.stop()
+        if self.console is not None:
+            await self.console.close()
         await self.engine.stop()
         await self.health.stop()
         await self.locations.close()
@@ -84,14 +104,105 @@ class Gateway:
         # so memory stays bounded; the front answers a bigger one as the parser would.
         # Object bodies are streamed and never meet it.
         app = web.Application(client_max_size=MAX_XML_BODY + 1, handler_args=HANDLER_ARGS)
+        if self.console is not None:  # /_/console/...: no bucket name starts with "_"
+            self.console.add_routes(app.router)
         # [\s\S], not ".": a key may hold a newline (%0A), which "." does not match.
-        app.router.add_route("*", "/{tail:[\\s\\S]*}", self.front.handle)
+        # Expect: 100-continue is answered by the front, which refuses what it can first.
+        app.router.add_route("*", "/{tail:[\\s\\S]*}", self.front.handle,
+                             expect_handler=self.front.expect_continue)
         app.on_response_prepare.append(add_request_id)
         return app
 
 
 class StartupError(Exception):
     """The gateway cannot start; the message is the one line to show."""
+
+    exit_code = 3
+
+
+# --- listeners: TLS, ports taken, the start-up banner (gateway/tls.py) ------------------------
+class ListenError(StartupError):
+    """A listener cannot open (port taken, address not here): exit 2, like bad config."""
+
+    exit_code = 2
+
+
+def port_setting(settings: Settings, key: str, env_name: str | None) -> str:
+    """Where a listener's port (or address) was set, for the one-line error."""
+    if env_name and settings.env.get(env_name):
+        return f"environment variable {env_name}"
+    return f'{settings.config_path or "config.json"} key "{key}"'
+
+
+def check_port_free(settings: Settings, host: str, port: int, setting: str) -> None:
+    """Refuse before start-up work when a listener's port is taken (the real bind below
+    still reports a race)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(f"{port_setting(settings, 'listenOn', 'LISTEN_ADDR')}: cannot "
+                          f"listen on {host!r}: {exc.strerror}") from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise ListenError(listen_failure(settings, host, port, setting, exc)) from None
+
+
+def listen_failure(settings: Settings, host: str, port: int, setting: str,
+                   exc: OSError) -> str:
+    import errno
+
+    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{setting}: {where} is already in use (another gateway or program listens there)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{setting}: {where}: permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"{port_setting(settings, 'listenOn', 'LISTEN_ADDR')}: {host} is not an "
+                "address of this machine")
+    return f"{setting}: cannot listen on {where}: {exc.strerror or exc}"
+
+
+async def start_site(site: web.TCPSite, settings: Settings, port: int, setting: str) -> None:
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ListenError(listen_failure(settings, settings.listen_on, port, setting,
+                                         exc)) from None
+
+
+def listener_url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def log_banner(settings: Settings, gateway: Gateway, listeners: list[tuple[str, str]]) -> None:
+    """What runs where and how to begin, once every listener is open."""
+    from urllib.parse import urlsplit
+
+    log.info("gateway ready: %s", "; ".join(f"{what} on {url}" for what, url in listeners))
+    if settings.metadata_backend == "postgres":
+        dsn = urlsplit(settings.postgres_dsn or "")
+        where = f"postgres {dsn.hostname or ''}:{dsn.port or 5432}{dsn.path}"  # no password
+    else:
+        where = f"sqlite {(settings.metadata_path / 'metadata.sqlite3').resolve()}"
+    data = settings.env.get("S3DATAPATH") or "./localData"
+    log.info("  data: file locations under %s; metadata: %s; locations: %s",
+             Path(data).resolve(), where,
+             ", ".join(f"{loc.name} ({loc.type_name})" for loc in gateway.locations))
+    seed = ("SCALITY_ACCESS_KEY_ID" if gateway.accounts.seed_source == "env"
+            else str(settings.authdata_path))
+    log.info("  accounts: %d (seed: %s; more: python -m gateway accounts add NAME)",
+             len(gateway.accounts.accounts), seed)
+    endpoint = listeners[0][1].replace("://0.0.0.0:", "://127.0.0.1:")
+    log.info("  get started: aws --endpoint-url %s s3 mb s3://my-bucket   (python -m gateway "
+             "--help; README.md: every client)", endpoint.replace("://[::]:", "://[::1]:"))
+# --- end of listeners ---------------------------------------------------------------------
 
 
 async def metrics_site_handler(gateway: Gateway, request: web.Request) -> web.StreamResponse:
@@ -107,6 +218,18 @@ class DeferredQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+class LogFormatter(logging.Formatter):
+    """Text lines, except the access log's: each of those is one JSON object, the whole line
+    (its time first), so `jq` and log shippers read it as it is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name != "gateway.access" or not isinstance(record.msg, str) \
+                or not record.msg.startswith("{"):
+            return super().format(record)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f'{{"time": "{stamp}.{int(record.msecs):03d}Z", {record.msg[1:]}'
+
+
 _listeners: list[logging.handlers.QueueListener] = []
 
 
@@ -120,7 +243,7 @@ def configure_logging(level: str) -> None:
     """Log lines are formatted and written by a listener thread, so a slow stderr never
     stalls the event loop."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(LogFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(log_queue, handler)
     listener.start()
@@ -133,6 +256,15 @@ def configure_logging(level: str) -> None:
 
 async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None = None) -> None:
     settings = load_settings(env if env is not None else os.environ)
+    # Bad certificates and taken ports refuse at once, before any start-up work.
+    ssl_context = server_context(settings)
+    scheme = "https" if ssl_context is not None else "http"
+    s3_setting = port_setting(settings, "port", "S3PORT")
+    metrics_setting = port_setting(settings, "metricsPort", None)
+    check_port_free(settings, settings.listen_on, settings.port, s3_setting)
+    if settings.metrics_port:
+        check_port_free(settings, settings.listen_on, settings.metrics_port, metrics_setting)
+    listeners: list[tuple[str, str]] = []
     gateway = Gateway(settings)
     try:
         await gateway.start()
@@ -144,8 +276,9 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
     limits = connection_limits(settings.connections)
     guard = ConnectionGuard(limits, "S3 port")
     site = GuardedSite(runner, settings.listen_on, settings.port, backlog=1024,
-                       reuse_address=True, guard=guard)
-    await site.start()
+                       reuse_address=True, guard=guard, ssl_context=ssl_context)
+    await start_site(site, settings, settings.port, s3_setting)
+    listeners.append(("S3", listener_url(scheme, settings.listen_on, settings.port)))
     if settings.metrics_port:
         metrics_app = web.Application()
         metrics_app.router.add_route(
@@ -153,17 +286,36 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
         metrics_runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
         await metrics_runner.setup()
         # Its own count: scrapes and probes still get in while the S3 port is full.
-        await GuardedSite(metrics_runner, settings.listen_on, settings.metrics_port,
-                          guard=ConnectionGuard(limits, "metrics port")).start()
-    log.info("gateway listening on http://%s:%d (locations: %s; metadata: %s)",
-             settings.listen_on, settings.port, ", ".join(loc.name for loc in gateway.locations),
-             settings.metadata_backend)
+        await start_site(GuardedSite(metrics_runner, settings.listen_on, settings.metrics_port,
+                                     guard=ConnectionGuard(limits, "metrics port"),
+                                     ssl_context=ssl_context),
+                         settings, settings.metrics_port, metrics_setting)
+        listeners.append(("health and metrics",
+                          listener_url(scheme, settings.listen_on, settings.metrics_port)))
+    console_runner: web.AppRunner | None = None
+    if gateway.console is not None and settings.console.port:
+        # The console on a port of its own (plus the presigned part uploads it hands out).
+        console_runner = web.AppRunner(
+            gateway.console.app(gateway.front.handle, client_max_size=MAX_XML_BODY + 1,
+                                handler_args=HANDLER_ARGS),
+            access_log=None, handle_signals=False)
+        await console_runner.setup()
+        await start_site(GuardedSite(console_runner, settings.listen_on, settings.console.port,
+                                     guard=ConnectionGuard(limits, "console port"),
+                                     ssl_context=ssl_context),
+                         settings, settings.console.port,
+                         port_setting(settings, "console.port", None))
+        listeners.append(("console", listener_url(scheme, settings.listen_on,
+                                                  settings.console.port) + "/_/console/"))
+    log_banner(settings, gateway, listeners)
     stop = stop or asyncio.Event()
     try:
         await stop.wait()
     finally:
         guard.stopping = True  # uploads in progress finish (see GuardedHandler.data_received)
         await runner.cleanup()
+        if console_runner is not None:
+            await console_runner.cleanup()
         await gateway.stop()
 
 

@@ -17,6 +17,9 @@ command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# tests/console: headless Chromium and its driver, Debian's own (selenium drives them).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
@@ -28,3 +31,6 @@ if [ ! -x "$SWIFT_VENV/bin/swift-proxy-server" ]; then
   python3 -m venv "$SWIFT_VENV"
   "$SWIFT_VENV/bin/pip" install --quiet --disable-pip-version-check swift
 fi
+
+# tests/docker: podman, runc, podman-compose and debootstrap (apt) to build and run docker/.
+bash docker/ci-smoke.sh tools

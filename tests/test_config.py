@@ -54,6 +54,14 @@ def test_bad_details_name_the_key(tmp_path: Path) -> None:
     assert '"disk"' in line and "bucketMatch" in line
 
 
+def test_unknown_details_key_refuses_to_start(tmp_path: Path) -> None:
+    # A typo would silently change where objects land (bucketMatch off): refuse, name it.
+    line = start_and_fail(tmp_path, {"disk": {"type": "file", "legacyAwsBehavior": False,
+                                              "details": {"bucketmatch": True}}})
+    assert "locationConfig.json" in line and '"disk"' in line
+    assert '"details.bucketmatch"' in line and "did you mean bucketMatch" in line
+
+
 def test_rest_endpoint_to_unknown_location(tmp_path: Path) -> None:
     line = start_and_fail(tmp_path, config={"restEndpoints": {"s3.example": "nowhere"}})
     assert "config.json" in line and "s3.example" in line and "nowhere" in line

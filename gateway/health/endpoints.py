@@ -36,6 +36,7 @@ class HealthEndpoints:
             "live": self.live,
             "ready": self.ready,
             "metrics": self.metrics,
+            "lifecycle/run": self.lifecycle_run,  # POST: python -m gateway lifecycle run
         }
 
     def allowed(self, request: web.Request) -> bool:
@@ -57,7 +58,8 @@ class HealthEndpoints:
             return None
         if not self.allowed(request):
             return json_response({"error": "forbidden"}, 403)
-        if request.method not in ("GET", "HEAD"):
+        if request.method not in (("POST",) if handler == self.lifecycle_run
+                                  else ("GET", "HEAD")):
             return json_response({"error": "method not allowed"}, 405)
         return await handler(request)
 
@@ -84,7 +86,20 @@ class HealthEndpoints:
         error = await self._metadata_ok()
         body = {"metadata": {"state": "down" if error else "up", "message": error or "OK"},
                 "locations": monitor.deep()}
+        if not error:  # background jobs: the queue's progress, this gateway's share
+            body["jobs"] = await self.gateway.jobs.status()
+            body["lifecycle"] = self.gateway.lifecycle.status()
         return json_response(body, 503 if error else 200)
+
+    async def lifecycle_run(self, request: web.Request) -> web.Response:
+        """One lifecycle pass of ?bucket= now, answered when its jobs are done."""
+        from gateway.errors import S3Error
+
+        bucket = request.query.get("bucket", "")
+        try:
+            return json_response(await self.gateway.lifecycle.run_now(bucket))
+        except S3Error as err:
+            return json_response({"error": err.code, "message": err.message}, err.status)
 
     async def live(self, request: web.Request) -> web.Response:
         return json_response({"live": True})
@@ -101,6 +116,7 @@ class HealthEndpoints:
             self.gateway.metrics.open_uploads.set(await self.gateway.metadata.count_uploads())
             self.gateway.metrics.garbage_pending.set(await self.gateway.metadata.count_garbage())
             self.gateway.metrics.intents_open.set(len(await self.gateway.metadata.list_intents()))
+            await self.gateway.jobs.status()  # the s3gw_jobs gauges
         except Exception as exc:  # a metrics scrape must not fail with the metadata store
             self.gateway.log.warning("counting open uploads failed: %s", exc)
         return web.Response(body=self.gateway.metrics.render(),

@@ -134,6 +134,27 @@ class PartRecord:
 
 
 @dataclass
+class JobRecord:
+    """A unit of background work (gateway/jobs/). `job_key` names what it works on (e.g. one
+    object version): a kind has at most one pending or running job per key. `state`:
+    "pending" (due from not_before), "running" (claimed by `worker` until `lease_until`), or
+    "failed" (gave up; kept for the operator)."""
+
+    id: int
+    kind: str
+    job_key: str
+    bucket: str
+    data: dict[str, Any]
+    state: str
+    attempts: int
+    created: float
+    not_before: float = 0.0
+    worker: str | None = None
+    lease_until: float = 0.0
+    error: str | None = None
+
+
+@dataclass
 class Listing:
     """One page of a listing: entries in key order, common prefixes, and where to go on."""
 
@@ -159,6 +180,38 @@ class UploadListing:
     uploads: list[UploadRecord]
     prefixes: list[str]
     truncated: bool
+
+
+# --- accounts and access keys at runtime (gateway/accounts.py) -----------------------------
+@dataclass(frozen=True)
+class AccountRow:
+    """An account added at runtime (`python -m gateway accounts add`)."""
+
+    name: str
+    email: str
+    arn: str
+    canonical_id: str
+    shortid: str
+    created: float
+
+
+@dataclass(frozen=True)
+class AccessKeyRow:
+    """An access key kept in the store. `secret` is the sealed secret (gateway/accounts.py:
+    AES-GCM under the master key file), never the plain text; None on a row that only
+    disables a key of authdata.json. `account` is an account's name (from the store or the
+    file)."""
+
+    access: str
+    account: str
+    secret: str | None
+    enabled: bool
+    created: float
+
+
+class AccountConflict(Exception):
+    """An account name, email, canonical id or access key that is already taken."""
+# --- end of accounts ------------------------------------------------------------------------
 
 
 class MetadataStore(ABC):
@@ -349,3 +402,86 @@ class MetadataStore(ABC):
     def referenced_pieces(self) -> AsyncIterator[tuple[str, Stored]]:
         """For fsck: every piece a record references, as (what, piece) where what names the
         record ("object b/k v=..." or "part <upload> <n>"), streamed (not one big list)."""
+
+    # --- accounts and access keys at runtime (gateway/accounts.py) -------------------------
+    # Every change bumps one counter in the same transaction: a gateway polls the counter
+    # (one tiny read per accounts.refreshSeconds, off the request path) and reloads the few
+    # rows only when it moved.
+    @abstractmethod
+    async def accounts_version(self) -> int:
+        """The account change counter (0 before any change)."""
+
+    @abstractmethod
+    async def load_accounts(self) -> tuple[int, list[AccountRow], list[AccessKeyRow]]:
+        """The counter, every account and every access key, read in one snapshot."""
+
+    @abstractmethod
+    async def add_account(self, account: AccountRow, key: AccessKeyRow | None) -> None:
+        """Add an account (and its first key); AccountConflict when its name, email,
+        canonical id or the key is taken."""
+
+    @abstractmethod
+    async def remove_account(self, name: str) -> bool:
+        """Remove an account and every key naming it; False when there is none."""
+
+    @abstractmethod
+    async def put_access_key(self, key: AccessKeyRow, *, replace: bool = False) -> None:
+        """Add a key (AccountConflict when its id is taken), or with `replace` write it
+        over the row of the same id (enable/disable)."""
+
+    @abstractmethod
+    async def remove_access_key(self, access: str) -> bool:
+        """Forget a key's row; False when there is none."""
+    # --- end of accounts --------------------------------------------------------------------
+
+    # --- background jobs and relocation (lifecycle, tiering; gateway/jobs/) ---------------
+    # A job queue in the store, so every gateway sharing it shares the work: a job is claimed
+    # with a lease (a crashed worker's claim expires and the job is claimed again), finished
+    # by the claimant only, and retried with back-off when it fails.
+    @abstractmethod
+    async def enqueue_job(self, kind: str, job_key: str, bucket: str, data: dict[str, Any],
+                          not_before: float = 0.0) -> int | None:
+        """Add a pending job; its id. None (adding nothing) when a job of this `kind` and
+        `job_key` is already pending or running: one object never has two such jobs."""
+
+    @abstractmethod
+    async def claim_jobs(self, worker: str, limit: int, lease: float,
+                         now: float | None = None) -> list[JobRecord]:
+        """Claim up to `limit` due jobs for `worker` until now + `lease`: pending ones whose
+        not_before has come, and running ones whose lease expired (their worker died). Each
+        job is claimed by one worker only, however many claim at once; attempts counts claims."""
+
+    @abstractmethod
+    async def extend_job(self, job_id: int, worker: str, lease_until: float) -> bool:
+        """Renew `worker`'s lease on a running job; False when the claim is no longer its."""
+
+    @abstractmethod
+    async def complete_job(self, job_id: int, worker: str) -> bool:
+        """The job is done: remove it and count it. False (changing nothing) when `worker`
+        no longer holds the claim."""
+
+    @abstractmethod
+    async def fail_job(self, job_id: int, worker: str, error: str,
+                       retry_at: float | None) -> bool:
+        """The attempt failed: pending again from `retry_at`, or, with None, "failed" for
+        good (kept for the operator, counted). False when `worker` no longer holds it."""
+
+    @abstractmethod
+    async def job_counts(self) -> dict[str, dict[str, int]]:
+        """Progress: kind -> {"pending", "running", "failed", "done"} counts (done: total
+        completed since the store was created)."""
+
+    @abstractmethod
+    async def get_job(self, job_id: int) -> JobRecord | None: ...
+
+    @abstractmethod
+    async def relocate_version(self, bucket: str, key: str, version_id: str | None,
+                               expected_pieces: list[Stored], pieces: list[Stored],
+                               location: str, attrs: dict[str, Any],
+                               intent: int) -> ObjectRecord | None:
+        """Point one version (None: the null version) at new bytes, in one transaction, only
+        while it still has `expected_pieces` (not overwritten, deleted or moved meanwhile):
+        its pieces become `pieces` at `location`, `attrs` are merged into its attrs (None
+        removes a key), the intent of the new bytes is removed, and the old pieces go to the
+        garbage ledger. Return the updated version; None when it changed (nothing is done,
+        the intent stays for its writer to abandon). LookupError when the intent is gone."""

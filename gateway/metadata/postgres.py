@@ -70,11 +70,15 @@ from typing import Any, NoReturn
 import asyncpg
 
 from gateway.metadata.base import (
+    AccessKeyRow,
+    AccountConflict,
+    AccountRow,
     BucketGone,
     BucketRecord,
     ConditionFailed,
     GarbageRecord,
     IntentRecord,
+    JobRecord,
     Listing,
     LocationTaken,
     MetadataStore,
@@ -300,6 +304,52 @@ END
 $fn$;
 """
 
+# --- background jobs (gateway/jobs/): the queue's tables ------------------------------------
+# One pending-or-running job per (kind, job_key) (the partial unique index); claims take rows
+# with FOR UPDATE SKIP LOCKED, so gateways claiming at once never get the same job, and a claim
+# whose lease ran out (its gateway died) is due again. job_totals counts finished jobs.
+JOBS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind TEXT NOT NULL,
+    job_key TEXT NOT NULL, bucket TEXT NOT NULL, data TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    created DOUBLE PRECISION NOT NULL, not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
+    worker TEXT, lease_until DOUBLE PRECISION NOT NULL DEFAULT 0, error TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_active ON jobs(kind, job_key)
+    WHERE state IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(state, not_before, id);
+CREATE TABLE IF NOT EXISTS job_totals (
+    kind TEXT NOT NULL, outcome TEXT NOT NULL, count BIGINT NOT NULL,
+    PRIMARY KEY (kind, outcome));
+"""
+SCHEMA += JOBS_SCHEMA
+JOB_COLUMNS = ("id, kind, job_key, bucket, data, state, attempts, created, not_before, worker, "
+               "lease_until, error")
+COUNT_JOB = ("INSERT INTO job_totals (kind, outcome, count) VALUES ($1, $2, 1) "
+             "ON CONFLICT (kind, outcome) DO UPDATE SET count = job_totals.count + 1")
+# --- end of background jobs ------------------------------------------------------------------
+
+# --- accounts and access keys at runtime (gateway/accounts.py) ------------------------------
+# account_changes holds one counter, bumped by every change in the same transaction: gateways
+# poll it and reload the rows only when it moved. Secrets are sealed (never plain text).
+ACCOUNTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, arn TEXT NOT NULL,
+    canonical_id TEXT NOT NULL UNIQUE, shortid TEXT NOT NULL UNIQUE,
+    created DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS access_keys (
+    access TEXT PRIMARY KEY, account TEXT NOT NULL, secret TEXT, enabled BOOLEAN NOT NULL,
+    created DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS account_changes (
+    id INTEGER PRIMARY KEY CHECK (id = 1), counter BIGINT NOT NULL);
+INSERT INTO account_changes (id, counter) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+"""
+SCHEMA += ACCOUNTS_SCHEMA
+BUMP_ACCOUNTS = "UPDATE account_changes SET counter = counter + 1 WHERE id = 1"
+INSERT_KEY = ("INSERT INTO access_keys (access, account, secret, enabled, created) "
+              "VALUES ($1, $2, $3, $4, $5)")
+# --- end of accounts -------------------------------------------------------------------------
+
 PUT_OBJECT = (f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_put_object("
               "$1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)")
 DELETE_OBJECT = f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_delete_object($1, $2, $3, $4, $5)"
@@ -372,6 +422,11 @@ def _part_from(row: asyncpg.Record) -> PartRecord:
 
 def _garbage_from(row: asyncpg.Record) -> GarbageRecord:
     return GarbageRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+
+def _job_from(row: asyncpg.Record) -> JobRecord:  # background jobs
+    return JobRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6], row[7],
+                     row[8], row[9], row[10], row[11])
 
 
 def _refused(error: asyncpg.PostgresError, bucket: str, intent: int | None) -> NoReturn:
@@ -871,3 +926,168 @@ class PostgresStore(MetadataStore):
             if len(rows) < PAGE:
                 break
             part_cursor = tuple(rows[-1][:2])
+
+    # --- accounts and access keys at runtime (gateway/accounts.py) -------------------------
+    async def accounts_version(self) -> int:
+        return int(await self.pool.fetchval("SELECT counter FROM account_changes WHERE id = 1"))
+
+    async def load_accounts(self) -> tuple[int, list[AccountRow], list[AccessKeyRow]]:
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                 readonly=True):
+            counter = await conn.fetchval("SELECT counter FROM account_changes WHERE id = 1")
+            accounts = [AccountRow(*r) for r in await conn.fetch(
+                "SELECT name, email, arn, canonical_id, shortid, created FROM accounts "
+                "ORDER BY created, name")]
+            keys = [AccessKeyRow(*r) for r in await conn.fetch(
+                "SELECT access, account, secret, enabled, created FROM access_keys "
+                "ORDER BY created, access")]
+        return int(counter), accounts, keys
+
+    async def add_account(self, account: AccountRow, key: AccessKeyRow | None) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                await conn.execute(
+                    "INSERT INTO accounts (name, email, arn, canonical_id, shortid, created) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)", account.name, account.email, account.arn,
+                    account.canonical_id, account.shortid, float(account.created))
+                if key is not None:
+                    await conn.execute(INSERT_KEY, key.access, key.account, key.secret,
+                                       key.enabled, float(key.created))
+            except asyncpg.UniqueViolationError as exc:
+                raise AccountConflict(str(exc)) from None
+            await conn.execute(BUMP_ACCOUNTS)
+
+    async def remove_account(self, name: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            accounts = await conn.execute("DELETE FROM accounts WHERE name=$1", name)
+            keys = await conn.execute("DELETE FROM access_keys WHERE account=$1", name)
+            gone = accounts != "DELETE 0" or keys != "DELETE 0"
+            if gone:
+                await conn.execute(BUMP_ACCOUNTS)
+            return gone
+
+    async def put_access_key(self, key: AccessKeyRow, *, replace: bool = False) -> None:
+        sql = INSERT_KEY
+        if replace:
+            sql += (" ON CONFLICT (access) DO UPDATE SET account=EXCLUDED.account, "
+                    "secret=EXCLUDED.secret, enabled=EXCLUDED.enabled, created=EXCLUDED.created")
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                await conn.execute(sql, key.access, key.account, key.secret, key.enabled,
+                                   float(key.created))
+            except asyncpg.UniqueViolationError as exc:
+                raise AccountConflict(str(exc)) from None
+            await conn.execute(BUMP_ACCOUNTS)
+
+    async def remove_access_key(self, access: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            gone = await conn.execute("DELETE FROM access_keys WHERE access=$1", access)
+            if gone != "DELETE 0":
+                await conn.execute(BUMP_ACCOUNTS)
+            return gone != "DELETE 0"
+    # --- end of accounts --------------------------------------------------------------------
+
+    # --- background jobs and relocation (gateway/jobs/, gateway/objects/relocate.py) --------
+    async def enqueue_job(self, kind: str, job_key: str, bucket: str, data: dict[str, Any],
+                          not_before: float = 0.0) -> int | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM jobs WHERE kind=$1 AND job_key=$2 AND state='failed'",
+                               kind, job_key)
+            # The partial unique index decides between concurrent enqueuers: one row wins.
+            job_id = await conn.fetchval(
+                "INSERT INTO jobs (kind, job_key, bucket, data, created, not_before) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, job_key) "
+                "WHERE state IN ('pending', 'running') DO NOTHING RETURNING id",
+                kind, job_key, bucket, _dumps(data), time.time(), float(not_before))
+            return None if job_id is None else int(job_id)
+
+    async def claim_jobs(self, worker: str, limit: int, lease: float,
+                         now: float | None = None) -> list[JobRecord]:
+        at = time.time() if now is None else now
+        # SKIP LOCKED: rows another claim holds are passed over, not waited for; a row that
+        # claim committed meanwhile is re-checked against the WHERE (running, fresh lease: no
+        # longer due) before this UPDATE may take it.
+        rows = await self.pool.fetch(
+            "UPDATE jobs j SET state='running', worker=$1, lease_until=$2, "
+            "attempts=j.attempts+1 FROM (SELECT id FROM jobs WHERE (state='pending' AND "
+            "not_before<=$3) OR (state='running' AND lease_until<$3) ORDER BY not_before, id "
+            "LIMIT $4 FOR UPDATE SKIP LOCKED) due WHERE j.id=due.id RETURNING "
+            + ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(",")),
+            worker, float(at + lease), float(at), limit)
+        return sorted((_job_from(r) for r in rows), key=lambda j: (j.not_before, j.id))
+
+    async def extend_job(self, job_id: int, worker: str, lease_until: float) -> bool:
+        status = await self.pool.execute(
+            "UPDATE jobs SET lease_until=$1 WHERE id=$2 AND worker=$3 AND state='running'",
+            float(lease_until), job_id, worker)
+        return status.split()[-1] != "0"
+
+    async def complete_job(self, job_id: int, worker: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            kind = await conn.fetchval("DELETE FROM jobs WHERE id=$1 AND worker=$2 AND "
+                                       "state='running' RETURNING kind", job_id, worker)
+            if kind is None:
+                return False
+            await conn.execute(COUNT_JOB, kind, "done")
+            return True
+
+    async def fail_job(self, job_id: int, worker: str, error: str,
+                       retry_at: float | None) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if retry_at is None:
+                kind = await conn.fetchval(
+                    "UPDATE jobs SET state='failed', error=$1, worker=NULL WHERE id=$2 AND "
+                    "worker=$3 AND state='running' RETURNING kind", error, job_id, worker)
+                if kind is not None:
+                    await conn.execute(COUNT_JOB, kind, "failed")
+                return kind is not None
+            status = await conn.execute(
+                "UPDATE jobs SET state='pending', error=$1, worker=NULL, not_before=$2 "
+                "WHERE id=$3 AND worker=$4 AND state='running'",
+                error, float(retry_at), job_id, worker)
+            return status.split()[-1] != "0"
+
+    async def job_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        async with self.pool.acquire() as conn:
+            for kind, state, n in await conn.fetch(
+                    "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state"):
+                counts.setdefault(kind, {})[state] = int(n)
+            for kind, n in await conn.fetch(
+                    "SELECT kind, count FROM job_totals WHERE outcome='done'"):
+                counts.setdefault(kind, {})["done"] = int(n)
+        return {kind: {s: c.get(s, 0) for s in ("pending", "running", "failed", "done")}
+                for kind, c in counts.items()}
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=$1", job_id)
+        return _job_from(row) if row else None
+
+    async def relocate_version(self, bucket: str, key: str, version_id: str | None,
+                               expected_pieces: list[Stored], pieces: list[Stored],
+                               location: str, attrs: dict[str, Any],
+                               intent: int) -> ObjectRecord | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # The key lock: no put, delete or update of this key runs between the check and
+            # the swap.
+            await conn.execute(LOCK_KEY, bucket, key)
+            row = await conn.fetchrow(
+                f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=$1 AND key=$2 AND "
+                "version_id IS NOT DISTINCT FROM $3 AND pieces=$4 AND NOT delete_marker",
+                bucket, key, version_id, _pieces_json(expected_pieces))
+            if row is None:
+                return None
+            if await conn.fetchval("DELETE FROM intents WHERE id=$1 RETURNING id", intent) is None:
+                raise LookupError(f"intent {intent} is gone")
+            current = _object_from(row)
+            updated = replace(current, pieces=list(pieces), location=location,
+                              attrs=merge_attrs(current.attrs, attrs))
+            gone = dropped_pieces([p.to_dict() for p in current.pieces],
+                                  [p.to_dict() for p in updated.pieces])
+            await _add_garbage(conn, [(p["location"], "piece", p) for p in gone])
+            await conn.execute(
+                "UPDATE objects SET location=$1, pieces=$2, attrs=$3 WHERE bucket=$4 AND key=$5 "
+                "AND seq=$6", location, _pieces_json(updated.pieces), _dumps(updated.attrs),
+                bucket, key, row[-1])
+            return updated
+    # --- end of background jobs and relocation ----------------------------------------------

@@ -23,11 +23,15 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 
 from gateway.metadata.base import (
+    AccessKeyRow,
+    AccountConflict,
+    AccountRow,
     BucketGone,
     BucketRecord,
     ConditionFailed,
     GarbageRecord,
     IntentRecord,
+    JobRecord,
     Listing,
     LocationTaken,
     MetadataStore,
@@ -93,6 +97,46 @@ CREATE TABLE IF NOT EXISTS garbage (
 CREATE INDEX IF NOT EXISTS garbage_due ON garbage(not_before, id);
 """
 
+# --- background jobs (gateway/jobs/): the queue's tables ------------------------------------
+# One pending-or-running job per (kind, job_key); failed jobs stay for the operator until a new
+# job of their key replaces them. job_totals counts finished jobs (progress for /metrics).
+JOBS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, job_key TEXT NOT NULL,
+    bucket TEXT NOT NULL, data TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    not_before REAL NOT NULL DEFAULT 0, worker TEXT, lease_until REAL NOT NULL DEFAULT 0,
+    error TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_active ON jobs(kind, job_key)
+    WHERE state IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(state, not_before, id);
+CREATE TABLE IF NOT EXISTS job_totals (
+    kind TEXT NOT NULL, outcome TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (kind, outcome)) WITHOUT ROWID;
+"""
+SCHEMA += JOBS_SCHEMA
+JOB_COLUMNS = ("id, kind, job_key, bucket, data, state, attempts, created, not_before, worker, "
+               "lease_until, error")
+# --- end of background jobs ------------------------------------------------------------------
+
+# --- accounts and access keys at runtime (gateway/accounts.py) ------------------------------
+# account_changes holds one counter, bumped by every change in the same transaction: gateways
+# poll it and reload the rows only when it moved. Secrets are sealed (never plain text).
+ACCOUNTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, arn TEXT NOT NULL,
+    canonical_id TEXT NOT NULL UNIQUE, shortid TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS access_keys (
+    access TEXT PRIMARY KEY, account TEXT NOT NULL, secret TEXT, enabled INTEGER NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS account_changes (
+    id INTEGER PRIMARY KEY CHECK (id = 1), counter INTEGER NOT NULL);
+INSERT OR IGNORE INTO account_changes (id, counter) VALUES (1, 0);
+"""
+SCHEMA += ACCOUNTS_SCHEMA
+BUMP_ACCOUNTS = "UPDATE account_changes SET counter = counter + 1 WHERE id = 1"
+# --- end of accounts -------------------------------------------------------------------------
+
 OBJECT_COLUMNS = ("bucket, key, size, etag, last_modified, location, pieces, owner, headers, "
                   "user_meta, tags, attrs, version_id, delete_marker, latest")
 INSERT_OBJECT = (f"INSERT INTO objects ({OBJECT_COLUMNS}, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,1,"
@@ -155,6 +199,11 @@ def _part_from(row: tuple[Any, ...]) -> PartRecord:
 
 def _garbage_from(row: tuple[Any, ...]) -> GarbageRecord:
     return GarbageRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+
+def _job_from(row: tuple[Any, ...]) -> JobRecord:  # background jobs
+    return JobRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6], row[7],
+                     row[8], row[9], row[10], row[11])
 
 
 class SQLiteStore(MetadataStore):
@@ -774,3 +823,195 @@ class SQLiteStore(MetadataStore):
             if len(rows) < PAGE:
                 break
             part_cursor = rows[-1][:2]
+
+    # --- accounts and access keys at runtime (gateway/accounts.py) -------------------------
+    # The account CLI writes while gateways run: SQLite's own locking (WAL, busy_timeout)
+    # orders those writes with the gateway's; the gateway's caches hold no account rows.
+    async def accounts_version(self) -> int:
+        return await self._run(lambda db: db.execute(
+            "SELECT counter FROM account_changes WHERE id = 1").fetchone()[0])
+
+    async def load_accounts(self) -> tuple[int, list[AccountRow], list[AccessKeyRow]]:
+        def _load(db: sqlite3.Connection) -> tuple[int, list[AccountRow], list[AccessKeyRow]]:
+            db.execute("BEGIN")  # one snapshot for the three reads
+            try:
+                counter = db.execute("SELECT counter FROM account_changes WHERE id = 1"
+                                     ).fetchone()[0]
+                accounts = [AccountRow(*r) for r in db.execute(
+                    "SELECT name, email, arn, canonical_id, shortid, created FROM accounts "
+                    "ORDER BY created, name")]
+                keys = [AccessKeyRow(r[0], r[1], r[2], bool(r[3]), r[4]) for r in db.execute(
+                    "SELECT access, account, secret, enabled, created FROM access_keys "
+                    "ORDER BY created, access")]
+            finally:
+                db.execute("COMMIT")
+            return counter, accounts, keys
+
+        return await self._run(_load)
+
+    async def add_account(self, account: AccountRow, key: AccessKeyRow | None) -> None:
+        def _add(db: sqlite3.Connection) -> None:
+            try:
+                db.execute("INSERT INTO accounts (name, email, arn, canonical_id, shortid, "
+                           "created) VALUES (?,?,?,?,?,?)",
+                           (account.name, account.email, account.arn, account.canonical_id,
+                            account.shortid, account.created))
+                if key is not None:
+                    self._insert_key(db, key)
+            except sqlite3.IntegrityError as exc:
+                raise AccountConflict(str(exc)) from None
+            db.execute(BUMP_ACCOUNTS)
+
+        await self._write(_add)
+
+    @staticmethod
+    def _insert_key(db: sqlite3.Connection, key: AccessKeyRow, replace: bool = False) -> None:
+        db.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO access_keys "
+                   "(access, account, secret, enabled, created) VALUES (?,?,?,?,?)",
+                   (key.access, key.account, key.secret, int(key.enabled), key.created))
+
+    async def remove_account(self, name: str) -> bool:
+        def _remove(db: sqlite3.Connection) -> bool:
+            gone = db.execute("DELETE FROM accounts WHERE name=?", (name,)).rowcount > 0
+            gone = db.execute("DELETE FROM access_keys WHERE account=?", (name,)).rowcount > 0 \
+                or gone
+            if gone:
+                db.execute(BUMP_ACCOUNTS)
+            return gone
+
+        return await self._write(_remove)
+
+    async def put_access_key(self, key: AccessKeyRow, *, replace: bool = False) -> None:
+        def _put(db: sqlite3.Connection) -> None:
+            try:
+                self._insert_key(db, key, replace)
+            except sqlite3.IntegrityError as exc:
+                raise AccountConflict(str(exc)) from None
+            db.execute(BUMP_ACCOUNTS)
+
+        await self._write(_put)
+
+    async def remove_access_key(self, access: str) -> bool:
+        def _remove(db: sqlite3.Connection) -> bool:
+            gone = db.execute("DELETE FROM access_keys WHERE access=?", (access,)).rowcount > 0
+            if gone:
+                db.execute(BUMP_ACCOUNTS)
+            return gone
+
+        return await self._write(_remove)
+    # --- end of accounts --------------------------------------------------------------------
+
+    # --- background jobs and relocation (gateway/jobs/, gateway/objects/relocate.py) --------
+    # One writer thread: every method below is one transaction there, so a claim cannot race
+    # another claim; the semantics (leases, fencing by worker) are PostgreSQL's.
+    async def enqueue_job(self, kind: str, job_key: str, bucket: str, data: dict[str, Any],
+                          not_before: float = 0.0) -> int | None:
+        def _enqueue(db: sqlite3.Connection) -> int | None:
+            if db.execute("SELECT 1 FROM jobs WHERE kind=? AND job_key=? AND state IN "
+                          "('pending', 'running')", (kind, job_key)).fetchone():
+                return None
+            db.execute("DELETE FROM jobs WHERE kind=? AND job_key=? AND state='failed'",
+                       (kind, job_key))
+            cur = db.execute("INSERT INTO jobs (kind, job_key, bucket, data, created, not_before) "
+                             "VALUES (?,?,?,?,?,?)",
+                             (kind, job_key, bucket, _dumps(data), time.time(), not_before))
+            return cur.lastrowid
+
+        return await self._write(_enqueue)
+
+    async def claim_jobs(self, worker: str, limit: int, lease: float,
+                         now: float | None = None) -> list[JobRecord]:
+        at = time.time() if now is None else now
+
+        def _claim(db: sqlite3.Connection) -> list[JobRecord]:
+            rows = db.execute(
+                "UPDATE jobs SET state='running', worker=?, lease_until=?, attempts=attempts+1 "
+                "WHERE id IN (SELECT id FROM jobs WHERE (state='pending' AND not_before<=?) OR "
+                "(state='running' AND lease_until<?) ORDER BY not_before, id LIMIT ?) "
+                f"RETURNING {JOB_COLUMNS}", (worker, at + lease, at, at, limit)).fetchall()
+            return sorted((_job_from(r) for r in rows), key=lambda j: (j.not_before, j.id))
+
+        return await self._write(_claim)
+
+    async def extend_job(self, job_id: int, worker: str, lease_until: float) -> bool:
+        return await self._write(lambda db: db.execute(
+            "UPDATE jobs SET lease_until=? WHERE id=? AND worker=? AND state='running'",
+            (lease_until, job_id, worker)).rowcount > 0)
+
+    @staticmethod
+    def _count_job(db: sqlite3.Connection, kind: str, outcome: str) -> None:
+        db.execute("INSERT INTO job_totals (kind, outcome, count) VALUES (?,?,1) "
+                   "ON CONFLICT (kind, outcome) DO UPDATE SET count=count+1", (kind, outcome))
+
+    async def complete_job(self, job_id: int, worker: str) -> bool:
+        def _complete(db: sqlite3.Connection) -> bool:
+            row = db.execute("DELETE FROM jobs WHERE id=? AND worker=? AND state='running' "
+                             "RETURNING kind", (job_id, worker)).fetchone()
+            if row is None:
+                return False
+            self._count_job(db, row[0], "done")
+            return True
+
+        return await self._write(_complete)
+
+    async def fail_job(self, job_id: int, worker: str, error: str,
+                       retry_at: float | None) -> bool:
+        def _fail(db: sqlite3.Connection) -> bool:
+            if retry_at is None:
+                row = db.execute("UPDATE jobs SET state='failed', error=?, worker=NULL WHERE id=? "
+                                 "AND worker=? AND state='running' RETURNING kind",
+                                 (error, job_id, worker)).fetchone()
+                if row is not None:
+                    self._count_job(db, row[0], "failed")
+                return row is not None
+            return db.execute("UPDATE jobs SET state='pending', error=?, worker=NULL, "
+                              "not_before=? WHERE id=? AND worker=? AND state='running'",
+                              (error, retry_at, job_id, worker)).rowcount > 0
+
+        return await self._write(_fail)
+
+    async def job_counts(self) -> dict[str, dict[str, int]]:
+        def _counts(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            counts: dict[str, dict[str, int]] = {}
+            for kind, state, n in db.execute(
+                    "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state"):
+                counts.setdefault(kind, {})[state] = n
+            for kind, outcome, n in db.execute("SELECT kind, outcome, count FROM job_totals"):
+                if outcome == "done":
+                    counts.setdefault(kind, {})["done"] = n
+            return {kind: {s: c.get(s, 0) for s in ("pending", "running", "failed", "done")}
+                    for kind, c in counts.items()}
+
+        return await self._run(_counts)
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        row = await self._run(lambda db: db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone())
+        return _job_from(row) if row else None
+
+    async def relocate_version(self, bucket: str, key: str, version_id: str | None,
+                               expected_pieces: list[Stored], pieces: list[Stored],
+                               location: str, attrs: dict[str, Any],
+                               intent: int) -> ObjectRecord | None:
+        def _relocate(db: sqlite3.Connection) -> ObjectRecord | None:
+            row = db.execute(f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=? AND "
+                             "key=? AND version_id IS ? AND pieces=? AND delete_marker=0",
+                             (bucket, key, version_id, _pieces_json(expected_pieces))).fetchone()
+            if row is None:
+                return None
+            if not db.execute("DELETE FROM intents WHERE id=?", (intent,)).rowcount:
+                raise LookupError(f"intent {intent} is gone")
+            current = _object_from(row)
+            updated = replace(current, pieces=list(pieces), location=location,
+                              attrs=merge_attrs(current.attrs, attrs))
+            self._drop_pieces(db, current, updated.pieces)
+            db.execute("UPDATE objects SET location=?, pieces=?, attrs=? WHERE bucket=? AND key=? "
+                       "AND seq=?", (location, _pieces_json(updated.pieces), _dumps(updated.attrs),
+                                     bucket, key, row[-1]))
+            return updated
+
+        try:
+            return await self._write(_relocate)
+        finally:
+            self._forget(bucket, key)
+    # --- end of background jobs and relocation ----------------------------------------------

@@ -27,10 +27,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
-from gateway.s3.request import S3Request
+from gateway.s3.request import BUCKET_RECORD, S3Request
 
 if TYPE_CHECKING:
     from gateway.accounts import Account, AccountStore
@@ -137,12 +138,25 @@ def acl_from_headers(req: S3Request, owner: str, bucket_owner: str | None = None
         raise S3Error("InvalidRequest",
                       "Specifying both Canned ACLs and Header Grants is not allowed")
     if canned is not None:
-        return canned_acl(canned.strip(), owner, bucket_owner)
-    if not grant_headers:
+        grants = canned_acl(canned.strip(), owner, bucket_owner)
+    elif not grant_headers:
         return None
-    grants: list[Grant] = []
-    for name, value in grant_headers:
-        grants += parse_grant_header(req.gateway.accounts, value, GRANT_HEADERS[name])
+    else:
+        grants = []
+        for name, value in grant_headers:
+            grants += parse_grant_header(req.gateway.accounts, value, GRANT_HEADERS[name])
+    # The bucket the ACL is for (get_bucket() keeps it on the request; CreateBucket has none
+    # yet): its object ownership and public access block decide whether it may be set.
+    bucket = req.http.get(BUCKET_RECORD)
+    if isinstance(bucket, BucketRecord):
+        if acls_disabled(bucket):
+            only_owner = (canned.strip() == "bucket-owner-full-control" if canned is not None
+                          else all(g.get("id") == bucket.owner and g["permission"] ==
+                                   "FULL_CONTROL" for g in grants))
+            if not only_owner:
+                raise S3Error("AccessControlListNotSupported")
+            return None  # the bucket owner owns the object, with its full control
+        refuse_public_acl(bucket, grants)
     return grants
 
 
@@ -150,11 +164,33 @@ def acl_of(record: BucketRecord | ObjectRecord) -> list[Grant]:
     return record.attrs.get("acl") or [owner_grant(record.owner)]
 
 
-def acl_allows(grants: Iterable[Grant], account: Account | None, permission: str) -> bool:
+def ordered_acl(owner: str, grants: list[Grant]) -> list[Grant]:
+    """Grants as AWS lists them: the owner's FULL_CONTROL first when the ACL has it (canned
+    ACLs always do; explicit grants hold only what they name), then the others in the order
+    they were given, each once."""
+    first = owner_grant(owner)
+    ordered = [first] if first in grants else []
+    for grant in grants:
+        if grant not in ordered:
+            ordered.append(grant)
+    return ordered
+
+
+def acl_is_public(grants: Iterable[Grant]) -> bool:
+    """AWS's "public" ACL: it grants anything to AllUsers or AuthenticatedUsers."""
+    return any(grant.get("uri") in (ALL_USERS, AUTHENTICATED_USERS) for grant in grants)
+
+
+def acl_allows(grants: Iterable[Grant], account: Account | None, permission: str,
+               ignore_public: bool = False) -> bool:
+    """Whether `grants` give `account` (None: anonymous) `permission`; with `ignore_public`
+    (IgnorePublicAcls) grants to AllUsers and AuthenticatedUsers count for nothing."""
     for grant in grants:
         if grant["permission"] not in (permission, "FULL_CONTROL"):
             continue
         uri = grant.get("uri")
+        if ignore_public and uri in (ALL_USERS, AUTHENTICATED_USERS):
+            continue
         if uri == ALL_USERS:
             return True
         if account is None:
@@ -315,7 +351,15 @@ class Statement:
     not_actions: tuple[str, ...] | None
     resources: tuple[str, ...] | None
     not_resources: tuple[str, ...] | None
-    conditions: tuple[tuple[str, str, tuple[str, ...]], ...]  # (operator, key, values)
+    # (operator with its ForAnyValue:/ForAllValues: qualifier, key, values)
+    conditions: tuple[tuple[str, str, tuple[str, ...]], ...]
+
+
+def condition_key_name(key: str) -> str:
+    """Condition key names compare case-insensitively, except what follows a "/" (the tag key
+    of s3:ExistingObjectTag/<key>, s3:RequestObjectTag/<key>: tag keys are case-sensitive)."""
+    name, slash, rest = key.partition("/")
+    return name.lower() + slash + rest
 
 
 def _malformed(message: str) -> S3Error:
@@ -435,8 +479,9 @@ def _parse_statement(entry: dict[str, Any], bucket: str) -> Statement:
     if not isinstance(raw_conditions, dict):
         raise _malformed("Policy has an invalid condition")
     for operator, block in raw_conditions.items():
-        base = operator.removeprefix("ForAnyValue:").removeprefix("ForAllValues:")
-        if base.removesuffix("IfExists") not in CONDITION_OPERATORS:
+        qualifier, _, base = operator.rpartition(":")
+        if qualifier not in ("", "ForAnyValue", "ForAllValues") or \
+                base.removesuffix("IfExists") not in CONDITION_OPERATORS:
             raise _malformed(f"Invalid Condition type : {operator}")
         if not isinstance(block, dict) or not block:
             raise _malformed("Policy has an invalid condition")
@@ -451,7 +496,7 @@ def _parse_statement(entry: dict[str, Any], bucket: str) -> Statement:
                         ipaddress.ip_network(text, strict=False)
                     except ValueError:
                         raise _malformed(f"Invalid IP address in policy: {text}") from None
-            conditions.append((base, key.lower(), texts))
+            conditions.append((operator, condition_key_name(key), texts))
     return Statement(
         effect=effect,
         principals=opt("Principal", _principals),
@@ -472,6 +517,9 @@ def _cached_policy(text: str, bucket: str) -> tuple[Statement, ...]:
     return tuple(parse_policy(text, bucket))
 
 
+ContextValue = str | tuple[str, ...]  # a multivalued key (s3:RequestObjectTagKeys): a tuple
+
+
 @dataclass
 class RequestContext:
     """What a policy is evaluated against."""
@@ -479,7 +527,7 @@ class RequestContext:
     account: Account | None
     action: str
     resource: str  # arn:aws:s3:::bucket or arn:aws:s3:::bucket/key
-    keys: dict[str, str]  # condition keys, lower-cased
+    keys: dict[str, ContextValue]  # condition keys, named by condition_key_name()
 
 
 def _principal_matches(principals: tuple[str, ...], account: Account | None) -> bool:
@@ -494,10 +542,25 @@ def _principal_matches(principals: tuple[str, ...], account: Account | None) -> 
 
 
 def _condition_holds(operator: str, key: str, values: tuple[str, ...],
-                     context: dict[str, str]) -> bool:
+                     context: dict[str, ContextValue]) -> bool:
+    """One condition. ForAllValues: every value the request has for the key matches (true
+    when it has none); ForAnyValue: at least one does. A multivalued key under a plain
+    operator matches when any of its values does."""
+    qualifier, _, operator = operator.rpartition(":")
+    actual = context.get(key)
+    if isinstance(actual, tuple) or qualifier:
+        found = actual if isinstance(actual, tuple) else (() if actual is None else (actual,))
+        if operator.removesuffix("IfExists") == "Null":
+            return (not found) == (values[0].lower() == "true")
+        if qualifier == "ForAllValues":
+            return all(_value_holds(operator, values, value) for value in found)
+        return any(_value_holds(operator, values, value) for value in found)
+    return _value_holds(operator, values, actual)
+
+
+def _value_holds(operator: str, values: tuple[str, ...], actual: str | None) -> bool:
     if_exists = operator.endswith("IfExists")
     operator = operator.removesuffix("IfExists")
-    actual = context.get(key)
     if operator == "Null":
         return (actual is None) == (values[0].lower() == "true")
     if actual is None:
@@ -578,7 +641,10 @@ def evaluate_policy(text: str, bucket: str, ctx: RequestContext) -> str | None:
     return "Allow" if allowed else None
 
 
-def condition_keys(req: S3Request, account: Account | None) -> dict[str, str]:
+def condition_keys(req: S3Request, account: Account | None,
+                   obj: ObjectRecord | None = None) -> dict[str, ContextValue]:
+    """The condition keys of the request, for `obj` when the decision is about one exact
+    object version (s3:ExistingObjectTag/<key> are its tags)."""
     source = req.http.remote or ""
     try:
         # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; policies name them in
@@ -587,7 +653,7 @@ def condition_keys(req: S3Request, account: Account | None) -> dict[str, str]:
         source = str(mapped) if mapped is not None else source
     except ValueError:
         pass  # not an IP (a unix socket): no IpAddress condition matches it
-    keys = {
+    keys: dict[str, ContextValue] = {
         "aws:sourceip": source,
         "aws:securetransport": "true" if req.http.secure else "false",
     }
@@ -598,37 +664,162 @@ def condition_keys(req: S3Request, account: Account | None) -> dict[str, str]:
         keys["aws:principalarn"] = account.arn
         keys["s3:signatureversion"] = ("AWS4-HMAC-SHA256" if req.auth.signature_version == 4
                                        else "AWS")
+    headers = req.headers
     for header, name in (("Referer", "aws:referer"), ("User-Agent", "aws:useragent"),
                          ("x-amz-acl", "s3:x-amz-acl"),
                          ("x-amz-copy-source", "s3:x-amz-copy-source"),
                          ("x-amz-content-sha256", "s3:x-amz-content-sha256"),
                          ("x-amz-server-side-encryption", "s3:x-amz-server-side-encryption"),
                          ("x-amz-metadata-directive", "s3:x-amz-metadata-directive"),
-                         ("x-amz-storage-class", "s3:x-amz-storage-class")):
-        if header in req.headers:
-            keys[name] = req.headers[header]
+                         ("x-amz-storage-class", "s3:x-amz-storage-class"),
+                         *((grant, f"s3:{grant}") for grant in GRANT_HEADERS)):
+        if header in headers:
+            keys[name] = headers[header]
     for param, name in (("prefix", "s3:prefix"), ("delimiter", "s3:delimiter"),
                         ("max-keys", "s3:max-keys"), ("versionId", "s3:versionid")):
         if param in req.query:
             keys[name] = req.query[param]
+    tagging = headers.get("x-amz-tagging")
+    if tagging is not None:  # the tags a write asks for (PutObject, CopyObject, uploads)
+        requested = dict(parse_qsl(tagging, keep_blank_values=True))
+        keys["s3:requestobjecttagkeys"] = tuple(requested)
+        for tag, value in requested.items():
+            keys[f"s3:requestobjecttag/{tag}"] = value
+    if obj is not None:
+        for tag, value in obj.tags.items():
+            keys[f"s3:existingobjecttag/{tag}"] = value
     return keys
+
+
+# --- bucket settings: object ownership, public access block, expected owner ---------------------
+
+OWNERSHIP_MODES = ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter")
+# Not AWS's default since 2023 (BucketOwnerEnforced): buckets without the setting keep ACLs
+# working as they always did here (see README "Object ownership").
+DEFAULT_OWNERSHIP = "ObjectWriter"
+PUBLIC_ACCESS_SETTINGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                          "RestrictPublicBuckets")
+
+
+def object_ownership(bucket: BucketRecord) -> str:
+    return bucket.attrs.get("ownership") or DEFAULT_OWNERSHIP
+
+
+def acls_disabled(bucket: BucketRecord) -> bool:
+    """BucketOwnerEnforced: ACLs grant nothing and cannot be set; the bucket owner owns all."""
+    return object_ownership(bucket) == "BucketOwnerEnforced"
+
+
+def blocks(bucket: BucketRecord, setting: str) -> bool:
+    """Whether the bucket's public access block has `setting` (PUBLIC_ACCESS_SETTINGS) on."""
+    config = bucket.attrs.get("publicAccessBlock")
+    return bool(config and config.get(setting))
+
+
+def refuse_public_acl(bucket: BucketRecord, grants: Iterable[Grant]) -> None:
+    """BlockPublicAcls: an ACL that grants anything to everyone is refused (403)."""
+    if blocks(bucket, "BlockPublicAcls") and acl_is_public(grants):
+        raise S3Error("AccessDenied", "Access Denied: the bucket's public access block "
+                      "(BlockPublicAcls) refuses public ACLs.")
+
+
+def effective_owner(bucket: BucketRecord, obj: ObjectRecord) -> str:
+    """Who owns `obj`: its writer, or the bucket owner when ACLs are disabled."""
+    return bucket.owner if acls_disabled(bucket) else obj.owner
+
+
+# Condition keys that, bound to fixed values, make an Allow to everyone non-public (AWS's
+# "The meaning of public"), and the operators that bind them.
+_LIMITING_KEYS = frozenset({
+    "aws:sourcearn", "aws:sourcevpc", "aws:sourcevpce", "aws:sourceowner", "aws:sourceaccount",
+    "s3:x-amz-server-side-encryption-aws-kms-key-id", "aws:userid", "aws:principalaccount",
+    "aws:principalarn", "aws:principalorgid", "aws:sourceorgid", "s3:dataaccesspointarn",
+    "s3:dataaccesspointaccount"})
+_BINDING_OPERATORS = frozenset({"StringEquals", "StringEqualsIgnoreCase", "StringLike",
+                                "ArnEquals", "ArnLike"})
+
+
+def _limits_to_fixed_values(operator: str, key: str, values: tuple[str, ...]) -> bool:
+    if ":" in operator or operator.endswith("IfExists"):  # absent keys (or sets) pass
+        return False
+    if operator == "IpAddress" and key == "aws:sourceip":
+        # A CIDR names a set of clients; one as wide as the Internet limits nothing.
+        networks = [ipaddress.ip_network(v, strict=False) for v in values]
+        return all(n.prefixlen >= (8 if n.version == 4 else 32) for n in networks)
+    if operator not in _BINDING_OPERATORS or key not in _LIMITING_KEYS:
+        return False
+    fixed = all("*" not in v and "?" not in v and "${" not in v for v in values)
+    if key == "aws:userid":
+        return fixed and not any(v.endswith(":*") for v in values)
+    return fixed
+
+
+def policy_is_public(text: str, bucket: str) -> bool:
+    """AWS's definition: a policy is public when one of its Allow statements grants to every
+    principal ("*", or NotPrincipal) without a condition binding a fixed source (IP range,
+    account, ARN, VPC...) to the request."""
+    try:
+        statements = _cached_policy(text, bucket)
+    except S3Error:
+        return False
+    for statement in statements:
+        if statement.effect != "Allow":
+            continue
+        to_all = statement.not_principals is not None or (
+            statement.principals is not None and "*" in statement.principals)
+        if to_all and not any(_limits_to_fixed_values(op, key, values)
+                              for op, key, values in statement.conditions):
+            return True
+    return False
+
+
+def _copy_source_bucket(req: S3Request) -> str | None:
+    source = req.headers.get("x-amz-copy-source")
+    if source is None:
+        return None
+    return unquote(source.partition("?")[0]).removeprefix("/").partition("/")[0]
+
+
+def check_expected_owner(req: S3Request, bucket: BucketRecord) -> None:
+    """x-amz-expected-bucket-owner (the request's bucket) and x-amz-source-expected-bucket-owner
+    (a copy's source bucket): 403 AccessDenied unless the bucket's owner is that account (its
+    12-digit account id, or its canonical id)."""
+    for header, applies in (("x-amz-expected-bucket-owner", bucket.name == req.bucket),
+                            ("x-amz-source-expected-bucket-owner",
+                             _copy_source_bucket(req) == bucket.name)):
+        expected = req.headers.get(header)
+        if expected is None or not applies:
+            continue
+        expected = expected.strip()
+        owner = req.gateway.accounts.by_canonical_id(bucket.owner)
+        if expected != bucket.owner and (owner is None or expected != owner.shortid):
+            raise S3Error("AccessDenied", f"Access Denied: the bucket is not owned by the "
+                          f"account {header} names.")
 
 
 # --- the decision ------------------------------------------------------------------------------
 
 def _policy_decision(req: S3Request, bucket: BucketRecord, action: str, key: str | None,
-                     version_id: str | None) -> str | None:
+                     version_id: str | None, obj: ObjectRecord | None = None) -> str | None:
     """The bucket policy's verdict ("Deny", "Allow" or None) on `action` for `key`, with
     s3:VersionId the version the request names (a copy source names it in a header)."""
     policy = bucket.attrs.get("policy")
     if policy is None:
         return None
     resource = f"arn:aws:s3:::{bucket.name}" + (f"/{key}" if key is not None else "")
-    keys = condition_keys(req, req.account)
+    keys = condition_keys(req, req.account, obj)
     keys.pop("s3:versionid", None)
     if version_id is not None:
         keys["s3:versionid"] = version_id
-    return evaluate_policy(policy, bucket.name, RequestContext(req.account, action, resource, keys))
+    decision = evaluate_policy(policy, bucket.name,
+                               RequestContext(req.account, action, resource, keys))
+    if decision == "Allow" and blocks(bucket, "RestrictPublicBuckets") \
+            and policy_is_public(policy, bucket.name):
+        # A public policy then grants only to the bucket owner's own account.
+        account = req.account
+        if account is None or account.canonical_id != bucket.owner:
+            return None
+    return decision
 
 
 async def authorize(req: S3Request, bucket: BucketRecord, action: str,
@@ -641,6 +832,7 @@ async def authorize(req: S3Request, bucket: BucketRecord, action: str,
     caller has looked it up. For those this raises only on the policy's explicit Deny, and the
     caller must then call `authorize_object` with the exact record it serves (ops/common.py
     read_version does, for every object read)."""
+    check_expected_owner(req, bucket)
     account = req.account
     is_owner = account is not None and account.canonical_id == bucket.owner
     if action in POLICY_ACTIONS:
@@ -656,8 +848,9 @@ async def authorize(req: S3Request, bucket: BucketRecord, action: str,
         return  # decided by authorize_object on the version itself, never on the current one
     if decision == "Allow" or is_owner:
         return
-    if action in BUCKET_ACL_PERMISSION and acl_allows(acl_of(bucket), account,
-                                                      BUCKET_ACL_PERMISSION[action]):
+    if action in BUCKET_ACL_PERMISSION and not acls_disabled(bucket) and acl_allows(
+            acl_of(bucket), account, BUCKET_ACL_PERMISSION[action],
+            blocks(bucket, "IgnorePublicAcls")):
         return
     raise S3Error("AccessDenied")
 
@@ -671,31 +864,46 @@ def authorize_object(req: S3Request, bucket: BucketRecord, obj: ObjectRecord, ac
 
     Order, as `authorize`: the policy's explicit Deny, then its Allow, then the bucket owner,
     then the version's owner (for what OBJECT_OWNER_ACTIONS lists), then the version's ACL.
-    Never the bucket ACL for object reads: bucket READ lets one list, not read."""
+    Never the bucket ACL for object reads: bucket READ lets one list, not read. With ACLs
+    disabled (BucketOwnerEnforced) only the policy and the bucket owner count."""
+    check_expected_owner(req, bucket)
     if version_id is not None:
         action = VERSION_ACTIONS.get(action, action)
     account = req.account
     is_bucket_owner = account is not None and account.canonical_id == bucket.owner
     if bucket.attrs.get("policy") is None and is_bucket_owner:
         return
-    decision = _policy_decision(req, bucket, action, obj.key, version_id)
+    decision = _policy_decision(req, bucket, action, obj.key, version_id, obj)
     if decision == "Deny":
         raise S3Error("AccessDenied")
     if decision == "Allow" or is_bucket_owner:
         return
+    if acls_disabled(bucket):
+        raise S3Error("AccessDenied")
+    ignore_public = blocks(bucket, "IgnorePublicAcls")
     if action in BUCKET_ACL_PERMISSION:  # object writes and deletes: the bucket ACL's WRITE
-        if acl_allows(acl_of(bucket), account, BUCKET_ACL_PERMISSION[action]):
+        if acl_allows(acl_of(bucket), account, BUCKET_ACL_PERMISSION[action], ignore_public):
             return
         raise S3Error("AccessDenied")
     if action in OBJECT_OWNER_ACTIONS and account is not None \
             and account.canonical_id == obj.owner:
         return
     permission = OBJECT_ACL_PERMISSION.get(action)
-    if permission is not None and acl_allows(acl_of(obj), account, permission):
+    if permission is not None and acl_allows(acl_of(obj), account, permission, ignore_public):
         return
     raise S3Error("AccessDenied")
 
 
 def requester_id(req: S3Request) -> str:
-    """The canonical id that owns what this request creates (anonymous: the AllUsers id)."""
+    """The canonical id that owns what this request creates (anonymous: the AllUsers id), or
+    the bucket owner where the bucket's object ownership gives it every object
+    (BucketOwnerEnforced), or those written with bucket-owner-full-control
+    (BucketOwnerPreferred)."""
+    bucket = req.http.get(BUCKET_RECORD)
+    if isinstance(bucket, BucketRecord):
+        mode = object_ownership(bucket)
+        if mode == "BucketOwnerEnforced" or (
+                mode == "BucketOwnerPreferred"
+                and req.headers.get("x-amz-acl", "").strip() == "bucket-owner-full-control"):
+            return bucket.owner
     return req.account.canonical_id if req.account is not None else ANONYMOUS_ID

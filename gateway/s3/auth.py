@@ -331,9 +331,12 @@ def _parse_chunk_header(line: bytes, *, signed: bool) -> tuple[int, str]:
 
 def authenticate(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
                  accounts: AccountStore, *, host_bucket: str | None = None,
-                 now: float | None = None) -> AuthResult:
-    """Authenticate one request from its request line and headers; raise S3Error if it fails."""
+                 now: float | None = None, region: str | None = None) -> AuthResult:
+    """Authenticate one request from its request line and headers; raise S3Error if it fails.
+    `region`: the region a SigV4 signature must be scoped to (None or "*": any)."""
     now = time.time() if now is None else now
+    if region == "*":
+        region = None
     query = _parse_query(raw_query)
     names = {name for name, _ in query}
     authorization = headers.get("Authorization")
@@ -344,13 +347,14 @@ def authenticate(method: str, raw_path: str, raw_query: str, headers: Mapping[st
                       "header should be specified")
     if authorization is not None:
         if authorization.startswith(V4_ALGORITHM + " "):
-            return _v4_header(method, raw_path, query, headers, authorization, accounts, now)
+            return _v4_header(method, raw_path, query, headers, authorization, accounts, now,
+                              region)
         if authorization.startswith("AWS "):
             return _v2_header(method, raw_path, raw_query, query, headers, authorization,
                               accounts, now, host_bucket)
         raise S3Error("AccessDenied", "Unsupported Authorization Type")
     if "X-Amz-Algorithm" in names:
-        return _v4_query(method, raw_path, query, headers, accounts, now)
+        return _v4_query(method, raw_path, query, headers, accounts, now, region)
     if "Signature" in names:
         return _v2_query(method, raw_path, raw_query, query, headers, accounts, now, host_bucket)
     return ANONYMOUS
@@ -513,8 +517,17 @@ def _parse_credential(credential: str, error: str) -> _Credential:
     if terminator != "aws4_request":
         raise S3Error(error, f"The authorization header is malformed; incorrect terminal "
                       f"\"{terminator}\". This endpoint uses \"aws4_request\".", status=400)
-    # Any region is accepted: the gateway answers for every region name clients choose.
     return _Credential(access_key, date, region, service)
+
+
+def _check_region(credential: _Credential, expected: str | None, error: str,
+                  preamble: str) -> None:
+    """A signature scoped to another region than the gateway's is refused as AWS refuses one
+    for another bucket's region: naming the expected region, which SDKs then sign for."""
+    if expected is not None and credential.region != expected:
+        shown = credential.region if credential.region.isprintable() else "?"
+        raise S3Error(error, f"{preamble} the region '{shown[:64]}' is wrong; expecting "
+                      f"'{expected}'", status=400, Region=expected)
 
 
 def _v4_canonical_request(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
@@ -586,7 +599,8 @@ def _v4_timestamp(headers: Mapping[str, str], now: float) -> tuple[str, float, s
 
 
 def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
-               authorization: str, accounts: AccountStore, now: float) -> AuthResult:
+               authorization: str, accounts: AccountStore, now: float,
+               region: str | None = None) -> AuthResult:
     fields: dict[str, str] = {}
     for item in authorization[len(V4_ALGORITHM):].split(","):
         name, sep, value = item.strip().partition("=")
@@ -599,6 +613,8 @@ def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, s
             raise S3Error("AuthorizationHeaderMalformed",
                           f"The authorization header is malformed; missing {required}.")
     credential = _parse_credential(fields["Credential"], "AuthorizationHeaderMalformed")
+    _check_region(credential, region, "AuthorizationHeaderMalformed",
+                  "The authorization header is malformed;")
     signed_headers = fields["SignedHeaders"].lower().split(";")
     # x-amz-content-sha256 is the canonical request's payload line and x-amz-date (when
     # present, it is the timestamp) is in the string to sign: both are bound unlisted.
@@ -650,7 +666,7 @@ def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, s
 
 
 def _v4_query(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
-              accounts: AccountStore, now: float) -> AuthResult:
+              accounts: AccountStore, now: float, region: str | None = None) -> AuthResult:
     error = "AuthorizationQueryParametersError"
     params = {name: _first(query, name) for name in (
         "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
@@ -664,6 +680,7 @@ def _v4_query(method: str, raw_path: str, query: Query, headers: Mapping[str, st
     expires_text = params["X-Amz-Expires"] or ""
     expires = _presign_expires(expires_text)
     credential = _parse_credential(params["X-Amz-Credential"] or "", error)
+    _check_region(credential, region, error, "Error parsing the X-Amz-Credential parameter;")
     timestamp = params["X-Amz-Date"] or ""
     parsed = _parse_iso_basic(timestamp)
     if parsed is None:

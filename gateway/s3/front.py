@@ -19,13 +19,15 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.errors import S3Error
-from gateway.s3 import auth
+from gateway.objects.options import MAX_PUT_SIZE
+from gateway.s3 import access, auth
 from gateway.s3.ops import (
     acl,
     batch,
     bucket,
     bucket_config,
     cors,
+    lifecycle,
     multipart,
     obj,
     policy,
@@ -38,6 +40,9 @@ from gateway.s3.xml import render_error
 
 log = logging.getLogger("gateway.access")
 Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
+# An error found before the body of an `Expect: 100-continue` request was asked for: the
+# request is answered with it and its body is never read.
+EARLY_ERROR = web.RequestKey("early_error", S3Error)
 
 # Query keys that select a sub-resource instead of the plain resource, in precedence order.
 SUBRESOURCES = (
@@ -63,6 +68,7 @@ ROUTES: dict[tuple[str, str, str], Handler] = {
     ("object", "GET", ""): obj.get_object,
     ("object", "HEAD", ""): obj.head_object,
     ("object", "DELETE", ""): obj.delete_object,
+    ("object", "GET", "attributes"): obj.get_object_attributes,
     ("object", "POST", "uploads"): multipart.create_upload,
     ("object", "PUT", "uploadId"): multipart.upload_part,
     ("object", "POST", "uploadId"): multipart.complete_upload,
@@ -76,6 +82,13 @@ ROUTES: dict[tuple[str, str, str], Handler] = {
     ("bucket", "GET", "policy"): policy.get_bucket_policy,
     ("bucket", "PUT", "policy"): policy.put_bucket_policy,
     ("bucket", "DELETE", "policy"): policy.delete_bucket_policy,
+    ("bucket", "GET", "policyStatus"): policy.get_bucket_policy_status,
+    ("bucket", "GET", "publicAccessBlock"): bucket_config.get_public_access_block,
+    ("bucket", "PUT", "publicAccessBlock"): bucket_config.put_public_access_block,
+    ("bucket", "DELETE", "publicAccessBlock"): bucket_config.delete_public_access_block,
+    ("bucket", "GET", "ownershipControls"): bucket_config.get_ownership_controls,
+    ("bucket", "PUT", "ownershipControls"): bucket_config.put_ownership_controls,
+    ("bucket", "DELETE", "ownershipControls"): bucket_config.delete_ownership_controls,
     ("bucket", "GET", "cors"): cors.get_bucket_cors,
     ("bucket", "PUT", "cors"): cors.put_bucket_cors,
     ("bucket", "DELETE", "cors"): cors.delete_bucket_cors,
@@ -89,9 +102,9 @@ ROUTES: dict[tuple[str, str, str], Handler] = {
     ("bucket", "PUT", "tagging"): tagging.put_bucket_tagging,
     ("bucket", "DELETE", "tagging"): tagging.delete_bucket_tagging,
     # bucket configurations answered with AWS's unconfigured defaults
-    ("bucket", "GET", "lifecycle"): bucket_config.get_lifecycle,
-    ("bucket", "PUT", "lifecycle"): bucket_config.put_lifecycle,
-    ("bucket", "DELETE", "lifecycle"): bucket_config.delete_lifecycle,
+    ("bucket", "GET", "lifecycle"): lifecycle.get_lifecycle,  # acted on: gateway/lifecycle/
+    ("bucket", "PUT", "lifecycle"): lifecycle.put_lifecycle,
+    ("bucket", "DELETE", "lifecycle"): lifecycle.delete_lifecycle,
     ("bucket", "GET", "website"): bucket_config.get_website,
     ("bucket", "PUT", "website"): bucket_config.put_website,
     ("bucket", "DELETE", "website"): bucket_config.delete_website,
@@ -199,13 +212,75 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message} [at {where}]"
 
 
+# --- the access log (one JSON line per request; server.py writes it as the whole line) -----
+# When the answer's first byte went out (turnaround), set by add_request_id below.
+ANSWER_STARTED = web.RequestKey("answer_started", float)
+_CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]{1,128})/")
+
+
+def claimed_access_key(headers: Any, query: dict[str, str]) -> str | None:
+    """The access key id a request names, for the log even when authentication fails (the
+    id only: never a signature or a secret)."""
+    authorization = headers.get("Authorization", "")
+    if authorization.startswith("AWS4-"):
+        found = _CREDENTIAL_RE.search(authorization)
+        return found.group(1) if found else None
+    if authorization.startswith("AWS "):
+        return authorization[4:].split(":", 1)[0][:128] or None
+    credential = query.get("X-Amz-Credential") or query.get("x-amz-credential")
+    if credential:
+        return credential.split("/", 1)[0][:128]
+    return (query.get("AWSAccessKeyId") or "")[:128] or None
+
+
+def access_entry(http: web.Request, info: dict[str, object], rid: str, status: int,
+                 response: web.StreamResponse, started: float) -> dict[str, object]:
+    """The access-log fields people grep for, S3's server access log in JSON."""
+    now = time.monotonic()
+    answer_started = http.get(ANSWER_STARTED) or now
+    return {
+        "requestId": rid, "clientIp": http.remote, "account": info.get("account"),
+        "canonicalId": info.get("canonicalId"), "accessKeyId": info.get("accessKeyId"),
+        "userAgent": http.headers.get("User-Agent"), "method": http.method,
+        "operation": info["operation"], "bucket": info.get("bucket"), "key": info.get("_key"),
+        "versionId": info.get("versionId"), "location": info.get("location"),
+        "status": status, "errorCode": info.get("error"),
+        "bytesIn": http.content.total_bytes,  # received, not announced
+        "bytesOut": 0 if status == 499 else response.content_length or 0,
+        "totalTimeMs": round((now - started) * 1000, 2),
+        # S3's turnaround: until the answer's first byte (for uploads: the body received)
+        "turnAroundTimeMs": round((min(answer_started, now) - started) * 1000, 2),
+    }
+# --- end of the access log ----------------------------------------------------------------
+
+
 async def add_request_id(http: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare hook: streamed responses are prepared inside the operation."""
+    http[ANSWER_STARTED] = time.monotonic()
     rid = http.get(REQUEST_ID)
     if rid:
         response.headers["x-amz-request-id"] = rid
         response.headers["x-amz-id-2"] = rid
     cors.add_cors_headers(http, response)
+
+
+def check_declared_length(http: web.Request, level: str, sub: str,
+                          result: auth.AuthResult) -> None:
+    """An object upload (PutObject, UploadPart) must say how long it is: Content-Length, or
+    x-amz-decoded-content-length for an aws-chunked body sent with Transfer-Encoding: chunked
+    (411 MissingContentLength otherwise), and at most 5 GiB (EntityTooLarge), as AWS."""
+    if level != "object" or http.method != "PUT" or sub not in ("", "uploadId") \
+            or "x-amz-copy-source" in http.headers:
+        return
+    declared = result.decoded_length if result.decoded_length is not None \
+        else http.content_length
+    if declared is None:
+        if "chunked" in http.headers.get("Transfer-Encoding", "").lower():
+            raise S3Error("MissingContentLength")
+        return
+    if declared > MAX_PUT_SIZE:
+        raise S3Error("EntityTooLarge", ProposedSize=str(declared),
+                      MaxSizeAllowed=str(MAX_PUT_SIZE))
 
 
 class Front:
@@ -221,6 +296,8 @@ class Front:
             answer = await self.gateway.health_endpoints.handle(http, http.path[3:])
             if answer is not None:
                 return answer
+        if http.path == "/" and self._browser_at_root(http):
+            return web.Response(status=302, headers={"Location": "/_/console/"})
         started = time.monotonic()
         rid = request_id()
         http[REQUEST_ID] = rid
@@ -233,6 +310,8 @@ class Front:
             status = err.status
             info["error"] = err.code
             response = self.error_response(err, rid, http.method)
+            if EARLY_ERROR in http:  # the client may or may not send the body it held back:
+                response.force_close()  # nothing after it on this connection can be parsed
         except web.HTTPRequestEntityTooLarge:
             # An XML body past client_max_size (aiohttp's read()): the XML parser's answer.
             err = S3Error("MalformedXML", "The XML you provided was larger than allowed.")
@@ -266,17 +345,22 @@ class Front:
                 status = 499 if gone == "ClientDisconnected" else 400
                 response = self.error_response(S3Error("IncompleteBody"), rid, http.method)
                 response.force_close()
-        info.pop("_key", None)
         elapsed = time.monotonic() - started
         operation = str(info["operation"])
         self._observe(operation, status, elapsed)
         if log.isEnabledFor(logging.INFO):
-            info.update(requestId=rid, status=status, method=http.method,
-                        durationMs=round(elapsed * 1000, 2),
-                        bytesIn=http.content.total_bytes,  # received, not announced
-                        bytesOut=0 if status == 499 else response.content_length or 0)
-            log.info(json.dumps(info, default=str))
+            log.info(json.dumps(access_entry(http, info, rid, status, response, started),
+                                default=str))
         return response
+
+    def _browser_at_root(self, http: web.Request) -> bool:
+        """A browser, not an S3 client, opening the endpoint (a GET of / asking for HTML,
+        with no S3 authentication, not virtual-hosted): it gets the console, not XML."""
+        return (http.method == "GET" and getattr(self.gateway, "console", None) is not None
+                and "text/html" in http.headers.get("Accept", "")
+                and "Authorization" not in http.headers
+                and not {"X-Amz-Algorithm", "Signature", "AWSAccessKeyId"} & set(http.query)
+                and self._host_bucket(split_host(http.headers.get("Host"))) is None)
 
     @staticmethod
     def _client_gone(http: web.Request, exc: Exception) -> str | None:
@@ -315,6 +399,50 @@ class Front:
         counter.inc()
         histogram.observe(elapsed)
 
+    async def expect_continue(self, http: web.Request) -> None:
+        """aiohttp's expect handler, for `Expect: 100-continue`: what refuses a request before
+        its body (authentication, a missing bucket, access, a declared size over the limit)
+        is found now and answered by handle() without a 100 Continue, so the client never
+        sends the body; otherwise 100 Continue and the request runs as usual."""
+        if http.headers.get("Expect", "").strip().lower() != "100-continue":
+            return  # an expectation we do not know: served as if absent
+        try:
+            await self._before_body(http)
+        except S3Error as err:
+            http[EARLY_ERROR] = err
+            return
+        except Exception as exc:  # the request itself meets it again and answers it
+            log.warning("100-continue pre-check failed: %s", one_line(exc))
+        if http.version >= (1, 1):
+            await http.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            http.writer.output_size = 0  # the answer proper has not started
+
+    async def _before_body(self, http: web.Request) -> None:
+        """The checks of _dispatch and of the operation that need no body."""
+        if http.method not in ("PUT", "POST") or http.path.startswith("/_/"):
+            return
+        raw_path, _, raw_query = http.raw_path.partition("?")
+        host = split_host(http.headers.get("Host"))
+        host_bucket = self._host_bucket(host)
+        bucket_name, key = parse_target(raw_path, host_bucket)
+        query = {k: v for k, v in reversed(parse_qsl(raw_query, keep_blank_values=True))}
+        result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
+                                   self.gateway.accounts, host_bucket=host_bucket,
+                                   region=self.gateway.settings.region)
+        level = "service" if bucket_name is None else ("bucket" if key is None else "object")
+        sub = next((name for name in SUBRESOURCES if name in query), "")
+        check_declared_length(http, level, sub, result)
+        if bucket_name is None or ((level, sub) == ("bucket", "") and http.method == "PUT"):
+            return  # CreateBucket: no bucket yet
+        bucket_record = await self.gateway.metadata.get_bucket(bucket_name)
+        if bucket_record is None:
+            raise S3Error("NoSuchBucket", BucketName=bucket_name)
+        if (level, http.method, sub) == ("bucket", "POST", ""):
+            return  # POST Object: its form (in the body) carries the credentials
+        s3req = S3Request(http=http, gateway=self.gateway, request_id="", bucket=bucket_name,
+                          key=key, query=query, auth=result, host=host)
+        await access.authorize(s3req, bucket_record, access.request_action(s3req), key)
+
     @staticmethod
     def error_response(err: S3Error, rid: str, method: str) -> web.Response:
         body = b"" if method == "HEAD" or err.status == 304 else render_error(err, rid)
@@ -338,25 +466,35 @@ class Front:
             raise S3Error("InvalidURI") from None
         query = {k: v for k, v in reversed(pairs)}
         check_overrides(query)
+        info["bucket"] = bucket_name
         if http.method == "OPTIONS":  # CORS preflight: browsers send it without credentials
             info["operation"] = "cors_preflight"
-            info["bucket"] = bucket_name
             return await cors.preflight(self.gateway, bucket_name, http)
-        try:
-            result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
-                                       self.gateway.accounts, host_bucket=host_bucket)
-        except S3Error as err:
-            if err.resource is None:
-                err.resource = resource_of(bucket_name, key)
-            raise
+        # The operation is known before authentication, so a refused request logs it too.
         level = "service" if bucket_name is None else ("bucket" if key is None else "object")
         sub = next((name for name in SUBRESOURCES if name in query), "")
         handler = ROUTES.get((level, http.method, sub))
+        info["operation"] = handler.__name__ if handler else "unsupported"
+        info["versionId"] = query.get("versionId")
+        try:
+            early = http.get(EARLY_ERROR)
+            if early is not None:
+                raise early
+            result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
+                                       self.gateway.accounts, host_bucket=host_bucket,
+                                       region=self.gateway.settings.region)
+        except S3Error as err:
+            info["accessKeyId"] = claimed_access_key(http.headers, query)
+            if err.resource is None:
+                err.resource = resource_of(bucket_name, key)
+            raise
+        check_declared_length(http, level, sub, result)
         s3req = S3Request(http=http, gateway=self.gateway, request_id=rid, bucket=bucket_name,
                           key=key, query=query, auth=result, host=host, extra_log=info)
-        info["operation"] = handler.__name__ if handler else "unsupported"
-        info["bucket"] = bucket_name
-        info["account"] = result.account.name if result.account else None
+        if result.account is not None:
+            info["account"] = result.account.name
+            info["canonicalId"] = result.account.canonical_id
+            info["accessKeyId"] = result.access_key
         if handler is None:
             if sub or level != "service":
                 raise S3Error("NotImplemented",

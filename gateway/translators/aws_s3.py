@@ -8,13 +8,14 @@ aiobotocore client (one aiohttp connection pool, keep-alive) is made in open() a
 Every write lands at the key it is given (unique per write, see base.py) and is pinned by its
 VersionId when the bucket keeps versions. A part uploaded again under its number replaces the
 backend's part, which is safe: completion names every part by its ETag (the MD5 of its bytes),
-so a completion racing a re-upload fails (InvalidPart -> Rejected) instead of assembling bytes
+so a completion racing a re-upload fails (InvalidPart -> Precondition) instead of assembling bytes
 it was not given.
 
 Errors (one place, `_translate`): the missing object/version/upload -> NotFound, throttling
-(429, SlowDown) -> Throttled, 409 -> Conflict, any other 4xx the request itself caused (a bad
-tag, a too-long key...) -> Rejected. Auth refusals and a missing bucket stay backend failures:
-they are the location's configuration, not the request's.
+(429, SlowDown) -> Throttled, bad credentials -> Unauthenticated, AccessDenied ->
+PermissionDenied, 409/412 -> Precondition, 501 -> NotSupported, any other 4xx the request
+itself caused (a bad tag, a too-long key...) -> Rejected; a missing bucket and 5xx ->
+Unavailable.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import base64
 import configparser
 import os
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,17 +40,22 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
-    Conflict,
     Health,
     NotFound,
+    NotSupported,
     ObjectMeta,
     Part,
+    PermissionDenied,
+    Precondition,
     Rejected,
     Stored,
     Throttled,
     Translator,
+    Unauthenticated,
+    Unavailable,
     details_bool,
     details_str,
+    refuse_unknown,
 )
 
 # Error codes meaning "the object / version / upload is not there".
@@ -56,14 +63,18 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NoSuchUpload"}
 # "Slow down" answers of S3 and the S3-compatibles (AWS sends SlowDown with a 503).
 _THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests",
                              "RequestLimitExceeded", "RequestThrottled", "429"})
-# 4xx answers that are about the location (its credentials, its bucket, its region), not about
-# the request: they stay backend failures so the location is marked down and someone looks.
-_LOCATION_CODES = frozenset({
-    "AccessDenied", "AccountProblem", "AllAccessDisabled", "AuthorizationHeaderMalformed",
-    "ExpiredToken", "InvalidAccessKeyId", "InvalidBucketName", "InvalidSecurity", "InvalidToken",
-    "MissingSecurityHeader", "NoSuchBucket", "NotSignedUp", "PermanentRedirect",
-    "RequestTimeTooSkewed", "SignatureDoesNotMatch", "TemporaryRedirect", "TokenRefreshRequired",
+# Answers about the gateway's credentials (the location's configuration, not an outage and not
+# the request's fault): the key is unknown or the signature/token/clock is wrong...
+_UNAUTHENTICATED_CODES = frozenset({
+    "AuthorizationHeaderMalformed", "ExpiredToken", "InvalidAccessKeyId", "InvalidSecurity",
+    "InvalidToken", "MissingSecurityHeader", "RequestTimeTooSkewed", "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
 })
+# ... or the key is known and not allowed to do this.
+_DENIED_CODES = frozenset({"AccessDenied", "AccountProblem", "AllAccessDisabled", "NotSignedUp"})
+# 4xx answers about the location's bucket: it is unusable (Unavailable, counts against health).
+_LOCATION_CODES = frozenset({"InvalidBucketName", "NoSuchBucket", "PermanentRedirect",
+                             "TemporaryRedirect"})
 _PAGE_SIZE = 1000
 # CopyObject refuses sources over 5 GiB; bigger ones are copied part by part.
 _MAX_SINGLE_COPY = 5 * 1024**3
@@ -79,36 +90,44 @@ _READ_TIMEOUT = 60
 botocore.auth.AUTH_TYPE_MAPS["s3v4"] = botocore.auth.S3SigV4Auth
 
 
-class AwsS3Translator(Translator):
-    type_name = "aws_s3"
+KNOWN_DETAILS = ("bucketName", "awsEndpoint", "region", "https", "pathStyle",
+                 "serverSideEncryption", "supportsVersioning", "maxPoolConnections",
+                 "credentials", "credentialsProfile")
 
-    def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
-        super().__init__(name, details, env)
-        self.bucket = details_str(details, "bucketName")
-        assert self.bucket is not None
-        if "/" in self.bucket:
+
+@dataclass(frozen=True)
+class AwsS3Settings:
+    """An aws_s3 location's `details`, parsed and checked in this one place."""
+
+    bucket: str
+    https: bool
+    path_style: bool
+    sse: bool
+    supports_versioning: bool
+    region: str
+    endpoint_url: str | None
+    max_pool: int
+    # Credentials, first found wins: environment for this location, inline, profile, AWS_PROFILE
+    # from the environment. Profiles are read in open() (no I/O here).
+    keys: tuple[str, str, str | None] | None
+    profile: str | None
+    credentials_file: Path
+
+    @classmethod
+    def parse(cls, name: str, details: Mapping[str, Any], env: Mapping[str, str]
+              ) -> AwsS3Settings:
+        refuse_unknown(AwsS3Translator.type_name, details, KNOWN_DETAILS)
+        bucket = details_str(details, "bucketName")
+        assert bucket is not None
+        if "/" in bucket:
             raise ConfigError("bucketName", "must be a bucket name, without '/'")
         details_bool(details, "bucketMatch", False)  # applied by the caller; type-checked here
-        self.https = details_bool(details, "https", True)
-        self.path_style = details_bool(details, "pathStyle", False)
-        self.sse = details_bool(details, "serverSideEncryption", False)
-        self.supports_versioning = details_bool(details, "supportsVersioning", True)
-        self.region = details_str(details, "region", required=False) or "us-east-1"
-        self.endpoint_url = _endpoint_url(details_str(details, "awsEndpoint", required=False),
-                                          self.https)
+        https = details_bool(details, "https", True)
         pool = details.get("maxPoolConnections", _DEFAULT_POOL)
         if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
             raise ConfigError("maxPoolConnections", "must be a positive integer")
-        self.max_pool = pool
-
-        # Credentials, first found wins: environment for this location, inline, profile,
-        # AWS_PROFILE from the environment. Profiles are read in open() (no I/O here).
-        self._keys: tuple[str, str, str | None] | None = None
-        self._profile: str | None = None
-        self._credentials_file = Path(
-            env.get("AWS_SHARED_CREDENTIALS_FILE")
-            or Path(env.get("HOME") or os.path.expanduser("~")) / ".aws" / "credentials"
-        )
+        keys: tuple[str, str, str | None] | None = None
+        profile_name: str | None = None
         inline = details.get("credentials")
         if inline is not None and not (
                 isinstance(inline, Mapping)
@@ -125,17 +144,49 @@ class AwsS3Translator(Translator):
             raise ConfigError("credentials", f"set both {name}_AWS_ACCESS_KEY_ID and "
                                              f"{name}_AWS_SECRET_ACCESS_KEY, or neither")
         if env_access and env_secret:
-            self._keys = (env_access, env_secret, None)
+            keys = (env_access, env_secret, None)
         elif inline is not None:
-            self._keys = (inline["accessKey"], inline["secretKey"], None)
+            keys = (inline["accessKey"], inline["secretKey"], None)
         elif profile is not None:
-            self._profile = profile
+            profile_name = profile
         elif env.get("AWS_PROFILE"):
-            self._profile = env["AWS_PROFILE"]
+            profile_name = env["AWS_PROFILE"]
         else:
             raise ConfigError("credentials", "set credentials {accessKey, secretKey}, "
                                              "credentialsProfile, or the environment variables "
                                              f"{name}_AWS_ACCESS_KEY_ID/_SECRET_ACCESS_KEY")
+        return cls(
+            bucket=bucket, https=https,
+            path_style=details_bool(details, "pathStyle", False),
+            sse=details_bool(details, "serverSideEncryption", False),
+            supports_versioning=details_bool(details, "supportsVersioning", True),
+            region=details_str(details, "region", required=False) or "us-east-1",
+            endpoint_url=_endpoint_url(details_str(details, "awsEndpoint", required=False),
+                                       https),
+            max_pool=pool, keys=keys, profile=profile_name,
+            credentials_file=Path(
+                env.get("AWS_SHARED_CREDENTIALS_FILE")
+                or Path(env.get("HOME") or os.path.expanduser("~")) / ".aws" / "credentials"),
+        )
+
+
+class AwsS3Translator(Translator):
+    type_name = "aws_s3"
+
+    def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        super().__init__(name, details, env)
+        settings = self.settings = AwsS3Settings.parse(name, details, env)
+        self.bucket = settings.bucket
+        self.https = settings.https
+        self.path_style = settings.path_style
+        self.sse = settings.sse
+        self.supports_versioning = settings.supports_versioning
+        self.region = settings.region
+        self.endpoint_url = settings.endpoint_url
+        self.max_pool = settings.max_pool
+        self._keys = settings.keys
+        self._profile = settings.profile
+        self._credentials_file = settings.credentials_file
         self._client: Any = None
         self._client_context: Any = None
 
@@ -381,7 +432,9 @@ class AwsS3Translator(Translator):
                 MultipartUpload={"Parts": listed})
         except ClientError as exc:
             # A listed part whose bytes changed since (re-uploaded meanwhile) is InvalidPart:
-            # Rejected, never an object assembled from bytes the caller did not list.
+            # Precondition, never an object assembled from bytes the caller did not list.
+            if _code(exc) == "InvalidPart":
+                raise Precondition(f"{key} upload {upload_id}: {exc}") from exc
             _translate(exc, f"{key} upload {upload_id}")
         # Unlisted parts are discarded by the backend itself on completion.
         size = sum(p.stored.size for p in parts)
@@ -541,21 +594,35 @@ def _status(exc: ClientError) -> int:
 
 def _translate(exc: ClientError, missing: str | None = None) -> NoReturn:
     """The one mapping of S3 error answers (see the module doc). `missing` names what a
-    NoSuchKey/NoSuchVersion/NoSuchUpload means is gone; without it they stay failures."""
+    NoSuchKey/NoSuchVersion/NoSuchUpload means is gone; without it they are failures."""
     code, status = _code(exc), _status(exc)
     message = exc.response.get("Error", {}).get("Message") or ""
     detail = f"{code}: {message}" if message else code
     if code in _MISSING_CODES and missing is not None:
         raise NotFound(missing) from exc
     if status == 429 or code in _THROTTLE_CODES:
-        raise Throttled(detail) from exc
-    if code in _LOCATION_CODES or status in (401, 403, 404):
-        raise exc
-    if status == 409:
-        raise Conflict(detail) from exc
+        raise Throttled(detail, retry_after=_retry_after(exc)) from exc
+    if code in _UNAUTHENTICATED_CODES or status == 401:
+        raise Unauthenticated(detail) from exc
+    if code in _DENIED_CODES or status == 403:
+        raise PermissionDenied(detail) from exc
+    if code in _LOCATION_CODES or status == 404:
+        raise Unavailable(f"bucket: {detail}") from exc
+    if status in (409, 412):
+        raise Precondition(detail) from exc
+    if status == 501:
+        raise NotSupported(detail) from exc
     if 400 <= status < 500:
         raise Rejected(detail) from exc
-    raise exc
+    raise Unavailable(detail or f"HTTP {status}") from exc
+
+
+def _retry_after(exc: ClientError) -> float | None:
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    try:
+        return float(headers.get("retry-after", ""))
+    except ValueError:
+        return None
 
 
 def _etag(value: str | None) -> str | None:

@@ -24,9 +24,10 @@ uncommitted blocks of their name by committing an empty block list only where no
 can be touched.
 
 Errors (one place, `_azure_errors`): a missing or replaced blob -> NotFound (decided where the
-call knows what it names), 429 and 503 ServerBusy -> Throttled, 409/412 -> Conflict, any other
-4xx the request caused (a value Azure refuses, a too-long name...) -> Rejected; 401/403, a missing
-container and 5xx stay backend failures.
+call knows what it names), 429 and 503 ServerBusy -> Throttled, AuthenticationFailed/401 ->
+Unauthenticated, other 403 -> PermissionDenied, BlobAlreadyExists -> AlreadyExists, other
+409/412 -> Precondition, any other 4xx the request caused (a value Azure refuses, a too-long
+name...) -> Rejected; a missing container and 5xx -> Unavailable.
 """
 
 from __future__ import annotations
@@ -56,19 +57,25 @@ from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from gateway.translators.base import (
+    AlreadyExists,
     ByteStream,
     ConfigError,
-    Conflict,
     Health,
     NotFound,
+    NotSupported,
     ObjectMeta,
     Part,
+    PermissionDenied,
+    Precondition,
     Rejected,
     Stored,
     Throttled,
     Translator,
+    Unauthenticated,
+    Unavailable,
     details_bool,
     details_str,
+    refuse_unknown,
 )
 
 MiB = 1024 * 1024
@@ -286,6 +293,11 @@ class _BodyReader:
 
 # --- configuration -------------------------------------------------------------------------------
 
+KNOWN_DETAILS = ("azureStorageEndpoint", "azureContainerName", "azureStorageAccountName",
+                 "azureStorageAccessKey", "sasToken", "authMethod", "tenantId", "clientId",
+                 "clientKey")
+
+
 @dataclass(frozen=True)
 class AzureSettings:
     endpoint: str  # account URL without trailing "/", e.g. https://acct.blob.core.windows.net
@@ -301,6 +313,8 @@ class AzureSettings:
 
     @classmethod
     def parse(cls, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> AzureSettings:
+        refuse_unknown(AzureTranslator.type_name, details, KNOWN_DETAILS)
+
         def setting(key: str, env_suffix: str) -> str | None:
             env_name = f"{name}_AZURE_{env_suffix}"
             if env.get(env_name):
@@ -723,7 +737,7 @@ class AzureTranslator(Translator):
             except HttpResponseError as exc:
                 if _error_code(exc) != "InvalidBlockList":
                     raise
-                raise Conflict(
+                raise Precondition(
                     f"{key}: staged blocks of upload {upload_id} are gone (the upload was "
                     "aborted, another commit on this name dropped them, or they expired)"
                 ) from exc
@@ -774,12 +788,30 @@ def _azure_errors() -> Iterator[None]:
         status, code = exc.status_code or 0, _error_code(exc) or ""
         detail = f"{code or status}: {_first_line(exc.message)}"
         if status == 429 or (status == 503 and code == "ServerBusy"):
-            raise Throttled(detail) from exc
+            raise Throttled(detail, retry_after=_retry_after(exc)) from exc
+        # Azure answers a wrong key or SAS with 403 AuthenticationFailed.
+        if status == 401 or code == "AuthenticationFailed":
+            raise Unauthenticated(detail) from exc
+        if status == 403:
+            raise PermissionDenied(detail) from exc
+        if code == "BlobAlreadyExists":
+            raise AlreadyExists(detail) from exc
         if status in (409, 412):
-            raise Conflict(detail) from exc
-        if 400 <= status < 500 and status not in (401, 403, 404):
+            raise Precondition(detail) from exc
+        if status == 501:
+            raise NotSupported(detail) from exc
+        if 400 <= status < 500 and status != 404:
             raise Rejected(detail) from exc
-        raise
+        # A 404 no call claimed (ContainerNotFound) and 5xx: the location is unusable.
+        raise Unavailable(detail) from exc
+
+
+def _retry_after(exc: HttpResponseError) -> float | None:
+    headers = getattr(exc.response, "headers", None) or {}
+    try:
+        return float(headers.get("Retry-After", ""))
+    except (TypeError, ValueError):
+        return None
 
 
 def _first_line(message: str | None) -> str:

@@ -11,8 +11,8 @@ name of its own (the location wrapper's `~<token>` keys), so a delete without a 
 every version of that name: hide markers and unfinished large files included.
 
 B2's request-level 4xx answers (bad file info, bad part number, unsatisfiable range...) raise
-Rejected, its 429 and 503 Throttled, its 409 Conflict; 401/403 and everything else stay
-failures that count against the location's health (see translate_error).
+Rejected, its 429 and 503 Throttled, its 409 Precondition, 401 Unauthenticated, 403
+PermissionDenied; a missing bucket and other 5xx Unavailable (see translate_error).
 
 The gateway talks to b2sdk's B2Session (the layer below B2Api) so the code path is the same
 against real B2 and against b2sdk's RawSimulator: only the raw API object differs, chosen by
@@ -28,6 +28,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
@@ -44,6 +45,7 @@ from b2sdk.v2 import (
     StreamWithHash,
 )
 from b2sdk.v2.exception import (
+    AccessDenied,
     BadJson,
     BadRequest,
     ChecksumMismatch,
@@ -51,10 +53,12 @@ from b2sdk.v2.exception import (
     FileNotPresent,
     MissingPart,
     NonExistentBucket,
+    NotAllowedByAppKeyError,
     PartSha1Mismatch,
     RequestTimeout,
     ServiceError,
     TooManyRequests,
+    Unauthorized,
     UnknownError,
     UnsatisfiableRange,
 )
@@ -64,18 +68,23 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
-    Conflict,
     Health,
     NotFound,
     ObjectMeta,
     Part,
+    PermissionDenied,
+    Precondition,
     Rejected,
     Stored,
     Throttled,
     Translator,
     TranslatorError,
+    Unauthenticated,
+    Unavailable,
     details_bool,
+    details_int,
     details_str,
+    refuse_unknown,
 )
 from gateway.translators.sync_bridge import AsyncBodyReader, stream_from_thread
 
@@ -130,13 +139,26 @@ class _GatewaySession(B2Session):
     B2HTTP_CLASS = staticmethod(_GatewayB2Http)
 
 
-class B2Translator(Translator):
-    type_name = "b2"
+KNOWN_DETAILS = ("bucketName", "applicationKeyId", "applicationKey", "realm", "threads")
 
-    def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
-        super().__init__(name, details, env)
-        self.bucket_name: str = details_str(details, "bucketName")  # type: ignore[assignment]
-        self.bucket_match = details_bool(details, "bucketMatch", False)
+
+@dataclass(frozen=True)
+class B2Settings:
+    """A b2 location's `details`, parsed and checked in this one place."""
+
+    bucket_name: str
+    bucket_match: bool
+    key_id: str
+    key: str
+    realm: str
+    threads: int
+
+    @classmethod
+    def parse(cls, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> B2Settings:
+        refuse_unknown(B2Translator.type_name, details, KNOWN_DETAILS)
+        bucket_name = details_str(details, "bucketName")
+        assert bucket_name is not None
+        bucket_match = details_bool(details, "bucketMatch", False)
         key_id = env.get(f"{name}_B2_APPLICATION_KEY_ID") or details.get("applicationKeyId")
         key = env.get(f"{name}_B2_APPLICATION_KEY") or details.get("applicationKey")
         if not isinstance(key_id, str) or not key_id:
@@ -145,15 +167,25 @@ class B2Translator(Translator):
         if not isinstance(key, str) or not key:
             raise ConfigError("applicationKey", "must be set in locationConfig or environment "
                               f"variable {name}_B2_APPLICATION_KEY")
-        self._key_id, self._key = key_id, key
         realm = details_str(details, "realm", required=False, default="production")
         if realm not in REALM_URLS and not re.match(r"https?://[^/\s]+", realm or ""):
             raise ConfigError("realm", f"must be one of {sorted(REALM_URLS)} or an http(s) URL")
-        self.realm: str = realm  # type: ignore[assignment]
-        threads = details.get("threads", DEFAULT_THREADS)
-        if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 64:
-            raise ConfigError("threads", "must be an integer from 1 to 64")
-        self.threads = threads
+        assert realm is not None
+        return cls(bucket_name=bucket_name, bucket_match=bucket_match, key_id=key_id, key=key,
+                   realm=realm, threads=details_int(details, "threads", DEFAULT_THREADS, 1, 64))
+
+
+class B2Translator(Translator):
+    type_name = "b2"
+
+    def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        super().__init__(name, details, env)
+        settings = self.settings = B2Settings.parse(name, details, env)
+        self.bucket_name = settings.bucket_name
+        self.bucket_match = settings.bucket_match
+        self._key_id, self._key = settings.key_id, settings.key
+        self.realm = settings.realm
+        self.threads = settings.threads
         # Puts above this size become B2 large files (B2 refuses simple uploads over 5 GB).
         self.max_simple_upload = MAX_SIMPLE_UPLOAD
         self._session: B2Session | None = None
@@ -190,8 +222,8 @@ class B2Translator(Translator):
     async def _run(self, fn: Callable[..., T], *args: Any, pool: ThreadPoolExecutor | None = None,
                    **kwargs: Any) -> T:
         """Run one blocking b2sdk call in the translator's pool; B2's answers that are not
-        outages become Rejected / Throttled / Conflict (FileNotPresent is left to the caller,
-        which knows what is missing)."""
+        answers become translator errors (FileNotPresent is left to the caller, which knows what
+        is missing)."""
         calls = self._pool()
         loop = asyncio.get_running_loop()
         try:
@@ -514,14 +546,14 @@ class B2Translator(Translator):
         # final file, and delete the staging version.
         numbers = sorted(uploaded)
         if numbers != list(range(1, len(numbers) + 1)):
-            raise Conflict(f"b2 large file {upload_id}: uploaded parts {numbers} are not "
+            raise Precondition(f"b2 large file {upload_id}: uploaded parts {numbers} are not "
                             "numbered 1..N, B2 cannot assemble them")
         for part in parts:
             # B2 keeps one part per number (a retry replaces it): the listed parts must still
             # hold the bytes the caller recorded, or the copies below would take others.
             found = uploaded.get(part.number)
             if found is None or found["contentSha1"] != part.stored.etag:
-                raise Conflict(f"b2 large file {upload_id}: part {part.number} was replaced "
+                raise Precondition(f"b2 large file {upload_id}: part {part.number} was replaced "
                                "or is missing")
         staging = self._finish(upload_id, [uploaded[n]["contentSha1"] for n in numbers])
         try:
@@ -569,7 +601,7 @@ class B2Translator(Translator):
         try:
             return session.finish_large_file(upload_id, sha1s)
         except (PartSha1Mismatch, ChecksumMismatch, MissingPart) as exc:
-            raise Conflict(f"b2 large file {upload_id}: its parts are not the ones listed "
+            raise Precondition(f"b2 large file {upload_id}: its parts are not the ones listed "
                            f"({exc})") from exc
 
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
@@ -593,11 +625,13 @@ class B2Translator(Translator):
             # Look the bucket up afresh each time (one b2_list_buckets, authorizing first if
             # needed): a bucket deleted or a key restricted since the last check must show.
             await self._run(self._probe)
-        except NonExistentBucket:
-            return Health(ok=False, message=f"B2 bucket {self.bucket_name} does not exist or "
-                                            "is not visible to this application key")
         except Exception as exc:
-            return Health(ok=False, message=f"B2 unreachable: {type(exc).__name__}: {exc}"[:300])
+            cause = exc.__cause__ if isinstance(exc, TranslatorError) and exc.__cause__ else exc
+            if isinstance(cause, NonExistentBucket):
+                return Health(ok=False, message=f"B2 bucket {self.bucket_name} does not exist "
+                                                "or is not visible to this application key")
+            return Health(ok=False,
+                          message=f"B2 unreachable: {type(cause).__name__}: {cause}"[:300])
         return Health(ok=True, message=f"B2 bucket {self.bucket_name} is reachable")
 
     def _probe(self) -> None:
@@ -632,23 +666,35 @@ _STATUS = re.compile(r"\b([1-5]\d\d) ")  # the status in b2sdk's "<status> <code
 
 
 def translate_error(exc: BaseException) -> TranslatorError | None:
-    """The Rejected / Throttled / Conflict a b2sdk error stands for; None when it is an outage
-    (or a config problem: 401/403, a missing bucket) and must count against health.
-    FileNotPresent is not mapped: callers turn it into NotFound naming the object; our own
-    TranslatorErrors (raised in the pool) are not b2sdk's and pass as they are."""
+    """The translator error a b2sdk error stands for; None when it is not one of B2's answers
+    (a transport error: the wrapper makes it Unavailable). FileNotPresent is not mapped:
+    callers turn it into NotFound naming the object; our own TranslatorErrors (raised in the
+    pool) are not b2sdk's and pass as they are."""
     if isinstance(exc, TooManyRequests):
         return Throttled(f"B2 asked to slow down: {exc}")
     if isinstance(exc, ServiceError):  # 5xx: only 503 (B2's "too busy, back off") is throttling
         match = _STATUS.search(str(exc))
-        return Throttled(f"B2 is busy: {exc}") if match and match.group(1) == "503" else None
+        if match and match.group(1) == "503":
+            return Throttled(f"B2 is busy: {exc}")
+        return Unavailable(f"B2: {exc}")
+    if isinstance(exc, Unauthorized):
+        return Unauthenticated(f"B2 refused the application key: {exc}")
+    if isinstance(exc, (AccessDenied, NotAllowedByAppKeyError)):
+        return PermissionDenied(f"B2: {exc}")
+    if isinstance(exc, NonExistentBucket):
+        return Unavailable(f"B2: {exc}")
     if isinstance(exc, B2Conflict):
-        return Conflict(f"B2: {exc}")
+        return Precondition(f"B2: {exc}")
     if isinstance(exc, _REFUSED):
         return Rejected(f"B2 refused the request: {exc}")
     if isinstance(exc, UnknownError):  # a status b2sdk has no class for
         match = _STATUS.search(str(exc))
         status = int(match.group(1)) if match else 0
-        if 400 <= status < 500 and status not in (401, 403, 404, 409, 429):
+        if status == 401:
+            return Unauthenticated(f"B2: {exc}")
+        if status == 403:
+            return PermissionDenied(f"B2: {exc}")
+        if 400 <= status < 500 and status not in (404, 409, 429):
             return Rejected(f"B2 refused the request: {exc}")
     return None
 

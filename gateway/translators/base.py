@@ -10,15 +10,19 @@ overwrites bytes that a record may still reference, and two writes never race on
 A translator stores at exactly that key and pins what it stored with the backend's own handle
 where it has one (S3 VersionId, GCS generation, B2 file id, Azure etag).
 
-Errors: NotFound, Conflict, Rejected (the request itself was refused: a client's problem, not
-an outage) and Throttled are raised on purpose; anything else means the backend failed, and the
-location wrapper turns it into a 503 and counts it against the location's health.
+Errors: a translator raises only the TranslatorError subclasses below, a small closed set
+(after Arrow's object_store): NotFound, AlreadyExists, Precondition, NotSupported, Rejected
+(the request itself was refused), PermissionDenied and Unauthenticated (the location's
+configuration, not an outage), Throttled and Unavailable. Anything else that escapes a
+translator is wrapped as Unavailable by the location wrappers (gateway/translators/wrappers.py),
+which also map each error to its S3 error in one table and decide which count against health.
 """
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,15 +33,25 @@ CHUNK_SIZE = 1024 * 1024
 
 
 class TranslatorError(Exception):
-    """Base of the errors a translator raises on purpose."""
+    """Base of the errors a translator raises. The set is closed: callers (the wrappers, the
+    engine) handle exactly these, so a new backend adds a mapping, never a new error."""
 
 
 class NotFound(TranslatorError):
-    """The backend object (or upload) does not exist."""
+    """The backend object, version or upload does not exist (or no longer: its pin moved)."""
 
 
-class Conflict(TranslatorError):
-    """The backend refuses because of state, e.g. an upload in progress on the key."""
+class AlreadyExists(TranslatorError):
+    """The target exists and the call was not allowed to replace it (create-only writes)."""
+
+
+class Precondition(TranslatorError):
+    """The backend's state is not the one the call relied on: an etag/generation pin moved, a
+    listed part was replaced meanwhile, staged blocks are gone, a backend 409/412."""
+
+
+class NotSupported(TranslatorError):
+    """This location type cannot do what was asked (a feature its backend lacks)."""
 
 
 class Rejected(TranslatorError):
@@ -46,8 +60,31 @@ class Rejected(TranslatorError):
     name...). Goes back to the client as 400 InvalidArgument; never counts against health."""
 
 
+class PermissionDenied(TranslatorError):
+    """The backend knows the gateway's credentials but refuses this call (403): the location's
+    configuration (a key without the right permissions), not an outage."""
+
+
+class Unauthenticated(TranslatorError):
+    """The backend does not accept the gateway's credentials (401, a bad or expired key): the
+    location's configuration, not an outage."""
+
+
 class Throttled(TranslatorError):
     """The backend asked us to slow down (429/503 SlowDown). The client gets 503 SlowDown."""
+
+    def __init__(self, message: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, when the backend said
+
+
+class Unavailable(TranslatorError):
+    """The backend failed (5xx, connection refused, timeout, anything unexpected). Counts
+    against the location's health."""
+
+    def __init__(self, message: str = "", kind: str = "unavailable") -> None:
+        super().__init__(message)
+        self.kind = kind  # what failed, for metrics: "timeout", an exception's type name...
 
 
 class ConfigError(Exception):
@@ -213,6 +250,24 @@ class Translator(ABC):
         """One cheap authenticated probe: credentials valid, container/bucket reachable."""
 
 
+# Details keys every location type accepts: read by the placement layer, not the translator.
+COMMON_DETAILS = frozenset({"bucketMatch"})
+
+
+def refuse_unknown(type_name: str, details: Mapping[str, Any], known: Iterable[str]) -> None:
+    """ConfigError naming the first key of `details` that is neither in `known` nor common: a
+    typo (`bucketmatch`) must refuse to start, not silently change where objects land."""
+    allowed = {*known, *COMMON_DETAILS}
+    for key in details:
+        if key in allowed:
+            continue
+        by_case = [name for name in allowed if name.lower() == str(key).lower()]
+        close = by_case or difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(str(key), f"is not a setting of {type_name} locations{hint}; known: "
+                                    f"{', '.join(sorted(allowed))}")
+
+
 def details_str(details: Mapping[str, Any], key: str, *, required: bool = True,
                 default: str | None = None) -> str | None:
     """Read a string from `details`, raising ConfigError naming the key when it is wrong."""
@@ -230,4 +285,11 @@ def details_bool(details: Mapping[str, Any], key: str, default: bool) -> bool:
     value = details.get(key, default)
     if not isinstance(value, bool):
         raise ConfigError(key, "must be true or false")
+    return value
+
+
+def details_int(details: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = details.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(key, f"must be an integer from {low} to {high}")
     return value

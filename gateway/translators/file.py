@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from gateway.translators.base import (
     Part,
     Stored,
     Translator,
+    refuse_unknown,
 )
 
 # Reads up to this size are done on the event loop.
@@ -48,6 +50,22 @@ STALE_TMP_SECONDS = 6 * 3600
 SMALL_BODY = 256 * 1024
 
 
+@dataclass(frozen=True)
+class FileSettings:
+    root: Path  # the data path, absolute
+    durable: bool  # fsync data and folder before a write returns (config.json storage.durability)
+
+    @classmethod
+    def parse(cls, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> FileSettings:
+        refuse_unknown(FileTranslator.type_name, details, ("dataPath",))
+        path = details.get("dataPath") or env.get("S3DATAPATH") or "./localData"
+        if not isinstance(path, str):
+            raise ConfigError("dataPath", "must be a string")
+        # S3DURABILITY is set by the gateway from config.json storage.durability.
+        return cls(root=Path(path).resolve(),
+                   durable=env.get("S3DURABILITY", "durable") != "relaxed")
+
+
 class FileTranslator(Translator):
     type_name = "file"
     # Everything under the data path is the gateway's: fsck may judge every file it lists.
@@ -55,12 +73,9 @@ class FileTranslator(Translator):
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         super().__init__(name, details, env)
-        path = details.get("dataPath") or env.get("S3DATAPATH") or "./localData"
-        if not isinstance(path, str):
-            raise ConfigError("dataPath", "must be a string")
-        self.root = Path(path).resolve()
-        # Set by the location wrapper from config.json storage.durability.
-        self.durable = env.get("S3DURABILITY", "durable") != "relaxed"
+        self.settings = FileSettings.parse(name, details, env)
+        self.root = self.settings.root
+        self.durable = self.settings.durable
         self._tmp_suffix = f".{socket.gethostname().split('.')[0] or 'host'}.{os.getpid()}.tmp"
 
     async def open(self) -> None:

@@ -18,8 +18,9 @@ rewritten into `bucketName`; then the staging prefix is emptied. All upload stat
 id, the key and the parts the caller passes in, so an upload survives a gateway restart.
 
 Errors (one place, `_gcs_errors`): 404 of what a call names -> NotFound, 429 -> Throttled,
-409/412 -> Conflict, any other 4xx the request caused (a too-long name, a bad value) -> Rejected;
-401/403, a missing bucket and 5xx stay backend failures.
+401 -> Unauthenticated, 403 -> PermissionDenied, 409/412 -> Precondition, 501 -> NotSupported,
+any other 4xx the request caused (a too-long name, a bad value) -> Rejected; a missing bucket
+and 5xx -> Unavailable.
 
 gcloud-aio-storage gives the session, the OAuth token and the calls that fit as they are (delete,
 list, rewrite, bucket metadata). Uploads, downloads, compose and metadata calls go through the
@@ -38,6 +39,7 @@ import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -49,17 +51,22 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
-    Conflict,
     Health,
     NotFound,
+    NotSupported,
     ObjectMeta,
     Part,
+    PermissionDenied,
+    Precondition,
     Rejected,
     Stored,
     Throttled,
     Translator,
+    Unauthenticated,
+    Unavailable,
     details_bool,
     details_str,
+    refuse_unknown,
 )
 
 log = logging.getLogger(__name__)
@@ -98,13 +105,33 @@ _CONTENT_PROPERTIES = {
 T = TypeVar("T")
 
 
-class GcpTranslator(Translator):
-    type_name = "gcp"
+KNOWN_DETAILS = ("bucketName", "mpuBucketName", "gcpEndpoint", "serviceCredentials",
+                 # CloudServer's HMAC keys: known, so they are refused with the reason below.
+                 "credentials", "credentialsProfile")
 
-    def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
-        super().__init__(name, details, env)
-        self.bucket = _bucket_name(details, "bucketName", None)
-        self.mpu_bucket = _bucket_name(details, "mpuBucketName", self.bucket)
+
+@dataclass(frozen=True)
+class GcpSettings:
+    """A gcp location's `details`, parsed and checked in this one place."""
+
+    bucket: str
+    mpu_bucket: str
+    api_root: str
+    # Where the service account key comes from: a file path (read in open(), no I/O here) or
+    # the parsed key data; neither means anonymous (only with a custom endpoint).
+    key_file: str | None
+    key_data: dict[str, Any] | None
+    scopes: list[str]
+
+    @property
+    def anonymous(self) -> bool:
+        return self.key_file is None and self.key_data is None
+
+    @classmethod
+    def parse(cls, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> GcpSettings:
+        refuse_unknown(GcpTranslator.type_name, details, KNOWN_DETAILS)
+        bucket = _bucket_name(details, "bucketName", None)
+        mpu_bucket = _bucket_name(details, "mpuBucketName", bucket)
         details_bool(details, "bucketMatch", False)  # applied by the caller; checked here
         for unsupported in ("credentials", "credentialsProfile"):
             if unsupported in details:
@@ -117,16 +144,30 @@ class GcpTranslator(Translator):
                 endpoint = f"https://{endpoint}"
             if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", endpoint):
                 raise ConfigError("gcpEndpoint", "must be a URL such as http://127.0.0.1:4443")
-        self.api_root = (endpoint or GCS_API_ROOT).rstrip("/")
-        # Where the service account key comes from, resolved to a file path or parsed key data;
-        # the file is only read in open() (no I/O here).
-        self._key_file, self._key_data, self._scopes = _credentials(name, details, env)
-        # Without credentials, only a custom endpoint (an emulator, a private gateway) makes sense:
-        # requests then go out without any Authorization header.
-        self.anonymous = self._key_file is None and self._key_data is None
-        if self.anonymous and endpoint is None:
+        key_file, key_data, scopes = _credentials(name, details, env)
+        settings = cls(bucket=bucket, mpu_bucket=mpu_bucket,
+                       api_root=(endpoint or GCS_API_ROOT).rstrip("/"), key_file=key_file,
+                       key_data=key_data, scopes=scopes)
+        # Without credentials, only a custom endpoint (an emulator, a private gateway) makes
+        # sense: requests then go out without any Authorization header.
+        if settings.anonymous and endpoint is None:
             raise ConfigError("serviceCredentials", "is required for storage.googleapis.com (a "
                               f"key file path or the key JSON); or set {name}_GCP_SERVICE_KEYFILE")
+        return settings
+
+
+class GcpTranslator(Translator):
+    type_name = "gcp"
+
+    def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
+        super().__init__(name, details, env)
+        settings = self.settings = GcpSettings.parse(name, details, env)
+        self.bucket = settings.bucket
+        self.mpu_bucket = settings.mpu_bucket
+        self.api_root = settings.api_root
+        self._key_file, self._key_data, self._scopes = (settings.key_file, settings.key_data,
+                                                        settings.scopes)
+        self.anonymous = settings.anonymous
         self._session: aiohttp.ClientSession | None = None
         self._storage: Storage | None = None
 
@@ -292,7 +333,7 @@ class GcpTranslator(Translator):
                 raise NotFound(f"part {part.number} does not belong to upload {upload_id}")
             sources.append((part.stored.key, part.stored.version_id))
         if not sources:
-            raise Conflict("a multipart upload needs at least one part")
+            raise Rejected("a multipart upload needs at least one part")
         with _gcs_errors():
             final = await self._compose_all(key, prefix, sources, meta)
         try:
@@ -692,12 +733,26 @@ def _gcs_errors() -> Iterator[None]:
     except aiohttp.ClientResponseError as exc:
         status = exc.status
         if status == 429:
-            raise Throttled(_error_text(exc)) from exc
+            raise Throttled(_error_text(exc), retry_after=_retry_after(exc)) from exc
+        if status == 401:
+            raise Unauthenticated(_error_text(exc)) from exc
+        if status == 403:
+            raise PermissionDenied(_error_text(exc)) from exc
         if status in (409, 412):
-            raise Conflict(_error_text(exc)) from exc
-        if 400 <= status < 500 and status not in (401, 403, 404):
+            raise Precondition(_error_text(exc)) from exc
+        if status == 501:
+            raise NotSupported(_error_text(exc)) from exc
+        if 400 <= status < 500 and status != 404:
             raise Rejected(_error_text(exc)) from exc
-        raise
+        # A 404 no call claimed (the bucket) and 5xx: the location is unusable.
+        raise Unavailable(_error_text(exc)) from exc
+
+
+def _retry_after(exc: aiohttp.ClientResponseError) -> float | None:
+    try:
+        return float((exc.headers or {}).get("Retry-After", ""))
+    except (TypeError, ValueError):
+        return None
 
 
 def _error_text(exc: aiohttp.ClientResponseError) -> str:

@@ -25,6 +25,7 @@ from gateway.translators.base import (
     Part,
     Stored,
     Translator,
+    refuse_unknown,
 )
 
 
@@ -58,11 +59,22 @@ def _part_prefix(key: str, upload_id: str) -> str:
     return f"{key}#{upload_id}#"
 
 
+@dataclass(frozen=True)
+class MemSettings:
+    """A mem location has no settings of its own (bucketMatch is the placement layer's)."""
+
+    @classmethod
+    def parse(cls, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> MemSettings:
+        refuse_unknown(MemTranslator.type_name, details, ())
+        return cls()
+
+
 class MemTranslator(Translator):
     type_name = "mem"
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         super().__init__(name, details, env)
+        self.settings = MemSettings.parse(name, details, env)
 
     async def _store(self, key: str, body: ByteStream) -> Stored:
         chunks: list[bytes] = []

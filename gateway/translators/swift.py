@@ -12,8 +12,8 @@ re-authenticate on 401; bodies cross between the loop and those threads through
 gateway.translators.sync_bridge.
 
 Swift's request-level 4xx answers (a metadata value too long, too many segments...) raise
-Rejected, 429/498 Throttled, 409 Conflict; 401/403, 5xx and transport errors stay failures that
-count against the location's health (see translate_error).
+Rejected, 429/498 Throttled, 409/412 Precondition, 401 Unauthenticated, 403 PermissionDenied;
+a missing container, 5xx and transport errors Unavailable (see translate_error).
 """
 
 from __future__ import annotations
@@ -42,18 +42,24 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
-    Conflict,
     Health,
     NotFound,
+    NotSupported,
     ObjectMeta,
     Part,
+    PermissionDenied,
+    Precondition,
     Rejected,
     Stored,
     Throttled,
     Translator,
     TranslatorError,
+    Unauthenticated,
+    Unavailable,
     details_bool,
+    details_int,
     details_str,
+    refuse_unknown,
 )
 from gateway.translators.sync_bridge import AsyncBodyReader, stream_from_thread
 
@@ -116,23 +122,112 @@ def _etag(value: str | None) -> str | None:
 
 
 def translate_error(exc: BaseException) -> TranslatorError | None:
-    """The Rejected / Throttled / Conflict a Swift answer stands for; None when it is an outage
-    or a config problem (401/403, 5xx: Swift's 503 means its storage nodes did not answer, not
-    "slow down"), which must count against health. 404 is left to the callers, which know what
-    is missing."""
+    """The translator error a Swift answer stands for; None when it is no answer (a transport
+    error: the wrapper makes it Unavailable) or a 404, which is left to the callers, which
+    know what is missing. Swift's 503 means its storage nodes did not answer, not "slow down"."""
     if not isinstance(exc, ClientException) or exc.http_status is None:
         return None
     status = exc.http_status
+    reason = f"{status} {exc.http_reason}"
+    if status == 404:
+        return None
     if status in (429, 498):  # 498: the status of Swift's own ratelimit middleware
-        return Throttled(f"swift asked to slow down: {status} {exc.http_reason}")
-    if status == 409:
-        return Conflict(f"swift: {status} {exc.http_reason}")
-    if 400 <= status < 500 and status not in (401, 403, 404):
+        return Throttled(f"swift asked to slow down: {reason}")
+    if status == 401:
+        return Unauthenticated(f"swift refused the credentials: {reason}")
+    if status == 403:
+        return PermissionDenied(f"swift: {reason}")
+    if status in (409, 412):
+        return Precondition(f"swift: {reason}")
+    if status == 501:
+        return NotSupported(f"swift: {reason}")
+    if 400 <= status < 500:
         detail = (exc.http_response_content or b"")[:300]
         if isinstance(detail, bytes):
             detail = detail.decode(errors="replace")
-        return Rejected(f"swift refused the request: {status} {exc.http_reason} {detail}".strip())
-    return None
+        return Rejected(f"swift refused the request: {reason} {detail}".strip())
+    return Unavailable(f"swift: {reason}")
+
+
+KNOWN_DETAILS = ("authUrl", "authVersion", "user", "key", "containerName", "storagePolicy",
+                 "region", "tenantName", "projectName", "userDomainName", "projectDomainName",
+                 "userDomainId", "projectDomainId", "maxConnections", "largeObjectThreshold",
+                 "segmentSize")
+
+
+@dataclass(frozen=True)
+class SwiftSettings:
+    """A swift location's `details`, parsed and checked in this one place."""
+
+    auth_url: str
+    auth_version: str
+    user: str
+    key: str
+    container: str
+    storage_policy: str | None
+    os_options: dict[str, str]
+    max_connections: int
+    large_object_threshold: int
+    segment_size: int
+
+    @classmethod
+    def parse(cls, name: str, details: Mapping[str, Any], env: Mapping[str, str]
+              ) -> SwiftSettings:
+        refuse_unknown(SwiftTranslator.type_name, details, KNOWN_DETAILS)
+        auth_url = details_str(details, "authUrl")
+        assert auth_url is not None
+        if not auth_url.startswith(("http://", "https://")):
+            raise ConfigError("authUrl", "must be an http:// or https:// URL")
+        auth_version = _auth_version(details.get("authVersion", 1))
+        user = details_str(details, "user")
+        assert user is not None
+        key = env.get(f"{name}_SWIFT_KEY") or details_str(details, "key", required=False)
+        if not key:
+            raise ConfigError("key", f"is required (in details or env {name}_SWIFT_KEY)")
+        container = details_str(details, "containerName")
+        assert container is not None
+        if "/" in container or len(container.encode()) > 256 - len("_segments"):
+            raise ConfigError("containerName", "must not contain '/' and be at most 247 bytes")
+        details_bool(details, "bucketMatch", False)  # applied by the caller; checked here
+        return cls(
+            auth_url=auth_url, auth_version=auth_version, user=user, key=key,
+            container=container,
+            storage_policy=details_str(details, "storagePolicy", required=False),
+            os_options=_keystone_options(details, auth_version),
+            max_connections=details_int(details, "maxConnections", DEFAULT_MAX_CONNECTIONS,
+                                        1, 256),
+            large_object_threshold=details_int(details, "largeObjectThreshold",
+                                               DEFAULT_LARGE_OBJECT_THRESHOLD, 1, 5 * GIB),
+            segment_size=details_int(details, "segmentSize", DEFAULT_SEGMENT_SIZE, 1, 5 * GIB),
+        )
+
+
+def _keystone_options(details: Mapping[str, Any], auth_version: str) -> dict[str, str]:
+    options: dict[str, str] = {}
+    region = details_str(details, "region", required=False)
+    if region:
+        options["region_name"] = region
+    if auth_version != "3":
+        return options
+    if importlib.util.find_spec("keystoneclient") is None:
+        raise ConfigError("authVersion", "3 (Keystone) needs python-keystoneclient installed")
+    tenant = details_str(details, "tenantName", required=False)
+    project = details_str(details, "projectName", required=False)
+    if tenant and project and tenant != project:
+        raise ConfigError("projectName", "and tenantName name different projects")
+    if not (tenant or project):
+        raise ConfigError("projectName", "is required with authVersion 3 (or tenantName)")
+    options["project_name"] = project or tenant or ""
+    for key, option, default in (
+        ("userDomainName", "user_domain_name", "Default"),
+        ("projectDomainName", "project_domain_name", "Default"),
+        ("userDomainId", "user_domain_id", None),
+        ("projectDomainId", "project_domain_id", None),
+    ):
+        value = details_str(details, key, required=False, default=default)
+        if value:
+            options[option] = value
+    return options
 
 
 class SwiftTranslator(Translator):
@@ -140,62 +235,24 @@ class SwiftTranslator(Translator):
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         super().__init__(name, details, env)
-        self.auth_url = details_str(details, "authUrl")
-        assert self.auth_url is not None
-        if not self.auth_url.startswith(("http://", "https://")):
-            raise ConfigError("authUrl", "must be an http:// or https:// URL")
-        self.auth_version = _auth_version(details.get("authVersion", 1))
-        self.user = details_str(details, "user")
-        key = env.get(f"{name}_SWIFT_KEY") or details_str(details, "key", required=False)
-        if not key:
-            raise ConfigError("key", f"is required (in details or env {name}_SWIFT_KEY)")
-        self.key = key
-        self.container = details_str(details, "containerName")
-        assert self.container is not None
-        if "/" in self.container or len(self.container.encode()) > 256 - len("_segments"):
-            raise ConfigError("containerName", "must not contain '/' and be at most 247 bytes")
+        settings = self.settings = SwiftSettings.parse(name, details, env)
+        self.auth_url = settings.auth_url
+        self.auth_version = settings.auth_version
+        self.user = settings.user
+        self.key = settings.key
+        self.container = settings.container
         self.segments_container = f"{self.container}_segments"
-        details_bool(details, "bucketMatch", False)  # applied by the caller; checked here
-        self.storage_policy = details_str(details, "storagePolicy", required=False)
-        self.os_options = self._keystone_options(details)
-        self.max_connections = _details_int(details, "maxConnections", DEFAULT_MAX_CONNECTIONS,
-                                            1, 256)
-        self.large_object_threshold = _details_int(
-            details, "largeObjectThreshold", DEFAULT_LARGE_OBJECT_THRESHOLD, 1, 5 * GIB)
-        self.segment_size = _details_int(details, "segmentSize", DEFAULT_SEGMENT_SIZE, 1, 5 * GIB)
+        self.storage_policy = settings.storage_policy
+        self.os_options = settings.os_options
+        self.max_connections = settings.max_connections
+        self.large_object_threshold = settings.large_object_threshold
+        self.segment_size = settings.segment_size
         self._executor: ThreadPoolExecutor | None = None
         self._idle: list[_Pooled] = []
         self._lock = threading.Lock()
         self._token: tuple[str, str] | None = None  # (storage url, token) shared by the pool
         self._segments_ready = False
         self._capabilities: dict[str, Any] | None = None
-
-    def _keystone_options(self, details: Mapping[str, Any]) -> dict[str, str]:
-        options: dict[str, str] = {}
-        region = details_str(details, "region", required=False)
-        if region:
-            options["region_name"] = region
-        if self.auth_version != "3":
-            return options
-        if importlib.util.find_spec("keystoneclient") is None:
-            raise ConfigError("authVersion", "3 (Keystone) needs python-keystoneclient installed")
-        tenant = details_str(details, "tenantName", required=False)
-        project = details_str(details, "projectName", required=False)
-        if tenant and project and tenant != project:
-            raise ConfigError("projectName", "and tenantName name different projects")
-        if not (tenant or project):
-            raise ConfigError("projectName", "is required with authVersion 3 (or tenantName)")
-        options["project_name"] = project or tenant or ""
-        for key, option, default in (
-            ("userDomainName", "user_domain_name", "Default"),
-            ("projectDomainName", "project_domain_name", "Default"),
-            ("userDomainId", "user_domain_id", None),
-            ("projectDomainId", "project_domain_id", None),
-        ):
-            value = details_str(details, key, required=False, default=default)
-            if value:
-                options[option] = value
-        return options
 
     # ---- connection pool and threads -------------------------------------------------------
 
@@ -256,8 +313,8 @@ class SwiftTranslator(Translator):
         return self._executor
 
     async def _in_thread(self, call: Callable[[], T], *, translate: bool = True) -> T:
-        """Run `call` in the pool; Swift's answers that are not outages become Rejected,
-        Throttled or Conflict (unless `translate` is off: config problems stay failures)."""
+        """Run `call` in the pool; Swift's answers become translator errors
+        (unless `translate` is off: the caller reads the raw answer)."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
         except ClientException as exc:
@@ -674,7 +731,7 @@ class SwiftTranslator(Translator):
 
     async def check(self) -> Health:
         try:
-            await self._run(lambda conn: conn.head_container(self.container))
+            await self._run(lambda conn: conn.head_container(self.container), translate=False)
         except ClientException as exc:
             if exc.http_status == 404:
                 return Health(False, f"container {self.container} does not exist")
@@ -702,10 +759,3 @@ def _auth_version(value: Any) -> str:
     if text in ("3", "3.0"):
         return "3"
     raise ConfigError("authVersion", "must be 1 (tempauth, swauth) or 3 (Keystone v3)")
-
-
-def _details_int(details: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = details.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(key, f"must be an integer from {low} to {high}")
-    return value

@@ -7,6 +7,7 @@ from xml.etree.ElementTree import Element
 from aiohttp import web
 
 from gateway.errors import S3Error
+from gateway.metadata.base import BucketRecord
 from gateway.s3 import access
 from gateway.s3.access import Grant
 from gateway.s3.ops.common import get_bucket, read_body, requested_object
@@ -26,7 +27,7 @@ def render_acl(req: S3Request, owner: str, grants: list[Grant]) -> web.Response:
         return account.name if account else ""
 
     nodes = []
-    for grant in grants:
+    for grant in access.ordered_acl(owner, grants):
         if "uri" in grant:
             grantee = (f'Grantee {XSI} xsi:type="Group"', [("URI", grant["uri"])])
         else:
@@ -80,14 +81,15 @@ def parse_grant(req: S3Request, node: Element) -> Grant:
     return {**resolved, "permission": permission}
 
 
-async def requested_acl(req: S3Request, owner: str, bucket_owner: str | None) -> list[Grant]:
-    """From the canned/grant headers or the XML body (never both), validated."""
-    return acl_request(req, await read_body(req), owner, bucket_owner)
+async def requested_acl(req: S3Request, bucket: BucketRecord) -> list[Grant]:
+    """The bucket's new ACL, from the canned/grant headers or the XML body (never both)."""
+    return acl_request(req, await read_body(req), bucket.owner, None, bucket)
 
 
-def acl_request(req: S3Request, body: bytes, owner: str, bucket_owner: str | None
-                ) -> list[Grant]:
-    """The ACL the headers or `body` ask for on a resource owned by `owner`."""
+def acl_request(req: S3Request, body: bytes, owner: str, bucket_owner: str | None,
+                bucket: BucketRecord) -> list[Grant]:
+    """The ACL the headers or `body` ask for on a resource owned by `owner` in `bucket`
+    (whose public access block may refuse it: BlockPublicAcls)."""
     from_headers = access.acl_from_headers(req, owner, bucket_owner)
     if from_headers is not None:
         if body.strip():
@@ -96,17 +98,28 @@ def acl_request(req: S3Request, body: bytes, owner: str, bucket_owner: str | Non
     if not body.strip():
         raise S3Error("MalformedACLError", "You must specify an ACL: the x-amz-acl header, "
                       "x-amz-grant-* headers or an AccessControlPolicy body.")
-    return parse_acl_body(req, body, owner)
+    grants = parse_acl_body(req, body, owner)
+    access.refuse_public_acl(bucket, grants)
+    return grants
+
+
+def refuse_when_disabled(bucket: BucketRecord) -> None:
+    """BucketOwnerEnforced: ACLs are off; setting one is refused, as AWS does."""
+    if access.acls_disabled(bucket):
+        raise S3Error("AccessControlListNotSupported")
 
 
 async def get_bucket_acl(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
+    if access.acls_disabled(bucket):  # reads still work: the owner's full control
+        return render_acl(req, bucket.owner, [access.owner_grant(bucket.owner)])
     return render_acl(req, bucket.owner, access.acl_of(bucket))
 
 
 async def put_bucket_acl(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
-    grants = await requested_acl(req, bucket.owner, None)
+    refuse_when_disabled(bucket)
+    grants = await requested_acl(req, bucket)
     # Only the ACL: a merge in the store, so settings changed meanwhile stay as they are.
     if await req.gateway.metadata.update_bucket_attrs(bucket.name, {"acl": grants}) is None:
         raise S3Error("NoSuchBucket", BucketName=bucket.name)
@@ -116,22 +129,21 @@ async def put_bucket_acl(req: S3Request) -> web.Response:
 async def get_object_acl(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     record = await requested_object(req, bucket)  # READ_ACP on exactly the version named
+    if access.acls_disabled(bucket):  # the bucket owner owns every object, fully
+        return render_acl(req, bucket.owner, [access.owner_grant(bucket.owner)])
     return render_acl(req, record.owner, access.acl_of(record))
 
 
 async def put_object_acl(req: S3Request) -> web.Response:
     bucket = await get_bucket(req)
     record = await requested_object(req, bucket)  # WRITE_ACP on exactly the version named
+    refuse_when_disabled(bucket)
     body = await read_body(req)
-    for _ in range(5):  # compare-and-set: retry when a concurrent change touched the object
-        # Built for this record's owner (canned ACLs and the body's Owner name it): a retry may
-        # find another version, of another owner, in its place.
-        grants = acl_request(req, body, record.owner, bucket.owner)
-        updated = await req.gateway.metadata.update_object(
-            bucket.name, record.key, record.pieces, {"attrs": {**record.attrs, "acl": grants}})
-        if updated is not None:
-            return web.Response()
-        # Looked up and authorized again: without ?versionId= the current version may now be
-        # someone else's, with an ACL that does not let this requester change it.
-        record = await requested_object(req, bucket)
-    raise S3Error("InternalError", "The object kept changing; try again.")
+    # The engine sets it by compare-and-set. The grants are built for the version's owner
+    # (canned ACLs and the body's Owner name it), and a version changed meanwhile is looked up
+    # and authorized again: the current one may now be someone else's, with an ACL that does
+    # not let this requester change it.
+    await req.gateway.engine.update_acl(
+        bucket, record, lambda found: acl_request(req, body, found.owner, bucket.owner, bucket),
+        lambda: requested_object(req, bucket), requester=access.requester_id(req))
+    return web.Response()

@@ -12,7 +12,9 @@ from aiohttp import web
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, Listing, LocationTaken, VersionListing
+from gateway.objects.options import storage_class_of
 from gateway.s3 import access
+from gateway.s3.ops import bucket_config
 from gateway.s3.ops.common import get_bucket, read_body, validate_bucket_name
 from gateway.s3.ops.service import owner_node
 from gateway.s3.request import S3Request
@@ -42,8 +44,15 @@ async def create_bucket(req: S3Request) -> web.Response:
                       f"The specified location constraint is not valid: {location_name}",
                       LocationConstraint=location_name)
     grants = access.acl_from_headers(req, account.canonical_id)
+    attrs: dict[str, object] = {"acl": grants} if grants else {}
+    ownership = req.headers.get("x-amz-object-ownership")
+    if ownership is not None:  # Object Ownership (ops/bucket_config.py, access.py)
+        attrs["ownership"] = bucket_config.ownership_mode(ownership.strip())
+        if attrs["ownership"] == "BucketOwnerEnforced":
+            bucket_config.check_enforceable(grants, account.canonical_id)
+            attrs.pop("acl", None)  # only the owner's full control: the default
     record = BucketRecord(name=req.bucket, owner=account.canonical_id, location=location_name,
-                          created=time.time(), attrs={"acl": grants} if grants else {})
+                          created=time.time(), attrs=attrs)
     # A bucketMatch location stores objects under their bare keys: it can hold one bucket only,
     # or two buckets' objects (two tenants') would share names on the backend.
     exclusive = locations[location_name].spec.bucket_match
@@ -149,7 +158,8 @@ async def list_versions(req: S3Request) -> web.Response:
             ("Key", enc(v.key)), ("VersionId", v.version_id or "null"), ("IsLatest", v.latest),
             ("LastModified", iso_time(v.last_modified))]
         if not v.delete_marker:
-            entry += [("ETag", f'"{v.etag}"'), ("Size", v.size), ("StorageClass", "STANDARD")]
+            entry += [("ETag", f'"{v.etag}"'), ("Size", v.size),
+                      ("StorageClass", storage_class_of(v))]
         entry.append(("Owner", owner_node(v.owner, owner.name if owner else "")))
         nodes.append(("DeleteMarker" if v.delete_marker else "Version", entry))
     nodes += [("CommonPrefixes", [("Prefix", enc(p))]) for p in listing.prefixes]
@@ -225,7 +235,7 @@ async def list_objects(req: S3Request) -> web.Response:
         if fetch_owner:
             owner = accounts.by_canonical_id(o.owner)
             entry.append(("Owner", owner_node(o.owner, owner.name if owner else "")))
-        entry.append(("StorageClass", "STANDARD"))
+        entry.append(("StorageClass", storage_class_of(o)))
         contents.append(("Contents", entry))
     nodes: list[tuple[str, object]] = [("Name", bucket.name), ("Prefix", enc(prefix))]
     if v2:

@@ -1,4 +1,5 @@
-"""Bucket configurations the gateway does not act on: lifecycle, website, logging, encryption,
+"""Bucket settings: the public access block and object ownership (enforced by
+gateway/s3/access.py), and the bucket configurations the gateway does not act on: website, logging, encryption,
 object lock, notification, replication, accelerate, request payment.
 
 Clients (SDKs, terraform, backup tools) read these routinely, so a GET answers what AWS answers
@@ -16,6 +17,12 @@ from xml.etree.ElementTree import Element
 from aiohttp import web
 
 from gateway.errors import S3Error
+from gateway.s3.access import (
+    OWNERSHIP_MODES,
+    PUBLIC_ACCESS_SETTINGS,
+    Grant,
+    owner_grant,
+)
 from gateway.s3.ops.common import get_bucket, read_body
 from gateway.s3.request import S3Request
 from gateway.s3.xml import Node, parse, render
@@ -93,10 +100,7 @@ def _payer_is_owner(document: Element) -> bool:
     return payer == "BucketOwner"
 
 
-# lifecycle
-get_lifecycle = not_found("GetBucketLifecycleConfiguration", "NoSuchLifecycleConfiguration")
-put_lifecycle = not_implemented("PutBucketLifecycleConfiguration")
-delete_lifecycle = nothing_to_delete("DeleteBucketLifecycle")
+# (lifecycle is acted on: gateway/s3/ops/lifecycle.py, gateway/lifecycle/)
 # website
 get_website = not_found("GetBucketWebsite", "NoSuchWebsiteConfiguration")
 put_website = not_implemented("PutBucketWebsite")
@@ -129,3 +133,87 @@ get_request_payment = empty_default("GetBucketRequestPayment", "RequestPaymentCo
                                     [("Payer", "BucketOwner")])
 put_request_payment = accept_default("PutBucketRequestPayment", "RequestPaymentConfiguration",
                                      _payer_is_owner)
+
+
+# --- settings the gateway acts on: public access block, object ownership ----------------------
+# Kept in bucket.attrs ("publicAccessBlock": {setting: bool}, "ownership": mode) and enforced
+# by gateway/s3/access.py.
+
+async def get_public_access_block(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    config = bucket.attrs.get("publicAccessBlock")
+    if config is None:
+        raise S3Error("NoSuchPublicAccessBlockConfiguration", BucketName=bucket.name)
+    return xml_response("PublicAccessBlockConfiguration",
+                        [(name, bool(config.get(name))) for name in PUBLIC_ACCESS_SETTINGS])
+
+
+async def put_public_access_block(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    document = parse(await read_body(req), "PublicAccessBlockConfiguration")
+    config: dict[str, bool] = {}
+    for node in document:
+        value = (node.text or "").strip().lower()
+        if node.tag not in PUBLIC_ACCESS_SETTINGS or node.tag in config \
+                or value not in ("true", "false"):
+            raise S3Error("MalformedXML")
+        config[node.tag] = value == "true"
+    await update_attrs(req, bucket.name, {"publicAccessBlock": {
+        name: config.get(name, False) for name in PUBLIC_ACCESS_SETTINGS}})
+    return web.Response()
+
+
+async def delete_public_access_block(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    await update_attrs(req, bucket.name, {"publicAccessBlock": None})
+    return web.Response(status=204)
+
+
+def ownership_mode(value: str | None) -> str:
+    """An ObjectOwnership value (x-amz-object-ownership, OwnershipControls' rule)."""
+    if value not in OWNERSHIP_MODES:
+        raise S3Error("InvalidArgument", f"Invalid x-amz-object-ownership: {value}; expected "
+                      f"one of {', '.join(OWNERSHIP_MODES)}.", ArgumentName="ObjectOwnership",
+                      ArgumentValue=value or "")
+    return value
+
+
+def check_enforceable(acl: list[Grant] | None, owner: str) -> None:
+    """BucketOwnerEnforced needs a bucket ACL that grants only its owner's full control."""
+    if acl and any(grant != owner_grant(owner) for grant in acl):
+        raise S3Error("InvalidBucketAclWithObjectOwnership")
+
+
+async def get_ownership_controls(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    mode = bucket.attrs.get("ownership")
+    if mode is None:
+        raise S3Error("OwnershipControlsNotFoundError", BucketName=bucket.name)
+    return xml_response("OwnershipControls", [("Rule", [("ObjectOwnership", mode)])])
+
+
+async def put_ownership_controls(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    document = parse(await read_body(req), "OwnershipControls")
+    rules = document.findall("Rule")
+    if len(rules) != 1 or len(document) != 1:
+        raise S3Error("MalformedXML")
+    value = rules[0].findtext("ObjectOwnership")
+    if value not in OWNERSHIP_MODES:
+        raise S3Error("MalformedXML")
+    if value == "BucketOwnerEnforced":
+        check_enforceable(bucket.attrs.get("acl"), bucket.owner)
+    await update_attrs(req, bucket.name, {"ownership": value})
+    return web.Response()
+
+
+async def delete_ownership_controls(req: S3Request) -> web.Response:
+    bucket = await get_bucket(req)
+    await update_attrs(req, bucket.name, {"ownership": None})
+    return web.Response(status=204)
+
+
+async def update_attrs(req: S3Request, bucket_name: str, changes: dict[str, object]) -> None:
+    # Only these settings: the store merges them, so others changed meanwhile are kept.
+    if await req.gateway.metadata.update_bucket_attrs(bucket_name, changes) is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket_name)

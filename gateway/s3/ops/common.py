@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import parse_qsl
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
-from gateway.objects.engine import (  # noqa: F401
-    check_expectation,
-    new_version_id,
-    object_meta,
-    versioning_state,
+from gateway.objects.engine import versioning_state
+from gateway.objects.options import (
+    CREATE,
+    OVERWRITE,
+    STANDARD,
+    UPDATE,
+    Verifier,
+    parse_storage_class,
+    storage_class_of,
 )
 from gateway.s3 import access, checksums
 from gateway.s3.request import BUCKET_RECORD, S3Request
@@ -26,12 +28,10 @@ from gateway.translators.base import CHUNK_SIZE
 
 MAX_KEY_BYTES = 1024
 MAX_USER_META_BYTES = 2048
-MAX_PUT_SIZE = 5 * 1024**3
 CONTENT_HEADERS = ("content-type", "cache-control", "content-disposition", "content-encoding",
                    "content-language", "expires")
 META_PREFIX = "x-amz-meta-"
-# Hash big chunks in a worker thread (hashlib drops the GIL), small ones inline.
-THREAD_HASH_MIN = 256 * 1024
+STORAGE_CLASS_HEADER = "x-amz-storage-class"
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -69,28 +69,31 @@ async def requested_object(req: S3Request, bucket: BucketRecord,
                               action=action or access.request_action(req))
 
 
-def write_condition(req: S3Request) -> str | None:
-    """A conditional write's expectation (PutObject, CompleteMultipartUpload): "*" for
-    If-None-Match: * (the key must have no object), an ETag for If-Match, else None."""
+def write_condition(req: S3Request) -> tuple[str, str | None]:
+    """A conditional write's mode (PutObject, CompleteMultipartUpload), as options.PutOptions
+    takes it: (CREATE, None) for If-None-Match: * (the key must have no object), (UPDATE,
+    etag) for If-Match, else (OVERWRITE, None)."""
     if_none_match = req.headers.get("If-None-Match")
     if if_none_match is not None:
         if if_none_match.strip() != "*":
             raise S3Error("NotImplemented", "If-None-Match on writes supports only '*'.",
                           Header="If-None-Match")
-        return "*"
+        return CREATE, None
     if_match = req.headers.get("If-Match")
     if if_match is not None:
-        return if_match.strip().removeprefix("W/").strip('"')
-    return None
+        return UPDATE, if_match.strip().removeprefix("W/").strip('"')
+    return OVERWRITE, None
 
 
-async def check_write_condition(req: S3Request, bucket: BucketRecord, key: str) -> str | None:
-    """write_condition(), checked early against the current object so a doomed upload is
-    refused before its body is read (the commit checks again, atomically)."""
-    expect = write_condition(req)
-    if expect is not None:
-        check_expectation(await req.gateway.metadata.get_object(bucket.name, key), expect, key)
-    return expect
+def requested_storage_class(fields: Mapping[str, str]) -> str | None:
+    """x-amz-storage-class (a header, or a POST form field), validated (InvalidStorageClass)."""
+    return parse_storage_class(fields.get(STORAGE_CLASS_HEADER))
+
+
+def storage_class_headers(record: ObjectRecord) -> dict[str, str]:
+    """x-amz-storage-class on GET/HEAD: omitted for STANDARD, as AWS does."""
+    found = storage_class_of(record)
+    return {STORAGE_CLASS_HEADER: found} if found != STANDARD else {}
 
 
 def user_metadata(req: S3Request) -> dict[str, str]:
@@ -127,10 +130,12 @@ def content_headers_from(fields: Mapping[str, str]) -> dict[str, str]:
     """Content-Type & co. from request headers or, for POST Object, from (lower-cased) fields."""
     headers = {name: fields[name] for name in CONTENT_HEADERS if name in fields}
     encoding = headers.get("content-encoding")
-    if encoding:  # aws-chunked is transport framing, not the object's encoding
-        kept = [e for e in (p.strip() for p in encoding.split(",")) if e and e != "aws-chunked"]
-        if kept:
-            headers["content-encoding"] = ",".join(kept)
+    if encoding and "aws-chunked" in encoding.lower():
+        # aws-chunked is transport framing, not the object's encoding: that token goes, the
+        # rest stays exactly as sent (as AWS stores it).
+        kept = ",".join(p for p in encoding.split(",") if p.strip().lower() != "aws-chunked")
+        if kept.strip(" \t,"):
+            headers["content-encoding"] = kept.strip(" \t")
         else:
             del headers["content-encoding"]
     return headers
@@ -179,128 +184,30 @@ def body_size(req: S3Request) -> int:
     return length
 
 
-def md5_inline(md5: Any, data: bytes) -> None:
-    """Hash a small buffer on the loop without releasing the GIL: hashlib drops it for 2 KiB
-    and more, and getting it back behind busy worker threads costs more than the hashing."""
-    view = memoryview(data)
-    for start in range(0, len(view), 2047):
-        md5.update(view[start:start + 2047])
+def request_body(req: S3Request, stated: checksums.Requested | None = None
+                 ) -> AsyncIterator[bytes]:
+    """The request body as plain bytes: decoded and verified by auth (aws-chunked framing,
+    payload signatures). A checksum stated in a trailer is checked by the engine's verifying
+    stream (stated_verifier), so auth only checks that the trailer came, and its signature."""
+    raw = req.http.content.iter_chunked(CHUNK_SIZE)
+    return req.auth.body(raw, verify_trailer=not (stated is not None and stated.trailer))
 
 
-async def coalesce(stream: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """Regroup a stream into chunks of at least `size` bytes (the last may be smaller).
-    Sockets deliver ~256 KiB at a time; hashing and writing 1 MiB per thread hop costs a
-    quarter of the hops, for one memory copy."""
-    held: list[bytes] = []
-    total = 0
-    async for chunk in stream:
-        if not chunk:
-            continue
-        if not held and len(chunk) >= size:
-            yield chunk
-            continue
-        held.append(chunk)
-        total += len(chunk)
-        if total >= size:
-            yield b"".join(held)
-            held.clear()
-            total = 0
-    if held:
-        yield b"".join(held)
+def stated_verifier(req: S3Request, stated: checksums.Requested | None) -> Verifier | None:
+    """The check of the checksum the request states (a header, or an aws-chunked trailer that
+    arrives after the body), against what the engine computed while the body streamed."""
+    if stated is None:
+        return None
 
+    def verify(computed: dict[str, bytes]) -> None:
+        checksums.verify(stated, computed[stated.algorithm], req.auth.trailers)
 
-class HashedBody:
-    """The request body, decoded and verified by auth, MD5-hashed as it streams through, and
-    checksummed with each algorithm in `algorithms` (gateway/s3/checksums.py): the one the
-    request states (`requested`, in a header or an aws-chunked trailer) and the one stored.
-    At its end it checks the length, the Content-MD5 and the stated checksum (BadDigest),
-    before the translator sees the end of the stream, so a bad upload never completes on the
-    backend."""
-
-    def __init__(self, req: S3Request, size: int, expected_md5: bytes | None,
-                 requested: checksums.Requested | None = None,
-                 algorithms: Iterable[str] = ()) -> None:
-        self.req = req
-        self.size = size
-        self.expected_md5 = expected_md5
-        self.requested = requested
-        self.md5 = hashlib.md5()
-        wanted = dict.fromkeys(algorithms)
-        if requested is not None:
-            wanted[requested.algorithm] = None
-        self._hashers = {algorithm: checksums.hasher(algorithm) for algorithm in wanted}
-        self.checksums: dict[str, bytes] = {}  # algorithm -> raw value, once the body ended
-
-    def _update(self, chunk: bytes) -> None:
-        self.md5.update(chunk)
-        for h in self._hashers.values():
-            h.update(chunk)
-
-    def _update_inline(self, chunk: bytes) -> None:
-        md5_inline(self.md5, chunk)
-        view = memoryview(chunk)
-        for h in self._hashers.values():
-            for start in range(0, len(view), 2047):
-                h.update(view[start:start + 2047])
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        # One chunk is held back until the stream has ended and every check (length, MD5, the
-        # stated checksum, the payload signature verified by auth) has passed: the translator
-        # never receives the complete body of a bad upload, so it can never commit one.
-        raw = self.req.http.content.iter_chunked(CHUNK_SIZE)
-        seen = 0
-        pending: bytes | None = None
-        hashing: asyncio.Future[None] | None = None
-        loop = asyncio.get_running_loop()
-        # A stated trailer checksum is computed here (with the others, in one pass) and
-        # checked below; auth still checks that the trailer came, and its signature.
-        decoded = self.req.auth.body(raw, verify_trailer=not (
-            self.requested is not None and self.requested.trailer))
-        async for chunk in coalesce(decoded, CHUNK_SIZE):
-            seen += len(chunk)
-            if seen > self.size:
-                raise S3Error("InvalidRequest", "The body is longer than its declared length.")
-            if hashing is not None:
-                await hashing  # hash updates stay in order
-                hashing = None
-            if len(chunk) >= THREAD_HASH_MIN:
-                # Hash this chunk in a thread while the consumer stores the previous one.
-                hashing = loop.run_in_executor(None, self._update, chunk)
-            else:
-                self._update_inline(chunk)
-            if pending is not None:
-                yield pending
-            pending = chunk
-        if hashing is not None:
-            await hashing
-        if seen != self.size:
-            raise S3Error("IncompleteBody")
-        if self.expected_md5 is not None and self.md5.digest() != self.expected_md5:
-            raise S3Error("BadDigest")
-        self.checksums = {algorithm: bytes(h.digest()) for algorithm, h in self._hashers.items()}
-        if self.requested is not None:
-            checksums.verify(self.requested, self.checksums[self.requested.algorithm],
-                             self.req.auth.trailers)
-        if pending is not None:
-            yield pending
-
-    @property
-    def etag(self) -> str:
-        return self.md5.hexdigest()
-
-    def checksum(self, algorithm: str) -> str:
-        """The base64 value of `algorithm` over the whole body (after the iteration)."""
-        return checksums.encode(self.checksums[algorithm])
+    return verify
 
 
 def requested_checksum(req: S3Request) -> checksums.Requested | None:
     """The body checksum the request states (header or trailer), judged as AWS does."""
     return checksums.requested(req.headers, req.auth.trailer, trailer_mode=req.auth.trailer_mode)
-
-
-def object_checksum(algorithm: str, value: str) -> dict[str, str]:
-    """ObjectRecord.attrs["checksum"] of a single-part object."""
-    return {"algorithm": algorithm, "value": value, "type": checksums.FULL_OBJECT}
 
 
 def checksum_mode(req: S3Request) -> bool:

@@ -2,40 +2,44 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-import time
-import uuid
 from urllib.parse import quote
 
 from aiohttp import web
 
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
-from gateway.metadata.base import ObjectRecord, PartRecord, UploadRecord
+from gateway.metadata.base import PartRecord, UploadRecord
+from gateway.objects.multipart import upload_mode
+from gateway.objects.options import (
+    MAX_PART_NUMBER,
+    CompleteOptions,
+    ListedPart,
+    PartOptions,
+    PutOptions,
+    storage_class_of,
+)
 from gateway.s3 import access, checksums
 from gateway.s3.ops.common import (
-    HashedBody,
     body_size,
-    check_write_condition,
     content_headers,
     content_md5,
     get_bucket,
-    object_meta,
     parse_tagging_header,
     read_body,
+    request_body,
     requested_checksum,
+    requested_storage_class,
+    stated_verifier,
     user_metadata,
     validate_key,
     version_headers,
+    write_condition,
 )
 from gateway.s3.ops.service import owner_node
 from gateway.s3.request import S3Request
 from gateway.s3.xml import iso_time, parse, render
 
-MAX_PART_NUMBER = 10_000
-MIN_PART_SIZE = 5 * 1024**2
-MAX_PART_SIZE = 5 * 1024**3
 MAX_LIST = 1000
 
 
@@ -48,55 +52,21 @@ async def create_upload(req: S3Request) -> web.Response:
     assert req.key is not None
     validate_key(req.key)
     owner = access.requester_id(req)
-    grants = access.acl_from_headers(req, owner, bucket.owner)
-    user = user_metadata(req)
-    headers = content_headers(req)
-    tags = parse_tagging_header(req.headers.get("x-amz-tagging"))
     # x-amz-checksum-algorithm / -type: every part then carries (or gets) that checksum, and
     # the object a COMPOSITE or FULL_OBJECT one made from them at completion.
     mode = checksums.upload_checksum(req.headers)
-    attrs: dict[str, object] = {}
-    if grants:
-        attrs["acl"] = grants
-    if mode:
-        attrs["checksum"] = mode
-    location = req.gateway.locations.for_new_object(req.headers.get(LOCATION_HEADER),
-                                                    bucket.location, req.host)
-    # A key of its own, as every write: two uploads of one S3 key never share staged parts.
-    backend_key = location.new_key(bucket.name, req.key)
-    backend_upload_id = await location.create_upload(backend_key, object_meta(headers, user, tags))
-    upload = UploadRecord(
-        upload_id=uuid.uuid4().hex, bucket=bucket.name, key=req.key, initiated=time.time(),
-        owner=owner, location=location.name, backend_key=backend_key,
-        backend_upload_id=backend_upload_id, headers=headers, user_meta=user, tags=tags,
-        attrs=attrs)
-    await req.gateway.metadata.create_upload(upload)
+    opts = PutOptions(
+        owner=owner, headers=content_headers(req), user_meta=user_metadata(req),
+        tags=parse_tagging_header(req.headers.get("x-amz-tagging")),
+        acl=access.acl_from_headers(req, owner, bucket.owner),
+        storage_class=requested_storage_class(req.headers),
+        location=req.headers.get(LOCATION_HEADER), host=req.host, upload_checksum=mode)
+    upload = await req.gateway.engine.create_upload(bucket, req.key, opts)
     response_headers = ({"x-amz-checksum-algorithm": mode["algorithm"],
                          "x-amz-checksum-type": mode["type"]} if mode else None)
     return xml_response("InitiateMultipartUploadResult", [
         ("Bucket", bucket.name), ("Key", req.key), ("UploadId", upload.upload_id)],
         headers=response_headers)
-
-
-def upload_mode(upload: UploadRecord) -> dict[str, str] | None:
-    """The upload's {"algorithm", "type"} (CreateMultipartUpload), or None."""
-    return upload.attrs.get("checksum")
-
-
-def part_algorithms(upload: UploadRecord, stated: checksums.Requested | None) -> tuple[str, ...]:
-    """The checksum(s) kept with a part (besides the one it states, always verified): the
-    upload's algorithm, which a COMPOSITE upload's parts must state, and no other; for an
-    upload without one, AWS's default (CRC64NVME), which its full-object checksum combines."""
-    mode = upload_mode(upload)
-    if mode is None:
-        return (checksums.DEFAULT_ALGORITHM,)
-    algorithm = mode["algorithm"]
-    if (stated is None and mode["type"] == checksums.COMPOSITE) or (
-            stated is not None and stated.algorithm != algorithm):
-        actual = stated.algorithm.lower() if stated else "null"
-        raise S3Error("InvalidRequest", "Checksum Type mismatch occurred, expected checksum "
-                      f"Type: {algorithm.lower()}, actual checksum Type: {actual}")
-    return (algorithm,)
 
 
 def part_checksum_headers(upload: UploadRecord, stated: checksums.Requested | None,
@@ -120,7 +90,7 @@ async def get_upload(req: S3Request, *, for_parts: bool = False) -> UploadRecord
     """The upload the request names. `for_parts`: a part is about to be stored, so one being
     completed is refused now, before any byte moves (the store refuses it at the record too)."""
     bucket = await get_bucket(req)
-    upload = await req.gateway.metadata.get_upload(req.query["uploadId"])
+    upload = await req.gateway.engine.get_upload(req.query["uploadId"])
     if upload is None or upload.bucket != bucket.name or upload.key != req.key \
             or (for_parts and upload.state != "open"):
         raise S3Error("NoSuchUpload", UploadId=req.query["uploadId"])
@@ -145,28 +115,21 @@ async def upload_part(req: S3Request) -> web.Response:
         return await upload_part_copy(req)
     number = part_number(req)
     upload = await get_upload(req, for_parts=True)
-    expected_md5 = content_md5(req)
-    size = body_size(req)
-    if size > MAX_PART_SIZE:
-        raise S3Error("EntityTooLarge", ProposedSize=str(size), MaxSizeAllowed=str(MAX_PART_SIZE))
     stated = requested_checksum(req)
-    algorithms = part_algorithms(upload, stated)
-    location = req.gateway.locations[upload.location]
-    body = HashedBody(req, size, expected_md5, stated, algorithms)
-    stored = await location.upload_part(upload.backend_key, upload.backend_upload_id, number,
-                                        aiter(body), size)
-    part = PartRecord(upload_id=upload.upload_id, number=number, size=size, etag=body.etag,
-                      last_modified=time.time(), stored=stored,
-                      checksums={a: checksums.encode(v) for a, v in body.checksums.items()})
-    await req.gateway.engine.store_part(upload, part)
-    return web.Response(headers={"ETag": f'"{body.etag}"',
+    opts = PartOptions(content_md5=content_md5(req),
+                       checksum_algorithm=stated.algorithm if stated else None,
+                       verify=stated_verifier(req, stated))
+    req.extra_log["location"] = upload.location
+    part = await req.gateway.engine.upload_part(upload, number, request_body(req, stated),
+                                                body_size(req), opts)
+    return web.Response(headers={"ETag": f'"{part.etag}"',
                                  **part_checksum_headers(upload, stated, part)})
 
 
-def parse_complete(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
-    """The parts a completion lists: (number, ETag, {algorithm: base64 checksum})."""
+def parse_complete(body: bytes) -> list[ListedPart]:
+    """The parts a completion lists: number, ETag, {algorithm: base64 checksum}."""
     root = parse(body, "CompleteMultipartUpload")
-    listed: list[tuple[int, str, dict[str, str]]] = []
+    listed: list[ListedPart] = []
     for node in root.findall("Part"):
         number_text = node.findtext("PartNumber")
         etag = node.findtext("ETag")
@@ -179,7 +142,7 @@ def parse_complete(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
         sums = {algorithm: (node.findtext(checksums.xml_tag(algorithm)) or "").strip()
                 for algorithm in checksums.ALGORITHMS
                 if node.find(checksums.xml_tag(algorithm)) is not None}
-        listed.append((number, etag.strip().strip('"'), sums))
+        listed.append(ListedPart(number, etag.strip().strip('"'), sums))
     if not listed:
         raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not "
                       "validate against our published schema: no parts listed.")
@@ -188,62 +151,23 @@ def parse_complete(body: bytes) -> list[tuple[int, str, dict[str, str]]]:
     return listed
 
 
-async def all_parts(req: S3Request, upload_id: str) -> list[PartRecord]:
-    parts: list[PartRecord] = []
-    after = 0
-    while True:
-        page = await req.gateway.metadata.list_parts(upload_id, after, MAX_LIST)
-        parts += page
-        if len(page) < MAX_LIST:
-            return parts
-        after = page[-1].number
-
-
 async def complete_upload(req: S3Request) -> web.Response:
     upload = await get_upload(req)
     # x-amz-checksum-<alg> here states the object's checksum, not the XML body's.
     listed = parse_complete(await read_body(req, body_checksums=False))
-    mode = upload_mode(upload)
-    stated = stated_object_checksum(req, mode)
-    numbers = [n for n, _, _ in listed]
-    if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
-        raise S3Error("InvalidPartOrder", UploadId=upload.upload_id)
-    metadata = req.gateway.metadata
-    bucket_record = await metadata.get_bucket(upload.bucket)
-    assert bucket_record is not None  # a bucket with an open upload cannot be deleted
-    expect = await check_write_condition(req, bucket_record, upload.key)
-    # Hold the upload while completing: a concurrent abort or a retried part now waits for
-    # this completion to succeed or fail, so the parts read below stay the ones assembled.
-    if await metadata.claim_upload(upload.upload_id) is None:
-        raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
-    try:
-        chosen = choose_parts(upload, listed, await all_parts(req, upload.upload_id))
-        checksum = completed_checksum(mode, chosen)
-        if stated is not None and (checksum is None or (stated[0], stated[1]) != (
-                checksum["algorithm"], checksum["value"])):
-            raise checksums.bad_digest(stated[0])
-        bucket = await metadata.get_bucket(upload.bucket)
-        assert bucket is not None  # a bucket with an open upload cannot be deleted
-    except BaseException:
-        await metadata.release_upload(upload.upload_id)
-        raise
-    digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest()
-    etag = f"{digest}-{len(chosen)}"
-    attrs = {name: value for name, value in upload.attrs.items() if name != "checksum"}
-    attrs["parts_count"] = len(chosen)
-    if checksum is not None:
-        attrs["checksum"] = checksum
-    record = ObjectRecord(
-        bucket=upload.bucket, key=upload.key, size=sum(p.size for p in chosen), etag=etag,
-        last_modified=time.time(), location=upload.location, pieces=[], owner=upload.owner,
-        headers=upload.headers, user_meta=upload.user_meta, tags=upload.tags, attrs=attrs)
-    await req.gateway.engine.complete(upload, chosen, record, bucket, expect=expect)
+    mode, if_match = write_condition(req)
+    opts = CompleteOptions(mode=mode, if_match=if_match,
+                           stated_checksum=stated_object_checksum(req, upload_mode(upload)),
+                           requester=access.requester_id(req))
+    result = await req.gateway.engine.complete_upload(upload, listed, opts)
+    record = result.record
+    bucket = await req.gateway.metadata.get_bucket(upload.bucket)  # for the version headers
     base = f"http://{req.host or 'localhost'}"
     return xml_response("CompleteMultipartUploadResult", [
         ("Location", f"{base}/{quote(upload.bucket)}/{quote(upload.key)}"),
-        ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{etag}"'),
-        *checksums.xml_nodes(checksum)],
-        headers=version_headers(bucket, record))
+        ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{record.etag}"'),
+        *checksums.xml_nodes(result.checksum)],
+        headers=version_headers(bucket, record) if bucket is not None else None)
 
 
 def stated_object_checksum(req: S3Request,
@@ -277,47 +201,6 @@ def stated_object_checksum(req: S3Request,
     return algorithm, value
 
 
-def completed_checksum(mode: dict[str, str] | None,
-                       chosen: list[PartRecord]) -> dict[str, str] | None:
-    """The object checksum of a completion, from its parts' checksums alone: the upload's
-    algorithm and type; without one, AWS's default FULL_OBJECT CRC64NVME (when every part
-    has it: a part copied server-side may not)."""
-    algorithm = mode["algorithm"] if mode else checksums.DEFAULT_ALGORITHM
-    kind = mode["type"] if mode else checksums.FULL_OBJECT
-    if any(algorithm not in p.checksums for p in chosen):
-        return None
-    value = checksums.object_checksum(algorithm, kind,
-                                      [(p.checksums[algorithm], p.size) for p in chosen])
-    return {"algorithm": algorithm, "value": value, "type": kind}
-
-
-def choose_parts(upload: UploadRecord, listed: list[tuple[int, str, dict[str, str]]],
-                 stored: list[PartRecord]) -> list[PartRecord]:
-    """The uploaded parts a completion lists, checked as AWS does (InvalidPart, EntityTooSmall),
-    with the checksums it lists for them (InvalidPart unless each is the one the part kept; a
-    COMPOSITE upload's completion must list its algorithm's for every part)."""
-    by_number = {p.number: p for p in stored}
-    chosen: list[PartRecord] = []
-    mode = upload_mode(upload)
-    for index, (number, etag, sums) in enumerate(listed):
-        part = by_number.get(number)
-        if part is None or part.etag != etag or any(
-                part.checksums.get(algorithm) != value for algorithm, value in sums.items()):
-            raise S3Error("InvalidPart", UploadId=upload.upload_id, PartNumber=str(number),
-                          ETag=etag)
-        if mode and mode["type"] == checksums.COMPOSITE and mode["algorithm"] not in sums:
-            raise S3Error("InvalidRequest", f"The upload was created using a "
-                          f"{mode['algorithm'].lower()} checksum. The complete request must "
-                          "include the checksum for each part. It was missing for part "
-                          f"{number} in the request.")
-        if index < len(listed) - 1 and part.size < MIN_PART_SIZE:
-            raise S3Error("EntityTooSmall", ProposedSize=str(part.size),
-                          MinSizeAllowed=str(MIN_PART_SIZE), PartNumber=str(number),
-                          ETag=part.etag)
-        chosen.append(part)
-    return chosen
-
-
 async def abort_upload(req: S3Request) -> web.Response:
     upload = await get_upload(req)
     # Metadata first: once the upload is gone no completion can use its parts; the backend
@@ -339,8 +222,8 @@ async def list_parts(req: S3Request) -> web.Response:
     owner_xml = owner_node(upload.owner, owner.name if owner else "")
     nodes: list = [
         ("Bucket", upload.bucket), ("Key", upload.key), ("UploadId", upload.upload_id),
-        ("Initiator", owner_xml), ("Owner", owner_xml), ("StorageClass", "STANDARD"),
-        ("PartNumberMarker", marker),
+        ("Initiator", owner_xml), ("Owner", owner_xml),
+        ("StorageClass", storage_class_of(upload)), ("PartNumberMarker", marker),
         ("NextPartNumberMarker", page[-1].number if page else marker),
         ("MaxParts", max_parts), ("IsTruncated", truncated)]
     mode = upload_mode(upload)
@@ -376,7 +259,7 @@ async def list_uploads(req: S3Request) -> web.Response:
         owner_xml = owner_node(up.owner, owner.name if owner else "")
         nodes.append(("Upload", [("Key", up.key), ("UploadId", up.upload_id),
                                  ("Initiator", owner_xml), ("Owner", owner_xml),
-                                 ("StorageClass", "STANDARD"),
+                                 ("StorageClass", storage_class_of(up)),
                                  ("Initiated", iso_time(up.initiated)),
                                  *upload_mode_nodes(up)]))
     nodes += [("CommonPrefixes", [("Prefix", p)]) for p in listing.prefixes]

@@ -7,8 +7,8 @@ document's expiration and conditions are checked before a byte of the file is re
 `content-length-range`, checked once the file's size is known.
 
 The file field is streamed to a temporary spool file (never held in memory) because a
-backend put needs the exact size up front and the form gives none; from there it goes to the
-location as a PutObject would, and metadata is committed only after the bytes are stored.
+backend put needs the exact size up front and the form gives none; from there the object
+engine stores it as a PutObject (verified as it streams, committed after the bytes are stored).
 """
 
 from __future__ import annotations
@@ -33,17 +33,15 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from gateway.accounts import Account
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
-from gateway.metadata.base import ObjectRecord
+from gateway.objects.options import CREATED_POST, MAX_PUT_SIZE, PutOptions
 from gateway.s3 import access, checksums
 from gateway.s3.auth import _signing_key  # the one SigV4 key derivation
 from gateway.s3.ops.common import (
     CONTENT_HEADERS,
-    MAX_PUT_SIZE,
-    THREAD_HASH_MIN,
+    STORAGE_CLASS_HEADER,
     content_headers_from,
     get_bucket,
-    object_checksum,
-    object_meta,
+    requested_storage_class,
     user_metadata_from,
     validate_key,
     validate_tags,
@@ -271,18 +269,10 @@ def check_form_policy(policy: FormPolicy, fields: dict[str, str], bucket: str) -
 
 # --- the upload --------------------------------------------------------------------------------
 
-async def spool(part: BodyPartReader, limit: int, algorithms: tuple[str, ...] = ()
-                ) -> tuple[IO[bytes], int, str, dict[str, bytes]]:
-    """Stream the file part to a temporary file: (file, size, MD5 hex, {algorithm: raw
-    checksum} for each of `algorithms`)."""
+async def spool(part: BodyPartReader, limit: int) -> tuple[IO[bytes], int]:
+    """Stream the file part to a temporary file: (file, size). The engine hashes it as it
+    stores it."""
     spool_file = tempfile.TemporaryFile()
-    md5 = hashlib.md5()
-    hashers = [md5, *(checksums.hasher(a) for a in algorithms)]
-
-    def update(chunk: bytes) -> None:
-        for h in hashers:
-            h.update(chunk)
-
     size = 0
     try:
         while chunk := await part.read_chunk(CHUNK_SIZE):
@@ -290,17 +280,12 @@ async def spool(part: BodyPartReader, limit: int, algorithms: tuple[str, ...] = 
             if size > limit:
                 raise S3Error("EntityTooLarge", ProposedSize=str(size),
                               MaxSizeAllowed=str(limit))
-            if len(chunk) >= THREAD_HASH_MIN:
-                await asyncio.to_thread(update, chunk)
-            else:
-                update(chunk)
             await asyncio.to_thread(spool_file.write, chunk)
         await asyncio.to_thread(spool_file.seek, 0)
     except BaseException:
         spool_file.close()
         raise
-    return (spool_file, size, md5.hexdigest(),
-            {a: bytes(h.digest()) for a, h in zip(algorithms, hashers[1:], strict=True)})
+    return spool_file, size
 
 
 async def read_spool(spool_file: IO[bytes]) -> AsyncIterator[bytes]:
@@ -345,41 +330,35 @@ async def post_object(req: S3Request) -> web.StreamResponse:
     if fields.get("tagging"):
         tags = parse_tagging(fields["tagging"].encode())
         validate_tags(tags)
-    location = req.gateway.locations.for_new_object(fields.get(LOCATION_HEADER),
-                                                    bucket.location, req.host)
-    req.extra_log["location"] = location.name
-
-    # A checksum field (x-amz-checksum-<alg>) is verified once the file is spooled, before
-    # anything is stored; x-amz-checksum-algorithm alone names the one to keep.
+    storage_class = requested_storage_class({STORAGE_CLASS_HEADER: fields[STORAGE_CLASS_HEADER]}
+                                            if STORAGE_CLASS_HEADER in fields else {})
+    # A checksum field (x-amz-checksum-<alg>) is verified as the spooled file is stored,
+    # before the location sees its end; x-amz-checksum-algorithm alone names the one to keep.
     stated = checksums.requested(fields, None, trailer_mode=False)
     algorithm = (stated.algorithm if stated else
                  checksums.parse_algorithm(fields["x-amz-checksum-algorithm"])
-                 if "x-amz-checksum-algorithm" in fields else checksums.DEFAULT_ALGORITHM)
+                 if "x-amz-checksum-algorithm" in fields else None)
 
-    low, high = policy.length_range if policy and policy.length_range else (0, MAX_PUT_SIZE)
-    spool_file, size, etag, sums = await spool(file_part, min(high, MAX_PUT_SIZE), (algorithm,))
+    def verify(computed: dict[str, bytes]) -> None:
+        if stated is not None:
+            checksums.verify(stated, computed[stated.algorithm], {})
+
+    opts = PutOptions(owner=owner, headers=headers, user_meta=user, tags=tags, acl=grants,
+                      storage_class=storage_class, location=fields.get(LOCATION_HEADER),
+                      host=req.host, checksum_algorithm=algorithm, verify=verify)
     engine = req.gateway.engine
+    req.extra_log["location"] = engine.place(bucket, opts.location, opts.host).name
+    low, high = policy.length_range if policy and policy.length_range else (0, MAX_PUT_SIZE)
+    spool_file, size = await spool(file_part, min(high, MAX_PUT_SIZE))
     try:
         if size < low:
             raise S3Error("EntityTooSmall", ProposedSize=str(size), MinSizeAllowed=str(low))
-        if stated is not None:
-            checksums.verify(stated, sums[algorithm], {})
-        checksum = object_checksum(algorithm, checksums.encode(sums[algorithm]))
-        attrs: dict[str, object] = {"checksum": checksum}
-        if grants:
-            attrs["acl"] = grants
-        async with engine.new_piece(location, bucket.name, key) as write:
-            stored = await location.put(write.key, read_spool(spool_file), size,
-                                        object_meta(headers, user, tags))
-            record = ObjectRecord(
-                bucket=bucket.name, key=key, size=size, etag=etag, last_modified=time.time(),
-                location=location.name, pieces=[stored], owner=owner, headers=headers,
-                user_meta=user, tags=tags, attrs=attrs)
-            await engine.commit(bucket, record, write)
+        result = await engine.put(bucket, key, read_spool(spool_file), size, opts,
+                                  kind=CREATED_POST)
     finally:
         spool_file.close()
     await req.http.release()  # fields after the file are ignored
-    return post_response(req, fields, bucket.name, key, etag, checksum)
+    return post_response(req, fields, bucket.name, key, result.record.etag, result.checksum)
 
 
 def post_response(req: S3Request, fields: dict[str, str], bucket: str, key: str,

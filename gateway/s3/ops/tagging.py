@@ -1,7 +1,8 @@
 """Tagging: Get/Put/DeleteObjectTagging and Get/Put/DeleteBucketTagging.
 
 The gateway's metadata holds the tags; after an object's tags change, a one-piece object's
-backend copy is told too (Location.update_meta) so clouds carry them natively.
+backend copy is told too (the engine's update_tags: Location.update_meta) so clouds carry them
+natively.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from aiohttp import web
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
-from gateway.metadata.ledger import dropped_pieces
+from gateway.s3 import access
 from gateway.s3.ops.common import (
     get_bucket,
-    object_meta,
     read_body,
     requested_object,
     validate_tags,
@@ -21,11 +21,8 @@ from gateway.s3.ops.common import (
 )
 from gateway.s3.request import S3Request
 from gateway.s3.xml import Node, parse, render
-from gateway.translators.base import NotFound, Stored
 
 MAX_BUCKET_TAGS = 50
-# Tries of the read / update-backend / compare-and-set cycle before giving up to a writer.
-UPDATE_ATTEMPTS = 3
 
 
 def parse_tagging(body: bytes) -> dict[str, str]:
@@ -71,37 +68,13 @@ async def get_object_tagging(req: S3Request) -> web.Response:
 
 async def set_object_tags(req: S3Request, bucket: BucketRecord, tags: dict[str, str],
                           obj: ObjectRecord | None = None) -> None:
-    """Backend first (it may hand back a changed piece, e.g. a new etag), then metadata by
-    compare-and-set, so a concurrent overwrite is never clobbered with the old pieces.
-    `obj`: the version already looked up and authorized for this request, if any."""
-    for _ in range(UPDATE_ATTEMPTS):
-        if obj is None:
-            # Authorized on the version found: a retry may find another one (another owner).
-            obj = await requested_object(req, bucket)
-        pieces = obj.pieces
-        if len(pieces) == 1 and pieces[0].location in req.gateway.locations:
-            location = req.gateway.locations[pieces[0].location]
-            meta = object_meta(obj.headers, obj.user_meta, tags)
-            try:
-                pieces = [await location.update_meta(pieces[0], meta)]
-            except NotFound:
-                raise S3Error("NoSuchKey", "The object's data is missing from its location.",
-                              Key=obj.key) from None
-        updated = await req.gateway.metadata.update_object(
-            bucket.name, obj.key, obj.pieces, {"tags": tags, "pieces": pieces})
-        if updated is not None:
-            if pieces != obj.pieces:
-                req.gateway.engine.collector.wake()  # the re-pinned old version is garbage
-            return
-        # Lost the race: a backend copy made for it (a new version, not the same bytes
-        # re-tagged in place) is garbage.
-        for piece in dropped_pieces([p.to_dict() for p in pieces],
-                                    [p.to_dict() for p in obj.pieces]):
-            await req.gateway.metadata.discard_piece(Stored.from_dict(piece))
-            req.gateway.engine.collector.wake()
-        obj = None
-    raise S3Error("OperationAborted", "The object kept changing while its tags were set. "
-                  "Please try again.")
+    """The engine sets the tags of the version the request names. `obj`: that version,
+    already looked up and authorized for this request, if any; a retry looks it up and
+    authorizes it again (another version, of another owner, may have taken its place)."""
+    if obj is None:
+        obj = await requested_object(req, bucket)
+    await req.gateway.engine.update_tags(bucket, obj, tags, lambda: requested_object(req, bucket),
+                                         requester=access.requester_id(req))
 
 
 async def put_object_tagging(req: S3Request) -> web.Response:

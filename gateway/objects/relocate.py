@@ -1,0 +1,158 @@
+"""Moving one object version's bytes to another location, under the engine's invariants.
+
+    intent at the target -> stream-copy every piece (bounded memory) -> verify (size, MD5 /
+    ETag, stored checksum) -> ONE conditional metadata step: the version's pieces, location
+    and storage class change only while it still has the pieces that were copied
+
+Clients see nothing change but the storage class: a GET that read the old record keeps
+streaming the old pieces (they go to the garbage ledger, and the collector waits
+storage.readGraceSeconds before deleting them); a GET after the swap reads the new ones. If the
+version was overwritten, deleted or moved meanwhile, the swap does nothing and the copied bytes
+are garbage (their intent is abandoned); a failed copy or verification likewise changes
+nothing. Used by lifecycle transitions, and general enough for moving a bucket's objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import S3Error
+from gateway.metadata.base import ObjectRecord
+from gateway.objects.engine import object_meta, shielded
+from gateway.s3 import checksums
+
+if TYPE_CHECKING:
+    from gateway.objects.engine import Engine
+
+STANDARD = "STANDARD"
+
+
+class RelocationFailed(Exception):
+    """The copy did not verify (the bytes read or written are not the object's)."""
+
+
+@dataclass
+class Relocation:
+    """What one move did: `record` is the version as now stored (None: it changed or went
+    away meanwhile and nothing was moved); `moved` bytes copied in `seconds`."""
+
+    record: ObjectRecord | None
+    moved: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None  # why nothing was copied, when nothing was
+
+
+@dataclass
+class _Digests:
+    size: int = 0
+    md5: Any = field(default_factory=hashlib.md5)
+    piece_md5s: list[bytes] = field(default_factory=list)
+    checksum: Any = None  # the stored full-object checksum's hasher, when it has one
+
+
+def storage_class_attrs(storage_class: str | None) -> dict[str, Any]:
+    """attrs changes for a storage class: STANDARD is the absence of the attribute."""
+    return {"storage_class": None if storage_class in (None, STANDARD) else storage_class}
+
+
+async def _source(engine: Engine, record: ObjectRecord, digests: _Digests
+                  ) -> AsyncIterator[bytes]:
+    """The version's bytes, piece after piece, hashed as they pass."""
+    for piece in record.pieces:
+        piece_md5 = hashlib.md5()
+        stream = await engine.locations[piece.location].get(piece)
+        async for chunk in stream:
+            digests.size += len(chunk)
+            digests.md5.update(chunk)
+            piece_md5.update(chunk)
+            if digests.checksum is not None:
+                digests.checksum.update(chunk)
+            yield chunk
+        digests.piece_md5s.append(piece_md5.digest())
+
+
+def _verify(record: ObjectRecord, digests: _Digests, stored_size: int) -> None:
+    """Raise RelocationFailed unless what streamed is the object: its size, its ETag (a plain
+    MD5, or a multipart ETag whose parts were the pieces), its full-object checksum."""
+    if digests.size != record.size or stored_size not in (record.size, 0):
+        raise RelocationFailed(f"size {digests.size} (stored {stored_size}), "
+                               f"expected {record.size}")
+    etag = record.etag
+    if "-" not in etag:
+        if digests.md5.hexdigest() != etag:
+            raise RelocationFailed(f"MD5 {digests.md5.hexdigest()} is not the ETag {etag}")
+    else:
+        count = etag.rsplit("-", 1)[1]
+        if count.isdigit() and int(count) == len(digests.piece_md5s) > 1:
+            composite = hashlib.md5(b"".join(digests.piece_md5s)).hexdigest()
+            if f"{composite}-{count}" != etag:
+                raise RelocationFailed(f"multipart ETag {composite}-{count} is not {etag}")
+    checksum = record.attrs.get("checksum")
+    if digests.checksum is not None and isinstance(checksum, dict):
+        computed = checksums.encode(bytes(digests.checksum.digest()))
+        if computed != checksum.get("value"):
+            raise RelocationFailed(f"{checksum.get('algorithm')} {computed} is not "
+                                   f"{checksum.get('value')}")
+
+
+def _checksum_hasher(record: ObjectRecord) -> Any:
+    checksum = record.attrs.get("checksum")
+    if (isinstance(checksum, dict) and checksum.get("type") == checksums.FULL_OBJECT
+            and checksum.get("algorithm") in checksums.ALGORITHMS
+            and "-" not in str(checksum.get("value", ""))):
+        return checksums.hasher(checksum["algorithm"])
+    return None
+
+
+async def relocate(engine: Engine, bucket: str, key: str, version_id: str | None,
+                   target: str, storage_class: str | None = None, *,
+                   expected: ObjectRecord | None = None) -> Relocation:
+    """Move version `version_id` (None or "null": the null version) of bucket/key to location
+    `target`, and set its storage class (None: leave it; "STANDARD": remove it). `expected`:
+    the record the caller decided on; the move happens only while the version is still that
+    one (same pieces). Raises RelocationFailed or S3Error (a location failing) when the copy
+    fails; the object is then untouched."""
+    started = time.monotonic()
+    vid = None if version_id in (None, "null") else version_id
+    record = await engine.metadata.get_object(bucket, key, vid or "null")
+    if record is None or record.delete_marker:
+        return Relocation(None, skipped="gone")
+    if expected is not None and record.pieces != expected.pieces:
+        return Relocation(None, skipped="changed")
+    if target not in engine.locations:
+        raise S3Error("InvalidStorageClass", f"No location named {target!r} is configured.")
+    changes = storage_class_attrs(storage_class) if storage_class is not None else {}
+    if all(piece.location == target for piece in record.pieces) and record.location == target:
+        # Already there (e.g. a class mapped to the bucket's own location): only the class.
+        if changes and record.attrs.get("storage_class") != changes["storage_class"]:
+            attrs = {k: v for k, v in {**record.attrs, **changes}.items() if v is not None}
+            updated = await shielded(engine.metadata.update_object(
+                bucket, key, record.pieces, {"attrs": attrs}))
+            return Relocation(updated, skipped=None if updated else "changed")
+        return Relocation(record, skipped="in place")
+    location = engine.locations[target]
+    digests = _Digests(checksum=_checksum_hasher(record))
+    meta = object_meta(record.headers, record.user_meta, record.tags)
+    async with engine.new_piece(location, bucket, key) as write:
+        stored = await location.put(write.key, _source(engine, record, digests), record.size,
+                                    meta)
+        _verify(record, digests, stored.size)
+        try:
+            updated = await shielded(engine.metadata.relocate_version(
+                bucket, key, record.version_id, record.pieces, [stored], target, changes,
+                write.intent))
+        except LookupError:  # the intent outlived storage.intentGraceSeconds
+            raise RelocationFailed("the copy took longer than storage.intentGraceSeconds"
+                                   ) from None
+        if updated is not None:
+            write.committed = True
+    engine.collector.wake()  # the old pieces, or the unused copy
+    return Relocation(updated, moved=digests.size, seconds=time.monotonic() - started,
+                      skipped=None if updated is not None else "changed")
+
+
+__all__ = ["Relocation", "RelocationFailed", "relocate", "storage_class_attrs"]
