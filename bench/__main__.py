@@ -1,7 +1,7 @@
 """python -m bench [--quick] [--full] [--only GROUP[,GROUP]] [--profile DIR]
 
 Runs the set against the gateway and its baselines side by side, prints a table and one JSON
-line per figure. Groups: small, big, mpu, list, delete, rss, cloud, durability."""
+line per figure. Groups: small, big, mpu, list, delete, rss, cloud, durability, encryption."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from bench.load import Pool
 from bench.measure import Figure, MiB, Profiler, best, md5_speed, measure
 from bench.servers import Server
 
-GROUPS = ("small", "big", "mpu", "list", "delete", "rss", "cloud", "durability")
+GROUPS = ("small", "big", "mpu", "list", "delete", "rss", "cloud", "durability", "encryption")
 DURABILITY_MODES = ("durable", "relaxed")  # config.json storage.durability
 BUCKET = "bench"
 LIST_BUCKET = "list10k"
@@ -46,8 +46,9 @@ class Run:
 
     # -- set-up ---------------------------------------------------------------------------
     def start(self, groups: set[str]) -> None:
-        # The durability group brings its own two gateways and needs no baseline.
-        shared = bool(groups - {"durability"})
+        # The durability and encryption groups bring their own gateways (encryption also
+        # runs in-process, bench/encryption.py) and need no baseline.
+        shared = bool(groups - {"durability", "encryption"})
         starters: list[tuple[str, Callable[[Path], Server]]] = [
             ("bare", servers.start_bare), ("nginx", servers.start_nginx),
             ("moto", servers.start_moto), ("s3rver", servers.start_s3rver)] if shared else []
@@ -353,6 +354,52 @@ class Run:
             for server in gateways.values():
                 server.stop()
 
+    def encryption(self) -> None:
+        """gateway/crypto in-process: 256 MiB encrypt+decrypt against plaintext passthrough,
+        chunk sizes, ranged-read cost (bench/encryption.py)."""
+        from bench import encryption
+
+        figures, notes, targets = encryption.run(self.rounds)
+        for fig in figures:
+            self.add(fig)
+        for text in notes:
+            self.note(text)
+        for name, value, goal, ok in targets:
+            self.target(name, value, goal, ok)
+        self.encryption_http()
+
+    def encryption_http(self) -> None:
+        """PUT and GET of 256 MiB through one gateway (file location), SSE-S3 against
+        plaintext, rounds interleaved (the order flips each round)."""
+        assert self.pool is not None
+        size, count = 256 * MiB, 1 if self.quick else 2
+        sse = {"x-amz-server-side-encryption": "AES256"}
+        gateway = servers.start_gateway(self.base, None, None, name="gateway-sse")
+        try:
+            gateway.create_bucket(BUCKET)
+            results: dict[tuple[str, str], list[Figure]] = {}
+            for number in range(self.rounds):
+                modes = ("plain", "sse") if number % 2 == 0 else ("sse", "plain")
+                for op in ("put", "get"):
+                    for mode in modes:
+                        results.setdefault((op, mode), []).append(measure(
+                            self.pool, gateway, f"{op}_256m_{mode}", op, BUCKET,
+                            [f"big/{mode}"], size=size, count=count, profiler=self.profiler,
+                            extra={"headers": sse if mode == "sse" else {}}))
+            for op in ("put", "get"):
+                plain, sealed = best(results[(op, "plain")]), best(results[(op, "sse")])
+                value = sealed.mb_s / plain.mb_s if plain.mb_s and not sealed.errors else None
+                if value is not None:
+                    sealed.ratios["mbs_vs_plaintext"] = value
+                    if plain.cpu_ms_op:
+                        sealed.ratios["cpu_vs_plaintext"] = sealed.cpu_ms_op / plain.cpu_ms_op
+                self.add(plain)
+                self.add(sealed)
+                self.target(f"{op}_256m SSE-S3 MB/s vs plaintext (same gateway)", value,
+                            ">= 0.7x", None if value is None else value >= 0.7)
+        finally:
+            gateway.stop()
+
     # -- output ---------------------------------------------------------------------------
     def table(self) -> str:
         lines = [f"# s3-multicloud-gateway bench, {time.strftime('%Y-%m-%d %H:%M')}, "
@@ -408,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 {"small": run.small, "big": run.big, "mpu": run.mpu, "list": run.listing,
                  "delete": run.delete, "rss": run.rss, "cloud": run.cloud,
-                 "durability": run.durability}[group]()
+                 "durability": run.durability, "encryption": run.encryption}[group]()
             except Exception as exc:
                 run.note(f"{group} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     finally:

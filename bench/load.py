@@ -78,7 +78,8 @@ class Client:
         """One request; returns (status, body if read else b"", bytes received)."""
         qs = canonical_query(query)
         url = URL(f"http://{self.host}{path}" + (f"?{qs}" if qs else ""), encoded=True)
-        hdrs = self.signer.headers(method, self.host, path, qs)
+        signed = {k: v for k, v in (headers or {}).items() if k.lower().startswith("x-amz-")}
+        hdrs = self.signer.headers(method, self.host, path, qs, signed)
         if headers:
             hdrs.update(headers)
         if size is not None:
@@ -98,7 +99,8 @@ class Client:
         path = f"/{job.bucket}/{key}"
         if job.op == "put":
             body = _PAYLOAD[:job.size] if job.size <= CHUNK else stream(job.size)
-            status, data, _ = await self.call("PUT", path, body=body, size=job.size)
+            status, data, _ = await self.call("PUT", path, body=body, size=job.size,
+                                              headers=job.extra.get("headers"))
             check(status, data, (200, 201, 204))
             return job.size
         if job.op == "get":

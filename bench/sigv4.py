@@ -48,13 +48,20 @@ class Signer:
             self._amzdate = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
         return self._amzdate
 
-    def headers(self, method: str, host: str, path: str, query: str = "") -> dict[str, str]:
-        """Headers for a request; `path` is already URI-encoded, `query` from canonical_query."""
+    def headers(self, method: str, host: str, path: str, query: str = "",
+                signed: dict[str, str] | None = None) -> dict[str, str]:
+        """Headers for a request; `path` is already URI-encoded, `query` from canonical_query;
+        `signed`: further headers to send and sign (x-amz-* headers must be signed)."""
         amzdate = self._now()
         day = amzdate[:8]
         scope = f"{day}/{self.region}/s3/aws4_request"
-        creq = (f"{method}\n{path}\n{query}\nhost:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\n"
-                f"x-amz-date:{amzdate}\n\nhost;x-amz-content-sha256;x-amz-date\nUNSIGNED-PAYLOAD")
+        canonical = {"host": host, "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+                     "x-amz-date": amzdate}
+        for name, value in (signed or {}).items():
+            canonical[name.lower()] = value.strip()
+        names = ";".join(sorted(canonical))
+        lines = "".join(f"{name}:{canonical[name]}\n" for name in sorted(canonical))
+        creq = f"{method}\n{path}\n{query}\n{lines}\n{names}\nUNSIGNED-PAYLOAD"
         sts = (f"AWS4-HMAC-SHA256\n{amzdate}\n{scope}\n"
                + hashlib.sha256(creq.encode()).hexdigest())
         sig = hmac.new(self._signing_key(day), sts.encode(), hashlib.sha256).hexdigest()
@@ -62,7 +69,7 @@ class Signer:
             "Host": host,
             "x-amz-date": amzdate,
             "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+            **(signed or {}),
             "Authorization": (f"AWS4-HMAC-SHA256 Credential={self.access}/{scope}, "
-                              f"SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
-                              f"Signature={sig}"),
+                              f"SignedHeaders={names}, Signature={sig}"),
         }

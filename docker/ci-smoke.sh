@@ -88,6 +88,10 @@ up() {
     wait_http "$url" 180 || { compose logs >"$LOGS/logs.txt" 2>&1; tail -60 "$LOGS/logs.txt"; return 1; }
   done
   t "ready: gateway http://127.0.0.1:$GATEWAY_PORT"
+  local name  # on stdout, for `eval` or a test's environment
+  for name in GATEWAY_PORT GATEWAY_METRICS_PORT POSTGRES_PORT MOTO_PORT AZURITE_PORT FAKE_GCS_PORT; do
+    echo "$name=${!name}"
+  done
 }
 
 case "${1:-all}" in

@@ -45,6 +45,12 @@ def _lifecycle(argv: list[str]) -> int | None:
     return lifecycle_main(argv)
 
 
+def _lifecycle(argv: list[str]) -> int | None:
+    from gateway.lifecycle.cli import main as lifecycle_main
+
+    return lifecycle_main(argv)
+
+
 def _accounts(argv: list[str]) -> int | None:
     from gateway.accounts import main as accounts_main
 
@@ -62,6 +68,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int | None]]] = {
              "[--location NAME]", _fsck),
     "lifecycle": ("run one lifecycle pass of a bucket now in the running gateway: "
                   "lifecycle run BUCKET [--endpoint URL]", _lifecycle),
+    "lifecycle": ("apply a bucket's lifecycle rules now: lifecycle run BUCKET [--endpoint URL]",
+                  _lifecycle),
     "accounts": ("accounts and access keys at runtime: add | list | add-key | disable-key | "
                  "enable-key | remove-key | remove", _accounts),
 }
@@ -90,6 +98,7 @@ environment variables:
   S3DURABILITY               durable | relaxed (config.json storage.durability)
   S3_TLS_KEY_FILE, S3_TLS_CERT_FILE, S3_TLS_CA_FILE   TLS on every listener (certFilePaths)
   S3_MASTER_KEY_FILE         the accounts' master key file (accounts.masterKeyFile)
+  S3_SSE_KEYRING_FILE        server-side encryption keyring (config.json encryption.keyringFile)
   SCALITY_ACCESS_KEY_ID, SCALITY_SECRET_ACCESS_KEY    one account replacing authdata.json
   per location NAME (credentials that stay out of locationConfig.json):
     NAME_AWS_ACCESS_KEY_ID, NAME_AWS_SECRET_ACCESS_KEY; AWS_PROFILE,

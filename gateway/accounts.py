@@ -413,12 +413,21 @@ def _key_rows(store: AccountStore) -> list[dict[str, Any]]:
     return rows
 
 
-async def _run_command(args: Any, settings: Any) -> dict[str, Any]:
-    from gateway.server import make_metadata
+def _metadata_store(settings: Any) -> MetadataStore:
+    # As gateway.server.make_metadata, without importing the whole server (a quicker CLI).
+    if settings.metadata_backend == "postgres":
+        from gateway.metadata.postgres import PostgresStore
 
+        return PostgresStore(settings.postgres_dsn, min_size=1, max_size=2)
+    from gateway.metadata.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.metadata_path, durable=settings.storage.durability == "durable")
+
+
+async def _run_command(args: Any, settings: Any) -> dict[str, Any]:
     store = load_accounts(settings.authdata_path, settings.env)
     master = load_master_key(settings.master_key_path)
-    metadata = make_metadata(settings)
+    metadata = _metadata_store(settings)
     await metadata.open()
     try:
         await store.start(metadata, master, 3600)

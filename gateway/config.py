@@ -113,6 +113,8 @@ class Settings:
     jobs: JobSettings = field(default_factory=lambda: JobSettings())
     lifecycle: LifecycleSettings = field(default_factory=lambda: LifecycleSettings())
     storage_classes: dict[str, str] = field(default_factory=dict)  # class -> location name
+    # --- encryption at rest (gateway/crypto/) ---
+    encryption: EncryptionSettings = field(default_factory=lambda: EncryptionSettings())
 
 
 # --- operating it: listeners, TLS, accounts (see gateway/tls.py, gateway/accounts.py) -------
@@ -400,6 +402,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         jobs=load_job_settings(data, file),
         lifecycle=load_lifecycle_settings(data, file),
         storage_classes=load_storage_classes(data, file, locations, location_path),
+        encryption=load_encryption_settings(data, file, env, metadata_path),
     )
 
 
@@ -478,3 +481,32 @@ def load_storage_classes(data: dict[str, Any], file: str, locations: dict[str, L
             raise ConfigFileError(file, f'key "storageClasses.{name}"',
                                   f"names location {location!r}, which {location_path} lacks")
     return dict(raw)
+
+
+# --- encryption at rest (gateway/crypto/) -----------------------------------------------------
+@dataclass(frozen=True)
+class EncryptionSettings:
+    """config.json "encryption": where the embedded KMS keeps its keyring, and whether SSE-C
+    keys may come over plain http (AWS takes them only over TLS)."""
+
+    keyring_path: Path = Path("./localKeys/sse-keyring.json")
+    allow_sse_c_over_http: bool = False
+
+
+def load_encryption_settings(data: dict[str, Any], file: str, env: Mapping[str, str],
+                             metadata_path: Path) -> EncryptionSettings:
+    raw = _get(data, file, "encryption", dict, {})
+    unknown = sorted(set(raw) - {"keyringFile", "allowSseCOverHttp"})
+    if unknown:
+        raise ConfigFileError(file, f'key "encryption.{unknown[0]}"',
+                              "is unknown (keyringFile, allowSseCOverHttp)")
+    path = env.get("S3_SSE_KEYRING_FILE") or raw.get("keyringFile")
+    if path is not None and (not isinstance(path, str) or not path):
+        raise ConfigFileError(file, 'key "encryption.keyringFile"', "must be a file path")
+    allow = raw.get("allowSseCOverHttp", False)
+    if not isinstance(allow, bool):
+        raise ConfigFileError(file, 'key "encryption.allowSseCOverHttp"', "must be true or false")
+    # Default: localKeys/ beside the SQLite folder, next to the accounts' master key.
+    return EncryptionSettings(
+        keyring_path=Path(path) if path else metadata_path.parent / "localKeys" / "sse-keyring.json",
+        allow_sse_c_over_http=allow)

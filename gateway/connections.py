@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import resource
 import time
+from typing import Any
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -17,7 +18,7 @@ from aiohttp.web_request import BaseRequest
 
 from gateway.config import ConnectionSettings
 from gateway.errors import S3Error
-from gateway.s3.front import request_id
+from gateway.s3.front import EARLY_ERROR, request_id
 from gateway.s3.xml import render_error
 
 log = logging.getLogger("gateway")
@@ -25,7 +26,10 @@ log = logging.getLogger("gateway")
 
 # read_bufsize: big socket reads keep large uploads from pausing the socket while a chunk is
 # hashed or written. max_field_size also bounds each POST form part's header line.
-HANDLER_ARGS: dict[str, int] = {"max_field_size": 16384, "read_bufsize": 2 * 1024 * 1024}
+# auto_decompress off: a body sent with Content-Encoding: gzip (or br, deflate) is the object's
+# bytes, stored and signed as sent; aiohttp would otherwise inflate it on the way in.
+HANDLER_ARGS: dict[str, Any] = {"max_field_size": 16384, "read_bufsize": 2 * 1024 * 1024,
+                                "auto_decompress": False}
 REFUSAL_LINGER = 2.0  # s a refused connection may take to read its 503 before it is cut
 
 
@@ -197,6 +201,11 @@ class GuardedHandler(RequestHandler):
         self.headers_since = None
         self.waiting_since = None
         self.leftover = None if request.content.is_eof() else request.content
+        if EARLY_ERROR in request and self.leftover is not None:
+            # Refused before its body (Expect: 100-continue): the client holds the body back,
+            # so nothing more can be read from this connection. Closed now, not after
+            # aiohttp's 10 s of lingering for a body that never comes.
+            self.force_close()
         if self.timed_out:
             # The body never finished: nothing after it can be parsed. close() (inside
             # force_close) still sends the answer already written.

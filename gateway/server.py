@@ -19,6 +19,7 @@ from gateway.accounts import AccountStore, load_accounts, load_master_key
 from gateway.config import Settings, load_settings
 from gateway.connections import HANDLER_ARGS, ConnectionGuard, GuardedSite, connection_limits
 from gateway.console import Console
+from gateway.crypto import Encryption, LocalKeyring
 from gateway.health.endpoints import HealthEndpoints
 from gateway.health.metrics import Metrics
 from gateway.health.monitor import HealthMonitor
@@ -86,6 +87,8 @@ class Gateway:
             names = ", ".join(loc.name for loc in down)
             raise StartupError(f"healthChecks.startup is strict and locations are down: {names}")
         self.health.start()
+        # Encryption at rest (gateway/crypto/): the embedded KMS's keyring, made on first start.
+        self.engine.encryption = Encryption(LocalKeyring(self.settings.encryption.keyring_path))
         await self.engine.start()
         self.jobs.start()  # after the engine: jobs act through it
 
@@ -264,6 +267,9 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
     check_port_free(settings, settings.listen_on, settings.port, s3_setting)
     if settings.metrics_port:
         check_port_free(settings, settings.listen_on, settings.metrics_port, metrics_setting)
+    console_setting = port_setting(settings, "console.port", None)
+    if settings.console.enabled and settings.console.port:
+        check_port_free(settings, settings.listen_on, settings.console.port, console_setting)
     listeners: list[tuple[str, str]] = []
     gateway = Gateway(settings)
     try:
@@ -303,10 +309,12 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
         await start_site(GuardedSite(console_runner, settings.listen_on, settings.console.port,
                                      guard=ConnectionGuard(limits, "console port"),
                                      ssl_context=ssl_context),
-                         settings, settings.console.port,
-                         port_setting(settings, "console.port", None))
+                         settings, settings.console.port, console_setting)
         listeners.append(("console", listener_url(scheme, settings.listen_on,
                                                   settings.console.port) + "/_/console/"))
+    elif gateway.console is not None:
+        listeners.append(("console", listener_url(scheme, settings.listen_on,
+                                                  settings.port) + "/_/console/"))
     log_banner(settings, gateway, listeners)
     stop = stop or asyncio.Event()
     try:

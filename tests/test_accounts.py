@@ -1,16 +1,26 @@
-"""gateway.accounts: the shipped authdata.json, the SCALITY_* override, and bad-file messages."""
+"""gateway.accounts: the shipped authdata.json, the SCALITY_* override, bad-file messages, and
+accounts at runtime (`python -m gateway accounts`) on a running gateway (SQLite) and on two
+gateways sharing PostgreSQL, with secrets sealed under the master key file."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from gateway.accounts import Account, load_accounts
 from gateway.errors import ConfigFileError
+from tests.gatewayproc import REPO, Gateway, start_gateway
 
 SHIPPED = Path(__file__).resolve().parent.parent / "conf" / "authdata.json"
 
@@ -134,3 +144,136 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_accounts(path, {})
     assert caught.value.file == str(path)
     assert "cannot read" in str(caught.value)
+
+
+# --- accounts at runtime ------------------------------------------------------------------
+
+def accounts_cli(env: dict[str, str], *args: str, ok: bool = True) -> Any:
+    """Run `python -m gateway accounts ARGS --json` with a gateway's config and environment."""
+    result = subprocess.run([sys.executable, "-m", "gateway", "accounts", *args, "--json"],
+                            cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+                            timeout=60)
+    if not ok:
+        assert result.returncode == 1, result.stdout + result.stderr
+        return result.stderr
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def works(gw: Gateway, access: str, secret: str) -> bool | None:
+    """True when the key is accepted, False when refused as unknown, None otherwise."""
+    try:
+        gw.client(access, secret).list_buckets()
+        return True
+    except ClientError as err:
+        return False if err.response["Error"]["Code"] == "InvalidAccessKeyId" else None
+
+
+def within(seconds: float, check: Callable[[], bool]) -> float:
+    """How long `check()` took to come true; fails past `seconds`."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < seconds, f"not true within {seconds} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+# The documented bound: accounts.refreshSeconds (1 s) plus a request's own time.
+BOUND = 3.0
+
+
+@pytest.fixture(scope="module")
+def sqlite_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    # A shorter poll than the default 1 s keeps the test quick; PostgreSQL below keeps 1 s.
+    with start_gateway(tmp_path_factory.mktemp("accounts"),
+                       config={"accounts": {"refreshSeconds": 0.2}}) as gw:
+        yield gw
+
+
+def test_cli_manages_accounts_on_a_running_gateway(sqlite_gateway: Gateway) -> None:
+    gw, env = sqlite_gateway, sqlite_gateway.env
+    alice = accounts_cli(env, "add", "alice", "--email", "alice@example.com")
+    assert alice["accessKey"].startswith("GW") and len(alice["secretKey"]) >= 40
+    within(BOUND, lambda: works(gw, alice["accessKey"], alice["secretKey"]) is True)
+    s3 = gw.client(alice["accessKey"], alice["secretKey"])
+    s3.create_bucket(Bucket="alice-bucket")
+    s3.put_object(Bucket="alice-bucket", Key="k", Body=b"mine")
+    assert "alice-bucket" not in [b["Name"] for b in gw.client().list_buckets()["Buckets"]]
+
+    listed = {a["name"]: a for a in accounts_cli(env, "list")["accounts"]}
+    assert listed["alice"]["source"] == "store" and listed["Bart"]["source"] == "file"
+    assert listed["alice"]["canonicalId"] == alice["canonicalId"]
+    assert [k["accessKey"] for k in listed["alice"]["keys"]] == [alice["accessKey"]]
+    assert alice["secretKey"] not in json.dumps(listed)  # a secret is shown once, only
+
+    second = accounts_cli(env, "add-key", "alice")
+    within(BOUND, lambda: works(gw, second["accessKey"], second["secretKey"]) is True)
+    assert gw.client(second["accessKey"], second["secretKey"]).get_object(
+        Bucket="alice-bucket", Key="k")["Body"].read() == b"mine"
+
+    accounts_cli(env, "disable-key", alice["accessKey"])
+    within(BOUND, lambda: works(gw, alice["accessKey"], alice["secretKey"]) is False)
+    assert works(gw, second["accessKey"], second["secretKey"]) is True
+    accounts_cli(env, "enable-key", alice["accessKey"])
+    within(BOUND, lambda: works(gw, alice["accessKey"], alice["secretKey"]) is True)
+
+    # The seed's keys can be turned off (and on) too; the seed account itself stays.
+    accounts_cli(env, "disable-key", "accessKey2")
+    within(BOUND, lambda: works(gw, "accessKey2", "verySecretKey2") is False)
+    accounts_cli(env, "enable-key", "accessKey2")
+    within(BOUND, lambda: works(gw, "accessKey2", "verySecretKey2") is True)
+    assert "comes from the accounts file" in accounts_cli(env, "remove", "Bart", ok=False)
+    assert "already exists" in accounts_cli(env, "add", "alice", ok=False)
+
+    # An account that owns a bucket stays; once the bucket is gone, it goes with its keys.
+    assert "owns 1 bucket(s) (alice-bucket)" in accounts_cli(env, "remove", "alice", ok=False)
+    s3.delete_object(Bucket="alice-bucket", Key="k")
+    s3.delete_bucket(Bucket="alice-bucket")
+    assert accounts_cli(env, "remove", "alice")["removed"]
+    within(BOUND, lambda: works(gw, second["accessKey"], second["secretKey"]) is False)
+    assert works(gw, alice["accessKey"], alice["secretKey"]) is False
+    assert "alice" not in {a["name"] for a in accounts_cli(env, "list")["accounts"]}
+
+
+def test_secrets_are_sealed_under_the_master_key(sqlite_gateway: Gateway) -> None:
+    gw, env = sqlite_gateway, sqlite_gateway.env
+    bob = accounts_cli(env, "add", "bob")
+    master = gw.workdir / "localKeys" / "master.key"
+    assert stat.S_IMODE(master.stat().st_mode) == 0o600
+    within(BOUND, lambda: works(gw, bob["accessKey"], bob["secretKey"]) is True)
+    # Neither the metadata file nor its WAL holds the secret in clear.
+    stored = b"".join(p.read_bytes() for p in (gw.workdir / "metadata").iterdir() if p.is_file())
+    assert bob["accessKey"].encode() in stored
+    assert bob["secretKey"].encode() not in stored
+    # Another master key cannot open it: that key is refused, the seed keeps working.
+    other = gw.workdir / "other.key"
+    other.write_text("ab" * 32)
+    other.chmod(0o600)
+    listed = accounts_cli({**env, "S3_MASTER_KEY_FILE": str(other)}, "list")["accounts"]
+    key = next(a for a in listed if a["name"] == "bob")["keys"][0]
+    assert key["problem"] == "cannot be unsealed"
+    accounts_cli(env, "remove", "bob")
+
+
+@pytest.mark.postgres
+def test_two_gateways_on_postgres_share_accounts(postgres_server: Any,
+                                                 tmp_path: Path) -> None:
+    dsn = postgres_server.create_database("accounts_two_gateways")
+    env = {"S3_MASTER_KEY_FILE": str(tmp_path / "shared" / "master.key"),
+           "S3DATAPATH": str(tmp_path / "shared-data")}
+    config = {"metadata": {"backend": "postgres", "dsn": dsn}}
+    with start_gateway(tmp_path / "a", config=config, env=env) as one, \
+            start_gateway(tmp_path / "b", config=config, env=env) as two:
+        carol = accounts_cli(one.env, "add", "carol")  # through the first one's config
+        for gw in (one, two):
+            within(BOUND, lambda gw=gw: works(gw, carol["accessKey"], carol["secretKey"]) is True)
+        one.client(carol["accessKey"], carol["secretKey"]).create_bucket(Bucket="carol-bucket")
+        names = [b["Name"] for b in two.client(carol["accessKey"],
+                                               carol["secretKey"]).list_buckets()["Buckets"]]
+        assert names == ["carol-bucket"]
+        accounts_cli(two.env, "disable-key", carol["accessKey"])
+        took = [within(BOUND, lambda gw=gw: works(gw, carol["accessKey"],
+                                                  carol["secretKey"]) is False)
+                for gw in (one, two)]
+        print(f"disabled key refused on both gateways within {max(took):.2f} s")
+        assert works(one, "accessKey1", "verySecretKey1") is True

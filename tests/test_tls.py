@@ -7,10 +7,7 @@ import datetime
 import ipaddress
 import json
 import os
-import shutil
 import ssl
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +22,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.config import load_settings
-from tests.gatewayproc import ACCESS_KEY, SECRET_KEY, Gateway, free_port, start_gateway, write_config
+from tests.gatewayproc import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    Gateway,
+    free_port,
+    start_gateway,
+    write_config,
+)
+from tests.test_quickstart import aws_lines
 
 
 @dataclass
@@ -42,7 +47,7 @@ def _name(common_name: str) -> x509.Name:
 
 def _ca(directory: Path, name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -66,7 +71,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     ca_key, ca_cert, ca_path = _ca(directory, "test-ca")
     _, _, other_path = _ca(directory, "other-ca")
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name("gateway.test")).issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -125,29 +130,22 @@ def test_boto3_over_https_verifying_the_ca(tls_gateway: Gateway, pki: Pki) -> No
 
 def test_aws_cli_over_https_with_ca_bundle(tls_gateway: Gateway, pki: Pki,
                                            tmp_path: Path) -> None:
-    aws = shutil.which("aws") or str(Path(sys.executable).parent / "aws")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
                AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=str(tmp_path / "none"),
                AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), HOME=str(tmp_path),
                AWS_EC2_METADATA_DISABLED="true")
-
-    def cli(*args: str) -> str:
-        result = subprocess.run([aws, "--endpoint-url", tls_gateway.endpoint, "--ca-bundle",
-                                 str(pki.ca), *args], env=env, capture_output=True, text=True,
-                                timeout=60)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    src = tmp_path / "hello.txt"
-    src.write_bytes(b"hello over https\n")
-    assert "make_bucket: tls-cli" in cli("s3", "mb", "s3://tls-cli")
-    cli("s3", "cp", "--only-show-errors", str(src), "s3://tls-cli/hello.txt")
-    assert "hello.txt" in cli("s3", "ls", "s3://tls-cli/")
-    cli("s3", "cp", "--only-show-errors", "s3://tls-cli/hello.txt", str(tmp_path / "back.txt"))
+    (tmp_path / "hello.txt").write_bytes(b"hello over https\n")
+    cli = f"aws --endpoint-url {tls_gateway.endpoint} --ca-bundle {pki.ca}"
+    made, _, listed, _, head = aws_lines([
+        f"{cli} s3 mb s3://tls-cli",
+        f"{cli} s3 cp --only-show-errors hello.txt s3://tls-cli/hello.txt",
+        f"{cli} s3 ls s3://tls-cli/",
+        f"{cli} s3 cp --only-show-errors s3://tls-cli/hello.txt back.txt",
+        f"{cli} s3api head-object --bucket tls-cli --key hello.txt"], env, tmp_path)
+    assert "make_bucket: tls-cli" in made and "hello.txt" in listed
     assert (tmp_path / "back.txt").read_bytes() == b"hello over https\n"
-    head = json.loads(cli("s3api", "head-object", "--bucket", "tls-cli", "--key", "hello.txt"))
-    assert head["ContentLength"] == len(b"hello over https\n")
+    assert json.loads(head)["ContentLength"] == len(b"hello over https\n")
 
 
 def test_metrics_listener_is_https_too(tls_gateway: Gateway, pki: Pki) -> None:

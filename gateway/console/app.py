@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
 
 from gateway.console import pages
@@ -71,6 +72,13 @@ def internal_endpoint(settings: Any) -> str:
     return f"{scheme}://{host}:{settings.port}"
 
 
+def unreachable(exc: BaseException) -> S3Failure:
+    """The gateway's own S3 listener did not answer (shutting down, overloaded)."""
+    log.warning("console: the S3 listener did not answer: %s", type(exc).__name__)
+    return S3Failure(503, "ServiceUnavailable", "the gateway's S3 listener did not answer; "
+                     "try again")
+
+
 def secured(response: web.StreamResponse) -> web.StreamResponse:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
@@ -99,6 +107,7 @@ class Console:
         self.s3 = S3Client(internal_endpoint(settings),
                            ssl=False if getattr(settings, "tls", None) is not None else None)
         self.sessions = Sessions(self.settings.session_minutes * 60)
+        self._static: dict[str, bytes] = {}
 
     async def close(self) -> None:
         await self.s3.close()
@@ -190,6 +199,8 @@ class Console:
                 return await handler(request, session)
             except S3Failure as failure:
                 return self._failed(request, session, failure)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                return self._failed(request, session, unreachable(exc))
 
         return wrapped
 
@@ -216,6 +227,9 @@ class Console:
                                    failure.status if failure.status >= 400 else 500)
             except (KeyError, TypeError, ValueError) as exc:
                 return json_answer({"error": "BadRequest", "message": str(exc)}, 400)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                failure = unreachable(exc)
+                return json_answer({"error": failure.code, "message": failure.message}, 503)
 
         return wrapped
 
@@ -243,7 +257,8 @@ class Console:
     def _login_page(self, request: web.Request, error: str = "", access_key: str = "",
                     status: int = 200) -> web.Response:
         token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
-        response = html(pages.login_page(token, error, access_key), status=status)
+        next_page = request.query.get("next")
+        response = html(pages.login_page(token, error, access_key, next_page), status=status)
         response.set_cookie(LOGIN_COOKIE, token, path=PREFIX + "/", httponly=True,
                             samesite="Strict", secure=request.secure, max_age=3600)
         return response
@@ -290,9 +305,9 @@ class Console:
         target = request.query.get("next") or ""
         response = redirect(target if target.startswith(PREFIX + "/") and "//" not in target
                             else url("/buckets"))
+        # A browser-session cookie: the server ends the session when idle (or at 12 h).
         response.set_cookie(COOKIE, session.id, path=PREFIX + "/", httponly=True,
-                            samesite="Strict", secure=request.secure,
-                            max_age=int(self.sessions.idle_seconds))
+                            samesite="Strict", secure=request.secure)
         response.del_cookie(LOGIN_COOKIE, path=PREFIX + "/")
         return response
 
@@ -499,8 +514,15 @@ class Console:
         bucket, key = str(source.get("bucket", "")), str(source.get("key", ""))
         version_id = str(source.get("versionId") or "") or None
         creds = session.credentials
-        head = {k.lower(): v for k, v in
-                (await self.s3.head_object(creds, bucket, key, version_id)).items()}
+        gone = ""
+        try:
+            head = {k.lower(): v for k, v in
+                    (await self.s3.head_object(creds, bucket, key, version_id)).items()}
+        except S3Failure as failure:
+            if failure.status not in (404, 405):  # 405: that version is a delete marker
+                raise
+            # Deleted (its latest version is a delete marker): its versions still show.
+            head, gone = {}, pages.error_box("No current version: the object was deleted.")
         tags, versions = await gather_limited(
             2, self.s3.object_tags(creds, bucket, key, version_id),
             self.s3.key_versions(creds, bucket, key))
@@ -557,7 +579,7 @@ class Console:
                                  {"bucket": bucket, "key": key, "back": here,
                                   **({"versionId": version_id} if version_id else {})},
                                  confirm=f"Delete {key}?", css="danger") + "</div>")
-        body = (actions + "<h2>Properties</h2>"
+        body = (gone + actions + "<h2>Properties</h2>"
                 + f'<table class="props">{"".join(prop_rows)}</table>'
                 + "<h2>Tags</h2>" + table(["Key", "Value"], tag_rows, "No tags.")
                 + "<h2>Versions</h2>" + table(["Version", "", "Last modified", "Size", ""],
@@ -596,7 +618,8 @@ class Console:
     async def share_object(self, request: web.Request, session: Session) -> web.StreamResponse:
         bucket, key = self._field(request, "bucket"), self._field(request, "key")
         version_id = self._field(request, "versionId") or None
-        expires = int(self._field(request, "expires") or 3600)
+        expires_text = self._field(request, "expires")
+        expires = int(expires_text) if expires_text.isdigit() else 0
         choices = dict(SHARE_CHOICES)
         if expires not in choices:
             raise S3Failure(400, "InvalidArgument", "unknown expiry")
@@ -701,6 +724,9 @@ class Console:
         kind = STATIC_TYPES.get(path.suffix)
         if kind is None or "/" in name or name.startswith(".") or not path.is_file():
             return secured(web.Response(status=404, text="not found"))
-        response = web.Response(body=path.read_bytes(), content_type=kind)
+        body = self._static.get(name)
+        if body is None:  # a few small files, read once
+            body = self._static[name] = path.read_bytes()
+        response = web.Response(body=body, content_type=kind)
         response.headers["Cache-Control"] = "max-age=300"
         return secured(response)

@@ -45,7 +45,8 @@ def post_button(session: Session, action: str, label: str, fields: dict[str, str
 NAV = (("locations", "Locations"), ("buckets", "Buckets"), ("jobs", "Jobs"))
 
 
-def layout(title: str, body: str, session: Session | None, active: str = "") -> str:
+def layout(title: str, body: str, session: Session | None, active: str = "",
+           heading: bool = True) -> str:
     if session is not None:
         links = "".join(
             f'<a href="{url("/" + name)}"{" class=active" if name == active else ""}>{label}</a>'
@@ -70,7 +71,8 @@ def layout(title: str, body: str, session: Session | None, active: str = "") -> 
             f'<link rel="icon" href="{PREFIX}/static/favicon.svg" type="image/svg+xml">'
             f'<link rel="stylesheet" href="{PREFIX}/static/console.css">'
             f'<script src="{PREFIX}/static/console.js" defer></script></head>'
-            f"<body>{header}<main>{flash}<h1>{e(title)}</h1>{body}</main></body></html>")
+            f"<body>{header}<main>{flash}{f'<h1>{e(title)}</h1>' if heading else ''}{body}</main>"
+            "</body></html>")
 
 
 def error_box(text: str) -> str:
@@ -85,9 +87,10 @@ def table(headers: list[str], rows: list[str], empty: str, css: str = "") -> str
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def login_page(token: str, error: str = "", access_key: str = "") -> str:
+def login_page(token: str, error: str = "", access_key: str = "",
+               next_page: str | None = None) -> str:
     box = error_box(error) if error else ""
-    body = (f'<div class="login">{box}<form method="post" action="{url("/login")}" id="login">'
+    body = (f'<div class="login"><h1>Log in</h1>{box}<form method="post" action="{e(url("/login", next=next_page))}" id="login">'
             f'<input type="hidden" name="csrf" value="{e(token)}">'
             '<label>Access key<input name="access_key" id="access_key" autocomplete="username" '
             f'required value="{e(access_key)}" autofocus></label>'
@@ -97,4 +100,4 @@ def login_page(token: str, error: str = "", access_key: str = "") -> str:
             '<p class="hint">The keys of an account of this gateway (conf/authdata.json or '
             "<code>python -m gateway accounts</code>). The secret stays on the server for the "
             "session only.</p></div>")
-    return layout("Log in", body, None)
+    return layout("Log in", body, None, heading=False)

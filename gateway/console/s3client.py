@@ -119,7 +119,14 @@ class S3Client:
                   encoded=True)
         async with self._http().request(method, url, headers=signed, data=body or None,
                                         allow_redirects=False) as answer:
-            data = await answer.content.read(MAX_ANSWER)
+            chunks: list[bytes] = []
+            total = 0
+            async for chunk in answer.content.iter_chunked(64 * 1024):
+                total += len(chunk)
+                if total > MAX_ANSWER:  # never for the requests made here: refuse, bounded
+                    raise S3Failure(502, "InternalError", "the S3 answer was too large")
+                chunks.append(chunk)
+            data = b"".join(chunks)
             found = dict(answer.headers)
             status = answer.status
         if status >= 300:

@@ -7,7 +7,6 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.console.s3client import Credentials
 
@@ -25,7 +24,6 @@ class Session:
     created: float
     expires: float
     flash: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) for the next page
-    cache: dict[str, tuple[float, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def access_key(self) -> str:

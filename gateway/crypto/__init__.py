@@ -9,9 +9,11 @@
 - gateway/crypto/sse.py: the S3 side. SSE request headers judged as AWS does, the record kept
   per object (EncryptionRecord, ObjectRecord.attrs["sse"]), and Encryption, the service the
   object engine calls.
+- gateway/crypto/objects.py: the glue the object engine calls (seal a PUT's body, open the
+  plaintext of a range of an encrypted record, response headers).
 
-The package takes plain values (headers, byte streams, records) and knows nothing of HTTP,
-metadata stores or translators. Only the `cryptography` package's AES-GCM and HKDF are used:
+The package takes plain values (headers, byte streams, records, locations) and knows nothing of
+HTTP or metadata stores. Only the `cryptography` package's AES-GCM and HKDF are used:
 no cipher is written here.
 """
 

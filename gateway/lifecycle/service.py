@@ -173,9 +173,10 @@ class Lifecycle:
             data = {"key": action.key, "version_id": action.version_id, "etag": action.etag,
                     "class": action.storage_class}
             # One pending job per object version and kind; "expire" is per key (it acts on
-            # whatever version is current).
+            # whatever version is current). A version id is hex (or "null"), so the key part
+            # before "?versionId=" is unambiguous.
             job_key = f"{bucket}/{action.key}" if kind == EXPIRE else \
-                f"{bucket}/{action.key}\0{action.version_id or 'null'}"
+                f"{bucket}/{action.key}?versionId={action.version_id or 'null'}"
             if await self.jobs.enqueue(kind, job_key, bucket, data) is not None:
                 report.add(kind)
 

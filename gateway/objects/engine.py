@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from gateway.crypto import objects as sse_objects  # encryption at rest (issue 15)
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import (
@@ -68,6 +69,7 @@ from gateway.translators.base import NotFound, ObjectMeta, Part, Stored
 
 if TYPE_CHECKING:
     from gateway.config import StorageSettings
+    from gateway.crypto.sse import Encryption
     from gateway.locations import Location, Locations
 
 T = TypeVar("T")
@@ -228,6 +230,8 @@ class ObjectRead:
     locations: Any = None
     data: bytes | None = None  # the whole body, when small enough (GetOptions.small)
     _opened: AsyncIterator[bytes] | None = None
+    # Encrypted records (gateway/crypto/objects.py): opens the plaintext of first..last.
+    opener: Callable[[], Awaitable[AsyncIterator[bytes]]] | None = None
 
     @property
     def length(self) -> int:
@@ -238,6 +242,13 @@ class ObjectRead:
         return f"bytes {self.first}-{self.last}/{self.record.size}"
 
     async def _open(self, small: int) -> None:
+        if self.opener is not None:  # encrypted: decrypts only the chunks first..last need
+            stream = await self.opener()
+            if self.length <= small:
+                self.data = b"".join([chunk async for chunk in stream])
+            else:
+                self._opened = stream
+            return
         if not self.spans:
             self.data = b""
             return
@@ -255,6 +266,10 @@ class ObjectRead:
             yield self.data
             return
         try:
+            if self.opener is not None and self._opened is not None:  # encrypted
+                async for chunk in self._opened:
+                    yield chunk
+                return
             for index, (piece, offset, span_len) in enumerate(self.spans):
                 stream = self._opened if index == 0 and self._opened is not None else \
                     await self.locations[piece.location].get(piece, offset, span_len)
@@ -274,6 +289,8 @@ class Engine:
         self.exclusive_store = exclusive_store
         self.collector = Collector(metadata, locations, storage)
         self.listeners: list[Listener] = []
+        # Encryption at rest (gateway/crypto/), set up by the gateway at start-up.
+        self.encryption: Encryption | None = None
 
     async def start(self) -> None:
         older_than = time.time() if self.exclusive_store else time.time() - self.storage.intent_grace
@@ -390,8 +407,13 @@ class Engine:
         await self.check_expectation(bucket, key, expect)
         algorithm = opts.checksum_algorithm or checksums.DEFAULT_ALGORITHM
         verified = VerifiedBody(body, size, opts.content_md5, (algorithm,), opts.verify)
+        stream, stored_size, sealed = aiter(verified), size, None
+        if opts.encryption:  # the location receives only ciphertext (gateway/crypto/)
+            sealed = await sse_objects.seal_body(self.encryption, opts.encryption, bucket.name,
+                                                 key, stream, size)
+            stream, stored_size = sealed.stream, sealed.size
         async with self.new_piece(location, bucket.name, key) as write:
-            stored = await location.put(write.key, aiter(verified), size,
+            stored = await location.put(write.key, stream, stored_size,
                                         object_meta(opts.headers, opts.user_meta, opts.tags))
             record = ObjectRecord(
                 bucket=bucket.name, key=key, size=size, etag=verified.etag,
@@ -399,6 +421,8 @@ class Engine:
                 owner=opts.owner, headers=dict(opts.headers), user_meta=dict(opts.user_meta),
                 tags=dict(opts.tags),
                 attrs=new_attrs(opts, single_checksum(algorithm, verified.checksum(algorithm))))
+            if sealed is not None:
+                record.attrs[sse_objects.ATTR] = sealed.attrs()
             replaced = await self.commit(bucket, record, write, expect=expect)
         return WriteResult(record, replaced, self._event(kind, record,
                                                          opts.requester or opts.owner))
@@ -443,6 +467,11 @@ class Engine:
             first, last = opts.range.resolve(obj.size)
             partial = True
             checksum = None  # a range has none
+        if sse_objects.is_encrypted(obj):  # plaintext offsets are not the pieces' offsets
+            read = ObjectRead(obj, first, last, partial, checksum, count, [], self.locations)
+            read.opener = lambda: sse_objects.open_plaintext(self.encryption, self.locations,
+                                                             obj, first, last)
+            return read
         spans = piece_spans(obj.pieces, first, last) if obj.size and last >= first else []
         return ObjectRead(obj, first, last, partial, checksum, count, spans, self.locations)
 
@@ -454,8 +483,12 @@ class Engine:
         else streamed and hashed. Onto itself it must change something (metadata with REPLACE,
         or the storage class); then, unversioned, only the metadata changes."""
         check_conditions(opts.source_conditions, source, all_412=True)
+        # The destination's encryption (gateway/crypto/): asked for, else kept when the source
+        # has one. An encrypted copy streams: decrypted, sealed anew under a fresh data key.
+        encryption = sse_objects.copy_encryption(source, opts.encryption)
         same_object = source_bucket.name == bucket.name and source.key == key
-        if same_object and opts.metadata_directive != REPLACE and opts.storage_class is None:
+        if same_object and opts.metadata_directive != REPLACE and opts.storage_class is None \
+                and not opts.encryption:  # a self-copy may change only the encryption (rotation)
             raise S3Error("InvalidRequest", SELF_COPY_MESSAGE)
         if source.size > MAX_PUT_SIZE:
             raise too_large_copy(source.size, MAX_PUT_SIZE)
@@ -486,7 +519,8 @@ class Engine:
         # A one-piece object with a plain MD5 ETag can be copied without reading it: its ETag
         # is already the MD5 of its bytes. A multipart source gets a fresh MD5 (as AWS).
         one_piece = (len(source.pieces) == 1 and source.pieces[0].location == location.name
-                     and bool(_PLAIN_MD5.match(source.etag)) and not must_read)
+                     and bool(_PLAIN_MD5.match(source.etag)) and not must_read
+                     and encryption is None)
 
         if same_object and one_piece and versioning_state(bucket) != "Enabled":
             # Onto itself in place: only the gateway's metadata changes (it is the reference);
@@ -511,10 +545,21 @@ class Engine:
                     raise missing_data(source.key, "The copy source's") from None
             if stored is None:  # another location, several pieces, no server-side copy
                 computed = algorithm or checksums.DEFAULT_ALGORITHM
-                streamed = SourceBody(self.locations, source, 0, source.size, (computed,))
-                stored = await location.put(write.key, aiter(streamed), source.size, meta)
+                streamed: SourceBody | sse_objects.PlainSource = (
+                    sse_objects.PlainSource(self.encryption, self.locations, source, 0,
+                                            source.size, (computed,))
+                    if sse_objects.is_encrypted(source)
+                    else SourceBody(self.locations, source, 0, source.size, (computed,)))
+                body, stored_size, sealed = aiter(streamed), source.size, None
+                if encryption:
+                    sealed = await sse_objects.seal_body(self.encryption, encryption,
+                                                         bucket.name, key, body, source.size)
+                    body, stored_size = sealed.stream, sealed.size
+                stored = await location.put(write.key, body, stored_size, meta)
                 etag = streamed.etag
                 attrs["checksum"] = single_checksum(computed, streamed.checksum(computed))
+                if sealed is not None:
+                    attrs[sse_objects.ATTR] = sealed.attrs()
             record = ObjectRecord(
                 bucket=bucket.name, key=key, size=source.size, etag=etag, last_modified=now,
                 location=location.name, pieces=[stored], owner=opts.owner, headers=headers,
@@ -666,6 +711,7 @@ class Engine:
         """Part `number` of `upload` from bytes first..first+length-1 of `source`: copied by
         the location when it can, else streamed and hashed."""
         check_conditions(conditions, source, all_412=True)
+        sse_objects.refuse_encrypted_source(source)
         if length > MAX_PART_SIZE:
             raise too_large_copy(length, MAX_PART_SIZE)
         location = self.locations[upload.location]

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -331,12 +331,16 @@ def _parse_chunk_header(line: bytes, *, signed: bool) -> tuple[int, str]:
 
 def authenticate(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
                  accounts: AccountStore, *, host_bucket: str | None = None,
-                 now: float | None = None, region: str | None = None) -> AuthResult:
+                 now: float | None = None,
+                 region: str | Sequence[str] | None = None) -> AuthResult:
     """Authenticate one request from its request line and headers; raise S3Error if it fails.
-    `region`: the region a SigV4 signature must be scoped to (None or "*": any)."""
+    `region`: the region(s) a SigV4 signature may be scoped to, the first named in the error
+    (None or "*": any)."""
     now = time.time() if now is None else now
     if region == "*":
         region = None
+    elif isinstance(region, str):
+        region = (region,)
     query = _parse_query(raw_query)
     names = {name for name, _ in query}
     authorization = headers.get("Authorization")
@@ -520,14 +524,15 @@ def _parse_credential(credential: str, error: str) -> _Credential:
     return _Credential(access_key, date, region, service)
 
 
-def _check_region(credential: _Credential, expected: str | None, error: str,
+def _check_region(credential: _Credential, expected: Sequence[str] | None, error: str,
                   preamble: str) -> None:
-    """A signature scoped to another region than the gateway's is refused as AWS refuses one
-    for another bucket's region: naming the expected region, which SDKs then sign for."""
-    if expected is not None and credential.region != expected:
+    """A signature scoped to a region the gateway does not answer for is refused as AWS
+    refuses one for another bucket's region: naming the expected region (the first), which
+    SDKs then sign for."""
+    if expected is not None and credential.region not in expected:
         shown = credential.region if credential.region.isprintable() else "?"
         raise S3Error(error, f"{preamble} the region '{shown[:64]}' is wrong; expecting "
-                      f"'{expected}'", status=400, Region=expected)
+                      f"'{expected[0]}'", status=400, Region=expected[0])
 
 
 def _v4_canonical_request(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
@@ -600,7 +605,7 @@ def _v4_timestamp(headers: Mapping[str, str], now: float) -> tuple[str, float, s
 
 def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
                authorization: str, accounts: AccountStore, now: float,
-               region: str | None = None) -> AuthResult:
+               region: Sequence[str] | None = None) -> AuthResult:
     fields: dict[str, str] = {}
     for item in authorization[len(V4_ALGORITHM):].split(","):
         name, sep, value = item.strip().partition("=")
@@ -666,7 +671,8 @@ def _v4_header(method: str, raw_path: str, query: Query, headers: Mapping[str, s
 
 
 def _v4_query(method: str, raw_path: str, query: Query, headers: Mapping[str, str],
-              accounts: AccountStore, now: float, region: str | None = None) -> AuthResult:
+              accounts: AccountStore, now: float,
+              region: Sequence[str] | None = None) -> AuthResult:
     error = "AuthorizationQueryParametersError"
     params = {name: _first(query, name) for name in (
         "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",

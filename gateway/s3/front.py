@@ -286,6 +286,12 @@ def check_declared_length(http: web.Request, level: str, sub: str,
 class Front:
     def __init__(self, gateway: object, endpoints: list[str]) -> None:
         self.gateway = gateway
+        # The regions SigV4 signatures may name (config.json "region", then every location's
+        # name, as clients name locations by region), or None for any ("region": "*").
+        settings = getattr(gateway, "settings", None)
+        region = getattr(settings, "region", "*")
+        self.regions: tuple[str, ...] | None = None if region == "*" else (
+            region, *sorted(getattr(settings, "locations", {})))
         self.endpoints = sorted(endpoints, key=len, reverse=True)
         self._counters: dict[tuple[str, int], Any] = {}
         self._hosts: dict[str | None, str | None] = {}
@@ -428,7 +434,7 @@ class Front:
         query = {k: v for k, v in reversed(parse_qsl(raw_query, keep_blank_values=True))}
         result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
                                    self.gateway.accounts, host_bucket=host_bucket,
-                                   region=self.gateway.settings.region)
+                                   region=self.regions)
         level = "service" if bucket_name is None else ("bucket" if key is None else "object")
         sub = next((name for name in SUBRESOURCES if name in query), "")
         check_declared_length(http, level, sub, result)
@@ -482,7 +488,7 @@ class Front:
                 raise early
             result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
                                        self.gateway.accounts, host_bucket=host_bucket,
-                                       region=self.gateway.settings.region)
+                                       region=self.regions)
         except S3Error as err:
             info["accessKeyId"] = claimed_access_key(http.headers, query)
             if err.resource is None:

@@ -253,6 +253,20 @@ class FileTranslator(Translator):
     async def complete_upload(
         self, key: str, upload_id: str, parts: list[Part], meta: ObjectMeta
     ) -> list[Stored]:
+        # The listed parts become the object's pieces (no byte copied); parts stored for this
+        # upload but not listed (unrecorded retries, left-out numbers) go now.
+        folder = self._upload_folder(upload_id)
+        listed = {part.stored.key for part in parts}
+
+        def _drop_unlisted() -> None:
+            for name, _size in _list_files(self.root / folder):
+                if f"{folder}/{name}" not in listed:
+                    (self.root / folder / name).unlink(missing_ok=True)
+
+        try:
+            await asyncio.to_thread(_drop_unlisted)
+        except FileNotFoundError:
+            raise NotFound(upload_id) from None
         return [part.stored for part in parts]
 
     async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:

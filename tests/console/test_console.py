@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +21,14 @@ from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.console.conftest import SCREENSHOTS
-from tests.gatewayproc import ACCESS_KEY, ACCESS_KEY2, SECRET_KEY, SECRET_KEY2, Gateway
+from tests.gatewayproc import (
+    ACCESS_KEY,
+    ACCESS_KEY2,
+    SECRET_KEY,
+    SECRET_KEY2,
+    Gateway,
+    start_gateway,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "console-flow"
@@ -189,6 +197,10 @@ def test_full_flow(console_gateway: Gateway, browser: Any, downloads: Path,
     assert not browser.find_elements(By.CSS_SELECTOR, "tr[data-key='folder/big.bin']")
     with pytest.raises(ClientError):
         s3.head_object(Bucket=BUCKET, Key="folder/big.bin")
+    # Versioned: its page still lists the old version under the delete marker.
+    browser.get(f"{base}/_/console/object?bucket={BUCKET}&key=folder/big.bin")
+    assert "No current version" in browser.page_source
+    assert "delete marker" in browser.page_source and head["VersionId"] in browser.page_source
 
     browser.find_element(By.LINK_TEXT, "Jobs").click()
     wait(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Jobs")
@@ -252,3 +264,121 @@ def test_console_on_its_own_port(console_gateway: Gateway, browser: Any, tmp_pat
     while time.monotonic() < deadline and browser.get_cookie("s3gw_console"):
         time.sleep(0.05)
     assert browser.get_cookie("s3gw_console") is None
+
+
+def test_large_bucket_pages_with_continuation_tokens(console_gateway: Gateway,
+                                                     browser: Any) -> None:
+    s3 = console_gateway.client()
+    s3.create_bucket(Bucket="console-pages",
+                     CreateBucketConfiguration={"LocationConstraint": "fast"})
+    keys = [f"k{n:03d}" for n in range(130)]
+    for key in keys:
+        s3.put_object(Bucket="console-pages", Key=key, Body=b"x")
+    base = console_gateway.endpoint
+    # Logged out, the page sends the browser to log in, and back to the page after.
+    browser.get(f"{base}/_/console/b/console-pages")
+    wait(browser, lambda d: d.find_element(By.ID, "access_key")).send_keys(ACCESS_KEY)
+    browser.find_element(By.ID, "secret_key").send_keys(SECRET_KEY)
+    browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+    wait(browser, lambda d: d.current_url.endswith("/_/console/b/console-pages"))
+    seen = [row.get_attribute("data-key")
+            for row in browser.find_elements(By.CSS_SELECTOR, "tr[data-key]")]
+    assert seen == keys[:100]
+    browser.find_element(By.ID, "next-page").click()
+    wait(browser, lambda d: "token=" in d.current_url)
+    seen += [row.get_attribute("data-key")
+             for row in browser.find_elements(By.CSS_SELECTOR, "tr[data-key]")]
+    assert seen == keys
+    assert not browser.find_elements(By.ID, "next-page")
+    logout(browser)
+
+
+def _session(base: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> tuple[
+        requests.Session, str]:
+    """A logged-in requests session and its CSRF token, through the real login form."""
+    http = requests.Session()
+    form = http.get(f"{base}/_/console/login", timeout=10).text
+    token = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    answer = http.post(f"{base}/_/console/login", timeout=10, headers={"Origin": base},
+                       data={"csrf": token, "access_key": access, "secret_key": secret})
+    assert answer.url.endswith("/_/console/buckets"), answer.url
+    csrf = re.search(r'name="csrf" content="([^"]+)"', answer.text).group(1)  # type: ignore[union-attr]
+    return http, csrf
+
+
+def test_forms_need_the_session_token_and_origin(console_gateway: Gateway) -> None:
+    base = console_gateway.endpoint
+    assert requests.get(f"{base}/_/console/api/locations", timeout=10).status_code == 401
+    http, csrf = _session(base)
+    health = http.get(f"{base}/_/console/api/locations", timeout=10).json()  # the live refresh
+    assert health["us-east-1"]["state"] == "up" and health["fast"]["type"] == "mem"
+    create = f"{base}/_/console/buckets/create"
+    fields = {"bucket": "csrf-victim", "location": "us-east-1"}
+    for data, origin in (({**fields}, base),                        # no token
+                         ({**fields, "csrf": "forged"}, base),      # a wrong one
+                         ({**fields, "csrf": csrf}, "http://evil.example")):  # another site
+        refused = http.post(create, data=data, headers={"Origin": origin}, timeout=10,
+                            allow_redirects=False)
+        assert refused.status_code == 403
+    api = http.post(f"{base}/_/console/api/upload/start", timeout=10,
+                    json={"bucket": "csrf-victim", "key": "k", "size": 1})
+    assert api.status_code == 403
+    names = [b["Name"] for b in console_gateway.client().list_buckets()["Buckets"]]
+    assert "csrf-victim" not in names
+    # The right token from this origin works; after logout the session is gone.
+    done = http.post(create, data={**fields, "csrf": csrf}, headers={"Origin": base},
+                     timeout=10, allow_redirects=False)
+    assert done.status_code == 303
+    console_gateway.client().head_bucket(Bucket="csrf-victim")
+    http.post(f"{base}/_/console/logout", data={"csrf": csrf}, headers={"Origin": base},
+              timeout=10)
+    after = http.get(f"{base}/_/console/buckets", timeout=10, allow_redirects=False)
+    assert after.status_code == 303 and "/_/console/login" in after.headers["Location"]
+
+
+
+def test_upload_api_empty_file_and_abort(console_gateway: Gateway) -> None:
+    """The upload calls the page's script makes: an empty file is one empty part; an
+    aborted upload leaves nothing behind."""
+    base = console_gateway.endpoint
+    s3 = console_gateway.client()
+    s3.create_bucket(Bucket="console-api")
+    http, csrf = _session(base)
+    headers = {"X-CSRF-Token": csrf, "Origin": base}
+
+    def call(path: str, **body: Any) -> Any:
+        answer = http.post(f"{base}/_/console/api/upload/{path}", json=body, headers=headers,
+                           timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    target = {"bucket": "console-api", "key": "empty"}
+    start = call("start", **target, size=0, type="text/plain")
+    assert start["parts"] == 1
+    url = call("sign", **target, uploadId=start["uploadId"], first=1, last=1)["urls"]["1"]
+    put = requests.put(url, data=b"", timeout=10)
+    assert put.status_code == 200
+    call("complete", **target, uploadId=start["uploadId"], etags=[put.headers["ETag"]])
+    head = s3.head_object(Bucket="console-api", Key="empty")
+    assert head["ContentLength"] == 0 and head["ContentType"] == "text/plain"
+
+    aborted = call("start", **{**target, "key": "gone"}, size=5)
+    call("abort", **{**target, "key": "gone"}, uploadId=aborted["uploadId"])
+    assert s3.list_multipart_uploads(Bucket="console-api").get("Uploads", []) == []
+    # Someone else's bucket: refused by S3, answered as S3 did.
+    http2, csrf2 = _session(base, ACCESS_KEY2, SECRET_KEY2)
+    refused = http2.post(f"{base}/_/console/api/upload/start", timeout=10,
+                         headers={"X-CSRF-Token": csrf2, "Origin": base},
+                         json={**target, "size": 1})
+    assert refused.status_code == 403 and refused.json()["error"] == "AccessDenied"
+
+
+def test_idle_session_ends(tmp_path: Path) -> None:
+    with start_gateway(tmp_path, config={"console": {"sessionMinutes": 0.02}}) as gateway:
+        http, _ = _session(gateway.endpoint)  # 1.2 s idle allowed
+        assert http.get(f"{gateway.endpoint}/_/console/buckets", timeout=10,
+                        allow_redirects=False).status_code == 200
+        time.sleep(1.5)
+        ended = http.get(f"{gateway.endpoint}/_/console/buckets", timeout=10,
+                         allow_redirects=False)
+        assert ended.status_code == 303 and "/_/console/login" in ended.headers["Location"]

@@ -96,8 +96,8 @@ def stack() -> Iterator[Stack]:
         pytest.skip("S3GW_SKIP_DOCKER is set")
     for name in PORT_NAMES:
         env[name] = str(free_port())
-    run_script("up", env)
     try:
+        run_script("up", env)
         yield Stack({name: int(env[name]) for name in PORT_NAMES}, env, project)
     finally:
         run_script("down", env)

@@ -170,7 +170,10 @@ def test_help_lists_commands_files_and_every_environment_variable() -> None:
     result = run_gateway({}, "--help")
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    for command in ("serve", "locations", "check", "fsck", "accounts"):
+    from gateway.__main__ import COMMANDS
+
+    assert {"serve", "locations", "check", "fsck", "accounts"} <= set(COMMANDS)
+    for command in COMMANDS:
         assert re.search(rf"^\s+{command}\b", text, re.M), command
     for file in ("config.json", "locationConfig.json", "authdata.json", "master.key"):
         assert file in text

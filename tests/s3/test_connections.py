@@ -125,7 +125,7 @@ def test_stalled_body_times_out_and_stores_nothing(gateway: Gateway) -> None:
     assert status == 400 and s3_error(status, headers, body) == "RequestTimeout"
     assert not exists(gateway, "stalled")
     logged = log_since(gateway, mark, '"RequestTimeout"')
-    assert '"error": "RequestTimeout"' in logged and "Traceback" not in logged
+    assert '"errorCode": "RequestTimeout"' in logged and "Traceback" not in logged
     # A slow but steady body is not cut: 5 pieces, 0.5 s apart (2 s in all, > bodyTimeout).
     with connect(gateway) as sock:
         sock.sendall(request_bytes(gateway, "PUT", "/conn-bucket/steady",

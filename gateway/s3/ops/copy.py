@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 
+from gateway.crypto import objects as sse_objects
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import BucketRecord, ObjectRecord
@@ -121,14 +122,16 @@ async def copy_object(req: S3Request) -> web.Response:
         storage_class=requested_storage_class(req.headers),
         location=req.headers.get(LOCATION_HEADER) if replace else None, host=req.host,
         checksum_algorithm=copy_algorithm(req),
-        source_conditions=request_conditions(req.headers, "x-amz-copy-source-"))
+        source_conditions=request_conditions(req.headers, "x-amz-copy-source-"),
+        encryption=sse_objects.put_encryption(req.headers))  # the destination's (crypto/)
     result = await req.gateway.engine.copy(bucket, req.key, source.obj, source.bucket, opts)
     record = result.record
     req.extra_log["location"] = record.location
     source_headers = version_headers(source.bucket, source.obj)
     copy_headers = ({"x-amz-copy-source-version-id": source_headers["x-amz-version-id"]}
                     if "x-amz-version-id" in source_headers else {})
-    headers = {**encryption_headers(result.encryption), **copy_headers}
+    headers = {**encryption_headers(result.encryption), **copy_headers,
+               **sse_objects.response_headers(record)}  # gateway encryption (crypto/)
     if not result.in_place:  # in place, the version stays the same
         headers.update(version_headers(bucket, record))
     return xml_response("CopyObjectResult", record.etag, record.last_modified, headers,

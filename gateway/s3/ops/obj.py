@@ -9,6 +9,7 @@ from email.utils import parsedate_to_datetime
 
 from aiohttp import web
 
+from gateway.crypto import objects as sse_objects
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import BucketRecord, ObjectRecord
@@ -75,7 +76,7 @@ async def put_object(req: S3Request) -> web.Response:
         storage_class=requested_storage_class(req.headers),
         location=req.headers.get(LOCATION_HEADER), host=req.host,
         content_md5=content_md5(req), checksum_algorithm=stated.algorithm if stated else None,
-        verify=stated_verifier(req, stated))
+        verify=stated_verifier(req, stated), encryption=sse_objects.put_encryption(req.headers))
     size = body_size(req)
     result = await req.gateway.engine.put(bucket, req.key, request_body(req, stated), size, opts)
     req.extra_log["location"] = result.record.location
@@ -84,6 +85,7 @@ async def put_object(req: S3Request) -> web.Response:
     response_headers.update(req.gateway.lifecycle.object_headers(bucket, result.record))
     if result.encryption:
         response_headers["x-amz-server-side-encryption"] = result.encryption
+    response_headers.update(sse_objects.response_headers(result.record))  # gateway encryption
     return web.Response(headers=response_headers)
 
 
@@ -128,6 +130,7 @@ def object_headers(obj: ObjectRecord) -> dict[str, str]:
     encryption = next((p.encryption for p in obj.pieces if p.encryption), None)
     if encryption:
         headers["x-amz-server-side-encryption"] = encryption
+    headers.update(sse_objects.response_headers(obj))  # gateway encryption (gateway/crypto/)
     headers.update(storage_class_headers(obj))
     return headers
 

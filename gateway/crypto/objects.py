@@ -1,0 +1,234 @@
+"""What the object engine calls for encrypted objects (the glue to gateway/objects/engine.py).
+
+ObjectRecord.attrs["sse"] holds the object's EncryptionRecord (gateway/crypto/sse.py): its
+presence is what makes a record encrypted. The record's size, ETag and checksum stay the
+plaintext's; its pieces hold ciphertext (Stored.size is the stored, ciphertext size).
+
+Wired so far: SSE-S3 (x-amz-server-side-encryption: AES256) and SSE-KMS (aws:kms, with key id,
+encryption context, bucket-key flag) on PutObject, GetObject (ranges and partNumber 1
+included) and HeadObject, on every location type. SSE-C and the other writes of encrypted
+objects (copy, UploadPartCopy; multipart uploads are not encrypted yet) answer NotImplemented
+rather than store or copy bytes wrongly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.crypto.sse import (
+    SSE_KMS,
+    SSE_S3,
+    Encryption,
+    EncryptionRecord,
+    Sealing,
+    SseRequest,
+    sse_request,
+)
+from gateway.crypto.sse import response_headers as _sse_headers
+from gateway.crypto.stream import (
+    CiphertextError,
+    SealedStream,
+    Segment,
+    SegmentRead,
+    StreamParams,
+    ciphertext_size,
+)
+from gateway.errors import S3Error
+from gateway.s3 import checksums  # pure functions: hashers and encodings, no HTTP
+
+ATTR = "sse"
+
+
+def is_encrypted(record: Any) -> bool:
+    """Whether a record's (ObjectRecord, UploadRecord) bytes are the gateway's ciphertext."""
+    return ATTR in record.attrs
+
+
+def not_yet(what: str) -> S3Error:
+    return S3Error("NotImplemented", f"{what} is not available on this gateway yet.")
+
+
+def put_encryption(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """PutOptions.encryption for a PutObject's headers: None (none asked), or {"mode":
+    "AES256" | "aws:kms", "keyId", "context" (JSON), "bucketKey"}. AWS's errors for malformed
+    SSE headers; NotImplemented for SSE-C (not wired yet), so no client believes plaintext is
+    sealed."""
+    request = sse_request(headers)
+    if request is None:
+        return None
+    if request.mode not in (SSE_S3, SSE_KMS):
+        raise not_yet(f"Server-side encryption {request.mode}")
+    options = {"mode": request.mode}
+    if request.key_id is not None:
+        options["keyId"] = request.key_id
+    if request.context:
+        options["context"] = json.dumps(request.context, sort_keys=True)
+    if request.bucket_key:
+        options["bucketKey"] = "true"
+    return options
+
+
+def _request(options: Mapping[str, str]) -> SseRequest:
+    return SseRequest(options["mode"], options.get("keyId"),
+                      json.loads(options["context"]) if "context" in options else {},
+                      options.get("bucketKey") == "true")
+
+
+def refuse_encrypted_source(source: Any) -> None:
+    """UploadPartCopy from an encrypted object is not wired yet: refuse it rather than copy
+    ciphertext into a plaintext part."""
+    if is_encrypted(source):
+        raise not_yet("Copying a part of a server-side encrypted object")
+
+
+def copy_encryption(source: Any, requested: Mapping[str, str] | None) -> dict[str, str] | None:
+    """What a copy's destination is encrypted with: what the request asks for, else SSE-S3
+    when the source was encrypted (AWS applies the bucket default, SSE-S3 unless configured:
+    a copy never silently turns an encrypted object into plaintext), else nothing."""
+    if requested:
+        return dict(requested)
+    return {"mode": SSE_S3} if is_encrypted(source) else None
+
+
+class PlainSource:
+    """Plaintext bytes first..first+length-1 of an encrypted record, MD5-hashed and
+    checksummed (`algorithms`) as they stream: the source of a copy of an encrypted object
+    (gateway/objects/streams.py SourceBody's counterpart). Every chunk is authenticated before
+    it is passed on; the last piece is held back until the length (and, for a whole object,
+    its stored checksum) is confirmed, so a bad source never completes a write."""
+
+    def __init__(self, encryption: Encryption | None, locations: Any, record: Any, first: int,
+                 length: int, algorithms: tuple[str, ...] = ()) -> None:
+        self.encryption = encryption
+        self.locations = locations
+        self.record = record
+        self.first = first
+        self.length = length
+        self.md5 = hashlib.md5()
+        self._hashers = {algorithm: checksums.hasher(algorithm) for algorithm in algorithms}
+        stored = record.attrs.get("checksum")
+        self._expected = (stored if stored and first == 0 and length == record.size
+                          and stored.get("type") == checksums.FULL_OBJECT
+                          and stored.get("algorithm") in self._hashers else None)
+
+    def _update(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        for h in self._hashers.values():
+            h.update(chunk)
+
+    def checksum(self, algorithm: str) -> str:
+        return checksums.encode(bytes(self._hashers[algorithm].digest()))
+
+    @property
+    def etag(self) -> str:
+        return self.md5.hexdigest()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        pending: bytes | None = None
+        stream = await open_plaintext(self.encryption, self.locations, self.record, self.first,
+                                      self.first + self.length - 1)
+        async for chunk in stream:
+            seen += len(chunk)
+            if len(chunk) >= 256 * 1024:
+                await asyncio.to_thread(self._update, chunk)
+            else:
+                self._update(chunk)
+            if pending is not None:
+                yield pending
+            pending = chunk
+        if seen != self.length:
+            raise S3Error("InternalError", f"The copy source gave {seen} of {self.length} bytes.")
+        expected = self._expected
+        if expected and self.checksum(expected["algorithm"]) != expected["value"]:
+            raise S3Error("InternalError", "The copy source's data does not match its stored "
+                          f"{expected['algorithm']} checksum.")
+        if pending is not None:
+            yield pending
+
+
+@dataclass
+class SealedBody:
+    """A PUT's body on its way to the location, encrypted."""
+
+    sealing: Sealing
+    params: StreamParams
+    stream: AsyncIterator[bytes]  # the ciphertext, for Location.put
+    size: int  # the ciphertext's size (what the location stores)
+    plain_size: int
+
+    def attrs(self) -> dict[str, Any]:
+        """ObjectRecord.attrs["sse"] once the stream is stored."""
+        self.sealing.record.segments = [Segment(self.params, self.plain_size)]
+        return self.sealing.record.to_dict()
+
+
+async def seal_body(encryption: Encryption | None, options: Mapping[str, str], bucket: str,
+                    key: str, body: AsyncIterable[bytes], size: int) -> SealedBody:
+    """Encrypt a PUT's (verified) body with a fresh data key, as PutOptions.encryption asks.
+    The final chunk is sealed only once `body` has ended, so a body refused at its end (bad
+    digest, short) never leaves a complete stream on the location."""
+    if encryption is None:
+        raise S3Error("InternalError", "Encryption at rest is not set up on this gateway.")
+    sealing = await encryption.new_sealing(_request(options), bucket, key)
+    sealed, params = sealing.new_segment()
+    return SealedBody(sealing, params, sealed.encrypt(body), ciphertext_size(size, params.chunk_size),
+                      size)
+
+
+def response_headers(record: Any) -> dict[str, str]:
+    """x-amz-server-side-encryption (and KMS key id, bucket key) of an encrypted record."""
+    if not is_encrypted(record):
+        return {}
+    return _sse_headers(EncryptionRecord.from_dict(record.attrs[ATTR]))
+
+
+async def open_plaintext(encryption: Encryption | None, locations: Any, record: Any,
+                         first: int, last: int) -> AsyncIterator[bytes]:
+    """Plaintext bytes first..last (inclusive) of an encrypted record: only the chunks they
+    need are fetched and authenticated. The first backend stream is opened before this
+    returns (NotFound/OSError surface here, as for plaintext reads); later failures, and
+    CiphertextError for tampered data, surface while iterating."""
+    if encryption is None:
+        raise S3Error("InternalError", "Encryption at rest is not set up on this gateway.")
+    sse = EncryptionRecord.from_dict(record.attrs[ATTR])
+    layout = sse.layout()
+    pieces = record.pieces
+    if layout.plain_size != record.size:
+        raise CiphertextError("encryption record and object disagree on the size")
+    per_piece = len(pieces) == len(layout.segments)  # file/mem: a piece per part (or PUT)
+    if per_piece:
+        if any(p.size != s.cipher_size for p, s in zip(pieces, layout.segments, strict=True)):
+            raise CiphertextError("stored sizes do not match the encryption record")
+    elif len(pieces) != 1 or pieces[0].size != layout.cipher_size:
+        raise CiphertextError("stored pieces do not match the encryption record")
+    data_key = await encryption.data_key(sse, record.bucket, record.key, None)
+    reads = layout.plan(first, last - first + 1) if last >= first else []
+
+    async def fetch(item: SegmentRead) -> AsyncIterator[bytes]:
+        if per_piece:
+            piece, offset = pieces[item.index], item.read.cipher_offset
+        else:  # one backend object holding every segment end to end (clouds' multipart)
+            piece, offset = pieces[0], item.absolute_offset
+        return await locations[piece.location].get(piece, offset, item.read.cipher_length)
+
+    opened = await fetch(reads[0]) if reads else None
+
+    async def plaintext() -> AsyncIterator[bytes]:
+        for number, item in enumerate(reads):
+            stream = opened if number == 0 and opened is not None else await fetch(item)
+            sealed = SealedStream(data_key, layout.segments[item.index].params)
+            async for chunk in sealed.decrypt(item.read, stream):
+                yield chunk
+
+    return plaintext()
+
+
+__all__ = ["ATTR", "PlainSource", "SealedBody", "copy_encryption", "is_encrypted",
+           "open_plaintext", "put_encryption", "refuse_encrypted_source", "response_headers",
+           "seal_body"]

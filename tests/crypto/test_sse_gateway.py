@@ -1,0 +1,224 @@
+"""SSE-S3 through a real gateway (boto3 over HTTP, file location): the backend holds only
+ciphertext, GET/HEAD/ranges answer the plaintext, tampering gives an error and not data."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from gateway.crypto.keys import LocalKeyring
+from gateway.crypto.stream import HEADER_SIZE, TAG_SIZE, ciphertext_size
+from tests.gatewayproc import Gateway, start_gateway
+
+C = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with start_gateway(tmp_path_factory.mktemp("sse-gateway")) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def s3(gateway: Gateway) -> Any:
+    return gateway.client()
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"sse-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def put_sealed(gateway: Gateway, s3: Any, bucket: str, key: str, data: bytes
+               ) -> tuple[dict[str, Any], Path]:
+    """PUT with SSE-S3; the answer and the one data file it added to the file location (file
+    names are hashed: the new file is the one that was not there before)."""
+    before = set(gateway.data_files())
+    answer = s3.put_object(Bucket=bucket, Key=key, Body=data, ServerSideEncryption="AES256")
+    added = set(gateway.data_files()) - before
+    assert len(added) == 1, added
+    return answer, added.pop()
+
+
+def test_keyring_made_private_on_start(gateway: Gateway) -> None:
+    keyring = gateway.workdir / "localKeys" / "sse-keyring.json"
+    assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("size", [0, 1, C - 1, C, C + 1, 3 * C + 100, 2 * 1024 * 1024 + 7])
+def test_put_get_head_round_trip(gateway: Gateway, s3: Any, bucket: str, size: int) -> None:
+    data = os.urandom(size)
+    put, path = put_sealed(gateway, s3, bucket, "obj", data)
+    assert put["ServerSideEncryption"] == "AES256"
+    assert put["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'  # the plaintext's, as AWS
+    head = s3.head_object(Bucket=bucket, Key="obj")
+    assert head["ContentLength"] == size and head["ServerSideEncryption"] == "AES256"
+    got = s3.get_object(Bucket=bucket, Key="obj")
+    assert got["Body"].read() == data and got["ServerSideEncryption"] == "AES256"
+    stored = path.read_bytes()
+    assert len(stored) == ciphertext_size(size, C)
+    assert stored[:4] == b"S3GE"
+    if size >= 32:
+        for start in range(0, size - 32, max(1, size // 50)):  # no 32-byte run of plaintext
+            assert data[start:start + 32] not in stored
+
+
+def test_checksum_is_the_plaintexts(s3: Any, bucket: str) -> None:
+    data = os.urandom(100_000)
+    s3.put_object(Bucket=bucket, Key="plain", Body=data)
+    s3.put_object(Bucket=bucket, Key="sealed", Body=data, ServerSideEncryption="AES256")
+    plain = s3.head_object(Bucket=bucket, Key="plain", ChecksumMode="ENABLED")
+    sealed = s3.head_object(Bucket=bucket, Key="sealed", ChecksumMode="ENABLED")
+    names = [k for k in plain if k.startswith("Checksum") and k != "ChecksumType"]
+    assert names and all(sealed[k] == plain[k] for k in names)
+    assert "ServerSideEncryption" not in plain
+
+
+def test_ranges_across_chunk_boundaries(s3: Any, bucket: str) -> None:
+    size = 4 * C + 333
+    data = os.urandom(size)
+    s3.put_object(Bucket=bucket, Key="r", Body=data, ServerSideEncryption="AES256")
+    ranges = [(0, 0), (0, C - 1), (C - 1, C), (C - 5, 2 * C + 5), (2 * C, 2 * C),
+              (3 * C + 1, size - 1), (1, size - 2), (size - 1, size - 1)]
+    for first, last in ranges:
+        got = s3.get_object(Bucket=bucket, Key="r", Range=f"bytes={first}-{last}")
+        assert got["ContentRange"] == f"bytes {first}-{last}/{size}"
+        assert got["Body"].read() == data[first:last + 1], (first, last)
+    assert s3.get_object(Bucket=bucket, Key="r", Range="bytes=-70000")["Body"].read() == \
+        data[-70000:]
+    assert s3.get_object(Bucket=bucket, Key="r", Range=f"bytes={size - 10}-")["Body"].read() \
+        == data[-10:]
+    part = s3.get_object(Bucket=bucket, Key="r", PartNumber=1)
+    assert part["Body"].read() == data
+
+
+def test_flipped_byte_on_the_backend_gives_an_error(gateway: Gateway, s3: Any,
+                                                    bucket: str) -> None:
+    for key, size in (("small", 5000), ("big", 3 * C + 9)):
+        data = os.urandom(size)
+        _, path = put_sealed(gateway, s3, bucket, key, data)
+        stored = bytearray(path.read_bytes())
+        flip_at = HEADER_SIZE + 100 if key == "small" else HEADER_SIZE + (C + TAG_SIZE) + 100
+        stored[flip_at] ^= 0x40
+        path.write_bytes(stored)
+        received = b""
+        with pytest.raises(Exception) as caught:  # an error answer, or a cut body
+            received = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if isinstance(caught.value, ClientError):
+            assert caught.value.response["Error"]["Code"] == "InternalError"
+        assert received != data
+        if key == "big":
+            # Chunk 1 is damaged: a range in chunk 0 still reads, one in chunk 1 does not.
+            ok = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-99")["Body"].read()
+            assert ok == data[:100]
+            with pytest.raises(ClientError) as bad:
+                s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={C + 10}-{C + 20}")
+            assert bad.value.response["Error"]["Code"] == "InternalError"
+
+
+def test_not_wired_yet_is_refused_not_ignored(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x" * 10, ServerSideEncryption="AES256")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    with pytest.raises(ClientError) as copy:
+        s3.upload_part_copy(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1,
+                            CopySource={"Bucket": bucket, "Key": "src"})
+    assert copy.value.response["Error"]["Code"] == "NotImplemented"
+    s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload)
+    key = os.urandom(32)
+    with pytest.raises(ClientError) as sse_c:
+        s3.put_object(Bucket=bucket, Key="c", Body=b"x", SSECustomerAlgorithm="AES256",
+                      SSECustomerKey=base64.b64encode(key).decode(),
+                      SSECustomerKeyMD5=base64.b64encode(hashlib.md5(key).digest()).decode())
+    assert sse_c.value.response["Error"]["Code"] in ("NotImplemented", "InvalidRequest")
+    with pytest.raises(ClientError) as bad:
+        s3.put_object(Bucket=bucket, Key="b", Body=b"x", ServerSideEncryption="AES128")
+    assert bad.value.response["Error"]["Code"] == "InvalidArgument"
+
+
+def test_refused_body_stores_nothing(gateway: Gateway, s3: Any, bucket: str) -> None:
+    """A body refused at its end (wrong Content-MD5) never completes a stream on the location:
+    no object, and the bytes written meanwhile are collected."""
+    data = os.urandom(3 * C + 5)
+    wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket=bucket, Key="bad", Body=data, ContentMD5=wrong,
+                      ServerSideEncryption="AES256")
+    assert caught.value.response["Error"]["Code"] == "BadDigest"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="bad")
+    gateway.settle()
+    for path in gateway.data_files():
+        assert len(path.read_bytes()) != ciphertext_size(len(data), C)
+
+
+async def test_sse_kms_key_ids_and_context(gateway: Gateway, s3: Any, bucket: str) -> None:
+    ring_path = gateway.workdir / "localKeys" / "sse-keyring.json"
+    default = json.loads(ring_path.read_text())["default"]
+    data = os.urandom(C + 3)
+    put = s3.put_object(Bucket=bucket, Key="k1", Body=data, ServerSideEncryption="aws:kms")
+    assert (put["ServerSideEncryption"], put["SSEKMSKeyId"]) == ("aws:kms", default)
+    # A key an operator adds while the gateway runs (another LocalKeyring on the same file).
+    named = await LocalKeyring(ring_path).create_key("team-key")
+    context = base64.b64encode(json.dumps({"project": "p1"}).encode()).decode()
+    put = s3.put_object(Bucket=bucket, Key="k2", Body=data, ServerSideEncryption="aws:kms",
+                        SSEKMSKeyId=f"arn:aws:kms:us-east-1:000000000000:key/{named}",
+                        SSEKMSEncryptionContext=context, BucketKeyEnabled=True)
+    assert put["SSEKMSKeyId"] == named and put["BucketKeyEnabled"] is True
+    for key in ("k1", "k2"):
+        got = s3.get_object(Bucket=bucket, Key=key, Range="bytes=65530-65537")
+        assert got["Body"].read() == data[65530:65538]
+        assert got["ServerSideEncryption"] == "aws:kms"
+    assert s3.head_object(Bucket=bucket, Key="k2")["SSEKMSKeyId"] == named
+    with pytest.raises(ClientError) as missing:
+        s3.put_object(Bucket=bucket, Key="k3", Body=b"x", ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId="no-such-key")
+    assert missing.value.response["Error"]["Code"] == "KMS.NotFoundException"
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_copies_between_modes(gateway: Gateway, s3: Any, bucket: str) -> None:
+    data = os.urandom(2 * C + 11)
+    s3.put_object(Bucket=bucket, Key="sealed", Body=data, ServerSideEncryption="AES256")
+    s3.put_object(Bucket=bucket, Key="plain", Body=data)
+    etag = f'"{hashlib.md5(data).hexdigest()}"'
+
+    def copy(src: str, dst: str, **extra: Any) -> dict[str, Any]:
+        before = set(gateway.data_files())
+        answer = s3.copy_object(Bucket=bucket, Key=dst, CopySource={"Bucket": bucket,
+                                                                    "Key": src}, **extra)
+        added = set(gateway.data_files()) - before
+        assert len(added) == 1
+        stored = added.pop().read_bytes()
+        assert stored[:4] == b"S3GE" and data[:64] not in stored  # ciphertext, freshly sealed
+        assert answer["CopyObjectResult"]["ETag"] == etag
+        got = s3.get_object(Bucket=bucket, Key=dst)
+        assert got["Body"].read() == data
+        return got
+
+    # Encrypted source, no SSE header: the copy stays encrypted (AWS: bucket default SSE-S3).
+    assert copy("sealed", "c1")["ServerSideEncryption"] == "AES256"
+    # Plaintext -> SSE-KMS, SSE-S3 -> SSE-KMS.
+    assert copy("plain", "c2", ServerSideEncryption="aws:kms")["ServerSideEncryption"] == \
+        "aws:kms"
+    assert copy("sealed", "c3", ServerSideEncryption="aws:kms")["ServerSideEncryption"] == \
+        "aws:kms"
+    # Key rotation by self-copy: allowed when it asks for encryption, re-sealed in place.
+    assert copy("c3", "c3", ServerSideEncryption="AES256")["ServerSideEncryption"] == "AES256"
+    with pytest.raises(ClientError) as same:
+        s3.copy_object(Bucket=bucket, Key="c1", CopySource={"Bucket": bucket, "Key": "c1"})
+    assert same.value.response["Error"]["Code"] == "InvalidRequest"
+    # A plaintext copy of a plaintext object stays plaintext.
+    s3.copy_object(Bucket=bucket, Key="c4", CopySource={"Bucket": bucket, "Key": "plain"})
+    assert "ServerSideEncryption" not in s3.head_object(Bucket=bucket, Key="c4")
