@@ -16,6 +16,10 @@ from gateway.errors import ConfigFileError
 def _serve(argv: list[str]) -> int | None:
     from gateway.server import run
 
+    if argv in (["-h"], ["--help"]):
+        print("usage: python -m gateway [serve]\n\nRun the gateway until SIGINT or SIGTERM "
+              "(python -m gateway --help: the files and environment it reads).")
+        return 0
     if argv:
         print(f"python -m gateway serve: no arguments expected, got {' '.join(argv)!r}",
               file=sys.stderr)
@@ -45,12 +49,6 @@ def _lifecycle(argv: list[str]) -> int | None:
     return lifecycle_main(argv)
 
 
-def _lifecycle(argv: list[str]) -> int | None:
-    from gateway.lifecycle.cli import main as lifecycle_main
-
-    return lifecycle_main(argv)
-
-
 def _accounts(argv: list[str]) -> int | None:
     from gateway.accounts import main as accounts_main
 
@@ -68,8 +66,6 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int | None]]] = {
              "[--location NAME]", _fsck),
     "lifecycle": ("run one lifecycle pass of a bucket now in the running gateway: "
                   "lifecycle run BUCKET [--endpoint URL]", _lifecycle),
-    "lifecycle": ("apply a bucket's lifecycle rules now: lifecycle run BUCKET [--endpoint URL]",
-                  _lifecycle),
     "accounts": ("accounts and access keys at runtime: add | list | add-key | disable-key | "
                  "enable-key | remove-key | remove", _accounts),
 }

@@ -565,6 +565,14 @@ def main(argv: list[str]) -> int:
     except CommandError as err:
         print(f"gateway accounts: {err}", file=sys.stderr)
         return 1
+    except Exception as err:  # the store is unreachable: one line, not a traceback
+        if not isinstance(err, OSError) and not type(err).__module__.startswith("asyncpg"):
+            raise
+        where = (settings.metadata_backend if settings.metadata_backend == "postgres"
+                 else settings.metadata_path)
+        print(f"gateway accounts: cannot use the metadata store ({where}): "
+              f"{' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

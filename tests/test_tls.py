@@ -95,13 +95,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def tls_gateway(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    metrics_port = free_port()
+    metrics_port, console_port = free_port(), free_port()
     # CloudServer's certFilePaths, with "ca": the chain is completed from it.
     config = {"certFilePaths": {"key": str(pki.key), "cert": str(pki.cert), "ca": str(pki.ca)},
-              "metricsPort": metrics_port}
+              "metricsPort": metrics_port, "console": {"port": console_port}}
     with start_gateway(tmp_path_factory.mktemp("tls"), config=config) as gw:
         gw.endpoint = f"https://127.0.0.1:{gw.port}"
         gw.extra["metrics"] = f"https://127.0.0.1:{metrics_port}"
+        gw.extra["console"] = f"https://127.0.0.1:{console_port}/_/console/"
         yield gw
 
 
@@ -120,6 +121,18 @@ def test_boto3_over_https_verifying_the_ca(tls_gateway: Gateway, pki: Pki) -> No
     assert got["Body"].read() == b"over TLS"
     listed = s3.list_objects_v2(Bucket="tls-boto3")  # type: ignore[attr-defined]
     assert [o["Key"] for o in listed["Contents"]] == ["dir/k.txt"]
+    # Bucket policies see the TLS: aws:SecureTransport is true (this Deny bites over https).
+    s3.put_bucket_policy(Bucket="tls-boto3", Policy=json.dumps({  # type: ignore[attr-defined]
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+            "Resource": "arn:aws:s3:::tls-boto3/*",
+            "Condition": {"Bool": {"aws:SecureTransport": "true"}}}]}))
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as caught:
+        s3.get_object(Bucket="tls-boto3", Key="dir/k.txt")  # type: ignore[attr-defined]
+    assert caught.value.response["Error"]["Code"] == "AccessDenied"
+    s3.delete_bucket_policy(Bucket="tls-boto3")  # type: ignore[attr-defined]
     # A client trusting another CA refuses the gateway's certificate.
     from botocore.exceptions import SSLError
 
@@ -148,11 +161,15 @@ def test_aws_cli_over_https_with_ca_bundle(tls_gateway: Gateway, pki: Pki,
     assert json.loads(head)["ContentLength"] == len(b"hello over https\n")
 
 
-def test_metrics_listener_is_https_too(tls_gateway: Gateway, pki: Pki) -> None:
+def test_metrics_and_console_listeners_are_https_too(tls_gateway: Gateway, pki: Pki) -> None:
     context = ssl.create_default_context(cafile=str(pki.ca))
     with urllib.request.urlopen(f"{tls_gateway.extra['metrics']}/healthcheck", timeout=10,
                                 context=context) as answer:
         assert answer.status == 200
+    with urllib.request.urlopen(tls_gateway.extra["console"], timeout=10,
+                                context=context) as answer:
+        assert answer.status == 200 and "text/html" in answer.headers["Content-Type"]
+    assert f"console on {tls_gateway.extra['console']}" in tls_gateway.log()
     # Plain http to the TLS port gets no S3 answer.
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{tls_gateway.port}/", timeout=10).read()

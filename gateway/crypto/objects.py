@@ -4,16 +4,18 @@ ObjectRecord.attrs["sse"] holds the object's EncryptionRecord (gateway/crypto/ss
 presence is what makes a record encrypted. The record's size, ETag and checksum stay the
 plaintext's; its pieces hold ciphertext (Stored.size is the stored, ciphertext size).
 
-Wired so far: SSE-S3 (x-amz-server-side-encryption: AES256) and SSE-KMS (aws:kms, with key id,
-encryption context, bucket-key flag) on PutObject, GetObject (ranges and partNumber 1
-included) and HeadObject, on every location type. SSE-C and the other writes of encrypted
-objects (copy, UploadPartCopy; multipart uploads are not encrypted yet) answer NotImplemented
-rather than store or copy bytes wrongly.
+Wired so far: SSE-S3 (x-amz-server-side-encryption: AES256), SSE-KMS (aws:kms, with key id,
+encryption context, bucket-key flag) and SSE-C (the customer key checked against its salted
+HMAC, never stored) on PutObject, CopyObject (between any modes, source SSE-C key included),
+GetObject (ranges and partNumber 1 included) and HeadObject, on every location type.
+UploadPartCopy from an encrypted object answers NotImplemented; multipart uploads are not
+encrypted yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -21,12 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.crypto.sse import (
-    SSE_KMS,
+    SSE_C,
     SSE_S3,
+    CustomerKey,
     Encryption,
     EncryptionRecord,
     Sealing,
     SseRequest,
+    check_customer,
+    customer_key,
+    require_secure,
     sse_request,
 )
 from gateway.crypto.sse import response_headers as _sse_headers
@@ -53,30 +59,63 @@ def not_yet(what: str) -> S3Error:
     return S3Error("NotImplemented", f"{what} is not available on this gateway yet.")
 
 
-def put_encryption(headers: Mapping[str, str]) -> dict[str, str] | None:
-    """PutOptions.encryption for a PutObject's headers: None (none asked), or {"mode":
-    "AES256" | "aws:kms", "keyId", "context" (JSON), "bucketKey"}. AWS's errors for malformed
-    SSE headers; NotImplemented for SSE-C (not wired yet), so no client believes plaintext is
-    sealed."""
-    request = sse_request(headers)
-    if request is None:
+def _customer_options(customer: CustomerKey | None, prefix: str = "") -> dict[str, str]:
+    if customer is None:
+        return {}
+    return {f"{prefix}customerKey": base64.b64encode(customer.key).decode(),
+            f"{prefix}customerKeyMD5": customer.md5}
+
+
+def customer_of(options: Mapping[str, str] | None, prefix: str = "") -> CustomerKey | None:
+    """The SSE-C key an options dict carries (in memory only: never stored, never logged)."""
+    if not options or f"{prefix}customerKey" not in options:
         return None
-    if request.mode not in (SSE_S3, SSE_KMS):
-        raise not_yet(f"Server-side encryption {request.mode}")
-    options = {"mode": request.mode}
-    if request.key_id is not None:
-        options["keyId"] = request.key_id
-    if request.context:
-        options["context"] = json.dumps(request.context, sort_keys=True)
-    if request.bucket_key:
-        options["bucketKey"] = "true"
-    return options
+    return CustomerKey(base64.b64decode(options[f"{prefix}customerKey"]),
+                       options[f"{prefix}customerKeyMD5"])
+
+
+def put_encryption(headers: Mapping[str, str], *, secure: bool = True,
+                   allow_http: bool = False) -> dict[str, str] | None:
+    """PutOptions.encryption (also CopyOptions') for a write's headers: None when none asked,
+    else {"mode": "AES256" | "aws:kms" | "SSE-C", "keyId", "context" (JSON), "bucketKey",
+    "customerKey", "customerKeyMD5", and for a copy the source's SSE-C key as
+    "sourceCustomerKey", "sourceCustomerKeyMD5"}. AWS's errors for malformed SSE headers;
+    SSE-C keys only over TLS (`secure`) unless the operator allows plain http."""
+    request = sse_request(headers)
+    source = customer_key(headers, copy_source=True)
+    require_secure(request.customer if request else None, secure, allow_http)
+    require_secure(source, secure, allow_http)
+    options = _customer_options(source, "source")
+    if request is not None:
+        options["mode"] = request.mode
+        if request.key_id is not None:
+            options["keyId"] = request.key_id
+        if request.context:
+            options["context"] = json.dumps(request.context, sort_keys=True)
+        if request.bucket_key:
+            options["bucketKey"] = "true"
+        options.update(_customer_options(request.customer))
+    return options or None
+
+
+def read_encryption(headers: Mapping[str, str], *, secure: bool = True,
+                    allow_http: bool = False) -> dict[str, str] | None:
+    """GetOptions.encryption for a GET or HEAD: the SSE-C key it carries, if any."""
+    customer = customer_key(headers)
+    require_secure(customer, secure, allow_http)
+    return _customer_options(customer) or None
+
+
+def check_read_key(record: Any, options: Mapping[str, str] | None, prefix: str = "") -> None:
+    """Before anything of `record` is answered (GET, HEAD, copy source): its SSE-C key."""
+    sse = EncryptionRecord.from_dict(record.attrs[ATTR]) if is_encrypted(record) else None
+    check_customer(sse, customer_of(options, prefix))
 
 
 def _request(options: Mapping[str, str]) -> SseRequest:
     return SseRequest(options["mode"], options.get("keyId"),
                       json.loads(options["context"]) if "context" in options else {},
-                      options.get("bucketKey") == "true")
+                      options.get("bucketKey") == "true", customer_of(options))
 
 
 def refuse_encrypted_source(source: Any) -> None:
@@ -90,8 +129,8 @@ def copy_encryption(source: Any, requested: Mapping[str, str] | None) -> dict[st
     """What a copy's destination is encrypted with: what the request asks for, else SSE-S3
     when the source was encrypted (AWS applies the bucket default, SSE-S3 unless configured:
     a copy never silently turns an encrypted object into plaintext), else nothing."""
-    if requested:
-        return dict(requested)
+    if requested and "mode" in requested:
+        return {k: v for k, v in requested.items() if not k.startswith("source")}
     return {"mode": SSE_S3} if is_encrypted(source) else None
 
 
@@ -103,8 +142,10 @@ class PlainSource:
     its stored checksum) is confirmed, so a bad source never completes a write."""
 
     def __init__(self, encryption: Encryption | None, locations: Any, record: Any, first: int,
-                 length: int, algorithms: tuple[str, ...] = ()) -> None:
+                 length: int, algorithms: tuple[str, ...] = (),
+                 customer: CustomerKey | None = None) -> None:
         self.encryption = encryption
+        self.customer = customer
         self.locations = locations
         self.record = record
         self.first = first
@@ -132,7 +173,7 @@ class PlainSource:
         seen = 0
         pending: bytes | None = None
         stream = await open_plaintext(self.encryption, self.locations, self.record, self.first,
-                                      self.first + self.length - 1)
+                                      self.first + self.length - 1, self.customer)
         async for chunk in stream:
             seen += len(chunk)
             if len(chunk) >= 256 * 1024:
@@ -181,15 +222,21 @@ async def seal_body(encryption: Encryption | None, options: Mapping[str, str], b
                       size)
 
 
-def response_headers(record: Any) -> dict[str, str]:
-    """x-amz-server-side-encryption (and KMS key id, bucket key) of an encrypted record."""
+def response_headers(record: Any, request_headers: Mapping[str, str] | None = None
+                     ) -> dict[str, str]:
+    """x-amz-server-side-encryption* of an answer about an encrypted record: the mode, KMS key
+    id and bucket-key flag, or for SSE-C the algorithm and the MD5 of the request's key."""
     if not is_encrypted(record):
         return {}
-    return _sse_headers(EncryptionRecord.from_dict(record.attrs[ATTR]))
+    customer = None
+    if request_headers is not None and record.attrs[ATTR].get("mode") == SSE_C:
+        customer = customer_key(request_headers)
+    return _sse_headers(EncryptionRecord.from_dict(record.attrs[ATTR]), customer)
 
 
 async def open_plaintext(encryption: Encryption | None, locations: Any, record: Any,
-                         first: int, last: int) -> AsyncIterator[bytes]:
+                         first: int, last: int, customer: CustomerKey | None = None
+                         ) -> AsyncIterator[bytes]:
     """Plaintext bytes first..last (inclusive) of an encrypted record: only the chunks they
     need are fetched and authenticated. The first backend stream is opened before this
     returns (NotFound/OSError surface here, as for plaintext reads); later failures, and
@@ -207,7 +254,7 @@ async def open_plaintext(encryption: Encryption | None, locations: Any, record: 
             raise CiphertextError("stored sizes do not match the encryption record")
     elif len(pieces) != 1 or pieces[0].size != layout.cipher_size:
         raise CiphertextError("stored pieces do not match the encryption record")
-    data_key = await encryption.data_key(sse, record.bucket, record.key, None)
+    data_key = await encryption.data_key(sse, record.bucket, record.key, customer)
     reads = layout.plan(first, last - first + 1) if last >= first else []
 
     async def fetch(item: SegmentRead) -> AsyncIterator[bytes]:
@@ -229,6 +276,6 @@ async def open_plaintext(encryption: Encryption | None, locations: Any, record: 
     return plaintext()
 
 
-__all__ = ["ATTR", "PlainSource", "SealedBody", "copy_encryption", "is_encrypted",
-           "open_plaintext", "put_encryption", "refuse_encrypted_source", "response_headers",
-           "seal_body"]
+__all__ = ["ATTR", "PlainSource", "SealedBody", "check_read_key", "copy_encryption",
+           "customer_of", "is_encrypted", "open_plaintext", "put_encryption",
+           "read_encryption", "refuse_encrypted_source", "response_headers", "seal_body"]

@@ -82,10 +82,12 @@ class CustomerKey:
 def customer_key(headers: Mapping[str, str], *, copy_source: bool = False) -> CustomerKey | None:
     """The SSE-C key of a request (or its x-amz-copy-source-... variant), validated in AWS's
     order; None when the request carries none of the three headers."""
-    prefix = COPY_SOURCE_PREFIX if copy_source else ""
-    algorithm = headers.get(prefix + H_C_ALGORITHM)
-    key_text = headers.get(prefix + H_C_KEY)
-    md5_text = headers.get(prefix + H_C_MD5)
+    def name(header: str) -> str:  # x-amz-copy-source-server-side-encryption-customer-...
+        return COPY_SOURCE_PREFIX + header.removeprefix("x-amz-") if copy_source else header
+
+    algorithm = headers.get(name(H_C_ALGORITHM))
+    key_text = headers.get(name(H_C_KEY))
+    md5_text = headers.get(name(H_C_MD5))
     if algorithm is None and key_text is None and md5_text is None:
         return None
     if algorithm is None:
@@ -272,6 +274,25 @@ def _binding(record_context: Mapping[str, str], bucket: str, key: str) -> dict[s
     return {**record_context, "aws:s3:arn": object_arn(bucket, key)}
 
 
+def check_customer(record: EncryptionRecord | None, customer: CustomerKey | None) -> None:
+    """A read's SSE-C key against the object (`record` None: a plaintext object), as AWS
+    answers: an SSE-C object without the key is InvalidRequest, with another key AccessDenied
+    (checked against the salted HMAC, before any data is touched); SSE-C headers on an object
+    that is not SSE-C are InvalidRequest."""
+    if record is not None and record.mode == SSE_C:
+        if customer is None:
+            raise S3Error("InvalidRequest", "The object was stored using a form of Server "
+                          "Side Encryption. The correct parameters must be provided to "
+                          "retrieve the object.")
+        assert record.customer_salt is not None and record.customer_hmac is not None
+        if not customer_key_matches(customer.key, record.customer_salt, record.customer_hmac):
+            raise S3Error("AccessDenied", "Requests specifying Server Side Encryption with "
+                          "Customer provided keys must provide the correct secret key.")
+    elif customer is not None:
+        raise S3Error("InvalidRequest", "The encryption parameters are not applicable to this "
+                      "object.")
+
+
 # --- the service ---------------------------------------------------------------------------
 
 @dataclass
@@ -322,24 +343,12 @@ class Encryption:
     async def data_key(self, record: EncryptionRecord, bucket: str, key: str,
                        customer: CustomerKey | None) -> bytes:
         """The data key of object bucket/key, for reading it (or adding parts to its upload).
-        SSE-C: refused without the key (InvalidRequest) or with another key (AccessDenied),
-        as AWS answers; SSE-C headers on another mode are refused too."""
+        The SSE-C key is checked first (check_customer)."""
+        check_customer(record, customer)
         if record.mode == SSE_C:
-            if customer is None:
-                raise S3Error("InvalidRequest", "The object was stored using a form of Server "
-                              "Side Encryption. The correct parameters must be provided to "
-                              "retrieve the object.")
-            assert record.customer_salt is not None and record.customer_hmac is not None
-            if not customer_key_matches(customer.key, record.customer_salt,
-                                        record.customer_hmac):
-                raise S3Error("AccessDenied", "Requests specifying Server Side Encryption "
-                              "with Customer provided keys must provide the correct secret "
-                              "key.")
+            assert customer is not None
             return unwrap_with(customer.key, _SSE_C_KEY_ID, record.wrapped_key,
                                _binding({}, bucket, key))
-        if customer is not None:
-            raise S3Error("InvalidRequest", "The encryption parameters are not applicable to "
-                          "this object.")
         assert record.key_id is not None
         return await self.kms.unwrap(record.key_id, record.wrapped_key,
                                      _binding(record.context, bucket, key))
@@ -380,6 +389,7 @@ def response_headers(record: EncryptionRecord, customer: CustomerKey | None = No
 
 
 __all__ = ["MODES", "SSE_C", "SSE_KMS", "SSE_S3", "CustomerKey", "Encryption",
-           "EncryptionRecord", "Sealing", "SseRequest", "customer_key", "object_arn",
+           "EncryptionRecord", "Sealing", "SseRequest", "check_customer", "customer_key",
+           "object_arn",
            "require_secure", "response_headers", "segment_from_dict", "segment_from_stored",
            "segment_to_dict", "sse_request"]

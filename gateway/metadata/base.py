@@ -18,7 +18,7 @@ The invariants every implementation keeps (see README, "How it is built"):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,11 @@ class GarbageRecord:
     data: dict[str, Any]
     added: float
     attempts: int = 0
+
+
+# Called with a record as stored, inside a metadata transaction under its key's lock; raising
+# refuses the change (Object Lock: gateway/objects/lock.py). It must not block.
+Guard = Callable[[ObjectRecord], None]
 
 
 class BucketGone(Exception):
@@ -274,10 +279,13 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,
-                            expect: str | None = None) -> ObjectRecord | None:
+                            expect: str | None = None,
+                            guard: Guard | None = None) -> ObjectRecord | None:
         """Remove one version (None or "null": the null version) and return it; when it was
         the current one, the next newest becomes current. Its pieces go to the garbage ledger
-        in the same transaction. `expect`: as put_object's (DeleteObject If-Match)."""
+        in the same transaction. `expect`: as put_object's (DeleteObject If-Match).
+        `guard` (Object Lock): called with the version as stored, in the transaction under the
+        key's lock; whatever it raises refuses the delete, changing nothing."""
 
     @abstractmethod
     async def list_versions(self, bucket: str, prefix: str, delimiter: str | None,
@@ -286,12 +294,14 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
-                            changes: dict[str, Any]) -> ObjectRecord | None:
+                            changes: dict[str, Any], *,
+                            guard: Guard | None = None) -> ObjectRecord | None:
         """Change fields of an object in place (`changes`: ObjectRecord field -> new value, e.g.
         tags, attrs, pieces, headers), only while it is still the object stored at
         `expected_pieces` (compare-and-set against a concurrent overwrite). Pieces of the old
         record that no new piece may name go to garbage in the same transaction. Return the
-        updated record, or None when it was replaced or deleted meanwhile."""
+        updated record, or None when it was replaced or deleted meanwhile. `guard`: as
+        delete_object's (e.g. the attrs must still be those the change was computed from)."""
 
     @abstractmethod
     async def discard_piece(self, piece: Stored) -> None:
@@ -478,10 +488,11 @@ class MetadataStore(ABC):
     async def relocate_version(self, bucket: str, key: str, version_id: str | None,
                                expected_pieces: list[Stored], pieces: list[Stored],
                                location: str, attrs: dict[str, Any],
-                               intent: int) -> ObjectRecord | None:
+                               intents: list[int]) -> ObjectRecord | None:
         """Point one version (None: the null version) at new bytes, in one transaction, only
         while it still has `expected_pieces` (not overwritten, deleted or moved meanwhile):
         its pieces become `pieces` at `location`, `attrs` are merged into its attrs (None
-        removes a key), the intent of the new bytes is removed, and the old pieces go to the
+        removes a key), the intents of the new bytes are removed, and the old pieces go to the
         garbage ledger. Return the updated version; None when it changed (nothing is done,
-        the intent stays for its writer to abandon). LookupError when the intent is gone."""
+        the intents stay for their writer to abandon). LookupError (changing nothing) when an
+        intent is gone (reclaimed: its bytes are garbage already)."""

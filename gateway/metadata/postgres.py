@@ -1066,7 +1066,7 @@ class PostgresStore(MetadataStore):
     async def relocate_version(self, bucket: str, key: str, version_id: str | None,
                                expected_pieces: list[Stored], pieces: list[Stored],
                                location: str, attrs: dict[str, Any],
-                               intent: int) -> ObjectRecord | None:
+                               intents: list[int]) -> ObjectRecord | None:
         async with self.pool.acquire() as conn, conn.transaction():
             # The key lock: no put, delete or update of this key runs between the check and
             # the swap.
@@ -1077,8 +1077,11 @@ class PostgresStore(MetadataStore):
                 bucket, key, version_id, _pieces_json(expected_pieces))
             if row is None:
                 return None
-            if await conn.fetchval("DELETE FROM intents WHERE id=$1 RETURNING id", intent) is None:
-                raise LookupError(f"intent {intent} is gone")
+            taken = await conn.fetch("DELETE FROM intents WHERE id = ANY($1::bigint[]) "
+                                     "RETURNING id", intents)
+            if len(taken) != len(set(intents)):  # raising rolls the transaction back
+                raise LookupError(f"intents {sorted(set(intents) - {r[0] for r in taken})} "
+                                  "are gone")
             current = _object_from(row)
             updated = replace(current, pieces=list(pieces), location=location,
                               attrs=merge_attrs(current.attrs, attrs))

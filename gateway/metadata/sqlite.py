@@ -30,6 +30,7 @@ from gateway.metadata.base import (
     BucketRecord,
     ConditionFailed,
     GarbageRecord,
+    Guard,
     IntentRecord,
     JobRecord,
     Listing,
@@ -487,12 +488,15 @@ class SQLiteStore(MetadataStore):
         return self._object(self._reader, bucket, key, version_id, markers)
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,
-                            expect: str | None = None) -> ObjectRecord | None:
+                            expect: str | None = None,
+                            guard: Guard | None = None) -> ObjectRecord | None:
         def _delete(db: sqlite3.Connection) -> ObjectRecord | None:
             self._expect(db, bucket, key, expect)
             old = self._object(db, bucket, key, version_id or "null", markers=True)
             if old is None:
                 return None
+            if guard is not None:  # Object Lock: checked in this transaction (one writer)
+                guard(old)
             if old.version_id is None:
                 db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND version_id IS NULL",
                            (bucket, key))
@@ -512,14 +516,16 @@ class SQLiteStore(MetadataStore):
             self._forget(bucket, key)
 
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
-                            changes: dict[str, Any]) -> ObjectRecord | None:
+                            changes: dict[str, Any], *,
+                            guard: Guard | None = None) -> ObjectRecord | None:
         try:
-            return await self._update_object(bucket, key, expected_pieces, changes)
+            return await self._update_object(bucket, key, expected_pieces, changes, guard)
         finally:
             self._forget(bucket, key)
 
     async def _update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
-                             changes: dict[str, Any]) -> ObjectRecord | None:
+                             changes: dict[str, Any],
+                             guard: Guard | None = None) -> ObjectRecord | None:
         def _update(db: sqlite3.Connection) -> ObjectRecord | None:
             # The single connection thread makes this read-compare-write atomic. The pieces
             # name the version: every version's bytes sit at their own backend keys.
@@ -529,6 +535,8 @@ class SQLiteStore(MetadataStore):
             if row is None:
                 return None
             current = _object_from(row)
+            if guard is not None:  # Object Lock: checked in this transaction
+                guard(current)
             updated = replace(current, **changes)
             # A change that re-pinned the bytes (a backend that copies to change metadata,
             # e.g. B2) leaves the old version unreferenced: garbage in this transaction.
@@ -992,15 +1000,16 @@ class SQLiteStore(MetadataStore):
     async def relocate_version(self, bucket: str, key: str, version_id: str | None,
                                expected_pieces: list[Stored], pieces: list[Stored],
                                location: str, attrs: dict[str, Any],
-                               intent: int) -> ObjectRecord | None:
+                               intents: list[int]) -> ObjectRecord | None:
         def _relocate(db: sqlite3.Connection) -> ObjectRecord | None:
             row = db.execute(f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=? AND "
                              "key=? AND version_id IS ? AND pieces=? AND delete_marker=0",
                              (bucket, key, version_id, _pieces_json(expected_pieces))).fetchone()
             if row is None:
                 return None
-            if not db.execute("DELETE FROM intents WHERE id=?", (intent,)).rowcount:
-                raise LookupError(f"intent {intent} is gone")
+            for intent in intents:  # a failure rolls the whole transaction back
+                if not db.execute("DELETE FROM intents WHERE id=?", (intent,)).rowcount:
+                    raise LookupError(f"intent {intent} is gone")
             current = _object_from(row)
             updated = replace(current, pieces=list(pieces), location=location,
                               attrs=merge_attrs(current.attrs, attrs))

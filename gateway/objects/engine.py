@@ -467,10 +467,12 @@ class Engine:
             first, last = opts.range.resolve(obj.size)
             partial = True
             checksum = None  # a range has none
+        sse_objects.check_read_key(obj, opts.encryption)  # SSE-C: refused before anything
         if sse_objects.is_encrypted(obj):  # plaintext offsets are not the pieces' offsets
             read = ObjectRead(obj, first, last, partial, checksum, count, [], self.locations)
+            customer = sse_objects.customer_of(opts.encryption)
             read.opener = lambda: sse_objects.open_plaintext(self.encryption, self.locations,
-                                                             obj, first, last)
+                                                             obj, first, last, customer)
             return read
         spans = piece_spans(obj.pieces, first, last) if obj.size and last >= first else []
         return ObjectRead(obj, first, last, partial, checksum, count, spans, self.locations)
@@ -486,6 +488,7 @@ class Engine:
         # The destination's encryption (gateway/crypto/): asked for, else kept when the source
         # has one. An encrypted copy streams: decrypted, sealed anew under a fresh data key.
         encryption = sse_objects.copy_encryption(source, opts.encryption)
+        sse_objects.check_read_key(source, opts.encryption, "source")  # its SSE-C key
         same_object = source_bucket.name == bucket.name and source.key == key
         if same_object and opts.metadata_directive != REPLACE and opts.storage_class is None \
                 and not opts.encryption:  # a self-copy may change only the encryption (rotation)
@@ -547,7 +550,8 @@ class Engine:
                 computed = algorithm or checksums.DEFAULT_ALGORITHM
                 streamed: SourceBody | sse_objects.PlainSource = (
                     sse_objects.PlainSource(self.encryption, self.locations, source, 0,
-                                            source.size, (computed,))
+                                            source.size, (computed,),
+                                            sse_objects.customer_of(opts.encryption, "source"))
                     if sse_objects.is_encrypted(source)
                     else SourceBody(self.locations, source, 0, source.size, (computed,)))
                 body, stored_size, sealed = aiter(streamed), source.size, None

@@ -248,6 +248,8 @@ class GetOptions:
     conditions: Conditions | None = None
     # Read a body of at most this many bytes whole (ObjectRead.data) instead of streaming it.
     small: int = 0
+    # SSE-C: the customer key a read carries (gateway/crypto/objects.py read_encryption).
+    encryption: dict[str, str] | None = None
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Moving one object version's bytes to another location, under the engine's invariants.
 
-    intent at the target -> stream-copy every piece (bounded memory) -> verify (size, MD5 /
-    ETag, stored checksum) -> ONE conditional metadata step: the version's pieces, location
+    an intent per piece at the target -> stream-copy each piece (bounded memory) -> verify
+    (size, MD5 / ETag, stored checksum) -> ONE conditional metadata step: the version's pieces, location
     and storage class change only while it still has the pieces that were copied
 
 Clients see nothing change but the storage class: a GET that read the old record keeps
@@ -17,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.crypto.objects import is_encrypted
 from gateway.errors import S3Error
 from gateway.metadata.base import ObjectRecord
-from gateway.objects.engine import object_meta, shielded
+from gateway.objects.engine import PieceWrite, object_meta, shielded
 from gateway.s3 import checksums
+from gateway.translators.base import Stored
 
 if TYPE_CHECKING:
     from gateway.objects.engine import Engine
@@ -59,28 +62,33 @@ def storage_class_attrs(storage_class: str | None) -> dict[str, Any]:
     return {"storage_class": None if storage_class in (None, STANDARD) else storage_class}
 
 
-async def _source(engine: Engine, record: ObjectRecord, digests: _Digests
-                  ) -> AsyncIterator[bytes]:
-    """The version's bytes, piece after piece, hashed as they pass."""
-    for piece in record.pieces:
-        piece_md5 = hashlib.md5()
-        stream = await engine.locations[piece.location].get(piece)
-        async for chunk in stream:
-            digests.size += len(chunk)
-            digests.md5.update(chunk)
-            piece_md5.update(chunk)
-            if digests.checksum is not None:
-                digests.checksum.update(chunk)
-            yield chunk
-        digests.piece_md5s.append(piece_md5.digest())
+async def _piece_source(engine: Engine, piece: Stored, digests: _Digests
+                        ) -> AsyncIterator[bytes]:
+    """One piece's bytes, hashed as they pass."""
+    piece_md5 = hashlib.md5()
+    stream = await engine.locations[piece.location].get(piece)
+    async for chunk in stream:
+        digests.size += len(chunk)
+        digests.md5.update(chunk)
+        piece_md5.update(chunk)
+        if digests.checksum is not None:
+            digests.checksum.update(chunk)
+        yield chunk
+    digests.piece_md5s.append(piece_md5.digest())
 
 
-def _verify(record: ObjectRecord, digests: _Digests, stored_size: int) -> None:
+def _verify(record: ObjectRecord, digests: _Digests) -> None:
     """Raise RelocationFailed unless what streamed is the object: its size, its ETag (a plain
-    MD5, or a multipart ETag whose parts were the pieces), its full-object checksum."""
-    if digests.size != record.size or stored_size not in (record.size, 0):
-        raise RelocationFailed(f"size {digests.size} (stored {stored_size}), "
-                               f"expected {record.size}")
+    MD5, or a multipart ETag whose parts were the pieces), its full-object checksum. An
+    encrypted object's pieces are ciphertext (gateway/crypto/): their sizes are checked, and
+    the AES-GCM tags in them catch any corruption at read time."""
+    stored_size = sum(p.size for p in record.pieces)
+    if digests.size != stored_size:
+        raise RelocationFailed(f"read {digests.size} bytes, the pieces hold {stored_size}")
+    if is_encrypted(record):
+        return
+    if digests.size != record.size:
+        raise RelocationFailed(f"size {digests.size}, expected {record.size}")
     etag = record.etag
     if "-" not in etag:
         if digests.md5.hexdigest() != etag:
@@ -129,27 +137,39 @@ async def relocate(engine: Engine, bucket: str, key: str, version_id: str | None
     if all(piece.location == target for piece in record.pieces) and record.location == target:
         # Already there (e.g. a class mapped to the bucket's own location): only the class.
         if changes and record.attrs.get("storage_class") != changes["storage_class"]:
-            attrs = {k: v for k, v in {**record.attrs, **changes}.items() if v is not None}
-            updated = await shielded(engine.metadata.update_object(
-                bucket, key, record.pieces, {"attrs": attrs}))
+            # The same swap, moving nothing: attrs merged atomically, only while unchanged.
+            updated = await shielded(engine.metadata.relocate_version(
+                bucket, key, record.version_id, record.pieces, record.pieces, target, changes,
+                []))
             return Relocation(updated, skipped=None if updated else "changed")
         return Relocation(record, skipped="in place")
     location = engine.locations[target]
-    digests = _Digests(checksum=_checksum_hasher(record))
+    digests = _Digests(checksum=None if is_encrypted(record) else _checksum_hasher(record))
     meta = object_meta(record.headers, record.user_meta, record.tags)
-    async with engine.new_piece(location, bucket, key) as write:
-        stored = await location.put(write.key, _source(engine, record, digests), record.size,
-                                    meta)
-        _verify(record, digests, stored.size)
+    # Piece for piece: the pieces keep their boundaries (a multipart object's parts on file
+    # and mem, an encrypted object's sealed streams), so reads map onto them as before.
+    async with AsyncExitStack() as writes:
+        pieces: list[Stored] = []
+        intents: list[PieceWrite] = []
+        for piece in record.pieces:
+            write = await writes.enter_async_context(engine.new_piece(location, bucket, key))
+            intents.append(write)
+            stored = await location.put(write.key, _piece_source(engine, piece, digests),
+                                        piece.size, meta)
+            if stored.size not in (piece.size, 0):
+                raise RelocationFailed(f"{target} stored {stored.size} bytes of {piece.size}")
+            pieces.append(stored)
+        _verify(record, digests)
         try:
             updated = await shielded(engine.metadata.relocate_version(
-                bucket, key, record.version_id, record.pieces, [stored], target, changes,
-                write.intent))
-        except LookupError:  # the intent outlived storage.intentGraceSeconds
+                bucket, key, record.version_id, record.pieces, pieces, target, changes,
+                [w.intent for w in intents]))
+        except LookupError:  # an intent outlived storage.intentGraceSeconds
             raise RelocationFailed("the copy took longer than storage.intentGraceSeconds"
                                    ) from None
         if updated is not None:
-            write.committed = True
+            for write in intents:
+                write.committed = True
     engine.collector.wake()  # the old pieces, or the unused copy
     return Relocation(updated, moved=digests.size, seconds=time.monotonic() - started,
                       skipped=None if updated is not None else "changed")

@@ -145,8 +145,15 @@ def acl_from_headers(req: S3Request, owner: str, bucket_owner: str | None = None
         grants = []
         for name, value in grant_headers:
             grants += parse_grant_header(req.gateway.accounts, value, GRANT_HEADERS[name])
-    # The bucket the ACL is for (get_bucket() keeps it on the request; CreateBucket has none
-    # yet): its object ownership and public access block decide whether it may be set.
+    return allowed_acl(req, grants, canned)
+
+
+def allowed_acl(req: S3Request, grants: list[Grant], canned: str | None
+                ) -> list[Grant] | None:
+    """`grants` (asked by the canned ACL `canned`, or by grants) as the request's bucket lets
+    them be set: the bucket get_bucket() kept on the request (CreateBucket has none yet)
+    decides by its object ownership and public access block. None when ACLs are disabled and
+    the ACL is the owner's full control anyway. (POST Object's form fields: call it too.)"""
     bucket = req.http.get(BUCKET_RECORD)
     if isinstance(bucket, BucketRecord):
         if acls_disabled(bucket):
@@ -695,7 +702,7 @@ def condition_keys(req: S3Request, account: Account | None,
 
 OWNERSHIP_MODES = ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter")
 # Not AWS's default since 2023 (BucketOwnerEnforced): buckets without the setting keep ACLs
-# working as they always did here (see README "Object ownership").
+# working as they always did here (README: the ownership controls row).
 DEFAULT_OWNERSHIP = "ObjectWriter"
 PUBLIC_ACCESS_SETTINGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
                           "RestrictPublicBuckets")
@@ -721,11 +728,6 @@ def refuse_public_acl(bucket: BucketRecord, grants: Iterable[Grant]) -> None:
     if blocks(bucket, "BlockPublicAcls") and acl_is_public(grants):
         raise S3Error("AccessDenied", "Access Denied: the bucket's public access block "
                       "(BlockPublicAcls) refuses public ACLs.")
-
-
-def effective_owner(bucket: BucketRecord, obj: ObjectRecord) -> str:
-    """Who owns `obj`: its writer, or the bucket owner when ACLs are disabled."""
-    return bucket.owner if acls_disabled(bucket) else obj.owner
 
 
 # Condition keys that, bound to fixed values, make an Allow to everyone non-public (AWS's
@@ -784,11 +786,13 @@ def check_expected_owner(req: S3Request, bucket: BucketRecord) -> None:
     """x-amz-expected-bucket-owner (the request's bucket) and x-amz-source-expected-bucket-owner
     (a copy's source bucket): 403 AccessDenied unless the bucket's owner is that account (its
     12-digit account id, or its canonical id)."""
-    for header, applies in (("x-amz-expected-bucket-owner", bucket.name == req.bucket),
-                            ("x-amz-source-expected-bucket-owner",
-                             _copy_source_bucket(req) == bucket.name)):
+    for header in ("x-amz-expected-bucket-owner", "x-amz-source-expected-bucket-owner"):
         expected = req.headers.get(header)
-        if expected is None or not applies:
+        if expected is None:
+            continue
+        applies = (bucket.name == req.bucket if header == "x-amz-expected-bucket-owner"
+                   else _copy_source_bucket(req) == bucket.name)
+        if not applies:
             continue
         expected = expected.strip()
         owner = req.gateway.accounts.by_canonical_id(bucket.owner)

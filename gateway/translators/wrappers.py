@@ -27,7 +27,7 @@ import asyncio
 import errno
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -115,7 +115,7 @@ async def _close(stream: Any) -> None:
 
 
 class Wrapper(Translator):
-    """Forwards every method of the Translator interface to `inner`, through three hooks a
+    """Forwards every method of the Translator interface to `inner`, through four hooks a
     wrapper overrides: `_call` around each awaited call, `_body` on a body going down,
     `_stream` on a stream coming up (GET) and `_listing` on list_pieces."""
 
@@ -125,9 +125,10 @@ class Wrapper(Translator):
         self.type_name = inner.type_name
         self.lists_only_own_pieces = inner.lists_only_own_pieces
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]],
-                    body: ByteStream | None = None) -> T:
-        return await call()
+    async def _call(self, operation: str, method: Callable[..., Awaitable[T]],
+                    args: tuple[Any, ...], body: ByteStream | None = None) -> T:
+        """Around each awaited call: `await method(*args)`, what the wrapper adds around it."""
+        return await method(*args)
 
     def _body(self, operation: str, body: ByteStream) -> ByteStream:
         return body
@@ -144,22 +145,25 @@ class Wrapper(Translator):
     async def close(self) -> None:
         await self.inner.close()
 
-    async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
+    # The forwarding methods are plain functions that return `_call`'s coroutine: one frame
+    # per wrapper instead of two (these run on every request; the caller awaits as usual).
+    def put(self, key: str, body: ByteStream, size: int,
+            meta: ObjectMeta) -> Coroutine[Any, Any, Stored]:
         body = self._body("put", body)
-        return await self._call("put", lambda: self.inner.put(key, body, size, meta), body)
+        return self._call("put", self.inner.put, (key, body, size, meta), body)
 
     async def get(self, stored: Stored, offset: int = 0, length: int | None = None) -> ByteStream:
-        stream = await self._call("get", lambda: self.inner.get(stored, offset, length))
+        stream = await self._call("get", self.inner.get, (stored, offset, length))
         return self._stream("get", stream)
 
-    async def head(self, stored: Stored) -> Stored:
-        return await self._call("head", lambda: self.inner.head(stored))
+    def head(self, stored: Stored) -> Coroutine[Any, Any, Stored]:
+        return self._call("head", self.inner.head, (stored,))
 
-    async def delete(self, stored: Stored) -> None:
-        await self._call("delete", lambda: self.inner.delete(stored))
+    def delete(self, stored: Stored) -> Coroutine[Any, Any, None]:
+        return self._call("delete", self.inner.delete, (stored,))
 
-    async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
-        return await self._call("copy", lambda: self.inner.copy(src, key, meta))
+    def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Coroutine[Any, Any, Stored | None]:
+        return self._call("copy", self.inner.copy, (src, key, meta))
 
     def list_pieces(self, prefix: str = "") -> AsyncIterator[Stored]:
         return self._listing(self.inner.list_pieces(prefix))
@@ -170,34 +174,34 @@ class Wrapper(Translator):
     def storage_id(self) -> str:
         return self.inner.storage_id()
 
-    async def copy_part(self, src: Stored, offset: int, length: int, key: str, upload_id: str,
-                        number: int) -> Stored | None:
-        return await self._call(
-            "copy_part", lambda: self.inner.copy_part(src, offset, length, key, upload_id, number))
+    def copy_part(self, src: Stored, offset: int, length: int, key: str, upload_id: str,
+                  number: int) -> Coroutine[Any, Any, Stored | None]:
+        return self._call("copy_part", self.inner.copy_part,
+                          (src, offset, length, key, upload_id, number))
 
-    async def update_meta(self, stored: Stored, meta: ObjectMeta) -> Stored:
-        return await self._call("update_meta", lambda: self.inner.update_meta(stored, meta))
+    def update_meta(self, stored: Stored, meta: ObjectMeta) -> Coroutine[Any, Any, Stored]:
+        return self._call("update_meta", self.inner.update_meta, (stored, meta))
 
-    async def create_upload(self, key: str, meta: ObjectMeta) -> str:
-        return await self._call("create_upload", lambda: self.inner.create_upload(key, meta))
+    def create_upload(self, key: str, meta: ObjectMeta) -> Coroutine[Any, Any, str]:
+        return self._call("create_upload", self.inner.create_upload, (key, meta))
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: ByteStream,
-                          size: int) -> Stored:
+    def upload_part(self, key: str, upload_id: str, number: int, body: ByteStream,
+                    size: int) -> Coroutine[Any, Any, Stored]:
         body = self._body("upload_part", body)
-        return await self._call(
-            "upload_part", lambda: self.inner.upload_part(key, upload_id, number, body, size),
-            body)
+        return self._call("upload_part", self.inner.upload_part,
+                          (key, upload_id, number, body, size), body)
 
-    async def discard_part(self, key: str, upload_id: str, part: Part) -> None:
-        await self._call("discard_part", lambda: self.inner.discard_part(key, upload_id, part))
+    def discard_part(self, key: str, upload_id: str, part: Part) -> Coroutine[Any, Any, None]:
+        return self._call("discard_part", self.inner.discard_part, (key, upload_id, part))
 
-    async def complete_upload(self, key: str, upload_id: str, parts: list[Part],
-                              meta: ObjectMeta) -> list[Stored]:
-        return await self._call(
-            "complete_upload", lambda: self.inner.complete_upload(key, upload_id, parts, meta))
+    def complete_upload(self, key: str, upload_id: str, parts: list[Part],
+                        meta: ObjectMeta) -> Coroutine[Any, Any, list[Stored]]:
+        return self._call("complete_upload", self.inner.complete_upload,
+                          (key, upload_id, parts, meta))
 
-    async def abort_upload(self, key: str, upload_id: str, parts: list[Part]) -> None:
-        await self._call("abort_upload", lambda: self.inner.abort_upload(key, upload_id, parts))
+    def abort_upload(self, key: str, upload_id: str,
+                     parts: list[Part]) -> Coroutine[Any, Any, None]:
+        return self._call("abort_upload", self.inner.abort_upload, (key, upload_id, parts))
 
     async def check(self) -> Health:
         return await self.inner.check()
@@ -210,10 +214,10 @@ class Boundary(Wrapper):
     def _body(self, operation: str, body: ByteStream) -> ByteStream:
         return TrackedBody(body)
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]],
-                    body: ByteStream | None = None) -> T:
+    async def _call(self, operation: str, method: Callable[..., Awaitable[T]],
+                    args: tuple[Any, ...], body: ByteStream | None = None) -> T:
         try:
-            return await call()
+            return await method(*args)
         except Exception as exc:
             if isinstance(body, TrackedBody) and body.error is not None:
                 raise body.error from None  # the client's failure wins over what it caused
@@ -264,13 +268,13 @@ class Timeouts(Wrapper):
         super().__init__(inner)
         self.call_timeout = call_timeout
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]],
-                    body: ByteStream | None = None) -> T:
+    async def _call(self, operation: str, method: Callable[..., Awaitable[T]],
+                    args: tuple[Any, ...], body: ByteStream | None = None) -> T:
         if operation in UNTIMED:
-            return await call()
+            return await method(*args)
         try:
             async with asyncio.timeout(self.call_timeout):
-                return await call()
+                return await method(*args)
         except TimeoutError:
             raise Unavailable(f"{operation} timed out after {self.call_timeout:g}s",
                               kind="timeout") from None
@@ -284,14 +288,14 @@ class Metered(Wrapper):
         self.metrics: Metrics | None = None  # attached by the gateway once it has them
         self._histograms: dict[str, Any] = {}
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]],
-                    body: ByteStream | None = None) -> T:
+    async def _call(self, operation: str, method: Callable[..., Awaitable[T]],
+                    args: tuple[Any, ...], body: ByteStream | None = None) -> T:
         metrics = self.metrics
         if metrics is None:
-            return await call()
+            return await method(*args)
         started = time.monotonic()
         try:
-            return await call()
+            return await method(*args)
         except TranslatorError as exc:
             kind = failure_kind(exc)
             if kind is not None:
@@ -352,13 +356,13 @@ class Breaker(Wrapper):
         self.health = health
         self._config_logged = False
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]],
-                    body: ByteStream | None = None) -> T:
+    async def _call(self, operation: str, method: Callable[..., Awaitable[T]],
+                    args: tuple[Any, ...], body: ByteStream | None = None) -> T:
         health = self.health
         if health.state == "down":
             raise Unavailable(health.message or "marked down by health checks", kind="down")
         try:
-            result = await call()
+            result = await method(*args)
         except Unavailable:
             self._failed()
             raise

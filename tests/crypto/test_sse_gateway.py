@@ -25,7 +25,9 @@ C = 64 * 1024
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with start_gateway(tmp_path_factory.mktemp("sse-gateway")) as gw:
+    # SSE-C keys over plain http: allowed here (the refusal has its own test below).
+    with start_gateway(tmp_path_factory.mktemp("sse-gateway"),
+                       config={"encryption": {"allowSseCOverHttp": True}}) as gw:
         yield gw
 
 
@@ -136,12 +138,6 @@ def test_not_wired_yet_is_refused_not_ignored(s3: Any, bucket: str) -> None:
                             CopySource={"Bucket": bucket, "Key": "src"})
     assert copy.value.response["Error"]["Code"] == "NotImplemented"
     s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload)
-    key = os.urandom(32)
-    with pytest.raises(ClientError) as sse_c:
-        s3.put_object(Bucket=bucket, Key="c", Body=b"x", SSECustomerAlgorithm="AES256",
-                      SSECustomerKey=base64.b64encode(key).decode(),
-                      SSECustomerKeyMD5=base64.b64encode(hashlib.md5(key).digest()).decode())
-    assert sse_c.value.response["Error"]["Code"] in ("NotImplemented", "InvalidRequest")
     with pytest.raises(ClientError) as bad:
         s3.put_object(Bucket=bucket, Key="b", Body=b"x", ServerSideEncryption="AES128")
     assert bad.value.response["Error"]["Code"] == "InvalidArgument"
@@ -222,3 +218,60 @@ def test_copies_between_modes(gateway: Gateway, s3: Any, bucket: str) -> None:
     # A plaintext copy of a plaintext object stays plaintext.
     s3.copy_object(Bucket=bucket, Key="c4", CopySource={"Bucket": bucket, "Key": "plain"})
     assert "ServerSideEncryption" not in s3.head_object(Bucket=bucket, Key="c4")
+
+
+def test_sse_c_round_trip_and_refusals(gateway: Gateway, s3: Any, bucket: str) -> None:
+    key, other = os.urandom(32), os.urandom(32)
+    sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    md5 = base64.b64encode(hashlib.md5(key).digest()).decode()
+    data = os.urandom(C + 77)
+    put = s3.put_object(Bucket=bucket, Key="c", Body=data, **sse_c)
+    assert (put["SSECustomerAlgorithm"], put["SSECustomerKeyMD5"]) == ("AES256", md5)
+    assert "ServerSideEncryption" not in put
+    got = s3.get_object(Bucket=bucket, Key="c", Range="bytes=65530-65540", **sse_c)
+    assert got["Body"].read() == data[65530:65541] and got["SSECustomerKeyMD5"] == md5
+    assert s3.head_object(Bucket=bucket, Key="c", **sse_c)["ContentLength"] == len(data)
+    for call in (s3.get_object, s3.head_object):
+        with pytest.raises(ClientError) as without:
+            call(Bucket=bucket, Key="c")
+        assert without.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        with pytest.raises(ClientError) as wrong:
+            call(Bucket=bucket, Key="c", SSECustomerAlgorithm="AES256", SSECustomerKey=other)
+        assert wrong.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with pytest.raises(ClientError) as without:
+        s3.get_object(Bucket=bucket, Key="c")
+    assert without.value.response["Error"]["Code"] == "InvalidRequest"
+    # The key is never kept: not in the metadata, not in the keyring.
+    for path in list((gateway.workdir / "metadata").rglob("*")) + list(
+            (gateway.workdir / "localKeys").rglob("*")):
+        if path.is_file():
+            content = path.read_bytes()
+            assert key not in content and base64.b64encode(key) not in content
+    # SSE-C headers on an object that is not SSE-C are refused.
+    s3.put_object(Bucket=bucket, Key="p", Body=b"plain")
+    with pytest.raises(ClientError) as wrong_kind:
+        s3.get_object(Bucket=bucket, Key="p", **sse_c)
+    assert wrong_kind.value.response["Error"]["Code"] == "InvalidRequest"
+    # Copies: SSE-C -> SSE-S3 needs the source key; SSE-S3 -> SSE-C under a new key.
+    with pytest.raises(ClientError) as no_source_key:
+        s3.copy_object(Bucket=bucket, Key="c2", CopySource={"Bucket": bucket, "Key": "c"})
+    assert no_source_key.value.response["Error"]["Code"] == "InvalidRequest"
+    s3.copy_object(Bucket=bucket, Key="c2", CopySource={"Bucket": bucket, "Key": "c"},
+                   CopySourceSSECustomerAlgorithm="AES256", CopySourceSSECustomerKey=key,
+                   ServerSideEncryption="AES256")
+    assert s3.get_object(Bucket=bucket, Key="c2")["Body"].read() == data
+    s3.copy_object(Bucket=bucket, Key="c3", CopySource={"Bucket": bucket, "Key": "c2"},
+                   SSECustomerAlgorithm="AES256", SSECustomerKey=other)
+    assert s3.get_object(Bucket=bucket, Key="c3", SSECustomerAlgorithm="AES256",
+                         SSECustomerKey=other)["Body"].read() == data
+
+
+def test_sse_c_refused_over_plain_http(tmp_path: Path) -> None:
+    with start_gateway(tmp_path) as gw:
+        s3 = gw.client()
+        s3.create_bucket(Bucket="plain-http")
+        with pytest.raises(ClientError) as caught:
+            s3.put_object(Bucket="plain-http", Key="k", Body=b"x", SSECustomerAlgorithm="AES256",
+                          SSECustomerKey=os.urandom(32))
+        assert caught.value.response["Error"]["Code"] == "InvalidRequest"
+        assert "secure connection" in caught.value.response["Error"]["Message"]

@@ -77,9 +77,10 @@ def test_sse_c_valid() -> None:
     request = sse_request({ALG: "AES256", CKEY: KEY_B64, CMD5: MD5_B64})
     assert request.mode == SSE_C and request.customer.key == KEY
     assert request.customer.md5 == MD5_B64
-    source = customer_key({"x-amz-copy-source-" + ALG: "AES256",
-                           "x-amz-copy-source-" + CKEY: KEY_B64,
-                           "x-amz-copy-source-" + CMD5: MD5_B64}, copy_source=True)
+    source = customer_key({
+        "x-amz-copy-source-server-side-encryption-customer-algorithm": "AES256",
+        "x-amz-copy-source-server-side-encryption-customer-key": KEY_B64,
+        "x-amz-copy-source-server-side-encryption-customer-key-md5": MD5_B64}, copy_source=True)
     assert source.key == KEY
     assert customer_key({ALG: "AES256", CKEY: KEY_B64, CMD5: MD5_B64}, copy_source=True) is None
 

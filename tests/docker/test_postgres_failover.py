@@ -10,6 +10,8 @@ The formation's timeouts are shortened (pg_auto_failover's defaults take ~30-50 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -70,9 +72,12 @@ class Formation:
         return f"postgres://autoctl_node@127.0.0.1:{self.monitor_port}/pg_auto_failover?sslmode=disable"
 
     def dsn(self) -> str:
-        """What a gateway is given: every node, and only the primary will do."""
-        hosts = ",".join(f"127.0.0.1:{port}" for port in self.node_ports.values())
-        return f"postgresql://postgres@{hosts}/gateway?target_session_attrs=read-write"
+        """What a gateway is given: every node, and only the primary will do. libpq's
+        host=/port= list form (`postgresql://u@h1:p1,h2:p2/db` is the same to asyncpg)."""
+        hosts = ",".join("127.0.0.1" for _ in self.node_ports)
+        ports = ",".join(str(port) for port in self.node_ports.values())
+        return (f"postgresql://postgres@/gateway?host={hosts}&port={ports}"
+                "&target_session_attrs=read-write")
 
     def autoctl(self, *args: str, timeout: float = 60) -> str:
         done = subprocess.run(["pg_autoctl", *args], env=self.env, cwd=self.root,
@@ -115,16 +120,38 @@ class Formation:
         return {row["nodename"]: (row["current_group_state"], row["assigned_group_state"])
                 for row in rows}
 
-    def wait_for(self, wanted: dict[str, str], timeout: float) -> None:
+    def sql(self, node: str, statement: str) -> None:
+        import asyncpg
+
+        async def run() -> None:
+            connection = await asyncpg.connect(
+                f"postgresql://postgres@127.0.0.1:{self.node_ports[node]}/gateway", timeout=5)
+            try:
+                await connection.execute(statement)
+            finally:
+                await connection.close()
+
+        asyncio.run(run())
+
+    def wait_for(self, wanted: dict[str, str], timeout: float,
+                 checkpoint_on: str | None = None) -> None:
         deadline = time.monotonic() + timeout
         while True:
             states = self.states()
             if all(states.get(name, ("", ""))[0] == state == states[name][1]
                    for name, state in wanted.items()):
                 return
+            if checkpoint_on:
+                # pg_autoctl's pg_basebackup asks for a spread checkpoint (minutes on an idle
+                # test cluster); an immediate one requested meanwhile finishes it at once.
+                with contextlib.suppress(Exception):
+                    self.sql(checkpoint_on, "CHECKPOINT")
             for name, keeper in self.keepers.items():
                 assert keeper.poll() is None, f"pg_autoctl {name} exited: {self.log(name)}"
-            assert time.monotonic() < deadline, f"formation not {wanted} after {timeout} s: {states}"
+                # (a keeper that exits is restarted by nobody: fail at once with its log)
+            assert time.monotonic() < deadline, (
+                f"formation not {wanted} after {timeout} s: {states}\n"
+                + "\n".join(f"--- {name}\n{self.log(name)}" for name in self.keepers))
             time.sleep(0.3)
 
     def kill(self, name: str) -> None:
@@ -168,7 +195,7 @@ def formation() -> Iterator[Formation]:
         cluster.add_node("node1")
         cluster.wait_for({"node1": "single"}, 60)
         cluster.add_node("node2")
-        cluster.wait_for({"node1": "primary", "node2": "secondary"}, 90)
+        cluster.wait_for({"node1": "primary", "node2": "secondary"}, 90, checkpoint_on="node1")
         yield cluster
     finally:
         cluster.stop()
@@ -186,7 +213,12 @@ class Outcome:
 def test_gateway_serves_again_after_the_primary_is_killed(
         formation: Formation, tmp_path: Path) -> None:
     config = {"metadata": {"backend": "postgres", "dsn": formation.dsn()}}
-    with start_gateway(tmp_path / "gw", config=config, timeout=60) as gateway:
+    log = tmp_path / "gw" / "gateway.log"
+    with contextlib.ExitStack() as stack:
+        try:
+            gateway = stack.enter_context(start_gateway(tmp_path / "gw", config=config, timeout=60))
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}: {log.read_text()[-3000:]}") from None
         client_config = {"connect_timeout": 5, "read_timeout": 60}
         setup = gateway.client(**client_config)
         bucket = f"failover-{uuid.uuid4().hex[:8]}"

@@ -115,7 +115,7 @@ async def test_relocate_version_swaps_only_the_version_it_copied(queue: Metadata
     intent = await store.add_intent("cold", "rb/k~new")
     new = Stored("cold", "rb/k~new", 5, version_id="gen1")
     moved = await store.relocate_version("rb", "k", v1, old.pieces, [new], "cold",
-                                         {"storage_class": "GLACIER"}, intent)
+                                         {"storage_class": "GLACIER"}, [intent])
     assert moved is not None and moved.pieces == [new] and moved.location == "cold"
     assert moved.attrs == {"checksum": {"algorithm": "CRC32", "value": "x"},
                            "storage_class": "GLACIER"}
@@ -132,20 +132,22 @@ async def test_relocate_version_swaps_only_the_version_it_copied(queue: Metadata
     intent2 = await store.add_intent("cold", "rb/k~newer")
     assert await store.relocate_version("rb", "k", v1, old.pieces,
                                         [Stored("cold", "rb/k~newer", 5)], "cold", {},
-                                        intent2) is None
+                                        [intent2]) is None
     assert [i.id for i in await store.list_intents()] == [intent2]  # left to its writer
     assert (await store.get_object("rb", "k", v1)).pieces == [new]  # type: ignore[union-attr]
     # The null version, and a gone intent.
     null = _obj("n", "c")
     await store.put_object(null)
     await store.abandon_intent(intent2)
-    with pytest.raises(LookupError):
-        await store.relocate_version("rb", "n", None, null.pieces, [new], "cold", {}, intent2)
-    assert (await store.get_object("rb", "n", "null")).pieces == null.pieces  # type: ignore[union-attr]
     intent3 = await store.add_intent("cold", "rb/n~x")
+    with pytest.raises(LookupError):  # one of two intents gone: nothing changes
+        await store.relocate_version("rb", "n", None, null.pieces, [new], "cold", {},
+                                     [intent3, intent2])
+    assert (await store.get_object("rb", "n", "null")).pieces == null.pieces  # type: ignore[union-attr]
+    assert [i.id for i in await store.list_intents()] == [intent3]  # not taken either
     done = await store.relocate_version("rb", "n", None, null.pieces,
                                         [Stored("cold", "rb/n~x", 5)], "cold",
-                                        {"storage_class": None, "checksum": None}, intent3)
+                                        {"storage_class": None, "checksum": None}, [intent3])
     assert done is not None and done.attrs == {} and done.version_id is None
 
 

@@ -120,19 +120,28 @@ def test_bucket_owner_enforced_owns_other_writers_objects(s3: Any, s3_other: Any
     # The writer owns nothing, so it may not read back what the policy does not grant.
     fails(lambda: s3_other.get_object(Bucket=bucket, Key="theirs"), "AccessDenied", 403)
     listing = s3.list_objects(Bucket=bucket)["Contents"]
-    assert [o["Key"] for o in listing] == ["theirs"]
+    assert [(o["Key"], o["Owner"]["ID"]) for o in listing] == [("theirs", OWNER1)]
+    versions = s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert [(v["Key"], v["Owner"]["ID"]) for v in versions] == [("theirs", OWNER1)]
 
 
-def test_switching_to_enforced(gateway: Gateway, s3: Any) -> None:
+def test_switching_to_enforced(gateway: Gateway, s3: Any, s3_other: Any) -> None:
     bucket = new_bucket(s3, ACL="public-read")
     controls = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
     fails(lambda: s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls=controls),
           "InvalidBucketAclWithObjectOwnership", 400)
     s3.put_bucket_acl(Bucket=bucket, ACL="private")
     s3.put_object(Bucket=bucket, Key="open", Body=b"o", ACL="public-read")
+    allow_other_account_to_write(s3, bucket)
+    s3_other.put_object(Bucket=bucket, Key="theirs", Body=b"t")  # ObjectWriter: theirs
+    assert s3.get_object_acl(Bucket=bucket, Key="theirs")["Owner"]["ID"] == OWNER2
     assert requests.get(f"{gateway.endpoint}/{bucket}/open", timeout=10).status_code == 200
     s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls=controls)
-    # Existing ACLs stop granting anything...
+    # The bucket owner now owns what others wrote before...
+    assert s3.get_object_acl(Bucket=bucket, Key="theirs")["Owner"]["ID"] == OWNER1
+    owners = {o["Key"]: o["Owner"]["ID"] for o in s3.list_objects(Bucket=bucket)["Contents"]}
+    assert owners == {"open": OWNER1, "theirs": OWNER1}
+    # ...and existing ACLs stop granting anything...
     assert requests.get(f"{gateway.endpoint}/{bucket}/open", timeout=10).status_code == 403
     # ...and grant again once ACLs are back on (they were kept, as AWS keeps them).
     s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={

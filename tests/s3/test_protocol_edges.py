@@ -19,7 +19,9 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from defusedxml import ElementTree
 
-from tests.gatewayproc import ACCESS_KEY, SECRET_KEY, Gateway, start_gateway
+from gateway.config import load_settings
+from gateway.errors import ConfigFileError
+from tests.gatewayproc import ACCESS_KEY, SECRET_KEY, Gateway, start_gateway, write_config
 from tests.s3.conftest import error_code
 
 CREDS = Credentials(ACCESS_KEY, SECRET_KEY)
@@ -255,3 +257,12 @@ def test_gzip_body_stored_as_sent(s3: Any) -> None:
     got = s3.get_object(Bucket=bucket, Key="z")
     assert got["ContentEncoding"] == "gzip" and got["Body"].read() == packed
     assert got["ContentLength"] == len(packed)
+
+
+@pytest.mark.parametrize("value", [5, "", "   ", ["us-east-1"]])
+def test_bad_region_setting_refuses_to_start(tmp_path: Path, value: Any) -> None:
+    env = write_config(tmp_path, 1, None, {"region": value})
+    with pytest.raises(ConfigFileError) as exc:
+        load_settings(env)
+    assert 'key "region"' in str(exc.value) and "config.json" in str(exc.value)
+    assert load_settings({**env, "S3_REGION": "eu-west-3"}).region == "eu-west-3"

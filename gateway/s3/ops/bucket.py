@@ -153,14 +153,15 @@ async def list_versions(req: S3Request) -> web.Response:
         if listing.next_version_id:
             nodes.append(("NextVersionIdMarker", listing.next_version_id))
     for v in listing.versions:
-        owner = accounts.by_canonical_id(v.owner)
+        owner_id = bucket.owner if access.acls_disabled(bucket) else v.owner  # Enforced
+        owner = accounts.by_canonical_id(owner_id)
         entry: list[tuple[str, object]] = [
             ("Key", enc(v.key)), ("VersionId", v.version_id or "null"), ("IsLatest", v.latest),
             ("LastModified", iso_time(v.last_modified))]
         if not v.delete_marker:
             entry += [("ETag", f'"{v.etag}"'), ("Size", v.size),
                       ("StorageClass", storage_class_of(v))]
-        entry.append(("Owner", owner_node(v.owner, owner.name if owner else "")))
+        entry.append(("Owner", owner_node(owner_id, owner.name if owner else "")))
         nodes.append(("DeleteMarker" if v.delete_marker else "Version", entry))
     nodes += [("CommonPrefixes", [("Prefix", enc(p))]) for p in listing.prefixes]
     return web.Response(body=render("ListVersionsResult", nodes), content_type="application/xml")
@@ -233,8 +234,9 @@ async def list_objects(req: S3Request) -> web.Response:
             ("Key", enc(o.key)), ("LastModified", iso_time(o.last_modified)),
             ("ETag", f'"{o.etag}"'), ("Size", o.size)]
         if fetch_owner:
-            owner = accounts.by_canonical_id(o.owner)
-            entry.append(("Owner", owner_node(o.owner, owner.name if owner else "")))
+            owner_id = bucket.owner if access.acls_disabled(bucket) else o.owner  # Enforced
+            owner = accounts.by_canonical_id(owner_id)
+            entry.append(("Owner", owner_node(owner_id, owner.name if owner else "")))
         entry.append(("StorageClass", storage_class_of(o)))
         contents.append(("Contents", entry))
     nodes: list[tuple[str, object]] = [("Name", bucket.name), ("Prefix", enc(prefix))]

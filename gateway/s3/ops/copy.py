@@ -123,7 +123,9 @@ async def copy_object(req: S3Request) -> web.Response:
         location=req.headers.get(LOCATION_HEADER) if replace else None, host=req.host,
         checksum_algorithm=copy_algorithm(req),
         source_conditions=request_conditions(req.headers, "x-amz-copy-source-"),
-        encryption=sse_objects.put_encryption(req.headers))  # the destination's (crypto/)
+        encryption=sse_objects.put_encryption(  # the destination's, the source's SSE-C key
+            req.headers, secure=req.http.secure,
+            allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
     result = await req.gateway.engine.copy(bucket, req.key, source.obj, source.bucket, opts)
     record = result.record
     req.extra_log["location"] = record.location
@@ -131,7 +133,7 @@ async def copy_object(req: S3Request) -> web.Response:
     copy_headers = ({"x-amz-copy-source-version-id": source_headers["x-amz-version-id"]}
                     if "x-amz-version-id" in source_headers else {})
     headers = {**encryption_headers(result.encryption), **copy_headers,
-               **sse_objects.response_headers(record)}  # gateway encryption (crypto/)
+               **sse_objects.response_headers(record, req.headers)}  # gateway encryption
     if not result.in_place:  # in place, the version stays the same
         headers.update(version_headers(bucket, record))
     return xml_response("CopyObjectResult", record.etag, record.last_modified, headers,

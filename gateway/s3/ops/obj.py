@@ -76,7 +76,9 @@ async def put_object(req: S3Request) -> web.Response:
         storage_class=requested_storage_class(req.headers),
         location=req.headers.get(LOCATION_HEADER), host=req.host,
         content_md5=content_md5(req), checksum_algorithm=stated.algorithm if stated else None,
-        verify=stated_verifier(req, stated), encryption=sse_objects.put_encryption(req.headers))
+        verify=stated_verifier(req, stated), encryption=sse_objects.put_encryption(
+            req.headers, secure=req.http.secure,
+            allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
     size = body_size(req)
     result = await req.gateway.engine.put(bucket, req.key, request_body(req, stated), size, opts)
     req.extra_log["location"] = result.record.location
@@ -85,7 +87,7 @@ async def put_object(req: S3Request) -> web.Response:
     response_headers.update(req.gateway.lifecycle.object_headers(bucket, result.record))
     if result.encryption:
         response_headers["x-amz-server-side-encryption"] = result.encryption
-    response_headers.update(sse_objects.response_headers(result.record))  # gateway encryption
+    response_headers.update(sse_objects.response_headers(result.record, req.headers))
     return web.Response(headers=response_headers)
 
 
@@ -162,12 +164,15 @@ async def read_object(req: S3Request, *, body: bool, small: int = 0
     opts = GetOptions(version_id=req.query.get("versionId"),
                       range=GetRange.parse(req.headers.get("Range")),
                       part_number=requested_part(req), conditions=request_conditions(req.headers),
-                      small=small)
+                      small=small, encryption=sse_objects.read_encryption(
+                          req.headers, secure=req.http.secure,
+                          allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
     read = await req.gateway.engine.read(bucket, req.key, opts,
                                          lambda: requested_object(req, bucket), body=body)
     obj = read.record
     req.extra_log["location"] = obj.location
-    headers = {**object_headers(obj), **version_headers(bucket, obj)}
+    headers = {**object_headers(obj), **version_headers(bucket, obj),
+               **sse_objects.response_headers(obj, req.headers)}  # SSE-C: the key's MD5
     headers.update(req.gateway.lifecycle.object_headers(bucket, obj))  # x-amz-expiration
     apply_overrides(req, headers)
     if read.parts_count is not None and opts.part_number is not None:
