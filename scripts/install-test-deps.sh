@@ -32,5 +32,13 @@ if [ ! -x "$SWIFT_VENV/bin/swift-proxy-server" ]; then
   "$SWIFT_VENV/bin/pip" install --quiet --disable-pip-version-check swift
 fi
 
-# tests/docker: podman, runc, podman-compose and debootstrap (apt) to build and run docker/.
+# tests/docker: podman, runc, podman-compose and debootstrap (apt) to build and run docker/;
+# pg_auto_failover for the PostgreSQL failover test (the extension of the server's version).
 bash docker/ci-smoke.sh tools
+if ! command -v pg_autoctl >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  pg_major=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1 | cut -d/ -f5)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq pg-auto-failover-cli \
+    "postgresql-$pg_major-auto-failover" >/dev/null
+fi

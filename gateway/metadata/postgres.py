@@ -77,6 +77,7 @@ from gateway.metadata.base import (
     BucketRecord,
     ConditionFailed,
     GarbageRecord,
+    Guard,
     IntentRecord,
     JobRecord,
     Listing,
@@ -612,16 +613,36 @@ class PostgresStore(MetadataStore):
             return await self._object(conn, bucket, key, version_id, markers)
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None, *,
-                            expect: str | None = None) -> ObjectRecord | None:
+                            expect: str | None = None,
+                            guard: Guard | None = None) -> ObjectRecord | None:
         vid = None if not version_id or version_id == "null" else version_id
+        if guard is not None:  # Object Lock: the version is checked under the same locks
+            return await self._guarded_delete(bucket, key, vid, expect, guard)
         try:
             rows = await self.pool.fetch(DELETE_OBJECT, bucket, key, vid, time.time(), expect)
         except asyncpg.PostgresError as e:
             _refused(e, bucket, None)
         return _object_from(max(rows, key=lambda r: r[-1])) if rows else None
 
+    async def _guarded_delete(self, bucket: str, key: str, vid: str | None,
+                              expect: str | None, guard: Guard) -> ObjectRecord | None:
+        """delete_object with a guard: one transaction takes the write locks (bucket shared,
+        then key, as s3gw_delete_object does; they are re-entrant), reads the version, lets
+        the guard refuse, then deletes, so no update can change the version in between."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(LOCK_WRITE, NS, bucket, key)
+            stored = await self._object(conn, bucket, key, vid or "null", markers=True)
+            if stored is not None:
+                guard(stored)
+            try:
+                rows = await conn.fetch(DELETE_OBJECT, bucket, key, vid, time.time(), expect)
+            except asyncpg.PostgresError as e:
+                _refused(e, bucket, None)
+        return _object_from(max(rows, key=lambda r: r[-1])) if rows else None
+
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
-                            changes: dict[str, Any]) -> ObjectRecord | None:
+                            changes: dict[str, Any], *,
+                            guard: Guard | None = None) -> ObjectRecord | None:
         async with self.pool.acquire() as conn, conn.transaction():
             # The key lock makes this read-compare-write atomic against every other writer.
             # The pieces name the version: every version's bytes sit at their own backend keys.
@@ -633,6 +654,8 @@ class PostgresStore(MetadataStore):
             if row is None:
                 return None
             current = _object_from(row)
+            if guard is not None:  # Object Lock: checked under the key lock
+                guard(current)
             updated = replace(current, **changes)
             # A change that re-pinned the bytes (a backend that copies to change metadata,
             # e.g. B2) leaves the old version unreferenced: garbage in this transaction.

@@ -36,6 +36,7 @@ from gateway.metadata.base import (
     UploadRecord,
 )
 from gateway.metadata.ledger import dropped_pieces
+from gateway.objects import lock as object_lock  # Object Lock rules (issue 15)
 from gateway.objects import multipart as mp
 from gateway.objects.collector import Collector
 from gateway.objects.options import (
@@ -405,6 +406,7 @@ class Engine:
         location = self.place(bucket, opts.location, opts.host)
         expect = opts.expectation()
         await self.check_expectation(bucket, key, expect)
+        lock = object_lock.new_lock(bucket, opts.lock)  # before any byte is stored
         algorithm = opts.checksum_algorithm or checksums.DEFAULT_ALGORITHM
         verified = VerifiedBody(body, size, opts.content_md5, (algorithm,), opts.verify)
         stream, stored_size, sealed = aiter(verified), size, None
@@ -423,6 +425,8 @@ class Engine:
                 attrs=new_attrs(opts, single_checksum(algorithm, verified.checksum(algorithm))))
             if sealed is not None:
                 record.attrs[sse_objects.ATTR] = sealed.attrs()
+            if lock:
+                record.attrs[object_lock.ATTR] = lock
             replaced = await self.commit(bucket, record, write, expect=expect)
         return WriteResult(record, replaced, self._event(kind, record,
                                                          opts.requester or opts.owner))
@@ -519,6 +523,10 @@ class Engine:
         # The copy is a new object: the requester's, with the ACL asked for (not the
         # source's), and the storage class asked for (else STANDARD), as AWS does.
         attrs = new_attrs(opts, checksum)
+        # Object Lock: what the request asks for or the bucket's default, never the source's.
+        lock = object_lock.new_lock(bucket, opts.lock)
+        if lock:
+            attrs[object_lock.ATTR] = lock
         # A one-piece object with a plain MD5 ETag can be copied without reading it: its ETag
         # is already the MD5 of its bytes. A multipart source gets a fresh MD5 (as AWS).
         one_piece = (len(source.pieces) == 1 and source.pieces[0].location == location.name
@@ -615,22 +623,50 @@ class Engine:
         current = obj
         for _ in range(5):
             grants = grants_for(current)
-            updated = await self.metadata.update_object(
-                bucket.name, current.key, current.pieces,
-                {"attrs": {**current.attrs, "acl": grants}})
+            try:
+                updated = await self.metadata.update_object(
+                    bucket.name, current.key, current.pieces,
+                    {"attrs": {**current.attrs, "acl": grants}},
+                    guard=_same_attrs(current))  # never drops an Object Lock set meanwhile
+            except _AttrsChanged:
+                updated = None
             if updated is not None:
                 self._event(ACL_PUT, updated, requester)
                 return updated
             current = await resolve()
         raise S3Error("InternalError", "The object kept changing; try again.")
 
+    async def update_lock(self, bucket: BucketRecord, obj: ObjectRecord,
+                          change: Callable[[ObjectRecord], dict[str, Any]],
+                          resolve: Resolver) -> ObjectRecord:
+        """Put{ObjectRetention,ObjectLegalHold}: set version `obj`'s attrs to change(version)
+        (gateway/objects/lock.py's with_retention / with_legal_hold, which refuse what Object
+        Lock forbids), by compare-and-set on its pieces and on the attrs the change was made
+        from, so two changes (or a change and a delete) never interleave."""
+        current = obj
+        for _ in range(UPDATE_ATTEMPTS * 2):
+            attrs = change(current)
+            try:
+                updated = await self.metadata.update_object(
+                    bucket.name, current.key, current.pieces, {"attrs": attrs},
+                    guard=_same_attrs(current))
+            except _AttrsChanged:
+                updated = None
+            if updated is not None:
+                return updated
+            current = await resolve()
+        raise S3Error("OperationAborted", "The object's lock kept changing. Please try again.")
+
     # --- deleting -----------------------------------------------------------------------
     async def delete(self, bucket: BucketRecord, key: str, version_id: str | None,
-                     requester: str, *, expect: str | None = None) -> ObjectRecord | None:
+                     requester: str, *, expect: str | None = None,
+                     bypass_governance: bool = False) -> ObjectRecord | None:
         """Delete one key or one version; absent is success. Without a version id, a
         versioning bucket gets a delete marker instead. `expect`: an ETag the current object
         must have (DeleteObject If-Match), checked atomically with the delete. Returns what the
-        response describes: the version removed or the marker written."""
+        response describes: the version removed or the marker written. A version Object Lock
+        protects is refused (AccessDenied); `bypass_governance`: the requester asked to and
+        may bypass a GOVERNANCE retention (s3:BypassGovernanceRetention)."""
         if version_id == "":
             raise S3Error("InvalidArgument", "Version id cannot be the empty string",
                           ArgumentName="versionId", ArgumentValue="")
@@ -655,8 +691,11 @@ class Engine:
                 raise S3Error("NoSuchKey", Key=key)
             return None  # a well-formed id that is gone: deleting it again succeeds
         try:
+            # Object Lock: a protected version is refused inside the delete's transaction, so
+            # a retention or legal hold set meanwhile is always seen (gateway/objects/lock.py).
             old = await shielded(self.metadata.delete_object(
-                bucket.name, key, existing.version_id or "null", expect=expect))
+                bucket.name, key, existing.version_id or "null", expect=expect,
+                guard=object_lock.delete_guard(bypass_governance)))
         except ConditionFailed as failed:
             raise condition_error(failed, key, raced=False) from None
         if old is not None:
@@ -674,6 +713,9 @@ class Engine:
         attrs = new_attrs(opts)
         if opts.upload_checksum:
             attrs["checksum"] = opts.upload_checksum
+        lock = object_lock.new_lock(bucket, opts.lock)  # kept by the completed object
+        if lock:
+            attrs[object_lock.ATTR] = lock
         backend_key = location.new_key(bucket.name, key)
         backend_upload_id = await location.create_upload(
             backend_key, object_meta(opts.headers, opts.user_meta, opts.tags))
@@ -868,6 +910,17 @@ class Engine:
         if finished is None:
             raise S3Error("NoSuchUpload", UploadId=upload.upload_id)
         self.collector.wake()
+
+
+class _AttrsChanged(Exception):
+    """A compare-and-set's guard found the version's attrs changed since they were read."""
+
+
+def _same_attrs(read: ObjectRecord) -> Callable[[ObjectRecord], None]:
+    def guard(stored: ObjectRecord) -> None:
+        if stored.attrs != read.attrs:
+            raise _AttrsChanged()
+    return guard
 
 
 def reusable_checksum(src: ObjectRecord, algorithm: str | None, whole: bool = True

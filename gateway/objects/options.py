@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.errors import S3Error
 from gateway.metadata.base import ObjectRecord
+from gateway.objects.lock import LockRequest
 
 MAX_PUT_SIZE = 5 * 1024**3
 MAX_PART_NUMBER = 10_000
@@ -104,6 +105,9 @@ class PutOptions:
     upload_checksum: dict[str, str] | None = None
     encryption: dict[str, str] | None = None  # room for SSE settings (crypto/)
     requester: str | None = None  # who asked, for the event (default: owner)
+    # Object Lock asked for (x-amz-object-lock-*); the bucket's default applies without
+    # (gateway/objects/lock.py).
+    lock: LockRequest | None = None
 
     def expectation(self) -> str | None:
         """What the metadata commit checks atomically: "*", an ETag, or nothing."""

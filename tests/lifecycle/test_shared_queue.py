@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,11 @@ pytestmark = pytest.mark.postgres
 N = 40
 
 
-@pytest.fixture
-def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
+@pytest.fixture(scope="module")
+def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[tuple[Gateway, Gateway]]:
+    """Two gateways; the last test of this module kills the first."""
+    tmp_path = tmp_path_factory.mktemp("lc-pair")
     config = {"metadata": {"backend": "postgres", "dsn": pg_dsn(request, "lifecycle_shared")},
               "lifecycle": {"dayLengthSeconds": 1, "scanIntervalSeconds": 0.3},
               "jobs": {"pollSeconds": 0.2, "concurrency": 2, "leaseSeconds": 2},
