@@ -55,6 +55,12 @@ def _accounts(argv: list[str]) -> int | None:
     return accounts_main(argv)
 
 
+def _migrate(argv: list[str]) -> int | None:
+    from gateway.moving.cli import main as migrate_main
+
+    return migrate_main(argv)
+
+
 # name -> (help line, run(argv) -> exit status). Add a command here, one row.
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int | None]]] = {
     "serve": ("run the gateway (the default when no command is given)", _serve),
@@ -68,12 +74,15 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int | None]]] = {
                   "lifecycle run BUCKET [--endpoint URL]", _lifecycle),
     "accounts": ("accounts and access keys at runtime: add | list | add-key | disable-key | "
                  "enable-key | remove-key | remove", _accounts),
+    "migrate": ("move a bucket to another location while in use: migrate BUCKET --to LOCATION "
+                "[--keep-source] [--detach] | --status [BUCKET] | --cancel BUCKET", _migrate),
 }
 
 FILES = """\
 configuration files (looked up in ./conf/, then ./, then the repository):
   config.json          port, listenOn, restEndpoints, metadata, healthChecks, metricsPort,
                        certFilePaths {key, cert, ca} (TLS), accounts, storage, connections
+                       lifecycle, jobs, storageClasses (README: Lifecycle and tiering)
   locationConfig.json  the locations (us-east-1 must exist)
   conf/authdata.json   the seed accounts and keys (more at runtime: `accounts`)
   localKeys/master.key beside the metadata folder: seals runtime keys' secrets (made 0600)

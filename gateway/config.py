@@ -115,6 +115,8 @@ class Settings:
     storage_classes: dict[str, str] = field(default_factory=dict)  # class -> location name
     # --- encryption at rest (gateway/crypto/) ---
     encryption: EncryptionSettings = field(default_factory=lambda: EncryptionSettings())
+    # --- several worker processes sharing the ports (gateway/workers.py) ---
+    workers: int = 1
 
 
 # --- operating it: listeners, TLS, accounts (see gateway/tls.py, gateway/accounts.py) -------
@@ -403,7 +405,35 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         lifecycle=load_lifecycle_settings(data, file),
         storage_classes=load_storage_classes(data, file, locations, location_path),
         encryption=load_encryption_settings(data, file, env, metadata_path),
+        workers=load_workers(data, file, env, locations, location_path),
     )
+
+
+# --- several worker processes (gateway/workers.py) --------------------------------------------
+def load_workers(data: dict[str, Any], file: str, env: Mapping[str, str],
+                 locations: dict[str, LocationSpec], location_path: Path) -> int:
+    """config.json "workers" (or S3_WORKERS): how many processes serve the ports; "auto" is
+    the number of cores this process may run on. Default 1."""
+    import os
+
+    raw: Any = env.get("S3_WORKERS") or data.get("workers", 1)
+    source, where = ("environment", "S3_WORKERS") if env.get("S3_WORKERS") else \
+        (file, 'key "workers"')
+    if raw == "auto":
+        raw = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+    elif isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 256:
+        raise ConfigFileError(source, where, f'must be a number of processes, 1..256, or '
+                              f'"auto", got {raw!r}')
+    if raw > 1:
+        for name, spec in locations.items():
+            if spec.type == "mem":  # each worker would hold its own, different objects
+                raise ConfigFileError(str(location_path), f'location "{name}" key "type"',
+                                      f"mem keeps objects in one process's memory: not "
+                                      f"possible with {raw} workers ({where})")
+    return raw
 
 
 def _signing_region(data: dict[str, Any], file: str, env: Mapping[str, str]) -> str:

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import logging
 import resource
+import socket
 import time
 from typing import Any
 
@@ -308,9 +309,12 @@ class GuardedSite(web.TCPSite):
     """A TCPSite whose connections are GuardedHandlers."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 guard: ConnectionGuard, **kwargs: object) -> None:
+                 guard: ConnectionGuard, sock: socket.socket | None = None,
+                 **kwargs: object) -> None:
         super().__init__(runner, host, port, **kwargs)  # type: ignore[arg-type]
         self.guard = guard
+        # A listening socket bound by the workers' parent (gateway/workers.py), else None.
+        self.sock = sock
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
@@ -322,6 +326,10 @@ class GuardedSite(web.TCPSite):
             return GuardedHandler(server, loop=loop, guard=self.guard, access_log=None,
                                   **HANDLER_ARGS)
 
+        if self.sock is not None:
+            self._server = await loop.create_server(protocol, sock=self.sock,
+                                                    backlog=self._backlog, ssl=self._ssl_context)
+            return
         self._server = await loop.create_server(
             protocol, self._host, self._port, backlog=self._backlog,
             reuse_address=self._reuse_address, reuse_port=self._reuse_port,

@@ -27,6 +27,7 @@ from gateway.jobs import JobRunner
 from gateway.lifecycle.service import Lifecycle
 from gateway.locations import Locations
 from gateway.metadata.base import MetadataStore
+from gateway.moving import Migrations
 from gateway.objects import Engine
 from gateway.s3.front import Front, add_request_id
 from gateway.s3.xml import MAX_XML_BODY
@@ -72,6 +73,10 @@ class Gateway:
         self.jobs = JobRunner(self.metadata, settings.jobs, self.metrics)
         self.lifecycle = Lifecycle(self.engine, self.jobs, settings.lifecycle,
                                    settings.storage_classes, self.metrics)
+        # Online bucket migration (gateway/moving/): its job kinds run on the same runner.
+        self.migrations = Migrations(self.engine, self.jobs, settings.storage_classes,
+                                     lambda: [a.canonical_id for a in self.accounts.accounts],
+                                     self.metrics)
 
     async def start(self) -> None:
         await self.metadata.open()
@@ -90,7 +95,8 @@ class Gateway:
         # Encryption at rest (gateway/crypto/): the embedded KMS's keyring, made on first start.
         self.engine.encryption = Encryption(LocalKeyring(self.settings.encryption.keyring_path))
         await self.engine.start()
-        self.jobs.start()  # after the engine: jobs act through it
+        # After the engine: jobs act through it.
+        await self.jobs.start(exclusive_store=self.settings.metadata_backend == "sqlite")
 
     async def stop(self) -> None:
         await self.jobs.stop()  # unfinished jobs' claims expire: they run again later

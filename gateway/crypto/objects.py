@@ -115,6 +115,33 @@ def check_read_key(record: Any, options: Mapping[str, str] | None, prefix: str =
     check_customer(sse, customer_of(options, prefix))
 
 
+# --- bucket default encryption (Put/Get/DeleteBucketEncryption) ---------------------------
+BUCKET_ATTR = "encryption"  # BucketRecord.attrs: {"algorithm", "kmsKeyId"?, "bucketKey", "blocked"}
+
+
+def write_encryption(bucket: Any, requested: Mapping[str, str] | None
+                     ) -> dict[str, str] | None:
+    """The encryption a write gets in `bucket`: what the request asks for (SSE-C refused when
+    the bucket blocks it, as AWS: 403 AccessDenied), else the bucket's default, else none.
+    Entries of a copy's source SSE-C key are kept as they are."""
+    config = bucket.attrs.get(BUCKET_ATTR) or {}
+    if requested and "mode" in requested:
+        if requested["mode"] == SSE_C and "SSE-C" in config.get("blocked", []):
+            raise S3Error("AccessDenied", "This bucket has blocked upload requests that "
+                          "specify Server Side Encryption with Customer provided keys (SSE-C). "
+                          "Please specify a different server-side encryption type")
+        return dict(requested)
+    algorithm = config.get("algorithm")
+    if algorithm is None:
+        return dict(requested) if requested else None
+    default = {**(requested or {}), "mode": algorithm}
+    if config.get("kmsKeyId"):
+        default["keyId"] = config["kmsKeyId"]
+    if config.get("bucketKey"):
+        default["bucketKey"] = "true"
+    return default
+
+
 def _request(options: Mapping[str, str]) -> SseRequest:
     return SseRequest(options["mode"], options.get("keyId"),
                       json.loads(options["context"]) if "context" in options else {},
@@ -254,11 +281,12 @@ async def seal_part(encryption: Encryption | None, upload: Any,
     try:
         data_key = await encryption.data_key(record, upload.bucket, upload.key,
                                              customer_of(options))
-    except S3Error as err:
-        if err.code == "InvalidRequest" and record.mode == SSE_C:
-            raise S3Error("InvalidRequest", "The multipart upload initiate requested "
-                          "encryption. Subsequent part requests must include the appropriate "
-                          "encryption parameters.") from None
+    except S3Error as err:  # AWS's answers for parts (not those of reads)
+        if err.code == "InvalidRequest":
+            raise _part_parameters() from None
+        if err.code == "AccessDenied":
+            raise S3Error("InvalidRequest", "The provided encryption parameters did not match "
+                          "the ones used originally.") from None
         raise
     sealing = Sealing(data_key, record)
     sealed, params = sealing.new_segment()
@@ -269,9 +297,13 @@ async def seal_part(encryption: Encryption | None, upload: Any,
 def refuse_unencrypted_part_options(upload: Any, options: Mapping[str, str] | None) -> None:
     """SSE-C headers on a part of an upload that is not encrypted (AWS: InvalidRequest)."""
     if not is_encrypted(upload) and customer_of(options) is not None:
-        raise S3Error("InvalidRequest", "The multipart upload initiate did not request "
-                      "encryption. Subsequent part requests must not include encryption "
-                      "parameters.")
+        raise _part_parameters()
+
+
+def _part_parameters() -> S3Error:
+    return S3Error("InvalidRequest", "The multipart upload initiate requested encryption. "
+                   "Subsequent part requests must include the appropriate encryption "
+                   "parameters.")
 
 
 def keep_part_segment(part: Any, sealed: SealedBody) -> None:
@@ -355,9 +387,9 @@ async def open_plaintext(encryption: Encryption | None, locations: Any, record: 
     return plaintext()
 
 
-__all__ = ["ATTR", "PART_SEGMENT", "PlainSource", "SealedBody", "check_read_key",
+__all__ = ["ATTR", "BUCKET_ATTR", "PART_SEGMENT", "PlainSource", "SealedBody", "check_read_key",
            "completed_attrs", "copy_encryption", "customer_of", "is_encrypted",
            "keep_part_segment", "new_upload_sealing", "open_plaintext", "part_segment",
            "put_encryption", "read_encryption", "refuse_encrypted_source",
            "refuse_encrypted_upload", "refuse_unencrypted_part_options", "response_headers",
-           "seal_body", "seal_part"]
+           "seal_body", "seal_part", "write_encryption"]

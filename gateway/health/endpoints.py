@@ -37,7 +37,12 @@ class HealthEndpoints:
             "ready": self.ready,
             "metrics": self.metrics,
             "lifecycle/run": self.lifecycle_run,  # POST: python -m gateway lifecycle run
+            # python -m gateway migrate (gateway/moving/): POST start and cancel, GET status
+            "migrate": lambda request: self.gateway.migrations.http(request, "status"),
+            "migrate/start": lambda request: self.gateway.migrations.http(request, "start"),
+            "migrate/cancel": lambda request: self.gateway.migrations.http(request, "cancel"),
         }
+        self.post_only = {"lifecycle/run", "migrate/start", "migrate/cancel"}
 
     def allowed(self, request: web.Request) -> bool:
         remote = request.remote
@@ -58,7 +63,7 @@ class HealthEndpoints:
             return None
         if not self.allowed(request):
             return json_response({"error": "forbidden"}, 403)
-        if request.method not in (("POST",) if handler == self.lifecycle_run
+        if request.method not in (("POST",) if name.strip("/") in self.post_only
                                   else ("GET", "HEAD")):
             return json_response({"error": "method not allowed"}, 405)
         return await handler(request)
@@ -89,6 +94,7 @@ class HealthEndpoints:
         if not error:  # background jobs: the queue's progress, this gateway's share
             body["jobs"] = await self.gateway.jobs.status()
             body["lifecycle"] = self.gateway.lifecycle.status()
+            body["migrations"] = await self.gateway.migrations.health()  # gateway/moving/
         return json_response(body, 503 if error else 200)
 
     async def lifecycle_run(self, request: web.Request) -> web.Response:

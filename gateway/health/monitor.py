@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cachetools import TTLCache
@@ -31,6 +32,8 @@ class HealthMonitor:
         self.recent: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=1024,
                                                              ttl=max(settings.interval * 3, 5))
         self._tasks: list[asyncio.Task[None]] = []
+        # Called after every check (workers: the leader shares the result, gateway/workers.py).
+        self.on_check: Callable[[Location], None] | None = None
 
     async def check(self, location: Location) -> dict[str, Any]:
         was = location.health.state
@@ -44,6 +47,8 @@ class HealthMonitor:
             self.metrics.location_up.labels(location.name, location.type_name).set(value)
         report = self.describe(location)
         self.recent[location.name] = report
+        if self.on_check is not None:
+            self.on_check(location)
         return report
 
     async def flight_check(self) -> list[Location]:

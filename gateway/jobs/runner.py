@@ -99,7 +99,14 @@ class JobRunner:
         self._wake.set()
 
     # --- running ----------------------------------------------------------------------------
-    def start(self) -> None:
+    async def start(self, *, exclusive_store: bool = False) -> None:
+        """Start the loop. `exclusive_store` (SQLite: no other process uses the queue): the
+        jobs a crashed run of this gateway held are due again now, not when their leases
+        end."""
+        if exclusive_store:
+            released = await self.metadata.release_jobs()
+            if released:
+                log.warning("released %d job(s) a crashed run held", released)
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="jobs")
 

@@ -132,7 +132,8 @@ def _filter(node: Element) -> dict[str, Any]:
                         "ObjectSizeGreaterThan or ObjectSizeLessThan.")
     if not parts:
         return {"shape": "empty", "prefix": "", "tags": {}}
-    (tag, (child,)), = parts.items()
+    tag, nodes = next(iter(parts.items()))
+    child = nodes[0]
     if tag == "Prefix":
         return {"shape": "prefix", "prefix": child.text or "", "tags": {}}
     if tag == "Tag":

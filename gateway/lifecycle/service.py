@@ -26,6 +26,7 @@ from gateway.jobs import GiveUp, JobRunner
 from gateway.lifecycle.rules import Action, Rule, abort_due, expiration_header, key_actions
 from gateway.lifecycle.settings import LifecycleSettings
 from gateway.metadata.base import BucketRecord, JobRecord, ObjectRecord
+from gateway.objects.lock import is_protected
 from gateway.objects.relocate import RelocationFailed, relocate
 
 if TYPE_CHECKING:
@@ -57,6 +58,13 @@ class ScanReport:
 
 def rules_of(bucket: BucketRecord) -> list[Rule]:
     return list(bucket.attrs.get("lifecycle") or [])
+
+
+def allowed(actions: list[Action], versions: list[ObjectRecord]) -> list[Action]:
+    """Object Lock: a version under retention or legal hold is never removed (a current one
+    still gets a delete marker, and any version may move to another location)."""
+    protected = {v.version_id for v in versions if not v.delete_marker and is_protected(v)}
+    return [a for a in actions if a.kind != "delete-version" or a.version_id not in protected]
 
 
 class Lifecycle:
@@ -105,8 +113,9 @@ class Lifecycle:
             await self.schedule(job.data["bucket"], time.time() + self.settings.scan_interval)
 
     async def run_now(self, bucket: str, timeout: float = 600.0) -> dict[str, Any]:
-        """One pass now (python -m gateway lifecycle run): scan, then work until no lifecycle
-        job is left pending or running (in any gateway)."""
+        """One pass now (python -m gateway lifecycle run): scan, run every due job here, and
+        wait for those other workers (this gateway's loop, other gateways) are running. Jobs
+        backing off after a failure are not waited for: they are not due."""
         started = time.monotonic()
         report = await self.scan(bucket)
         if report is None:
@@ -115,9 +124,9 @@ class Lifecycle:
         while time.monotonic() < deadline:
             await self.jobs.drain(timeout=max(0.0, deadline - time.monotonic()))
             counts = await self.metadata.job_counts()
-            busy = sum(counts.get(kind, {}).get(state, 0)
-                       for kind in KINDS if kind != SCAN for state in ("pending", "running"))
-            if not busy:
+            running = sum(counts.get(kind, {}).get("running", 0)
+                          for kind in KINDS if kind != SCAN)
+            if not running:
                 break
             await asyncio.sleep(0.1)
         return {"bucket": bucket, "enqueued": report.enqueued, "versions": report.versions,
@@ -168,7 +177,7 @@ class Lifecycle:
 
     async def _enqueue_actions(self, bucket: str, rules: list[Rule], versions: list[ObjectRecord],
                                now: float, report: ScanReport) -> None:
-        for action in key_actions(rules, versions, now, self.settings.day):
+        for action in allowed(key_actions(rules, versions, now, self.settings.day), versions):
             kind = ACTION_KINDS[action.kind]
             data = {"key": action.key, "version_id": action.version_id, "etag": action.etag,
                     "class": action.storage_class}
@@ -223,8 +232,8 @@ class Lifecycle:
         wanted = {EXPIRE: "expire", DELETE_VERSION: "delete-version",
                   TRANSITION: "transition"}[job.kind]
         # Decide again, now: only an action the rules still ask for on this same version.
-        now_actions = [a for a in key_actions(rules_of(bucket), versions, time.time(),
-                                              self.settings.day)
+        now_actions = [a for a in allowed(key_actions(rules_of(bucket), versions, time.time(),
+                                                      self.settings.day), versions)
                        if a.kind == wanted and a.version_id == job.data["version_id"]
                        and a.etag == job.data["etag"]]
         if not now_actions:
@@ -233,7 +242,12 @@ class Lifecycle:
         if action.kind == "expire":
             await self._expire(bucket, action)
         elif action.kind == "delete-version":
-            await self.engine.delete(bucket, key, action.version_id or "null", bucket.owner)
+            try:
+                await self.engine.delete(bucket, key, action.version_id or "null", bucket.owner)
+            except S3Error as err:
+                if err.code != "AccessDenied":
+                    raise
+                # Object Lock protected it meanwhile: the engine refused, as it must.
         else:
             version = next(v for v in versions if v.version_id == action.version_id)
             await self._transition(bucket, version, action)

@@ -485,6 +485,12 @@ class MetadataStore(ABC):
     async def get_job(self, job_id: int) -> JobRecord | None: ...
 
     @abstractmethod
+    async def release_jobs(self) -> int:
+        """Give every running job back (pending, due now); return how many. Only for a store
+        no other process writes (SQLite, at start-up): every claim then is a crashed
+        gateway's, which would otherwise wait for its lease to run out."""
+
+    @abstractmethod
     async def relocate_version(self, bucket: str, key: str, version_id: str | None,
                                expected_pieces: list[Stored], pieces: list[Stored],
                                location: str, attrs: dict[str, Any],
@@ -496,3 +502,16 @@ class MetadataStore(ABC):
         garbage ledger. Return the updated version; None when it changed (nothing is done,
         the intents stay for their writer to abandon). LookupError (changing nothing) when an
         intent is gone (reclaimed: its bytes are garbage already)."""
+
+    # --- moving a bucket (gateway/moving/) ------------------------------------------------
+    @abstractmethod
+    async def update_bucket(self, name: str, changes: dict[str, Any], *,
+                            location: str | None = None,
+                            guard: Callable[[BucketRecord], None] | None = None,
+                            exclusive_location: bool = False) -> BucketRecord | None:
+        """update_bucket_attrs, and more, in one transaction: `guard` is called first with the
+        bucket as stored (under its row lock); whatever it raises refuses the change (a
+        compare-and-set on attrs). `location`, when given, becomes the bucket's location
+        (where placement puts new objects); with `exclusive_location` (a bucketMatch
+        location), LocationTaken when another bucket already has it. None when gone."""
+    # --- end of moving a bucket -----------------------------------------------------------

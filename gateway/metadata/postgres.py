@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -452,6 +452,58 @@ async def _add_garbage(conn: asyncpg.Connection,
                                [(loc, kind, _dumps(data), now) for loc, kind, data in rows])
 
 
+# Connections. A DSN naming every node with target_session_attrs=read-write
+# (postgresql://u@h1:p1,h2:p2/db?target_session_attrs=read-write, or libpq's ?host=h1,h2&port=..)
+# finds the primary again after a failover: the pool replaces broken connections as it hands
+# them out. asyncpg spends one timeout on all the hosts, though, so a host that swallows packets
+# (a lost machine: typically the old primary, first in the list) would use it all and the new
+# primary would never be tried. As libpq's connect_timeout, each host gets its own.
+CONNECT_TIMEOUT_PER_HOST = 5.0
+
+
+def dsn_hosts(dsn: str) -> list[tuple[str, int | None]]:
+    """The (host, port) pairs a DSN names, in order (port None: the default)."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(dsn)
+    hostspec = parts.netloc.rpartition("@")[2]
+    pairs: list[tuple[str, str]] = []
+    if hostspec:
+        for item in hostspec.split(","):
+            if ":" in item and not item.endswith("]"):
+                host, _, port = item.rpartition(":")
+            else:
+                host, port = item, ""
+            pairs.append((unquote(host).strip("[]"), port))
+    else:
+        query = parse_qs(parts.query)
+        hosts = query.get("host", [""])[0].split(",")
+        ports = query.get("port", [""])[0].split(",")
+        if len(ports) == 1:  # libpq: one port for every host
+            ports = ports * len(hosts)
+        if len(ports) != len(hosts):
+            return []  # asyncpg says what is wrong
+        pairs = [(host, port) for host, port in zip(hosts, ports, strict=True) if host]
+    return [(host, int(port) if port else None) for host, port in pairs]
+
+
+async def connect_each_host(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg.connect, with a timeout of its own for each host of a multi-host DSN."""
+    hosts = dsn_hosts(dsn)
+    if len(hosts) < 2:
+        return await asyncpg.connect(dsn, **kwargs)
+    error: BaseException | None = None
+    for host, port in hosts:
+        try:
+            return await asyncpg.connect(dsn, host=host, port=port,
+                                         timeout=CONNECT_TIMEOUT_PER_HOST, **kwargs)
+        except (OSError, TimeoutError, asyncpg.TargetServerAttributeNotMatched,
+                asyncpg.CannotConnectNowError) as exc:  # down, stuck, a standby, starting
+            error = exc
+    assert error is not None
+    raise error
+
+
 class PostgresStore(MetadataStore):
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 20) -> None:
         self.dsn = dsn
@@ -467,7 +519,7 @@ class PostgresStore(MetadataStore):
 
     async def open(self) -> None:
         pool = await asyncpg.create_pool(
-            self.dsn, min_size=self.min_size, max_size=self.max_size,
+            self.dsn, min_size=self.min_size, max_size=self.max_size, connect=connect_each_host,
             server_settings={"application_name": "s3-gateway"})
         try:
             async with pool.acquire() as conn, conn.transaction():
@@ -1082,6 +1134,11 @@ class PostgresStore(MetadataStore):
         return {kind: {s: c.get(s, 0) for s in ("pending", "running", "failed", "done")}
                 for kind, c in counts.items()}
 
+    async def release_jobs(self) -> int:
+        status = await self.pool.execute(
+            "UPDATE jobs SET state='pending', worker=NULL, not_before=0 WHERE state='running'")
+        return int(status.split()[-1])
+
     async def get_job(self, job_id: int) -> JobRecord | None:
         row = await self.pool.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=$1", job_id)
         return _job_from(row) if row else None
@@ -1117,3 +1174,33 @@ class PostgresStore(MetadataStore):
                 bucket, key, row[-1])
             return updated
     # --- end of background jobs and relocation ----------------------------------------------
+
+    # --- moving a bucket (gateway/moving/) ------------------------------------------------
+    async def update_bucket(self, name: str, changes: dict[str, Any], *,
+                            location: str | None = None,
+                            guard: Callable[[BucketRecord], None] | None = None,
+                            exclusive_location: bool = False) -> BucketRecord | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if location is not None and exclusive_location:
+                # As create_bucket: the location lock makes check and change one step.
+                await conn.execute(LOCK_LOCATION, NS_LOCATION, location)
+            row = await conn.fetchrow(
+                f"SELECT {BUCKET_COLUMNS} FROM buckets WHERE name=$1 FOR NO KEY UPDATE", name)
+            if row is None:
+                return None
+            current = _bucket_from(row)
+            if guard is not None:
+                guard(current)
+            new_location = current.location if location is None else location
+            if exclusive_location and new_location != current.location:
+                other = await conn.fetchval(
+                    "SELECT name FROM buckets WHERE location=$1 AND name<>$2 LIMIT 1",
+                    new_location, name)
+                if other is not None:
+                    raise LocationTaken(other)
+            attrs = merge_attrs(current.attrs, changes)
+            await conn.execute("UPDATE buckets SET attrs=$1, location=$2 WHERE name=$3",
+                               _dumps(attrs), new_location, name)
+            return BucketRecord(current.name, current.owner, new_location, current.created,
+                                attrs=attrs)
+    # --- end of moving a bucket -----------------------------------------------------------

@@ -208,9 +208,14 @@ def _job_from(row: tuple[Any, ...]) -> JobRecord:  # background jobs
 
 
 class SQLiteStore(MetadataStore):
-    def __init__(self, directory: Path, *, durable: bool = True) -> None:
+    def __init__(self, directory: Path, *, durable: bool = True, shared: bool = False) -> None:
         self.path = directory / "metadata.sqlite3"
         self.durable = durable
+        # shared: other processes write the file too (workers: N, gateway/workers.py). The
+        # caches below are then checked against PRAGMA data_version before each use (a few
+        # microseconds: it reads the WAL index), so another worker's write is never hidden.
+        self.shared = shared
+        self._data_version = -1
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -250,6 +255,8 @@ class SQLiteStore(MetadataStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                  cached_statements=256)
+            # First: with several worker processes another may hold the lock right now.
+            db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk (WAL fsynced) before the write is acknowledged, so it
             # survives power loss. NORMAL (opt-in) survives a crash of the process only.
@@ -339,13 +346,39 @@ class SQLiteStore(MetadataStore):
         return BucketRecord(*row[:4], attrs=json.loads(row[4]))
 
     def _cache_bucket(self, row: tuple[Any, ...]) -> None:
+        if self.shared:  # filled on the event loop only, after a data_version check
+            return
         if len(self._buckets) >= 10000:
             self._buckets.clear()
         self._buckets[row[0]] = row
 
+    def _check_shared(self) -> None:
+        """Several processes write the file: drop the caches when any other connection (a
+        sibling worker's, or this process's writer) committed since the last look. On the
+        event loop, in the same synchronous step as the read that fills a cache, so a filled
+        entry is never older than the check before it."""
+        assert self._reader is not None
+        version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self._current.clear()
+            self._buckets.clear()
+
     async def get_bucket(self, name: str) -> BucketRecord | None:
+        if self.shared:
+            self._check_shared()
         row = self._buckets.get(name)
         if row is not None:  # a fresh record each time: callers may change attrs
+            return BucketRecord(*row[:4], attrs=_dict(row[4]))
+        if self.shared:  # a point read on the loop, cached right after the check
+            assert self._reader is not None
+            row = self._reader.execute(f"SELECT {BUCKET_COLUMNS} FROM buckets WHERE name=?",
+                                       (name,)).fetchone()
+            if row is None:
+                return None
+            if len(self._buckets) >= 10000:
+                self._buckets.clear()
+            self._buckets[name] = row
             return BucketRecord(*row[:4], attrs=_dict(row[4]))
         return await self._run(lambda db: self._bucket(db, name))
 
@@ -474,6 +507,8 @@ class SQLiteStore(MetadataStore):
     async def get_object(self, bucket: str, key: str, version_id: str | None = None, *,
                          markers: bool = False) -> ObjectRecord | None:
         if version_id is None:
+            if self.shared:
+                self._check_shared()
             record = self._current.get((bucket, key))
             if record is None:
                 assert self._reader is not None
@@ -992,6 +1027,11 @@ class SQLiteStore(MetadataStore):
 
         return await self._run(_counts)
 
+    async def release_jobs(self) -> int:
+        return await self._write(lambda db: db.execute(
+            "UPDATE jobs SET state='pending', worker=NULL, not_before=0 "
+            "WHERE state='running'").rowcount)
+
     async def get_job(self, job_id: int) -> JobRecord | None:
         row = await self._run(lambda db: db.execute(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone())
@@ -1024,3 +1064,34 @@ class SQLiteStore(MetadataStore):
         finally:
             self._forget(bucket, key)
     # --- end of background jobs and relocation ----------------------------------------------
+
+    # --- moving a bucket (gateway/moving/) ------------------------------------------------
+    async def update_bucket(self, name: str, changes: dict[str, Any], *,
+                            location: str | None = None,
+                            guard: Callable[[BucketRecord], None] | None = None,
+                            exclusive_location: bool = False) -> BucketRecord | None:
+        def _update(db: sqlite3.Connection) -> BucketRecord | None:
+            self._buckets.pop(name, None)
+            row = db.execute(f"SELECT {BUCKET_COLUMNS} FROM buckets WHERE name=?",
+                             (name,)).fetchone()
+            if row is None:
+                return None
+            current = BucketRecord(*row[:4], attrs=json.loads(row[4]))
+            if guard is not None:
+                guard(current)
+            new_location = current.location if location is None else location
+            if exclusive_location and new_location != current.location:
+                other = db.execute("SELECT name FROM buckets WHERE location=? AND name<>? "
+                                   "LIMIT 1", (new_location, name)).fetchone()
+                if other is not None:
+                    raise LocationTaken(other[0])
+            attrs = merge_attrs(current.attrs, changes)
+            db.execute("UPDATE buckets SET attrs=?, location=? WHERE name=?",
+                       (_dumps(attrs), new_location, name))
+            return replace(current, location=new_location, attrs=attrs)
+
+        try:
+            return await self._write(_update)
+        finally:
+            self._buckets.pop(name, None)
+    # --- end of moving a bucket -----------------------------------------------------------

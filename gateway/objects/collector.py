@@ -37,6 +37,10 @@ class Collector:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.collected = 0  # rows removed since start (metrics, tests)
+        # Whether this process runs the periodic rounds (and reclaims old intents). With
+        # several workers only the leader does (gateway/workers.py); the others collect only
+        # when woken by their own writes.
+        self.periodic = True
 
     def wake(self) -> None:
         """New garbage: collect now instead of at the next interval. With a read grace the
@@ -46,6 +50,11 @@ class Collector:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="collector")
+
+    def lead(self) -> None:
+        """This worker became the leader: run the periodic rounds from now on."""
+        self.periodic = True
+        self._wake.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -60,13 +69,14 @@ class Collector:
         last_reclaim = 0.0
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.storage.collect_interval)
+                await asyncio.wait_for(self._wake.wait(), self.storage.collect_interval
+                                       if self.periodic else None)
             except TimeoutError:
                 pass
             self._wake.clear()
             try:
                 now = time.time()
-                if now - last_reclaim >= self.storage.collect_interval:
+                if self.periodic and now - last_reclaim >= self.storage.collect_interval:
                     last_reclaim = now
                     await self.metadata.reclaim_intents(now - self.storage.intent_grace)
                 await self.run()

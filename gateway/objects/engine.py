@@ -280,6 +280,23 @@ class ObjectRead:
             raise S3Error("InternalError", f"The object's data could not be read: {exc}") from exc
 
 
+async def recover_crashed(metadata: MetadataStore, storage: StorageSettings, *,
+                          exclusive: bool) -> None:
+    """Start-up crash recovery. `exclusive`: no other process uses the store now (SQLite with
+    one gateway, or the workers' parent before it forks them), so every intent is a crashed
+    write's; otherwise only intents older than the grace are (a live gateway or a sibling
+    worker may hold the others)."""
+    older_than = time.time() if exclusive else time.time() - storage.intent_grace
+    await metadata.reclaim_intents(older_than)
+    if exclusive:
+        # Likewise every claimed upload is a crashed completion's (killed between its claim
+        # and its commit): give it back, so it can be completed again or aborted. With
+        # PostgreSQL (or sibling workers) a live gateway may hold a claim: they stay.
+        released = await metadata.release_claims()
+        if released:
+            log.warning("released %d multipart upload(s) a crashed completion held", released)
+
+
 class Engine:
     def __init__(self, metadata: MetadataStore, locations: Locations,
                  storage: StorageSettings, *, exclusive_store: bool) -> None:
@@ -294,16 +311,7 @@ class Engine:
         self.encryption: Encryption | None = None
 
     async def start(self) -> None:
-        older_than = time.time() if self.exclusive_store else time.time() - self.storage.intent_grace
-        await self.metadata.reclaim_intents(older_than)
-        if self.exclusive_store:
-            # Likewise every claimed upload is a crashed completion's (killed between its claim
-            # and its commit): give it back, so it can be completed again or aborted. With
-            # PostgreSQL a live gateway may hold a claim: they stay.
-            released = await self.metadata.release_claims()
-            if released:
-                log.warning("released %d multipart upload(s) a crashed completion held",
-                            released)
+        await recover_crashed(self.metadata, self.storage, exclusive=self.exclusive_store)
         self.collector.start()
 
     async def stop(self) -> None:
@@ -410,8 +418,10 @@ class Engine:
         algorithm = opts.checksum_algorithm or checksums.DEFAULT_ALGORITHM
         verified = VerifiedBody(body, size, opts.content_md5, (algorithm,), opts.verify)
         stream, stored_size, sealed = aiter(verified), size, None
-        if opts.encryption:  # the location receives only ciphertext (gateway/crypto/)
-            sealed = await sse_objects.seal_body(self.encryption, opts.encryption, bucket.name,
+        # The encryption asked for, else the bucket's default (gateway/crypto/).
+        encryption = sse_objects.write_encryption(bucket, opts.encryption)
+        if encryption:  # the location receives only ciphertext
+            sealed = await sse_objects.seal_body(self.encryption, encryption, bucket.name,
                                                  key, stream, size)
             stream, stored_size = sealed.stream, sealed.size
         async with self.new_piece(location, bucket.name, key) as write:
@@ -491,7 +501,8 @@ class Engine:
         check_conditions(opts.source_conditions, source, all_412=True)
         # The destination's encryption (gateway/crypto/): asked for, else kept when the source
         # has one. An encrypted copy streams: decrypted, sealed anew under a fresh data key.
-        encryption = sse_objects.copy_encryption(source, opts.encryption)
+        encryption = sse_objects.copy_encryption(
+            source, sse_objects.write_encryption(bucket, opts.encryption))
         sse_objects.check_read_key(source, opts.encryption, "source")  # its SSE-C key
         same_object = source_bucket.name == bucket.name and source.key == key
         if same_object and opts.metadata_directive != REPLACE and opts.storage_class is None \
@@ -716,6 +727,10 @@ class Engine:
         lock = object_lock.new_lock(bucket, opts.lock)  # kept by the completed object
         if lock:
             attrs[object_lock.ATTR] = lock
+        encryption = sse_objects.write_encryption(bucket, opts.encryption)  # or the default
+        if encryption:  # gateway/crypto/: one data key; every part sealed under it
+            attrs[sse_objects.ATTR] = await sse_objects.new_upload_sealing(
+                self.encryption, encryption, bucket.name, key)
         backend_key = location.new_key(bucket.name, key)
         backend_upload_id = await location.create_upload(
             backend_key, object_meta(opts.headers, opts.user_meta, opts.tags))
@@ -742,12 +757,20 @@ class Engine:
             algorithms = (*algorithms, opts.checksum_algorithm)
         location = self.locations[upload.location]
         verified = VerifiedBody(body, size, opts.content_md5, algorithms, opts.verify)
+        stream, stored_size, sealed = aiter(verified), size, None
+        sse_objects.refuse_unencrypted_part_options(upload, opts.encryption)
+        if sse_objects.is_encrypted(upload):  # a stream of its own (gateway/crypto/)
+            sealed = await sse_objects.seal_part(self.encryption, upload, opts.encryption,
+                                                 stream, size)
+            stream, stored_size = sealed.stream, sealed.size
         stored = await location.upload_part(upload.backend_key, upload.backend_upload_id,
-                                            number, aiter(verified), size)
+                                            number, stream, stored_size)
         part = PartRecord(upload_id=upload.upload_id, number=number, size=size,
                           etag=verified.etag, last_modified=time.time(), stored=stored,
                           checksums={a: checksums.encode(v)
                                      for a, v in verified.checksums.items()})
+        if sealed is not None:
+            sse_objects.keep_part_segment(part, sealed)
         await self.store_part(upload, part)
         return part
 
@@ -758,6 +781,7 @@ class Engine:
         the location when it can, else streamed and hashed."""
         check_conditions(conditions, source, all_412=True)
         sse_objects.refuse_encrypted_source(source)
+        sse_objects.refuse_encrypted_upload(upload)
         if length > MAX_PART_SIZE:
             raise too_large_copy(length, MAX_PART_SIZE)
         location = self.locations[upload.location]
@@ -847,6 +871,9 @@ class Engine:
         try:
             chosen = mp.choose_parts(upload, listed, await self.all_parts(upload.upload_id))
             checksum = mp.completed_checksum(mp.upload_mode(upload), chosen)
+            # An encrypted upload: the parts' streams, in order (gateway/crypto/).
+            sealed = (sse_objects.completed_attrs(upload, chosen)
+                      if sse_objects.is_encrypted(upload) else None)
             stated = opts.stated_checksum
             if stated is not None and (checksum is None or stated != (
                     checksum["algorithm"], checksum["value"])):
@@ -861,6 +888,8 @@ class Engine:
         attrs.update(mp.part_attrs(chosen, checksum))
         if checksum is not None:
             attrs["checksum"] = checksum
+        if sealed is not None:
+            attrs[sse_objects.ATTR] = sealed
         record = ObjectRecord(
             bucket=upload.bucket, key=upload.key, size=sum(p.size for p in chosen),
             etag=f"{digest}-{len(chosen)}", last_modified=time.time(), location=upload.location,

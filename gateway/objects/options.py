@@ -140,6 +140,8 @@ class PartOptions:
     content_md5: bytes | None = None
     checksum_algorithm: str | None = None  # the algorithm of a checksum the client states
     verify: Verifier | None = None
+    # SSE-C: the customer key a part carries (gateway/crypto/objects.py read_encryption).
+    encryption: dict[str, str] | None = None
 
 
 @dataclass

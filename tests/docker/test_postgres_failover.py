@@ -18,6 +18,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -71,13 +72,18 @@ class Formation:
     def monitor_uri(self) -> str:
         return f"postgres://autoctl_node@127.0.0.1:{self.monitor_port}/pg_auto_failover?sslmode=disable"
 
-    def dsn(self) -> str:
-        """What a gateway is given: every node, and only the primary will do. libpq's
-        host=/port= list form (`postgresql://u@h1:p1,h2:p2/db` is the same to asyncpg)."""
-        hosts = ",".join("127.0.0.1" for _ in self.node_ports)
-        ports = ",".join(str(port) for port in self.node_ports.values())
+    def dsn(self, *, first: tuple[int, ...] = ()) -> str:
+        """What a gateway is given: every node (after the ports `first`), and only the primary
+        will do. libpq's host=/port= list form (`postgresql://u@h1:p1,h2:p2/db` is the same)."""
+        all_ports = [*first, *self.node_ports.values()]
+        hosts = ",".join("127.0.0.1" for _ in all_ports)
+        ports = ",".join(str(port) for port in all_ports)
         return (f"postgresql://postgres@/gateway?host={hosts}&port={ports}"
                 "&target_session_attrs=read-write")
+
+    def primary(self) -> str:
+        return next(name for name, (reported, _) in self.states().items()
+                    if reported in ("single", "wait_primary", "primary"))
 
     def autoctl(self, *args: str, timeout: float = 60) -> str:
         done = subprocess.run(["pg_autoctl", *args], env=self.env, cwd=self.root,
@@ -313,3 +319,29 @@ def test_gateway_serves_again_after_the_primary_is_killed(
         for key, digest in acknowledged.items():
             got = reader.get_object(Bucket=bucket, Key=key)["Body"].read()
             assert hashlib.md5(got).hexdigest() == digest, key
+
+
+def test_a_host_that_never_answers_does_not_hide_the_primary(
+        formation: Formation, tmp_path: Path) -> None:
+    """A lost machine swallows packets rather than refusing: the first host of the DSN here
+    accepts TCP connections and never says a word. Each host has its own connect timeout
+    (gateway.metadata.postgres.CONNECT_TIMEOUT_PER_HOST), so the gateway still reaches the
+    primary; with one timeout for all hosts (asyncpg's own) it would never get past the first."""
+    from gateway.metadata.postgres import CONNECT_TIMEOUT_PER_HOST
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel completes handshakes; nobody ever reads
+        config = {"metadata": {"backend": "postgres",
+                               "dsn": formation.dsn(first=(silent.getsockname()[1],))}}
+        started = time.monotonic()
+        with start_gateway(tmp_path / "gw", config=config, timeout=60) as gateway:
+            ready = time.monotonic() - started
+            s3 = gateway.client(connect_timeout=5, read_timeout=60)
+            bucket = f"silent-{uuid.uuid4().hex[:8]}"
+            s3.create_bucket(Bucket=bucket)
+            s3.put_object(Bucket=bucket, Key="k", Body=b"through the primary")
+            assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"through the primary"
+    print(f"\nsilent first host: gateway ready in {ready:.1f} s "
+          f"(per-host connect timeout {CONNECT_TIMEOUT_PER_HOST:.0f} s)")
+    assert ready < 4 * CONNECT_TIMEOUT_PER_HOST + 10

@@ -142,3 +142,24 @@ def test_cli_runs_one_pass_now(tmp_path: Any) -> None:
                              capture_output=True, text=True, timeout=60)
         assert bad.returncode == 1 and "NoSuchLifecycleConfiguration" in bad.stderr
         assert "Traceback" not in gw.log()
+
+
+def test_object_lock_keeps_protected_versions(fast: Gateway) -> None:
+    s3 = fast.client()
+    bucket = new_bucket(s3) + "-lock"
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    held = s3.put_object(Bucket=bucket, Key="k", Body=b"held",
+                         ObjectLockLegalHoldStatus="ON")["VersionId"]
+    free = s3.put_object(Bucket=bucket, Key="free", Body=b"old")["VersionId"]
+    for key in ("k", "free"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"newer")
+    lifecycle(s3, bucket, {"ID": "nc", "Filter": {"Prefix": ""},
+                           "NoncurrentVersionExpiration": {"NoncurrentDays": 1}})
+    eventually(lambda: free not in [e[1] for e in versions_of(s3, bucket)], WAIT)
+    time.sleep(1.5)  # more scans: the held version stays, and no job fails over it
+    assert held in [e[1] for e in versions_of(s3, bucket)]
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId=held)["Body"].read() == b"held"
+    assert deep(fast)["jobs"]["queue"]["lifecycle.delete-version"]["failed"] == 0
+    s3.put_object_legal_hold(Bucket=bucket, Key="k", VersionId=held,
+                             LegalHold={"Status": "OFF"})
+    eventually(lambda: held not in [e[1] for e in versions_of(s3, bucket)], WAIT)

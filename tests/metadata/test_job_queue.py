@@ -96,6 +96,19 @@ async def test_claim_order_limit_and_not_before(queue: MetadataStore) -> None:
     assert counts["running"] == 6 and counts["pending"] == 0
 
 
+async def test_release_jobs_gives_running_jobs_back(queue: MetadataStore) -> None:
+    now = time.time()
+    held = await queue.enqueue_job("k", "held", "b", {})
+    later = await queue.enqueue_job("k", "later", "b", {}, not_before=now + 600)
+    [job] = await queue.claim_jobs("crashed", 5, 1000, now)
+    assert job.id == held
+    assert await queue.release_jobs() == 1
+    [again] = await queue.claim_jobs("restarted", 5, 1000, now)  # due at once, lease or not
+    assert again.id == held and again.attempts == 2
+    assert not await queue.complete_job(held, "crashed")
+    assert (await queue.get_job(later)).state == "pending"  # type: ignore[union-attr]
+
+
 def _obj(key: str, tag: str, version_id: str | None = None) -> ObjectRecord:
     return ObjectRecord(bucket="rb", key=key, size=5, etag="e" + tag, last_modified=1.0,
                         location="us-east-1",

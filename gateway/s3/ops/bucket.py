@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, Listing, LocationTaken, VersionListing
+from gateway.objects import lock
 from gateway.objects.options import storage_class_of
 from gateway.s3 import access
 from gateway.s3.ops import bucket_config
@@ -21,16 +22,16 @@ from gateway.s3.request import S3Request
 from gateway.s3.xml import child_text, iso_time, parse, render
 
 MAX_KEYS = 1000
+LOCKED_VERSIONING = ("An Object Lock configuration is present on this bucket, so the "
+                     "versioning state cannot be changed.")
 
 
 async def create_bucket(req: S3Request) -> web.Response:
     account = req.require_account()
     assert req.bucket is not None
     validate_bucket_name(req.bucket)
-    if req.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true":
-        # A bucket asked to lock its objects must not silently become a plain bucket.
-        raise S3Error("NotImplemented", "Object Lock is not supported yet: the bucket was not "
-                      "created.", Header="x-amz-bucket-object-lock-enabled")
+    # Object Lock (gateway/objects/lock.py): on from the start, with versioning for good.
+    object_lock = req.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true"
     locations = req.gateway.locations
     body = await read_body(req)  # through auth's payload checks, like every body
     location_name = None
@@ -45,6 +46,8 @@ async def create_bucket(req: S3Request) -> web.Response:
                       LocationConstraint=location_name)
     grants = access.acl_from_headers(req, account.canonical_id)
     attrs: dict[str, object] = {"acl": grants} if grants else {}
+    if object_lock:
+        attrs.update({lock.BUCKET_ATTR: {"enabled": True}, "versioning": "Enabled"})
     ownership = req.headers.get("x-amz-object-ownership")
     if ownership is not None:  # Object Ownership (ops/bucket_config.py, access.py)
         attrs["ownership"] = bucket_config.ownership_mode(ownership.strip())
@@ -111,11 +114,17 @@ async def put_versioning(req: S3Request) -> web.Response:
         raise S3Error("MalformedXML", "The versioning Status must be Enabled or Suspended.")
     if child_text(config, "MfaDelete") == "Enabled":
         raise S3Error("NotImplemented", "MFA Delete is not supported.")
+    if status != "Enabled" and lock.enabled(bucket):
+        raise S3Error("InvalidBucketState", LOCKED_VERSIONING)
     # Only the versioning state: the store merges it, so a policy or ACL set while this
     # request's body was arriving is kept.
-    if await req.gateway.metadata.update_bucket_attrs(bucket.name,
-                                                      {"versioning": status}) is None:
+    updated = await req.gateway.metadata.update_bucket_attrs(bucket.name, {"versioning": status})
+    if updated is None:
         raise S3Error("NoSuchBucket", BucketName=bucket.name)
+    if status != "Enabled" and lock.enabled(updated):
+        # Object Lock was enabled meanwhile (PutObjectLockConfiguration): it wins.
+        await req.gateway.metadata.update_bucket_attrs(bucket.name, {"versioning": "Enabled"})
+        raise S3Error("InvalidBucketState", LOCKED_VERSIONING)
     return web.Response()
 
 

@@ -1,6 +1,6 @@
 """Bucket settings: the public access block and object ownership (enforced by
 gateway/s3/access.py), and the bucket configurations the gateway does not act on: website, logging, encryption,
-object lock, notification, replication, accelerate, request payment.
+notification, replication, accelerate, request payment.
 
 Clients (SDKs, terraform, backup tools) read these routinely, so a GET answers what AWS answers
 for a bucket where nothing is configured: an empty document, or the configuration's own
@@ -109,9 +109,7 @@ delete_website = nothing_to_delete("DeleteBucketWebsite")
 get_encryption = not_found("GetBucketEncryption", "ServerSideEncryptionConfigurationNotFoundError")
 put_encryption = not_implemented("PutBucketEncryption")
 delete_encryption = nothing_to_delete("DeleteBucketEncryption")
-# object lock
-get_object_lock = not_found("GetObjectLockConfiguration", "ObjectLockConfigurationNotFoundError")
-put_object_lock = not_implemented("PutObjectLockConfiguration")
+# (object lock is acted on: gateway/s3/ops/object_lock.py, gateway/objects/lock.py)
 # replication
 get_replication = not_found("GetBucketReplication", "ReplicationConfigurationNotFoundError")
 put_replication = not_implemented("PutBucketReplication")

@@ -17,6 +17,7 @@ from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import BucketRecord, ObjectRecord
 from gateway.objects.options import COPY, REPLACE, CopyOptions
 from gateway.s3 import access, checksums
+from gateway.s3.ops import object_lock
 from gateway.s3.ops.common import (
     content_headers,
     get_bucket,
@@ -125,7 +126,8 @@ async def copy_object(req: S3Request) -> web.Response:
         source_conditions=request_conditions(req.headers, "x-amz-copy-source-"),
         encryption=sse_objects.put_encryption(  # the destination's, the source's SSE-C key
             req.headers, secure=req.http.secure,
-            allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
+            allow_http=req.gateway.settings.encryption.allow_sse_c_over_http),
+        lock=object_lock.lock_request(req.headers))  # the copy's own, never the source's
     result = await req.gateway.engine.copy(bucket, req.key, source.obj, source.bucket, opts)
     record = result.record
     req.extra_log["location"] = record.location

@@ -7,9 +7,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway.crypto import objects as sse_objects
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import PartRecord, UploadRecord
+from gateway.objects import lock
 from gateway.objects.multipart import upload_mode
 from gateway.objects.options import (
     MAX_PART_NUMBER,
@@ -20,6 +22,7 @@ from gateway.objects.options import (
     storage_class_of,
 )
 from gateway.s3 import access, checksums
+from gateway.s3.ops import object_lock
 from gateway.s3.ops.common import (
     body_size,
     content_headers,
@@ -60,10 +63,15 @@ async def create_upload(req: S3Request) -> web.Response:
         tags=parse_tagging_header(req.headers.get("x-amz-tagging")),
         acl=access.acl_from_headers(req, owner, bucket.owner),
         storage_class=requested_storage_class(req.headers),
-        location=req.headers.get(LOCATION_HEADER), host=req.host, upload_checksum=mode)
+        location=req.headers.get(LOCATION_HEADER), host=req.host, upload_checksum=mode,
+        encryption=sse_objects.put_encryption(  # gateway/crypto/
+            req.headers, secure=req.http.secure,
+            allow_http=req.gateway.settings.encryption.allow_sse_c_over_http),
+        lock=object_lock.lock_request(req.headers))  # Object Lock (ops/object_lock.py)
     upload = await req.gateway.engine.create_upload(bucket, req.key, opts)
     response_headers = ({"x-amz-checksum-algorithm": mode["algorithm"],
-                         "x-amz-checksum-type": mode["type"]} if mode else None)
+                         "x-amz-checksum-type": mode["type"]} if mode else {})
+    response_headers.update(sse_objects.response_headers(upload, req.headers))
     return xml_response("InitiateMultipartUploadResult", [
         ("Bucket", bucket.name), ("Key", req.key), ("UploadId", upload.upload_id)],
         headers=response_headers)
@@ -116,14 +124,20 @@ async def upload_part(req: S3Request) -> web.Response:
     number = part_number(req)
     upload = await get_upload(req, for_parts=True)
     stated = requested_checksum(req)
+    object_lock.require_digest(req, None, None, what="Put Part",  # a part of a locked object
+                               locked=lock.ATTR in upload.attrs)
     opts = PartOptions(content_md5=content_md5(req),
                        checksum_algorithm=stated.algorithm if stated else None,
-                       verify=stated_verifier(req, stated))
+                       verify=stated_verifier(req, stated),
+                       encryption=sse_objects.read_encryption(  # SSE-C: the part's key
+                           req.headers, secure=req.http.secure,
+                           allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
     req.extra_log["location"] = upload.location
     part = await req.gateway.engine.upload_part(upload, number, request_body(req, stated),
                                                 body_size(req), opts)
     return web.Response(headers={"ETag": f'"{part.etag}"',
-                                 **part_checksum_headers(upload, stated, part)})
+                                 **part_checksum_headers(upload, stated, part),
+                                 **sse_objects.response_headers(upload, req.headers)})
 
 
 def parse_complete(body: bytes) -> list[ListedPart]:
@@ -163,11 +177,12 @@ async def complete_upload(req: S3Request) -> web.Response:
     record = result.record
     bucket = await req.gateway.metadata.get_bucket(upload.bucket)  # for the version headers
     base = f"http://{req.host or 'localhost'}"
+    headers = version_headers(bucket, record) if bucket is not None else {}
+    headers.update(sse_objects.response_headers(record, req.headers))  # gateway/crypto/
     return xml_response("CompleteMultipartUploadResult", [
         ("Location", f"{base}/{quote(upload.bucket)}/{quote(upload.key)}"),
         ("Bucket", upload.bucket), ("Key", upload.key), ("ETag", f'"{record.etag}"'),
-        *checksums.xml_nodes(result.checksum)],
-        headers=version_headers(bucket, record) if bucket is not None else None)
+        *checksums.xml_nodes(result.checksum)], headers=headers or None)
 
 
 def stated_object_checksum(req: S3Request,

@@ -13,6 +13,7 @@ from gateway.crypto import objects as sse_objects
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import BucketRecord, ObjectRecord
+from gateway.objects import lock
 from gateway.objects.engine import ObjectRead
 from gateway.objects.multipart import object_parts
 from gateway.objects.options import (
@@ -23,6 +24,7 @@ from gateway.objects.options import (
     storage_class_of,
 )
 from gateway.s3 import access, checksums
+from gateway.s3.ops import object_lock
 from gateway.s3.ops.common import (
     body_size,
     checksum_mode,
@@ -69,6 +71,8 @@ async def put_object(req: S3Request) -> web.Response:
     # The checksum the client states is verified; the one stored is its algorithm, else
     # AWS's default (CRC64NVME), returned on GET/HEAD with x-amz-checksum-mode: ENABLED.
     stated = requested_checksum(req)
+    asked_lock = object_lock.lock_request(req.headers)  # Object Lock (ops/object_lock.py)
+    object_lock.require_digest(req, bucket, asked_lock)
     opts = PutOptions(
         owner=owner, mode=mode, if_match=if_match, headers=content_headers(req),
         user_meta=user_metadata(req), tags=parse_tagging_header(req.headers.get("x-amz-tagging")),
@@ -78,7 +82,8 @@ async def put_object(req: S3Request) -> web.Response:
         content_md5=content_md5(req), checksum_algorithm=stated.algorithm if stated else None,
         verify=stated_verifier(req, stated), encryption=sse_objects.put_encryption(
             req.headers, secure=req.http.secure,
-            allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
+            allow_http=req.gateway.settings.encryption.allow_sse_c_over_http),
+        lock=asked_lock)
     size = body_size(req)
     result = await req.gateway.engine.put(bucket, req.key, request_body(req, stated), size, opts)
     req.extra_log["location"] = result.record.location
@@ -134,6 +139,7 @@ def object_headers(obj: ObjectRecord) -> dict[str, str]:
         headers["x-amz-server-side-encryption"] = encryption
     headers.update(sse_objects.response_headers(obj))  # gateway encryption (gateway/crypto/)
     headers.update(storage_class_headers(obj))
+    headers.update(lock.response_headers(obj))  # x-amz-object-lock-*
     return headers
 
 
@@ -231,9 +237,12 @@ async def delete_object(req: S3Request) -> web.Response:
 async def remove_object(req: S3Request, bucket: BucketRecord, key: str,
                         version_id: str | None = None, *,
                         expect: str | None = None) -> ObjectRecord | None:
-    """DeleteObject, and each key of DeleteObjects: the engine's delete for this requester."""
+    """DeleteObject, and each key of DeleteObjects: the engine's delete for this requester
+    (a version Object Lock protects is refused there, unless this request may bypass a
+    GOVERNANCE retention)."""
+    bypass = await object_lock.bypass_governance(req, bucket, key)
     return await req.gateway.engine.delete(bucket, key, version_id, access.requester_id(req),
-                                           expect=expect)
+                                           expect=expect, bypass_governance=bypass)
 
 
 OBJECT_ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")

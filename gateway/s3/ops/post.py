@@ -31,6 +31,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from gateway.accounts import Account
+from gateway.crypto import objects as sse_objects
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.objects.options import CREATED_POST, MAX_PUT_SIZE, PutOptions
@@ -345,7 +346,10 @@ async def post_object(req: S3Request) -> web.StreamResponse:
 
     opts = PutOptions(owner=owner, headers=headers, user_meta=user, tags=tags, acl=grants,
                       storage_class=storage_class, location=fields.get(LOCATION_HEADER),
-                      host=req.host, checksum_algorithm=algorithm, verify=verify)
+                      host=req.host, checksum_algorithm=algorithm, verify=verify,
+                      encryption=sse_objects.put_encryption(  # SSE fields (gateway/crypto/)
+                          fields, secure=req.http.secure,
+                          allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
     engine = req.gateway.engine
     req.extra_log["location"] = engine.place(bucket, opts.location, opts.host).name
     low, high = policy.length_range if policy and policy.length_range else (0, MAX_PUT_SIZE)
