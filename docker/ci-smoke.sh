@@ -82,10 +82,18 @@ up() {
   compose up -d >"$LOGS/up.log" 2>&1 || { cat "$LOGS/up.log"; return 1; }
   local url
   for url in "http://127.0.0.1:$MOTO_PORT/" "http://127.0.0.1:$AZURITE_PORT/" \
-             "http://127.0.0.1:$FAKE_GCS_PORT/storage/v1/b" \
-             "http://127.0.0.1:$GATEWAY_PORT/_/healthcheck"; do
-    # The gateway listens once the seed step made every bucket and PostgreSQL answered.
-    wait_http "$url" 180 || { compose logs >"$LOGS/logs.txt" 2>&1; tail -60 "$LOGS/logs.txt"; return 1; }
+             "http://127.0.0.1:$FAKE_GCS_PORT/storage/v1/b"; do
+    wait_http "$url" 120 || { compose logs >"$LOGS/logs.txt" 2>&1; tail -60 "$LOGS/logs.txt"; return 1; }
+  done
+  # The gateway listens once the seed step made every bucket and PostgreSQL answered; a
+  # gateway that exits (bad config, a broken tree) fails the run at once, with its log.
+  local waited=0
+  until wait_http "http://127.0.0.1:$GATEWAY_PORT/_/healthcheck" 2 2>/dev/null; do
+    waited=$((waited + 2))
+    if [ "$(podman container inspect -f '{{.State.Status}}' "${PROJECT}_gateway_1" 2>/dev/null)" = exited ] \
+       || [ $waited -ge 180 ]; then
+      podman logs "${PROJECT}_gateway_1" 2>&1 | tail -40; echo "gateway not ready" >&2; return 1
+    fi
   done
   t "ready: gateway http://127.0.0.1:$GATEWAY_PORT"
   local name  # on stdout, for `eval` or a test's environment

@@ -24,8 +24,7 @@ def _serve(argv: list[str]) -> int | None:
         print(f"python -m gateway serve: no arguments expected, got {' '.join(argv)!r}",
               file=sys.stderr)
         return 2
-    run()
-    return 0
+    return run() or 0  # several workers: the supervising parent's status
 
 
 def _admin(command: str) -> Callable[[list[str]], int | None]:
@@ -101,6 +100,8 @@ environment variables:
   S3METADATA_DSN             postgresql://user:password@host:port/database
   S3BACKEND                  mem | file: the type of the us-east-1 location
   S3DURABILITY               durable | relaxed (config.json storage.durability)
+  S3_WORKERS                 processes serving the ports: a number or auto (config.json workers)
+  PROMETHEUS_MULTIPROC_DIR   set by the workers' parent for its workers (metrics summed)
   S3_TLS_KEY_FILE, S3_TLS_CERT_FILE, S3_TLS_CA_FILE   TLS on every listener (certFilePaths)
   S3_MASTER_KEY_FILE         the accounts' master key file (accounts.masterKeyFile)
   S3_SSE_KEYRING_FILE        server-side encryption keyring (config.json encryption.keyringFile)

@@ -32,6 +32,7 @@ from gateway.objects import Engine
 from gateway.s3.front import Front, add_request_id
 from gateway.s3.xml import MAX_XML_BODY
 from gateway.tls import server_context
+from gateway.workers import WorkerContext, WorkerRole
 
 log = logging.getLogger("gateway")
 
@@ -44,23 +45,31 @@ def make_metadata(settings: Settings) -> MetadataStore:
         return PostgresStore(settings.postgres_dsn)
     from gateway.metadata.sqlite import SQLiteStore
 
-    return SQLiteStore(settings.metadata_path, durable=settings.storage.durability == "durable")
+    return SQLiteStore(settings.metadata_path, durable=settings.storage.durability == "durable",
+                       shared=settings.workers > 1)  # several worker processes write the file
 
 
 class Gateway:
     """The services every operation uses. Built from settings; no I/O until start()."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: WorkerContext | None = None) -> None:
         self.settings = settings
         self.log = log
+        # workers > 1 (gateway/workers.py): this process is one of several; its role decides
+        # whether it runs the health checks, the collector's rounds and the jobs.
+        self.worker: WorkerRole | None = WorkerRole(worker) if worker is not None else None
         self.accounts: AccountStore = load_accounts(settings.authdata_path, settings.env)
         # Translators read the durability choice from their environment (file: fsync or not).
         location_env = {**settings.env, "S3DURABILITY": settings.storage.durability}
         self.locations = Locations(settings.locations, location_env, settings.rest_endpoints,
                                    str(settings.location_path))
         self.metadata = make_metadata(settings)
+        # With workers the parent did the exclusive recovery before forking them.
         self.engine = Engine(self.metadata, self.locations, settings.storage,
-                             exclusive_store=settings.metadata_backend == "sqlite")
+                             exclusive_store=settings.metadata_backend == "sqlite"
+                             and self.worker is None)
+        if self.worker is not None:
+            self.engine.collector.periodic = False  # the leader's (WorkerRole)
         self.metrics = Metrics()
         for location in self.locations:
             location.metrics = self.metrics
@@ -91,14 +100,20 @@ class Gateway:
         if down and self.settings.health.startup == "strict":
             names = ", ".join(loc.name for loc in down)
             raise StartupError(f"healthChecks.startup is strict and locations are down: {names}")
-        self.health.start()
+        if self.worker is None:  # workers: the leader's (WorkerRole)
+            self.health.start()
         # Encryption at rest (gateway/crypto/): the embedded KMS's keyring, made on first start.
         self.engine.encryption = Encryption(LocalKeyring(self.settings.encryption.keyring_path))
         await self.engine.start()
         # After the engine: jobs act through it.
-        await self.jobs.start(exclusive_store=self.settings.metadata_backend == "sqlite")
+        if self.worker is None:
+            await self.jobs.start(exclusive_store=self.settings.metadata_backend == "sqlite")
+        else:  # lead (health checks, collector rounds, jobs) if no sibling does, follow
+            await self.worker.start(self)
 
     async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
         await self.jobs.stop()  # unfinished jobs' claims expire: they run again later
         await self.accounts.stop()
         if self.console is not None:
@@ -120,6 +135,8 @@ class Gateway:
         app.router.add_route("*", "/{tail:[\\s\\S]*}", self.front.handle,
                              expect_handler=self.front.expect_continue)
         app.on_response_prepare.append(add_request_id)
+        if self.worker is not None:
+            app.on_response_prepare.append(self.worker.tag_response)
         return app
 
 
@@ -263,21 +280,26 @@ def configure_logging(level: str) -> None:
     root.addHandler(DeferredQueueHandler(log_queue))
 
 
-async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None = None) -> None:
+async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None = None,
+                worker: WorkerContext | None = None) -> None:
+    """Serve until `stop`. `worker`: one of several processes (gateway/workers.py), on the
+    sockets its parent bound (and checked)."""
     settings = load_settings(env if env is not None else os.environ)
     # Bad certificates and taken ports refuse at once, before any start-up work.
     ssl_context = server_context(settings)
     scheme = "https" if ssl_context is not None else "http"
     s3_setting = port_setting(settings, "port", "S3PORT")
     metrics_setting = port_setting(settings, "metricsPort", None)
-    check_port_free(settings, settings.listen_on, settings.port, s3_setting)
-    if settings.metrics_port:
-        check_port_free(settings, settings.listen_on, settings.metrics_port, metrics_setting)
     console_setting = port_setting(settings, "console.port", None)
-    if settings.console.enabled and settings.console.port:
-        check_port_free(settings, settings.listen_on, settings.console.port, console_setting)
+    sockets = worker.sockets if worker is not None else {}
+    if worker is None:
+        check_port_free(settings, settings.listen_on, settings.port, s3_setting)
+        if settings.metrics_port:
+            check_port_free(settings, settings.listen_on, settings.metrics_port, metrics_setting)
+        if settings.console.enabled and settings.console.port:
+            check_port_free(settings, settings.listen_on, settings.console.port, console_setting)
     listeners: list[tuple[str, str]] = []
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, worker)
     try:
         await gateway.start()
     except BaseException:
@@ -288,7 +310,8 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
     limits = connection_limits(settings.connections)
     guard = ConnectionGuard(limits, "S3 port")
     site = GuardedSite(runner, settings.listen_on, settings.port, backlog=1024,
-                       reuse_address=True, guard=guard, ssl_context=ssl_context)
+                       reuse_address=True, guard=guard, ssl_context=ssl_context,
+                       sock=sockets.get("s3"))
     await start_site(site, settings, settings.port, s3_setting)
     listeners.append(("S3", listener_url(scheme, settings.listen_on, settings.port)))
     if settings.metrics_port:
@@ -300,7 +323,7 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
         # Its own count: scrapes and probes still get in while the S3 port is full.
         await start_site(GuardedSite(metrics_runner, settings.listen_on, settings.metrics_port,
                                      guard=ConnectionGuard(limits, "metrics port"),
-                                     ssl_context=ssl_context),
+                                     ssl_context=ssl_context, sock=sockets.get("metrics")),
                          settings, settings.metrics_port, metrics_setting)
         listeners.append(("health and metrics",
                           listener_url(scheme, settings.listen_on, settings.metrics_port)))
@@ -314,14 +337,18 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
         await console_runner.setup()
         await start_site(GuardedSite(console_runner, settings.listen_on, settings.console.port,
                                      guard=ConnectionGuard(limits, "console port"),
-                                     ssl_context=ssl_context),
+                                     ssl_context=ssl_context, sock=sockets.get("console")),
                          settings, settings.console.port, console_setting)
         listeners.append(("console", listener_url(scheme, settings.listen_on,
                                                   settings.console.port) + "/_/console/"))
     elif gateway.console is not None:
         listeners.append(("console", listener_url(scheme, settings.listen_on,
                                                   settings.port) + "/_/console/"))
-    log_banner(settings, gateway, listeners)
+    if worker is None or (worker.index == 0 and worker.first):
+        log_banner(settings, gateway, listeners)
+    if worker is not None:
+        log.info("worker %d of %d (pid %d) serving", worker.index, worker.count, os.getpid())
+        worker.report("ready")
     stop = stop or asyncio.Event()
     try:
         await stop.wait()
@@ -333,9 +360,14 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
         await gateway.stop()
 
 
-def run() -> None:
-    """Entry point: serve until SIGINT/SIGTERM."""
+def run() -> int | None:
+    """Entry point: serve until SIGINT/SIGTERM; the exit status (None: 0)."""
     settings_env = dict(os.environ)
+    settings = load_settings(settings_env)
+    if settings.workers > 1:  # a parent that forks the workers (gateway/workers.py)
+        from gateway.workers import supervise
+
+        return supervise(settings_env, settings)
     configure_logging((settings_env.get("LOG_LEVEL") or "info").upper())
     try:
         import uvloop
@@ -352,3 +384,4 @@ def run() -> None:
         await serve(settings_env, stop)
 
     asyncio.run(main())
+    return None

@@ -92,6 +92,18 @@ def write_config(workdir: Path, port: int, locations: dict[str, Any] | None,
         "metricsPort": 0,
     }
     cfg.update(config or {})
+    # S3GW_TEST_WORKERS=N runs every gateway a test starts with N worker processes (unless the
+    # test sets "workers"). A mem location lives in one process's memory: with workers it
+    # becomes a file location of its own (the gateway refuses mem with workers > 1).
+    workers = int(os.environ.get("S3GW_TEST_WORKERS") or 1)
+    if workers > 1 and "workers" not in cfg:
+        cfg["workers"] = workers
+    if cfg.get("workers", 1) not in (1, "1"):
+        for name, spec in locs.items():
+            if spec.get("type") == "mem":
+                details = {k: v for k, v in spec.get("details", {}).items() if k == "bucketMatch"}
+                locs[name] = {**spec, "type": "file",
+                              "details": {**details, "dataPath": str(workdir / f"mem-{name}")}}
     # No read grace unless a test asks: tests watch replaced bytes go (Gateway.settle()).
     cfg["storage"] = {"readGraceSeconds": 0, **(config or {}).get("storage", {})}
     (workdir / "config.json").write_text(json.dumps(cfg, indent=2))

@@ -11,6 +11,8 @@ GetObject (ranges and partNumber 1 included) and HeadObject, on every location t
 Multipart uploads: CreateMultipartUpload wraps one data key for the upload, every UploadPart
 is sealed as a stream of its own, CompleteMultipartUpload lists the parts' streams in the
 object's record. UploadPartCopy from or into encrypted objects answers NotImplemented.
+Bucket default encryption (bucket.attrs["encryption"], gateway/s3/ops/bucket_encryption.py)
+applies to writes without SSE headers (write_encryption).
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
     start: ONE metadata step sets bucket.location = target and attrs["migration"] (so every
            object created from then on is placed on the target) -> a "migrate.pass" job
-    pass:  walks every version of the bucket; the first pass (and any pass that finds the move
-           queue idle with versions left) enqueues one "migrate.move" job per version still to
-           move (deduplicated by the queue); every pass records progress in attrs["migration"]
-           and the migration is "done" when no version is left to move
+    pass:  every second or so, walks every version of the bucket, records progress in
+           attrs["migration"] and refills a window of "migrate.move" jobs (one per version
+           still to move, deduplicated by the queue; a job that failed for good is queued
+           again); the migration is "done" when a walk finds no version left to move
     move:  gateway/objects/relocate.py: a new piece per piece on the target under an intent,
            streamed and verified (size, MD5 / multipart ETag, full-object checksum), then one
            conditional swap that only succeeds while the version still has the pieces copied;
@@ -53,10 +53,10 @@ log = logging.getLogger("gateway.moving")
 ATTR = "migration"  # the bucket attribute holding the migration's state and progress
 PASS = "migrate.pass"
 MOVE = "migrate.move"
-COPYING, DONE, CANCELLED, FAILED = "copying", "done", "cancelled", "failed"
+COPYING, DONE, CANCELLED = "copying", "done", "cancelled"
 PAGE = 1000
-PASS_SECONDS = 1.0  # between progress passes (longer for big buckets: 10x a walk's time)
-MAX_ROUNDS = 10  # idle passes that still found versions to move, before "failed"
+PASS_SECONDS = 0.5  # between passes that queue nothing (10x a walk's time if more)
+WINDOW, MAX_WINDOW = 64, 4000  # moves queued at once (all migrations)
 # relocate() keeps the source pieces only if it can (asked for in /work/notes/engine-api.md).
 KEEP_SOURCE_SUPPORTED = "keep_source" in inspect.signature(relocate).parameters
 
@@ -146,7 +146,7 @@ class Migrations:
                      "source": "keep" if keep_source else "delete", "state": COPYING,
                      "started": now, "finished": None, "updated": now, "scanned": False,
                      "objects": {"done": 0, "total": 0}, "bytes": {"done": 0, "total": 0},
-                     "rounds": 0, "error": None}
+                     "error": None}
 
         def guard(current: BucketRecord) -> None:
             running = current.attrs.get(ATTR)
@@ -261,10 +261,12 @@ class Migrations:
 
     # --- the pass: progress, and what is left to enqueue ----------------------------------
     async def _next_pass(self, bucket: str, m: dict[str, Any], number: int,
-                         delay: float) -> None:
+                         delay: float, window: int = 0) -> None:
         # The number in the key: a running pass can queue the next one (one per key).
+        now = time.time()
         await self.jobs.enqueue(PASS, f"{bucket}#{m['id']}@{number}", bucket,
-                                {"id": m["id"], "number": number}, time.time() + delay)
+                                {"id": m["id"], "number": number, "window": window or WINDOW,
+                                 "at": now}, now + delay)
 
     async def _pass_job(self, job: JobRecord) -> None:
         bucket = await self.metadata.get_bucket(job.bucket)
@@ -276,9 +278,14 @@ class Migrations:
             return
         started = time.monotonic()
         first = not m.get("scanned")
-        idle = first or await self._moves_idle()
-        remaining, remaining_bytes, enqueued = await self._walk(bucket.name, m, enqueue=idle)
+        # A window of queued moves, refilled every pass: the shared queue never holds a
+        # whole bucket (other jobs are not starved, and this pass is not queued behind
+        # thousands of moves), and the window follows the rate moves are done at.
+        window = job.data.get("window", WINDOW)
+        room = max(0, window - await self._moves_in_flight())
+        remaining, remaining_bytes, enqueued = await self._walk(bucket.name, m, room)
         walk_seconds = time.monotonic() - started
+        before = m["objects"]["done"]
         m = {**m, "objects": dict(m["objects"]), "bytes": dict(m["bytes"]),
              "updated": time.time(), "scanned": True}
         for counts, left in ((m["objects"], remaining), (m["bytes"], remaining_bytes)):
@@ -287,14 +294,10 @@ class Migrations:
             else:  # stragglers (written to the source meanwhile) add to the total
                 counts["total"] = max(counts["total"], counts["done"] + left)
                 counts["done"] = max(counts["done"], counts["total"] - left)
+        error = self.jobs.last_error
+        m["error"] = error if error and error.startswith(f"{MOVE} {bucket.name}/") else None
         if remaining == 0:
             m["state"], m["finished"] = DONE, time.time()
-        elif idle and not first and enqueued:
-            m["rounds"] += 1
-            if m["rounds"] > MAX_ROUNDS:
-                m["state"], m["finished"] = FAILED, time.time()
-                m["error"] = (f"{remaining} version(s) could not be moved after {MAX_ROUNDS} "
-                              f"rounds; last job error: {self.jobs.last_error}")
         try:
             updated = await self.metadata.update_bucket(bucket.name, {ATTR: m},
                                                         guard=self._guard(m["id"]))
@@ -304,29 +307,35 @@ class Migrations:
             return
         self._seen(bucket.name, m)
         if m["state"] == COPYING:
+            # Queued after the moves it enqueued (claims are in not_before, id order), the
+            # next pass runs once they are all claimed and refills the window; with nothing
+            # enqueued (the window is full, or moves are backing off) it waits a little.
+            # The window holds about a second of moves, more when a walk takes long.
+            elapsed = max(1e-3, time.time() - job.data.get("at", time.time()))
+            rate = (m["objects"]["done"] - before) / elapsed
+            window = int(min(MAX_WINDOW, max(WINDOW, rate * max(1.0, 10 * walk_seconds))))
             await self._next_pass(bucket.name, m, job.data["number"] + 1,
-                                  max(PASS_SECONDS, min(60.0, 10 * walk_seconds)))
+                                  0.0 if enqueued else max(PASS_SECONDS, 10 * walk_seconds),
+                                  window)
         else:
-            log.info("migration of %s to %s %s: %d versions, %d bytes in %.1fs%s",
+            log.info("migration of %s to %s %s: %d versions, %d bytes in %.1fs",
                      bucket.name, m["to"], m["state"], m["objects"]["total"],
-                     m["bytes"]["total"], m["finished"] - m["started"],
-                     f" ({m['error']})" if m["error"] else "")
+                     m["bytes"]["total"], m["finished"] - m["started"])
 
-    async def _moves_idle(self) -> bool:
+    async def _moves_in_flight(self) -> int:
         counts = (await self.metadata.job_counts()).get(MOVE, {})
-        return counts.get("pending", 0) + counts.get("running", 0) == 0
+        return counts.get("pending", 0) + counts.get("running", 0)
 
-    async def _walk(self, bucket: str, m: dict[str, Any], *, enqueue: bool
-                    ) -> tuple[int, int, int]:
-        """(versions left to move, their bytes, moves enqueued now)."""
+    async def _walk(self, bucket: str, m: dict[str, Any], room: int) -> tuple[int, int, int]:
+        """(versions left to move, their bytes, moves enqueued now: at most `room`)."""
         for _ in range(3):
             try:
-                return await self._walk_once(bucket, m, enqueue)
+                return await self._walk_once(bucket, m, room)
             except LookupError:  # the page marker's version went meanwhile: walk again
                 continue
-        return await self._walk_once(bucket, m, enqueue)
+        return await self._walk_once(bucket, m, room)
 
-    async def _walk_once(self, bucket: str, m: dict[str, Any], enqueue: bool
+    async def _walk_once(self, bucket: str, m: dict[str, Any], room: int
                          ) -> tuple[int, int, int]:
         remaining = remaining_bytes = enqueued = 0
         key_marker: str | None = None
@@ -339,7 +348,9 @@ class Migrations:
                     continue
                 remaining += 1
                 remaining_bytes += version.size
-                if enqueue and await self._enqueue_move(bucket, version, m):
+                # The first versions left are those queued already (the queue says so:
+                # None); a failed-for-good one is queued again (retried, from attempt 1).
+                if enqueued < room and await self._enqueue_move(bucket, version, m):
                     enqueued += 1
             if not page.truncated or not page.versions:
                 return remaining, remaining_bytes, enqueued
@@ -351,7 +362,7 @@ class Migrations:
         # A version id is hex (or "null"): the key part before "?versionId=" is unambiguous.
         return await self.jobs.enqueue(
             MOVE, f"{bucket}/{version.key}?versionId={vid}", bucket,
-            {"id": m["id"], "key": version.key, "version_id": vid}) is not None
+            {"id": m["id"], "key": version.key, "version_id": vid}, time.time()) is not None
 
     # --- one version -------------------------------------------------------------------------
     async def _move_job(self, job: JobRecord) -> None:

@@ -180,6 +180,7 @@ async def read_object(req: S3Request, *, body: bool, small: int = 0
     headers = {**object_headers(obj), **version_headers(bucket, obj),
                **sse_objects.response_headers(obj, req.headers)}  # SSE-C: the key's MD5
     headers.update(req.gateway.lifecycle.object_headers(bucket, obj))  # x-amz-expiration
+    await object_lock.hide_unpermitted(req, bucket, obj, headers)  # x-amz-object-lock-*
     apply_overrides(req, headers)
     if read.parts_count is not None and opts.part_number is not None:
         headers["x-amz-mp-parts-count"] = str(read.parts_count)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from gateway.errors import S3Error
-from gateway.metadata.base import BucketRecord
+from gateway.metadata.base import BucketRecord, ObjectRecord
 from gateway.objects import lock
 from gateway.objects.engine import versioning_state
 from gateway.objects.lock import LockRequest, Retention
@@ -86,17 +86,36 @@ def require_digest(req: S3Request, bucket: BucketRecord | None, asked: LockReque
                       f"required for {what} requests with Object Lock parameters")
 
 
-async def bypass_governance(req: S3Request, bucket: BucketRecord, key: str | None) -> bool:
+async def bypass_governance(req: S3Request, bucket: BucketRecord, key: str) -> bool:
     """x-amz-bypass-governance-retention: true, from a requester who may
     s3:BypassGovernanceRetention on the key. Without the permission the header counts for
     nothing: a GOVERNANCE retention then refuses as for anyone else."""
     if req.headers.get(BYPASS_HEADER, "").strip().lower() != "true":
         return False
+    return await _allowed(req, bucket, BYPASS_ACTION, key)
+
+
+async def _allowed(req: S3Request, bucket: BucketRecord, action: str, key: str) -> bool:
     try:
-        await access.authorize(req, bucket, BYPASS_ACTION, key)
+        await access.authorize(req, bucket, action, key)
     except S3Error:
         return False
     return True
+
+
+async def hide_unpermitted(req: S3Request, bucket: BucketRecord, obj: ObjectRecord,
+                           headers: dict[str, str]) -> None:
+    """GET/HEAD answer a version's retention only to who may s3:GetObjectRetention, and its
+    legal hold only to who may s3:GetObjectLegalHold, as AWS does."""
+    if lock.ATTR not in obj.attrs:
+        return
+    if MODE_HEADER in headers and not await _allowed(req, bucket, "s3:GetObjectRetention",
+                                                     obj.key):
+        headers.pop(MODE_HEADER, None)
+        headers.pop(UNTIL_HEADER, None)
+    if HOLD_HEADER in headers and not await _allowed(req, bucket, "s3:GetObjectLegalHold",
+                                                     obj.key):
+        headers.pop(HOLD_HEADER, None)
 
 
 # --- the bucket configuration ------------------------------------------------------------------

@@ -1,0 +1,396 @@
+"""`workers: 2`: two processes behind one port (gateway/workers.py), on a file location and
+SQLite. Both serve; a write through one is never hidden by a stale cache in the other; races
+across them keep every acknowledged byte; kill -9 of a worker under load loses nothing it
+acknowledged (the parent starts it again, fsck is clean); SIGTERM drains; metrics count the
+requests of both; health state is shared; start-up errors are still one line.
+
+Which worker answered: the x-gateway-worker header. The kernel picks the worker of each new
+connection (SO_REUSEPORT), so the tests use a fresh connection per request and loop (bounded)
+until both have answered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.gatewayproc import (
+    ACCESS_KEY,
+    REPO,
+    SECRET_KEY,
+    Gateway,
+    eventually,
+    free_port,
+    start_gateway,
+    write_config,
+)
+from tests.races import scenarios
+
+WORKER = "x-gateway-worker"
+
+
+def workers_config(metrics_port: int, **extra: Any) -> dict[str, Any]:
+    return {"workers": 2, "metricsPort": metrics_port, "healthChecks": {"interval": 0.5,
+                                                                          "timeout": 1},
+            "storage": {"collectInterval": 0.2}, **extra}
+
+
+def flaky_location(workdir: Path) -> dict[str, Any]:
+    return {"flaky": {"type": "file", "legacyAwsBehavior": False,
+                      "details": {"dataPath": str(workdir / "flaky")}}}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    workdir = tmp_path_factory.mktemp("workers")
+    metrics_port = free_port()
+    with start_gateway(workdir, flaky_location(workdir),
+                       config=workers_config(metrics_port)) as gateway:
+        gateway.extra["metrics"] = f"http://127.0.0.1:{metrics_port}"
+        wait_both(gateway)
+        yield gateway
+
+
+def signed(gw: Gateway, method: str, path: str, body: bytes = b"",
+           headers: dict[str, str] | None = None) -> requests.Response:
+    """One SigV4-signed request on a connection of its own (so the kernel picks a worker)."""
+    url = gw.endpoint + path
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    request.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+    S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(request)
+    return requests.request(method, url, data=body, headers={**dict(request.headers),
+                                                             "Connection": "close"},
+                            timeout=30)
+
+
+def worker_of(response: requests.Response) -> str:
+    worker = response.headers.get(WORKER)
+    assert worker in ("0", "1"), f"no {WORKER} header: {dict(response.headers)}"
+    return worker
+
+
+def wait_both(gw: Gateway, timeout: float = 30) -> None:
+    """Until both workers answer (after a start or a restart)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while seen != {"0", "1"}:
+        assert time.monotonic() < deadline, f"only workers {seen} answered"
+        try:
+            response = requests.get(f"{gw.endpoint}/_/healthcheck", timeout=5,
+                                    headers={"Connection": "close"})
+        except requests.ConnectionError:
+            time.sleep(0.1)
+            continue
+        if response.status_code == 200:
+            seen.add(worker_of(response))
+
+
+def worker_pids(gw: Gateway) -> list[int]:
+    assert gw.process is not None
+    parent = gw.process.pid
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def requests_total(gw: Gateway) -> float:
+    text = requests.get(f"{gw.extra['metrics']}/metrics", timeout=10).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "s3gw_requests":
+            total += sum(s.value for s in family.samples if s.name == "s3gw_requests_total")
+    return total
+
+
+# --- the tests ------------------------------------------------------------------------------
+def test_both_workers_serve_and_a_write_in_one_is_never_hidden_in_the_other(gw: Gateway) -> None:
+    """Object and bucket caches (SQLite keeps current versions and bucket rows in each
+    process): overwrite, delete and bucket settings through one worker, read at once through
+    whichever the kernel picks; until both directions were seen many times."""
+    bucket = f"coherent-{uuid.uuid4().hex[:8]}"
+    assert signed(gw, "PUT", f"/{bucket}").status_code == 200
+    crossed = {("0", "1"): 0, ("1", "0"): 0}
+    deadline = time.monotonic() + 60
+    round_ = 0
+    while min(crossed.values()) < 10:
+        assert time.monotonic() < deadline, f"workers never crossed enough: {crossed}"
+        round_ += 1
+        # Warm both caches with the current version, then overwrite it.
+        for _ in range(3):
+            signed(gw, "GET", f"/{bucket}/hot")
+        body = f"round {round_}".encode()
+        wrote = signed(gw, "PUT", f"/{bucket}/hot", body)
+        assert wrote.status_code == 200, wrote.text
+        read = signed(gw, "GET", f"/{bucket}/hot")
+        assert read.status_code == 200 and read.content == body, (
+            f"round {round_}: worker {worker_of(read)} served {read.content!r} after worker "
+            f"{worker_of(wrote)} wrote {body!r}")
+        pair = (worker_of(wrote), worker_of(read))
+        if pair in crossed:
+            crossed[pair] += 1
+    # A delete is seen at once by both.
+    for _ in range(3):
+        assert signed(gw, "GET", f"/{bucket}/hot").status_code == 200
+    assert signed(gw, "DELETE", f"/{bucket}/hot").status_code == 204
+    for _ in range(10):
+        assert signed(gw, "GET", f"/{bucket}/hot").status_code == 404
+    # Bucket settings: versioning turned on through one is on in every worker.
+    for _ in range(3):
+        signed(gw, "GET", f"/{bucket}?versioning")
+    on = (b'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+          b"<Status>Enabled</Status></VersioningConfiguration>")
+    assert signed(gw, "PUT", f"/{bucket}?versioning", on).status_code == 200
+    answered = set()
+    for _ in range(20):
+        got = signed(gw, "GET", f"/{bucket}?versioning")
+        assert b"<Status>Enabled</Status>" in got.content, got.text
+        answered.add(worker_of(got))
+    assert answered == {"0", "1"}
+    # A deleted bucket is gone in every worker (its cached row too).
+    other = f"gone-{uuid.uuid4().hex[:8]}"
+    assert signed(gw, "PUT", f"/{other}").status_code == 200
+    for _ in range(4):
+        assert signed(gw, "HEAD", f"/{other}").status_code == 200
+    assert signed(gw, "DELETE", f"/{other}").status_code == 204
+    for _ in range(10):
+        assert signed(gw, "HEAD", f"/{other}").status_code == 404
+
+
+def test_races_across_workers_keep_every_acknowledged_byte(gw: Gateway) -> None:
+    """tests/races' PUT storm and delete-during-overwrite, with two clients whose pooled
+    connections land on both workers; then fsck-level checks after the collector ran."""
+    s3 = gw.client(max_pool_connections=16)
+    alt = gw.client(max_pool_connections=16)
+    bucket = scenarios.new_bucket(s3, None)
+    storm = scenarios.put_storm(s3, bucket, rounds=6, writers=6, sizes=(2_000, 70_000),
+                                alt=alt)
+    deletes = scenarios.delete_during_overwrite(s3, bucket, trials=8)
+    scenarios.quiesce([gw.endpoint])
+    for client in (s3, alt):
+        scenarios.verify(client, bucket, storm.expected)
+        scenarios.verify(client, bucket, deletes.expected)
+
+
+def test_metrics_count_the_requests_of_every_worker(gw: Gateway) -> None:
+    before = requests_total(gw)
+    bucket = f"metrics-{uuid.uuid4().hex[:8]}"
+    answered: list[str] = [worker_of(signed(gw, "PUT", f"/{bucket}"))]
+    for _ in range(39):
+        answered.append(worker_of(signed(gw, "HEAD", f"/{bucket}")))
+    assert set(answered) == {"0", "1"}, answered
+    # Scraped on the metrics port (not counted as S3 requests), by whichever worker.
+    eventually(lambda: requests_total(gw) - before == 40, timeout=5)
+    for _ in range(6):  # every worker's scrape gives the whole count
+        assert requests_total(gw) - before == 40
+
+
+def test_health_is_checked_once_and_shared_by_every_worker(gw: Gateway) -> None:
+    """The leader checks; a location it finds down is down (and fails fast) in both."""
+    s3 = gw.client()
+    bucket = f"flaky-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "flaky"})
+    data_path = gw.workdir / "flaky"
+    data_path.rename(gw.workdir / "flaky.away")
+    try:
+        def down_in(worker: str) -> bool:
+            got = requests.get(f"{gw.endpoint}/_/healthcheck/deep", timeout=5,
+                               headers={"Connection": "close"})
+            return (worker_of(got) != worker
+                    or got.json()["locations"]["flaky"]["state"] == "down")
+
+        for worker in ("0", "1"):
+            eventually(lambda w=worker: all(down_in(w) for _ in range(6)), timeout=10)
+        seen = set()
+        for _ in range(40):
+            started = time.monotonic()
+            answer = signed(gw, "PUT", f"/{bucket}/k", b"x")
+            assert answer.status_code == 503, answer.text
+            assert b"is not writable" in answer.content, answer.text  # the health message
+            assert time.monotonic() - started < 1.0
+            seen.add(worker_of(answer))
+        assert seen == {"0", "1"}
+    finally:
+        (gw.workdir / "flaky.away").rename(data_path)
+    eventually(lambda: all(signed(gw, "PUT", f"/{bucket}/k", b"x").status_code == 200
+                           for _ in range(6)), timeout=10)
+    # One leader runs the checks: the log says so once (no handover happened here).
+    assert gw.log().count("leads: health checks") == 1
+
+
+def test_kill_9_of_a_worker_under_load_loses_no_acknowledged_write(
+        tmp_path: Path) -> None:
+    """PUTs and multipart uploads through both workers; one worker is killed with SIGKILL;
+    the parent starts it again while the load goes on. Afterwards (and again after a restart
+    of the whole gateway, whose parent releases what the dead worker held) every acknowledged
+    write reads back byte-exact, and fsck finds nothing wrong."""
+    metrics_port = free_port()
+    config = workers_config(metrics_port)
+    with start_gateway(tmp_path, config=config) as gw:
+        wait_both(gw)
+        s3 = gw.client(max_pool_connections=16)
+        bucket = scenarios.new_bucket(s3, None, "kill")
+        load = ResilientLoad(s3, bucket, "k-", put_threads=4, upload_threads=1, seconds=6,
+                             sizes=(1_000, 60_000), big_part=5 * 2**20).start()
+        time.sleep(1.5)
+        before = worker_pids(gw)
+        assert len(before) == 2
+        victim = before[0]
+        os.kill(victim, signal.SIGKILL)
+        eventually(lambda: len(worker_pids(gw)) == 2 and victim not in worker_pids(gw),
+                   timeout=15)
+        load.join(timeout=60)
+        assert not load.unexpected, load.unexpected
+        assert load.acked() > 20
+        wait_both(gw)
+        assert "was killed by signal 9: starting it again" in gw.log()
+        check_acknowledged(s3, bucket, load)  # while running: nothing acknowledged lost
+    # The whole gateway again: the parent's recovery releases the dead worker's claims.
+    with start_gateway(tmp_path, config=config) as gw:
+        wait_both(gw)
+        s3 = gw.client()
+        outcome = scenarios.verify_load(s3, bucket, load)
+        scenarios.quiesce([gw.endpoint])
+        scenarios.verify(s3, bucket, outcome.expected)
+    fsck = subprocess.run([sys.executable, "-m", "gateway", "fsck"], cwd=REPO,
+                          env={**os.environ, **gw.env}, capture_output=True, text=True,
+                          timeout=120)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+class ResilientLoad(scenarios.WriteLoad):
+    """WriteLoad that keeps going when a request gets no answer (its worker was killed):
+    the request stays unacknowledged and the thread goes on (with new keys)."""
+
+    def _guard(self, work: Any, number: int) -> None:
+        rounds = 0
+        while time.monotonic() < self.deadline:
+            rounds += 1
+            try:
+                work(number + 100 * rounds)
+                return
+            except ClientError as err:
+                self.unexpected.append(f"{err.operation_name}: {scenarios.status_of(err)} "
+                                       f"{scenarios.code_of(err)}")
+                return
+            except (BotoCoreError, OSError) as exc:  # no answer: its worker was killed
+                self.stopped_by.append(type(exc).__name__)
+
+
+def check_acknowledged(s3: Any, bucket: str, load: scenarios.WriteLoad) -> None:
+    """Every acknowledged PUT and Complete reads back (a later in-flight PUT may have
+    landed instead); uploads cut off are left for after the restart."""
+    for key, attempts in load.attempts.items():
+        acked = [i for i, a in enumerate(attempts) if a.acked]
+        if acked:
+            data = scenarios.read_checked(s3, bucket, key)
+            assert data in [a.data for a in attempts[acked[-1]:]], key
+    for upload in load.uploads:
+        if upload.complete_acked:
+            got = scenarios.get(s3, bucket, upload.key)
+            assert got is not None and got[0] == b"".join(upload.parts), upload.key
+
+
+def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
+    """An upload in progress when SIGTERM comes finishes with 200; the parent exits 0 once
+    both workers stopped, and the port refuses."""
+    with start_gateway(tmp_path, config=workers_config(free_port())) as gw:
+        wait_both(gw)
+        s3 = gw.client()
+        bucket = scenarios.new_bucket(s3, None, "drain")
+        chunks = [b"a" * 65536] * 12
+        results: list[Any] = []
+
+        def upload() -> None:
+            results.append(scenarios.streaming_put(s3, bucket, "slow", chunks, 0.15))
+
+        thread = threading.Thread(target=upload)
+        thread.start()
+        time.sleep(0.5)
+        assert gw.process is not None
+        gw.process.send_signal(signal.SIGTERM)
+        thread.join(30)
+        assert gw.process.wait(30) == 0
+        assert results and results[0][0] == 200, results
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
+        log = gw.log()
+        assert "stopping: 2 workers finish the requests in flight" in log
+        assert "all 2 workers stopped" in log
+        assert "Traceback" not in log, log
+
+
+def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = write_config(tmp_path, port, None, {"workers": 2})
+        result = subprocess.run([sys.executable, "-m", "gateway"], cwd=REPO,
+                                env={**os.environ, **env}, capture_output=True, text=True,
+                                timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("gateway:")]
+    assert lines == [f'gateway: cannot start: {tmp_path / "config.json"} key "port": '
+                     f"127.0.0.1:{port} is already in use (another gateway or program "
+                     "listens there)"], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_gateway_with_one_line(tmp_path: Path) -> None:
+    """healthChecks.startup strict with a location down: each worker refuses; the parent
+    shows the first worker's line once and exits with its status."""
+    locations = {"gone": {"type": "file", "legacyAwsBehavior": False,
+                          "details": {"dataPath": "/proc/no-such-place"}}}
+    env = write_config(tmp_path, free_port(), locations,
+                       {"workers": 2, "healthChecks": {"startup": "strict", "timeout": 1}})
+    result = subprocess.run([sys.executable, "-m", "gateway"], cwd=REPO,
+                            env={**os.environ, **env}, capture_output=True, text=True,
+                            timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("gateway:")]
+    assert len(lines) == 1, result.stderr
+    assert result.returncode != 0
+    assert lines[0].startswith("gateway: cannot start:"), lines
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", 'must be a number of processes, 1..256, or "auto", got 0'),
+    ("many", "must be a number of processes, 1..256, or \"auto\", got 'many'"),
+])
+def test_bad_workers_value_is_refused(tmp_path: Path, value: str, message: str) -> None:
+    env = write_config(tmp_path, free_port(), None, None)
+    result = subprocess.run([sys.executable, "-m", "gateway"], cwd=REPO,
+                            env={**os.environ, **env, "S3_WORKERS": value},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("gateway: bad config: environment: S3_WORKERS: "), line
+    assert line.endswith(message), line
+
+
+def test_mem_location_is_refused_with_workers(tmp_path: Path) -> None:
+    env = write_config(tmp_path, free_port(), None, {"workers": 2})
+    (tmp_path / "locationConfig.json").write_text(
+        '{"us-east-1": {"type": "mem", "legacyAwsBehavior": false, "details": {}}}')
+    result = subprocess.run([sys.executable, "-m", "gateway"], cwd=REPO,
+                            env={**os.environ, **env}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert 'location "us-east-1" key "type": mem keeps objects in one process' in line, line
+
