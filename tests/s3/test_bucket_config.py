@@ -83,14 +83,9 @@ def expect_not_implemented(call: Any, **kwargs: Any) -> None:
 
 
 def test_puts_that_need_a_feature_are_not_implemented(s3: Any, loc_bucket: str) -> None:
-    b = loc_bucket  # (lifecycle is implemented: tests/lifecycle/)
+    b = loc_bucket  # (lifecycle, encryption, object lock: their own tests)
     expect_not_implemented(s3.put_bucket_website, Bucket=b, WebsiteConfiguration={
         "IndexDocument": {"Suffix": "index.html"}})
-    expect_not_implemented(s3.put_bucket_encryption, Bucket=b,
-                           ServerSideEncryptionConfiguration={"Rules": [{
-                               "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    expect_not_implemented(s3.put_object_lock_configuration, Bucket=b,
-                           ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})
     expect_not_implemented(s3.put_bucket_replication, Bucket=b, ReplicationConfiguration={
         "Role": "arn:aws:iam::123456789012:role/r", "Rules": [{
             "Status": "Enabled", "Prefix": "", "Destination": {"Bucket": "arn:aws:s3:::x"}}]})

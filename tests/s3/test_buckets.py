@@ -115,11 +115,3 @@ def test_malformed_create_body(gateway: Any, s3: Any) -> None:
     assert response.status_code == 400
     assert b"<Code>MalformedXML</Code>" in response.content
     assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
-
-
-def test_object_lock_bucket_is_refused_not_silently_plain(s3: Any) -> None:
-    name = f"lock-{uuid.uuid4().hex[:12]}"
-    with pytest.raises(ClientError) as exc:
-        s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-    assert exc.value.response["Error"]["Code"] == "NotImplemented"
-    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
