@@ -8,8 +8,9 @@
 #   bash docker/ci-smoke.sh down       stop and remove the stack
 #
 # Ports: GATEWAY_PORT GATEWAY_METRICS_PORT POSTGRES_PORT MOTO_PORT AZURITE_PORT FAKE_GCS_PORT
-# (free ones are picked when unset). Project name: S3GW_COMPOSE_PROJECT (default s3gw-ci), the
-# same every run, so a stack a killed run left behind is cleared by the next one.
+# SWIFT_PORT (free ones are picked when unset). The swift profile runs too (every location type:
+# S3GW_LOCATIONS=locationConfig.swift.json). Project name: S3GW_COMPOSE_PROJECT (default
+# s3gw-ci), the same every run, so a stack a killed run left behind is cleared by the next one.
 # The workarounds for this CI machine (shared/reference/containers-on-ci.md): runc and explicit
 # ulimits (docker/ci/containers.conf), a debootstrap base image trusting the host's extra CAs
 # (docker/ci/make-base-image.sh), and polling ports instead of healthchecks (no systemd).
@@ -22,6 +23,8 @@ export CONTAINERS_CONF=$PWD/docker/ci/containers.conf
 export BASE_IMAGE=${BASE_IMAGE:-localhost/s3gw-base:3.11-slim}
 export BUILDAH_FORMAT=docker   # keep HEALTHCHECK and STOPSIGNAL (OCI format drops HEALTHCHECK)
 PROJECT=${S3GW_COMPOSE_PROJECT:-s3gw-ci}
+export S3GW_LOCATIONS=${S3GW_LOCATIONS:-locationConfig.swift.json}  # with the swift location
+PORTS="GATEWAY_PORT GATEWAY_METRICS_PORT POSTGRES_PORT MOTO_PORT AZURITE_PORT FAKE_GCS_PORT SWIFT_PORT"
 LOGS=${S3GW_COMPOSE_LOGS:-/tmp/$PROJECT}
 mkdir -p "$LOGS"
 
@@ -37,14 +40,19 @@ tools() {
 
 free_ports() {
   local name
-  for name in GATEWAY_PORT GATEWAY_METRICS_PORT POSTGRES_PORT MOTO_PORT AZURITE_PORT FAKE_GCS_PORT; do
+  for name in $PORTS; do
     if [ -z "${!name:-}" ]; then
       export "$name=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     fi
   done
 }
 
-compose() { podman-compose -p "$PROJECT" -f docker/compose.yaml "$@"; }
+compose() {
+  # podman-compose 1.0.3 (Debian 12) knows no profiles and starts every service; later ones do.
+  local profile=()
+  if podman-compose --help 2>/dev/null | grep -q -- --profile; then profile=(--profile swift); fi
+  podman-compose "${profile[@]}" -p "$PROJECT" -f docker/compose.yaml "$@"
+}
 
 down() {
   t "down"
@@ -82,7 +90,7 @@ up() {
   compose up -d >"$LOGS/up.log" 2>&1 || { cat "$LOGS/up.log"; return 1; }
   local url
   for url in "http://127.0.0.1:$MOTO_PORT/" "http://127.0.0.1:$AZURITE_PORT/" \
-             "http://127.0.0.1:$FAKE_GCS_PORT/storage/v1/b"; do
+             "http://127.0.0.1:$FAKE_GCS_PORT/storage/v1/b" "http://127.0.0.1:$SWIFT_PORT/healthcheck"; do
     wait_http "$url" 120 || { compose logs >"$LOGS/logs.txt" 2>&1; tail -60 "$LOGS/logs.txt"; return 1; }
   done
   # The gateway listens once the seed step made every bucket and PostgreSQL answered; a
@@ -97,7 +105,7 @@ up() {
   done
   t "ready: gateway http://127.0.0.1:$GATEWAY_PORT"
   local name  # on stdout, for `eval` or a test's environment
-  for name in GATEWAY_PORT GATEWAY_METRICS_PORT POSTGRES_PORT MOTO_PORT AZURITE_PORT FAKE_GCS_PORT; do
+  for name in $PORTS; do
     echo "$name=${!name}"
   done
 }

@@ -60,6 +60,24 @@ def _migrate(argv: list[str]) -> int | None:
     return migrate_main(argv)
 
 
+def _import(argv: list[str]) -> int | None:
+    from gateway.moving.importer import main as import_main
+
+    return import_main(argv)
+
+
+def _read_through(argv: list[str]) -> int | None:
+    from gateway.moving.read_through import main as read_through_main
+
+    return read_through_main(argv)
+
+
+def _keys(argv: list[str]) -> int | None:
+    from gateway.crypto.admin import main as keys_main
+
+    return keys_main(argv)
+
+
 # name -> (help line, run(argv) -> exit status). Add a command here, one row.
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int | None]]] = {
     "serve": ("run the gateway (the default when no command is given)", _serve),
@@ -75,6 +93,13 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int | None]]] = {
                  "enable-key | remove-key | remove", _accounts),
     "migrate": ("move a bucket to another location while in use: migrate BUCKET --to LOCATION "
                 "[--keep-source] [--detach] | --status [BUCKET] | --cancel BUCKET", _migrate),
+    "import": ("make what a location's container already holds objects of a bucket, without "
+               "copying: import LOCATION BUCKET [--prefix P] [--owner ACCOUNT]", _import),
+    "keys": ("the encryption keyring (SSE-S3/SSE-KMS master keys): list | create [KEY_ID] | "
+             "rotate [KEY_ID]", _keys),
+    "read-through": ("serve a bucket's misses from a source location, copying on first read: "
+                     "read-through BUCKET --source LOCATION [--prefix P] [--drain] | --off",
+                     _read_through),
 }
 
 FILES = """\

@@ -18,7 +18,7 @@ from gateway.lifecycle.settings import LifecycleSettings  # lifecycle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LOCATION = "us-east-1"
-LOCATION_TYPES = ("mem", "file", "aws_s3", "azure", "gcp", "b2", "swift")
+LOCATION_TYPES = ("mem", "file", "aws_s3", "azure", "gcp", "b2", "swift", "mirror")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,8 @@ class Settings:
     encryption: EncryptionSettings = field(default_factory=lambda: EncryptionSettings())
     # --- several worker processes sharing the ports (gateway/workers.py) ---
     workers: int = 1
+    # --- read-through buckets (gateway/moving/read_through.py): bucket -> Source ---
+    read_through: dict[str, Any] = field(default_factory=dict)
 
 
 # --- operating it: listeners, TLS, accounts (see gateway/tls.py, gateway/accounts.py) -------
@@ -406,6 +408,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         storage_classes=load_storage_classes(data, file, locations, location_path),
         encryption=load_encryption_settings(data, file, env, metadata_path),
         workers=load_workers(data, file, env, locations, location_path),
+        read_through=_read_through(data.get("readThrough"), file, locations),
     )
 
 
@@ -540,3 +543,10 @@ def load_encryption_settings(data: dict[str, Any], file: str, env: Mapping[str, 
     return EncryptionSettings(
         keyring_path=Path(path) if path else metadata_path.parent / "localKeys" / "sse-keyring.json",
         allow_sse_c_over_http=allow)
+
+
+def _read_through(raw: Any, file: str, locations: dict[str, LocationSpec]) -> dict[str, Any]:
+    """config.json "readThrough" (gateway/moving/read_through.py checks it)."""
+    from gateway.moving.read_through import parse_config
+
+    return parse_config(raw, file, locations)

@@ -26,6 +26,7 @@ from gateway.translators.base import (
     AlreadyExists,
     ByteStream,
     ConfigError,
+    ForeignObject,
     Health,
     NotFound,
     NotSupported,
@@ -216,6 +217,19 @@ class Location:
     def piece_id(self, stored: Stored) -> str:
         return self.store.piece_id(stored)
 
+    def member_pieces(self, stored: Stored) -> list[Stored]:
+        """The pieces on other locations `stored` stands for (a mirror's, on its members)."""
+        return self.store.member_pieces(stored)
+
+    def list_objects(self, prefix: str = "", start_after: str = "",
+                     details: bool = True) -> AsyncIterator[ForeignObject]:
+        """What the location's container holds, whoever wrote it (import, read-through);
+        errors are translator errors, as for list_pieces."""
+        return self.store.list_objects(prefix, start_after, details)
+
+    async def describe(self, key: str) -> ForeignObject | None:
+        return await self._s3(self.store.describe(key))
+
     def storage_id(self) -> str:
         return self.store.storage_id()
 
@@ -262,6 +276,16 @@ class Locations:
                 raise ConfigFileError(location_file, f'location "{name}" key "type"',
                                       f"the {spec.type} translator cannot load: {exc}") from None
             self.by_name[name] = Location(spec, translator)
+        # Once all exist: a composite location (mirror) takes its members' Locations.
+        for location in self.by_name.values():
+            if not location.translator.composite:
+                continue
+            try:
+                location.translator.bind(self.by_name)  # type: ignore[attr-defined]
+            except ConfigError as exc:
+                raise ConfigFileError(location_file,
+                                      f'location "{location.name}" key "details.{exc.key}"',
+                                      exc.message) from None
 
     def __getitem__(self, name: str) -> Location:
         return self.by_name[name]

@@ -28,6 +28,9 @@ from gateway.lifecycle.service import Lifecycle
 from gateway.locations import Locations
 from gateway.metadata.base import MetadataStore
 from gateway.moving import Migrations
+from gateway.moving.importer import Imports
+from gateway.moving.mirror_repair import MirrorRepairs
+from gateway.moving.read_through import ReadThrough
 from gateway.objects import Engine
 from gateway.s3.front import Front, add_request_id
 from gateway.s3.xml import MAX_XML_BODY
@@ -78,6 +81,8 @@ class Gateway:
         self.front = Front(self, list(settings.rest_endpoints))
         # The web console (gateway/console/), None when config.json turns it off.
         self.console: Console | None = Console(self) if settings.console.enabled else None
+        if self.console is not None and self.worker is not None:
+            self.worker.share_console_sessions(self.console)  # any worker finds a session
         # Background jobs (gateway/jobs/) and the lifecycle rules they run (gateway/lifecycle/).
         self.jobs = JobRunner(self.metadata, settings.jobs, self.metrics)
         self.lifecycle = Lifecycle(self.engine, self.jobs, settings.lifecycle,
@@ -86,6 +91,11 @@ class Gateway:
         self.migrations = Migrations(self.engine, self.jobs, settings.storage_classes,
                                      lambda: [a.canonical_id for a in self.accounts.accounts],
                                      self.metrics)
+        # Mirror locations: "mirror.repair" jobs copy pieces to members that lack them.
+        self.mirror_repairs = MirrorRepairs(self.locations, self.jobs)
+        # Import and read-through (gateway/moving/importer.py, read_through.py): job kinds too.
+        self.imports = Imports(self.engine, self.jobs, self.accounts)
+        self.read_through = ReadThrough(self.engine, self.jobs, settings.read_through)
 
     async def start(self) -> None:
         await self.metadata.open()
@@ -110,6 +120,7 @@ class Gateway:
             await self.jobs.start(exclusive_store=self.settings.metadata_backend == "sqlite")
         else:  # lead (health checks, collector rounds, jobs) if no sibling does, follow
             await self.worker.start(self)
+        self.migrations.start()  # gateway/moving/: what a previous run left (background)
 
     async def stop(self) -> None:
         if self.worker is not None:

@@ -72,6 +72,89 @@ MAX_BACKOFF = 30.0
 
 
 # --- inside a worker ------------------------------------------------------------------------
+def shared_sessions(base: type, run_dir: Path, key: bytes, idle_seconds: float) -> Any:
+    """The console's Sessions (gateway/console/session.py), shared by the workers: the kernel
+    sends a browser's connections to any worker, so a session made in one must be found in
+    the others. Each session is also a row of a small SQLite file in the run folder, its secret
+    sealed (AES-256-GCM) under a key the parent made in memory before forking, never written
+    anywhere. Flash messages stay in the worker that made them."""
+    import sqlite3
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from gateway.console.s3client import Credentials
+
+    aead = AESGCM(key)
+
+    class SharedSessions(base):  # type: ignore[misc,valid-type]
+        def __init__(self) -> None:
+            super().__init__(idle_seconds)
+            self._db = sqlite3.connect(run_dir / "console-sessions.sqlite3",
+                                       isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=OFF")  # the run folder goes with the gateway
+            self._db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, "
+                             "access TEXT NOT NULL, secret BLOB NOT NULL, account TEXT NOT NULL, "
+                             "csrf TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL)")
+            self._shared_expiry: dict[str, float] = {}
+
+        def create(self, credentials: Any, account: str) -> Any:
+            session = super().create(credentials, account)
+            nonce = os.urandom(12)
+            sealed = nonce + aead.encrypt(nonce, credentials.secret.encode(),
+                                          session.id.encode())
+            self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?)",
+                             (session.id, credentials.access_key, sealed, account,
+                              session.csrf, session.created, session.expires))
+            self._shared_expiry[session.id] = session.expires
+            return session
+
+        def get(self, session_id: str | None) -> Any:
+            if session_id and session_id not in self._sessions:
+                row = self._db.execute("SELECT access, secret, account, csrf, created, expires "
+                                       "FROM sessions WHERE id=?", (session_id,)).fetchone()
+                if row is None:
+                    return None
+                access, sealed, account, csrf, created, expires = row
+                try:
+                    secret = aead.decrypt(sealed[:12], sealed[12:], session_id.encode()).decode()
+                except Exception:
+                    return None
+                from gateway.console.session import Session
+
+                self._sessions[session_id] = Session(
+                    id=session_id, credentials=Credentials(access, secret), account=account,
+                    csrf=csrf, created=created, expires=expires)
+                self._shared_expiry[session_id] = expires
+            elif session_id in self._sessions:
+                # Another worker may have slid the expiry meanwhile, or ended the session.
+                row = self._db.execute("SELECT expires FROM sessions WHERE id=?",
+                                       (session_id,)).fetchone()
+                if row is None:
+                    self._sessions.pop(session_id, None)
+                    return None
+                local = self._sessions[session_id]
+                local.expires = max(local.expires, row[0])
+            session = super().get(session_id)
+            if session is None:
+                if session_id:
+                    self._db.execute("DELETE FROM sessions WHERE id=?", (session_id,))
+                return None
+            if session.expires - self._shared_expiry.get(session.id, 0.0) > 30:
+                self._db.execute("UPDATE sessions SET expires=? WHERE id=?",
+                                 (session.expires, session.id))
+                self._shared_expiry[session.id] = session.expires
+            return session
+
+        def end(self, session_id: str | None) -> None:
+            super().end(session_id)
+            if session_id:
+                self._db.execute("DELETE FROM sessions WHERE id=?", (session_id,))
+
+    return SharedSessions()
+
+
 @dataclass
 class WorkerContext:
     """What the parent hands a worker it forks."""
@@ -82,6 +165,7 @@ class WorkerContext:
     sockets: dict[str, socket.socket]  # "s3", "metrics", "console" -> this slot's socket
     report_fd: int  # pipe to the parent: "ready" or "error CODE LINE"
     first: bool  # the first start of the whole gateway (worker 0 logs the banner)
+    session_key: bytes = b""  # seals console sessions shared by the workers (memory only)
 
     def report(self, line: str) -> None:
         with contextlib.suppress(OSError):
@@ -203,6 +287,12 @@ class WorkerRole:
             self._task = None
         # The lock goes with the process; held until the gateway's services have stopped.
 
+    def share_console_sessions(self, console: Any) -> None:
+        """Swap the console's in-memory sessions for ones every worker finds."""
+        console.sessions = shared_sessions(type(console.sessions), self.context.run_dir,
+                                           self.context.session_key,
+                                           console.sessions.idle_seconds)
+
     async def tag_response(self, request: web.Request, response: web.StreamResponse) -> None:
         """on_response_prepare: which worker answered (tests, and an operator's curl -v)."""
         response.headers[WORKER_HEADER] = str(self.context.index)
@@ -223,7 +313,26 @@ def worker_main(context: WorkerContext, env: dict[str, str]) -> int:
     # environment variable was set before the fork, for prometheus_client and Metrics.render).
     from prometheus_client import values
 
-    values.ValueClass = values.MultiProcessValue()
+    shared_value = values.MultiProcessValue()
+
+    class WorkerValue(shared_value):  # type: ignore[misc,valid-type]
+        """A gauge that names no multiprocess mode shows the value last set by any worker
+        (not one series per pid): the gauges here are set from the shared store at scrape
+        time, or by the leader alone."""
+
+        def __init__(self, typ: str, metric_name: str, name: str, labelnames: Any,
+                     labelvalues: Any, help_text: str, multiprocess_mode: str = "",
+                     **kwargs: Any) -> None:
+            self._latest = typ == "gauge" and multiprocess_mode in ("", "all")
+            super().__init__(typ, metric_name, name, labelnames, labelvalues, help_text,
+                             "mostrecent" if self._latest else multiprocess_mode, **kwargs)
+
+        def set(self, value: float, timestamp: float | None = None) -> None:
+            if self._latest and timestamp is None:
+                timestamp = time.time()
+            super().set(value, timestamp)
+
+    values.ValueClass = WorkerValue
     from gateway.errors import ConfigFileError
     from gateway.server import StartupError, configure_logging, flush_logging, serve
 
@@ -282,6 +391,8 @@ class Supervisor:
     slots: list[Slot] = field(default_factory=list)
     stopping: bool = False
     serving: bool = False  # every worker was ready once
+    # Seals the console's shared sessions: made here, inherited by the forks, never stored.
+    session_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
     error: tuple[int, str] | None = None
 
     # --- set-up -----------------------------------------------------------------------------
@@ -353,7 +464,7 @@ class Supervisor:
                     if other.report_fd is not None:
                         os.close(other.report_fd)
                 context = WorkerContext(slot.index, self.count, self.run_dir, slot.sockets,
-                                        write_fd, first)
+                                        write_fd, first, self.session_key)
                 status = worker_main(context, self.env)
             finally:
                 os._exit(status)
@@ -514,7 +625,8 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
-        sock.listen(1024)
+        # No listen() here: each worker's server listens once it is ready, so connections
+        # go only to workers that serve (a slot keeps listening while its worker restarts).
         sock.set_inheritable(True)
     except BaseException:
         sock.close()
@@ -524,11 +636,22 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 def supervise(env: Mapping[str, str], settings: Settings) -> int:
     """`python -m gateway` with workers > 1: the parent's whole life; its exit status."""
+    from gateway.accounts import load_accounts, load_master_key
+    from gateway.crypto import LocalKeyring
+    from gateway.locations import Locations
     from gateway.tls import server_context
 
+    # Every mistake a worker would find refuses now, once, with its one line: certificates,
+    # accounts, each location's details. The key files a first start makes are made here,
+    # before any worker can race for them.
+    server_context(settings)
+    load_accounts(settings.authdata_path, settings.env)
+    Locations(settings.locations, {**settings.env, "S3DURABILITY": settings.storage.durability},
+              settings.rest_endpoints, str(settings.location_path))
+    load_master_key(settings.master_key_path)
+    LocalKeyring(settings.encryption.keyring_path)
     logging.basicConfig(level=getattr(logging, settings.log_level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    server_context(settings)  # a bad certificate refuses now, with its one line
     supervisor = Supervisor(settings, dict(env), settings.workers)
     try:
         supervisor.bind()

@@ -154,6 +154,8 @@ def start_gateway(workdir: Path, locations: dict[str, Any] | None = None, *,
     port = free_port()
     gw_env = write_config(workdir, port, locations, config)
     gw_env.update(env or {})
+    if gw_env.get("S3BACKEND") == "mem" and "S3_WORKERS" not in gw_env:
+        gw_env["S3_WORKERS"] = "1"  # a mem location is one process's (S3GW_TEST_WORKERS)
     gateway = Gateway(endpoint=f"http://127.0.0.1:{port}", port=port, workdir=workdir, env=gw_env)
     if inprocess:
         with _inprocess(gateway, timeout):

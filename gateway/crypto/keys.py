@@ -147,6 +147,8 @@ class LocalKeyring(Kms):
         self._keys: dict[str, list[bytes]] = {}
         self._created: dict[str, float] = {}
         self._default = ""
+        self._stamp: tuple[int, int] = (0, 0)  # (mtime_ns, inode) of the file last read
+        self._checked = 0.0  # monotonic time of the last look at the file
         if not self.path.exists():
             if not create:
                 raise ConfigFileError(str(self.path), "", "keyring file does not exist")
@@ -199,7 +201,9 @@ class LocalKeyring(Kms):
     def _load(self) -> None:
         file = str(self.path)
         try:
-            mode = self.path.stat().st_mode
+            # Stat before reading: a file replaced in between is read again at the next look.
+            stat_before = self.path.stat()
+            mode = stat_before.st_mode
         except OSError as exc:
             raise ConfigFileError(file, "", f"cannot read keyring: {exc.strerror}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -232,6 +236,7 @@ class LocalKeyring(Kms):
         if default not in keys:
             raise ConfigFileError(file, 'key "default"', "must name one of the keys")
         self._keys, self._created, self._default = keys, created, default
+        self._stamp = (stat_before.st_mtime_ns, stat_before.st_ino)
 
     def _versions(self, key_id: str) -> list[bytes]:
         versions = self._keys.get(key_id)
@@ -261,10 +266,31 @@ class LocalKeyring(Kms):
                 raise kms_not_found(key_id) from None
         return bare
 
+    def describe(self) -> list[tuple[str, int, float]]:
+        """(key id, number of versions, creation time) of every key; no key material."""
+        return [(kid, len(versions), self._created.get(kid, 0.0))
+                for kid, versions in sorted(self._keys.items())]
+
     def current_version(self, key_id: str) -> int:
         return len(self._versions(key_id))
 
+    def _refresh(self) -> None:
+        """Pick up a rotation made by another process (`python -m gateway keys rotate`, a
+        second gateway): one stat of the file at most every second, a reload when it changed."""
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        try:
+            stat_now = self.path.stat()
+        except OSError:
+            return  # keep the keys in memory; reads of the file report problems at start
+        if (stat_now.st_mtime_ns, stat_now.st_ino) != self._stamp:
+            with self._lock:
+                self._load()
+
     async def wrap(self, key_id: str, data_key: bytes, context: Mapping[str, str]) -> bytes:
+        self._refresh()
         versions = self._versions(key_id)
         return wrap_with(versions[-1], len(versions), key_id, data_key, context)
 

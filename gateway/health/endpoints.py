@@ -41,8 +41,14 @@ class HealthEndpoints:
             "migrate": lambda request: self.gateway.migrations.http(request, "status"),
             "migrate/start": lambda request: self.gateway.migrations.http(request, "start"),
             "migrate/cancel": lambda request: self.gateway.migrations.http(request, "cancel"),
+            # python -m gateway import / read-through (gateway/moving/importer.py, read_through.py)
+            "import": lambda request: self.gateway.imports.http(request, "status"),
+            "import/start": lambda request: self.gateway.imports.http(request, "start"),
+            "read-through": lambda request: self.gateway.read_through.http(request, "status"),
+            "read-through/set": lambda request: self.gateway.read_through.http(request, "set"),
         }
-        self.post_only = {"lifecycle/run", "migrate/start", "migrate/cancel"}
+        self.post_only = {"lifecycle/run", "migrate/start", "migrate/cancel", "import/start",
+                          "read-through/set"}
 
     def allowed(self, request: web.Request) -> bool:
         remote = request.remote

@@ -111,9 +111,22 @@ class Migrations:
                                 ["bucket"], registry=registry)
         self._m_moved = Counter("s3gw_migration_moved_bytes", "Bytes this gateway moved for "
                                 "bucket migrations", ["bucket"], registry=registry)
+        self._m_lost = Counter("s3gw_migration_swaps_lost", "Copies whose version was "
+                               "overwritten, deleted or moved meanwhile (the copy became garbage)",
+                               ["bucket"], registry=registry)
         jobs.register(PASS, self._pass_job, retry_forever=True)
         jobs.register(MOVE, self._move_job)
         engine.subscribe(self._on_event)
+
+    def start(self) -> None:
+        """Learn of the migrations a previous run left (in the background): their stragglers
+        are moved, and one that lost its first pass (a crash right after starting) gets it."""
+        self._background(self._seed())
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- what to move -----------------------------------------------------------------------
     def to_move(self, version: ObjectRecord, target: str) -> bool:
@@ -135,6 +148,10 @@ class Migrations:
         if target not in self.engine.locations:
             raise S3Error("InvalidArgument", f"No location named {target!r} is configured.",
                           ArgumentName="to", ArgumentValue=target)
+        health = self.engine.locations[target].health
+        if health.state == "down":  # new writes would fail at once
+            raise S3Error("ServiceUnavailable", f"Location {target} is down ({health.message}): "
+                          "not migrating to it now.")
         if keep_source and not KEEP_SOURCE_SUPPORTED:
             raise S3Error("NotImplemented", "--keep-source needs relocate(keep_source=) "
                           "(gateway/objects/relocate.py), which this gateway does not have yet")
@@ -223,8 +240,16 @@ class Migrations:
                 self.known.pop(name, None)
                 continue
             self._seen(name, m)
+            await self._ensure_first_pass(name, m)
             found.append(describe(name, m))
         return found
+
+    async def _ensure_first_pass(self, bucket: str, m: dict[str, Any]) -> None:
+        """A gateway that died between starting a migration and queueing its first pass
+        left it without one: queue it (the same job key, so never twice). Every later pass
+        queues the next before it finishes, so only the first can go missing."""
+        if m["state"] == COPYING and not m.get("scanned") and time.time() - m["started"] > 10:
+            await self._next_pass(bucket, m, 0, 0.0)
 
     async def health(self) -> list[dict[str, Any]]:
         """For the deep health JSON: every migration this gateway knows of."""
@@ -236,11 +261,16 @@ class Migrations:
         if self._seeded:
             return
         self._seeded = True
-        for owner in self.owners():
-            for bucket in await self.metadata.list_buckets(owner):
-                m = bucket.attrs.get(ATTR)
-                if m and bucket.name not in self.known:
-                    self._seen(bucket.name, m)
+        try:
+            for owner in self.owners():
+                for bucket in await self.metadata.list_buckets(owner):
+                    m = bucket.attrs.get(ATTR)
+                    if m and bucket.name not in self.known:
+                        self._seen(bucket.name, m)
+                        await self._ensure_first_pass(bucket.name, m)
+        except Exception as exc:  # the store is down: try again on the next call
+            self._seeded = False
+            log.warning("migrations: looking for migrations failed: %s", exc)
 
     def _seen(self, bucket: str, m: dict[str, Any]) -> None:
         self.known[bucket] = m
@@ -274,8 +304,8 @@ class Migrations:
         if bucket is None or m is None or m["id"] != job.data["id"]:
             return  # the bucket went, or another migration replaced this one
         self._seen(bucket.name, m)
-        if m["state"] != COPYING:
-            return
+        if m["state"] != COPYING or job.data["number"] < m.get("pass", -1):
+            return  # over, or a later pass ran already (this one is a stray duplicate)
         started = time.monotonic()
         first = not m.get("scanned")
         # A window of queued moves, refilled every pass: the shared queue never holds a
@@ -287,15 +317,16 @@ class Migrations:
         walk_seconds = time.monotonic() - started
         before = m["objects"]["done"]
         m = {**m, "objects": dict(m["objects"]), "bytes": dict(m["bytes"]),
-             "updated": time.time(), "scanned": True}
+             "updated": time.time(), "scanned": True, "pass": job.data["number"]}
         for counts, left in ((m["objects"], remaining), (m["bytes"], remaining_bytes)):
             if first:
                 counts["total"], counts["done"] = left, 0
             else:  # stragglers (written to the source meanwhile) add to the total
                 counts["total"] = max(counts["total"], counts["done"] + left)
                 counts["done"] = max(counts["done"], counts["total"] - left)
-        error = self.jobs.last_error
-        m["error"] = error if error and error.startswith(f"{MOVE} {bucket.name}/") else None
+        error = self.jobs.last_error  # this gateway's last failed job, if one of these moves
+        m["error"] = error if remaining and error and error.startswith(f"{MOVE} {bucket.name}/") \
+            else None
         if remaining == 0:
             m["state"], m["finished"] = DONE, time.time()
         try:
@@ -382,7 +413,9 @@ class Migrations:
         except RelocationFailed as exc:  # nothing changed: retried with back-off
             raise RuntimeError(f"moving {bucket.name}/{record.key} to {m['to']}: {exc}"
                                ) from None
-        if result.moved:
+        if result.record is None and result.skipped == "changed":
+            self._m_lost.labels(bucket.name).inc()
+        elif result.moved:
             self._m_moved.labels(bucket.name).inc(result.moved)
 
     # --- objects created meanwhile on the source ---------------------------------------------
@@ -395,9 +428,7 @@ class Migrations:
         m = self.known.get(event.bucket)
         if m is None or m.get("state") not in (COPYING, DONE):
             return
-        task = asyncio.get_running_loop().create_task(self._straggler(event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background(self._straggler(event))
 
     async def _straggler(self, event: ObjectEvent) -> None:
         try:

@@ -69,8 +69,11 @@ class Collector:
         last_reclaim = 0.0
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.storage.collect_interval
-                                       if self.periodic else None)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+                # that lands as the wake-up completes, and stop() then waits forever.
+                async with asyncio.timeout(self.storage.collect_interval
+                                           if self.periodic else None):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

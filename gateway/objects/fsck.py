@@ -21,6 +21,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -44,10 +45,16 @@ class LocationReport:
     unreferenced: list[Stored] = field(default_factory=list)
     repaired: int = 0
     error: str = ""
+    # Mirror locations (gateway/moving/mirror_repair.py): members whose copy differs.
+    differs: list[str] = field(default_factory=list)
+    repairs_queued: int = 0
+    # Imported objects (gateway/moving/importer.py) overwritten on the backend since.
+    changed: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.missing or self.size_mismatch or self.unreferenced or self.error)
+        return not (self.missing or self.size_mismatch or self.unreferenced or self.error
+                    or self.differs or self.changed)
 
     def line(self) -> str:
         if self.error:
@@ -55,14 +62,25 @@ class LocationReport:
         return (f"{self.name}: {self.listed} stored, {self.referenced} referenced, "
                 f"{len(self.missing)} missing, {len(self.size_mismatch)} size mismatch, "
                 f"{len(self.unreferenced)} unreferenced"
-                + (f", {self.repaired} removed" if self.repaired else ""))
+                + (f", {len(self.changed)} changed on the backend" if self.changed else "")
+                + (f", {self.repaired} removed" if self.repaired else "")
+                + (f", {len(self.differs)} member copies differ" if self.differs else "")
+                + (f", {self.repairs_queued} repairs queued" if self.repairs_queued else ""))
 
 
 async def check_location(group: list[Location], metadata: MetadataStore,
-                         repair: bool) -> LocationReport:
+                         repair: bool,
+                         expand: Callable[[Stored], list[Stored]] | None = None
+                         ) -> LocationReport:
     """Check the locations of one storage (usually one location; several file locations may
-    share a data path), listing it once."""
+    share a data path), listing it once. `expand`: the pieces on other locations a piece
+    stands for (a mirror's, on its members), referenced there too."""
     location = group[0]
+    if location.translator.composite:  # a mirror: its members' copies are compared
+        from gateway.moving.mirror_repair import check_mirror
+
+        return await check_mirror(location, metadata, repair)
+    expand = expand or (lambda piece: [])
     names = {member.name for member in group}
     report = LocationReport(", ".join(sorted(names)))
     listed: dict[str, Stored] = {}
@@ -80,12 +98,17 @@ async def check_location(group: list[Location], metadata: MetadataStore,
     named: set[str] = set()
     async for what, piece in metadata.referenced_pieces():
         if piece.location not in names:
+            named.update(location.piece_id(sub) for sub in expand(piece)
+                         if sub.location in names)
             continue
         report.referenced += 1
         pid = location.piece_id(piece)
         named.add(pid)
         found = listed.get(pid)
-        if found is not None and (found.size == piece.size or piece.size == 0):
+        # A piece the gateway did not write (imported), pinned by etag alone: compare etags too.
+        foreign = bool(piece.etag) and not piece.version_id and not PIECE_TOKEN.search(piece.key)
+        if found is not None and (found.size == piece.size or piece.size == 0) and not (
+                foreign and found.etag != piece.etag):
             continue
         try:  # not listed (written after the listing?) or a different size: ask directly
             head = await location.head(piece)
@@ -98,12 +121,19 @@ async def check_location(group: list[Location], metadata: MetadataStore,
         if head.size != piece.size:
             report.size_mismatch.append(f"{what}: {piece.key} stored {head.size} bytes, "
                                         f"recorded {piece.size}")
+        elif foreign and head.etag != piece.etag:
+            report.changed.append(f"{what}: {piece.key} etag {head.etag}, recorded {piece.etag}")
     for intent in await metadata.list_intents():
         if intent.location in names:
             named.add(location.piece_id(Stored(location.name, intent.key, 0)))
+        named.update(location.piece_id(sub) for sub in
+                     expand(Stored(intent.location, intent.key, 0)) if sub.location in names)
     for row in await metadata.due_garbage(float("inf"), 1_000_000):
         if row.location in names and row.kind == "piece":
             named.add(location.piece_id(Stored.from_dict(row.data)))
+        elif row.kind == "piece":
+            named.update(location.piece_id(sub) for sub in expand(Stored.from_dict(row.data))
+                         if sub.location in names)
     own_only = location.translator.lists_only_own_pieces
     for pid, piece in sorted(listed.items()):
         if pid in named or pid.split("?")[0] in named:
@@ -130,9 +160,14 @@ async def fsck(metadata: MetadataStore, locations: Locations, collector: Collect
     for location in locations:
         groups.setdefault(location.translator.storage_id(), []).append(location)
     reports = []
+    def expand(piece: Stored) -> list[Stored]:  # a mirror's pieces are its members' too
+        if piece.location not in locations:
+            return []
+        return locations[piece.location].member_pieces(piece)
+
     for group in groups.values():
         if only is None or any(member.name == only for member in group):
-            reports.append(await check_location(group, metadata, repair))
+            reports.append(await check_location(group, metadata, repair, expand))
     return reports
 
 
@@ -167,7 +202,9 @@ async def run_fsck(repair: bool, only: str | None, as_json: bool) -> int:
             {"name": r.name, "listed": r.listed, "referenced": r.referenced,
              "missing": r.missing, "sizeMismatch": r.size_mismatch,
              "unreferenced": [p.key for p in r.unreferenced], "removed": r.repaired,
-             "error": r.error} for r in reports], "garbagePending": pending}, indent=2))
+             "error": r.error, "membersDiffer": r.differs, "repairsQueued": r.repairs_queued,
+             "changed": r.changed}
+            for r in reports], "garbagePending": pending}, indent=2))
     else:
         for report in reports:
             print(report.line())
@@ -175,11 +212,15 @@ async def run_fsck(repair: bool, only: str | None, as_json: bool) -> int:
                 print(f"  missing: {line}")
             for line in report.size_mismatch[:20]:
                 print(f"  size mismatch: {line}")
+            for line in report.changed[:20]:
+                print(f"  changed on the backend: {line}")
             for piece in report.unreferenced[:20]:
                 print(f"  unreferenced: {piece.key}" + (" (removed)" if repair else ""))
+            for line in report.differs[:20]:
+                print(f"  member differs: {line}" + (" (repair queued)" if repair else ""))
         print(f"garbage waiting for the collector: {pending}; checked in {seconds:.1f}s")
-    problems = [r for r in reports
-                if r.missing or r.size_mismatch or r.error or (r.unreferenced and not repair)]
+    problems = [r for r in reports if r.missing or r.size_mismatch or r.error or r.changed
+                or ((r.unreferenced or r.differs) and not repair)]
     return 1 if problems else 0
 
 

@@ -15,6 +15,7 @@ TRANSLATOR_TYPES: dict[str, str] = {
     "gcp": "gateway.translators.gcp:GcpTranslator",
     "b2": "gateway.translators.b2:B2Translator",
     "swift": "gateway.translators.swift:SwiftTranslator",
+    "mirror": "gateway.translators.mirror:MirrorTranslator",  # over other locations
 }
 
 

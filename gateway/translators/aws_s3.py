@@ -26,7 +26,7 @@ import configparser
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlencode
@@ -40,6 +40,7 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
+    ForeignObject,
     Health,
     NotFound,
     NotSupported,
@@ -76,6 +77,7 @@ _DENIED_CODES = frozenset({"AccessDenied", "AccountProblem", "AllAccessDisabled"
 _LOCATION_CODES = frozenset({"InvalidBucketName", "NoSuchBucket", "PermanentRedirect",
                              "TemporaryRedirect"})
 _PAGE_SIZE = 1000
+_DESCRIBE_CONCURRENCY = 8  # heads in flight while listing objects with their details
 # CopyObject refuses sources over 5 GiB; bigger ones are copied part by part.
 _MAX_SINGLE_COPY = 5 * 1024**3
 _COPY_PART_SIZE = 1024**3
@@ -255,12 +257,18 @@ class AwsS3Translator(Translator):
             await self.head(stored)  # NotFound still wins over an empty answer
             return _empty()
         params = self._version(stored)
+        if not params and stored.etag:
+            # No version pin: the etag pins the bytes (an imported object overwritten on the
+            # backend behind the gateway's back is gone, never served as the old one).
+            params["IfMatch"] = f'"{stored.etag}"'
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             params["Range"] = f"bytes={offset}-{end}"
         try:
             response = await self.client.get_object(Bucket=self.bucket, Key=stored.key, **params)
         except ClientError as exc:
+            if "IfMatch" in params and _status(exc) == 412:
+                raise NotFound(f"{stored.key} (changed since it was stored)") from exc
             _translate(exc, stored.key)
         return _read_body(response["Body"])
 
@@ -334,6 +342,65 @@ class AwsS3Translator(Translator):
                 return
             params["KeyMarker"] = page["NextKeyMarker"]
             params["VersionIdMarker"] = page["NextVersionIdMarker"]
+
+    async def list_objects(self, prefix: str = "", start_after: str = "",
+                           details: bool = True) -> AsyncIterator[ForeignObject]:
+        """ListObjectsV2 pages; with `details` each object is headed as well (the listing has
+        no content headers or metadata), a page's heads a few at a time."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": _PAGE_SIZE}
+        if start_after:
+            params["StartAfter"] = start_after
+        limit = asyncio.Semaphore(_DESCRIBE_CONCURRENCY)
+
+        async def described(key: str) -> ForeignObject | None:
+            async with limit:
+                return await self.describe(key)
+
+        while True:
+            try:
+                page = await self.client.list_objects_v2(**params)
+            except ClientError as exc:
+                _translate(exc)
+            items = page.get("Contents", [])
+            if details:
+                for found in await asyncio.gather(*(described(item["Key"]) for item in items)):
+                    if found is not None:  # deleted since the listing
+                        yield found
+            else:
+                for item in items:
+                    etag = _etag(item.get("ETag"))
+                    yield ForeignObject(
+                        key=item["Key"], size=item["Size"], s3_etag=etag, detailed=False,
+                        stored=Stored(location=self.name, key=item["Key"], size=item["Size"],
+                                      etag=etag, encryption=self._encryption()),
+                        last_modified=item["LastModified"].timestamp()
+                        if item.get("LastModified") else None)
+            if not page.get("IsTruncated"):
+                return
+            params["ContinuationToken"] = page["NextContinuationToken"]
+
+    async def describe(self, key: str) -> ForeignObject | None:
+        try:
+            response = await self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING_CODES or _status(exc) == 404:
+                return None
+            _translate(exc)
+        stored = self._stored(key, response["ContentLength"], response)
+        expires = response.get("ExpiresString")
+        if expires is None and response.get("Expires") is not None:
+            expires = format_datetime(response["Expires"], usegmt=True)
+        meta = ObjectMeta(
+            content_type=response.get("ContentType"),
+            cache_control=response.get("CacheControl"),
+            content_disposition=response.get("ContentDisposition"),
+            content_encoding=response.get("ContentEncoding"),
+            content_language=response.get("ContentLanguage"), expires=expires,
+            user={name: _from_header(value)
+                  for name, value in (response.get("Metadata") or {}).items()})
+        modified = response.get("LastModified")
+        return ForeignObject(key=key, size=stored.size, stored=stored, s3_etag=stored.etag,
+                             meta=meta, last_modified=modified.timestamp() if modified else None)
 
     def piece_id(self, stored: Stored) -> str:
         if self.supports_versioning and stored.version_id:
@@ -635,6 +702,16 @@ def _header_safe(value: str) -> str:
     if value.isascii():
         return value
     return "=?UTF-8?B?" + base64.b64encode(value.encode()).decode() + "?="
+
+
+def _from_header(value: str) -> str:
+    """The inverse of _header_safe (RFC 2047 B-words as AWS answers them)."""
+    if value.startswith("=?UTF-8?B?") and value.endswith("?="):
+        try:
+            return base64.b64decode(value[10:-2]).decode()
+        except ValueError:
+            return value
+    return value
 
 
 def _endpoint_url(endpoint: str | None, https: bool) -> str | None:

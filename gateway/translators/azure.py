@@ -60,6 +60,7 @@ from gateway.translators.base import (
     AlreadyExists,
     ByteStream,
     ConfigError,
+    ForeignObject,
     Health,
     NotFound,
     NotSupported,
@@ -599,6 +600,60 @@ class AzureTranslator(Translator):
             yield Stored(location=self.name, key=item.name, size=item.size or 0, etag=etag,
                          version_id=item.version_id,
                          encryption="AES256" if item.server_encrypted else None)
+
+    async def list_objects(self, prefix: str = "", start_after: str = "",
+                           details: bool = True) -> AsyncIterator[ForeignObject]:
+        """Committed blobs, current versions only; the listing carries properties and (asked
+        for) metadata, so nothing is headed. Azure has no start-after: earlier names are
+        skipped as they come."""
+        if self._container is None:
+            raise RuntimeError(f"azure location {self.name} is not open")
+        with _azure_errors():
+            async for item in self._container.list_blobs(
+                    name_starts_with=prefix or None, include=["metadata"] if details else None):
+                if item.name <= start_after:
+                    continue
+                yield self._foreign(item, detailed=details)
+
+    async def describe(self, key: str) -> ForeignObject | None:
+        with _azure_errors():
+            try:
+                props = await self._blob(key).get_blob_properties()
+            except ResourceNotFoundError:
+                return None
+        return self._foreign(props, detailed=True)
+
+    def _foreign(self, item: Any, *, detailed: bool) -> ForeignObject:
+        """A ForeignObject from BlobProperties (a listing's or get_blob_properties')."""
+        etag = item.etag
+        if etag and not etag.startswith('"'):
+            etag = f'"{etag}"'  # listings drop the quotes every other answer has
+        settings = item.content_settings
+        md5 = settings.content_md5 if settings is not None else None
+        user: dict[str, str] = {}
+        tags: dict[str, str] = {}
+        if item.metadata:
+            try:
+                decoded = decode_metadata(item.metadata)
+                user, tags = decoded.user, decoded.tags
+            except (ValueError, UnicodeDecodeError):  # written natively: names as they are
+                user = dict(item.metadata)
+        meta = ObjectMeta(
+            content_type=settings.content_type if settings else None,
+            cache_control=settings.cache_control if settings else None,
+            content_disposition=settings.content_disposition if settings else None,
+            content_encoding=settings.content_encoding if settings else None,
+            content_language=settings.content_language if settings else None,
+            user=user, tags=tags)
+        modified = item.last_modified
+        # Pinned by etag only: the version id (where the account keeps versions) is not
+        # needed to read the current blob, and the etag pin fails once it is overwritten.
+        stored = Stored(location=self.name, key=item.name, size=item.size or 0, etag=etag,
+                        encryption="AES256" if item.server_encrypted else None)
+        return ForeignObject(key=item.name, size=item.size or 0, stored=stored,
+                             s3_etag=bytes(md5).hex() if md5 else None, meta=meta,
+                             last_modified=modified.timestamp() if modified else None,
+                             detailed=detailed)
 
     async def _drop_uncommitted(self, blob: BlobClient) -> None:
         """Drop the uncommitted blocks staged at `blob`'s name, where no blob is committed:

@@ -68,6 +68,7 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
+    ForeignObject,
     Health,
     NotFound,
     ObjectMeta,
@@ -405,6 +406,45 @@ class B2Translator(Translator):
                     yield self._stored(version["fileName"], version, 0)
             if start[0] is None:
                 return
+
+    async def list_objects(self, prefix: str = "", start_after: str = "",
+                           details: bool = True) -> AsyncIterator[ForeignObject]:
+        """b2_list_file_names (the visible version of each name; hidden names are no objects),
+        a page at a time; the listing carries file info, so nothing is headed."""
+        start: str | None = start_after or prefix or None
+        while True:
+            files, start = await self._run(self._names_page, prefix, start)
+            for version in files:
+                if version["fileName"] > start_after and version.get("action") in (
+                        "upload", "copy"):
+                    yield self._foreign(version)
+            if start is None:
+                return
+
+    def _names_page(self, prefix: str, start: str | None
+                    ) -> tuple[list[dict[str, Any]], str | None]:
+        session, bucket_id = self._ready()
+        page = session.list_file_names(bucket_id, start_file_name=start,
+                                       max_file_count=LIST_PAGE, prefix=prefix or None)
+        return page["files"], page.get("nextFileName")
+
+    async def describe(self, key: str) -> ForeignObject | None:
+        files, _ = await self._run(self._names_page, key, key)
+        for version in files[:1]:
+            if version["fileName"] == key and version.get("action") in ("upload", "copy"):
+                return self._foreign(version)
+        return None
+
+    def _foreign(self, version: Mapping[str, Any]) -> ForeignObject:
+        stored = self._stored(version["fileName"], version)
+        md5 = version.get("contentMd5")
+        if md5 and md5.startswith("unverified:"):
+            md5 = None
+        uploaded = version.get("uploadTimestamp")
+        return ForeignObject(
+            key=version["fileName"], size=stored.size, stored=stored, s3_etag=md5 or None,
+            meta=meta_from_file_info(version.get("contentType"), version.get("fileInfo") or {}),
+            last_modified=uploaded / 1000 if uploaded else None)
 
     def piece_id(self, stored: Stored) -> str:
         return stored.version_id or stored.key  # B2 file ids are unique across names

@@ -130,6 +130,26 @@ class ObjectMeta:
 
 
 @dataclass(frozen=True)
+class ForeignObject:
+    """An object found in a location's container, whoever wrote it (import, read-through):
+    what the gateway's metadata needs to serve it as an S3 object, and `stored`, pinning this
+    exact version (version id, generation, file id or etag), so a read of `stored` never
+    returns bytes written after it was described."""
+
+    key: str  # the backend key
+    size: int
+    stored: Stored
+    # The ETag an S3 client should see when the backend keeps one: the content's MD5 (hex),
+    # or S3's own multipart form `<md5>-<n>`. None: the importer computes or marks it.
+    s3_etag: str | None = None
+    meta: ObjectMeta = field(default_factory=ObjectMeta)
+    last_modified: float | None = None  # POSIX seconds
+    # False when a listing was asked without details and this backend's listing lacks them:
+    # `meta` is then empty (not "no metadata"); describe(key) has it.
+    detailed: bool = True
+
+
+@dataclass(frozen=True)
 class Part:
     """One uploaded part of a multipart upload, as the translator stored it."""
 
@@ -155,9 +175,19 @@ class Translator(ABC):
     # True when list_pieces() yields only what the gateway wrote (a data folder of its own);
     # otherwise fsck judges only keys that carry the gateway's `~<token>` ending.
     lists_only_own_pieces: bool = False
+    # True for a location made of other locations (mirror): its members' breakers judge each
+    # backend, so its own calls never trip its breaker; fsck checks its members instead. A
+    # composite translator has `bind(locations)`, called with every Location by name once all
+    # are built (gateway/locations.py): it picks its members there (ConfigError, no I/O).
+    composite: bool = False
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.name = name
+
+    def member_pieces(self, stored: Stored) -> list[Stored]:
+        """The pieces on other locations that `stored` stands for (a mirror piece's copy on
+        each member), so fsck counts them as referenced there. None for a plain location."""
+        return []
 
     async def open(self) -> None:
         """Create clients; called once inside the running event loop."""
@@ -195,6 +225,19 @@ class Translator(ABC):
         under `prefix`, including what multipart uploads stage as objects of their own
         (segments, temporary parts). Keys as Stored.key reports them. Streamed."""
         raise NotImplementedError(f"{self.type_name} cannot list its pieces")
+
+    def list_objects(self, prefix: str = "", start_after: str = "",
+                     details: bool = True) -> AsyncIterator[ForeignObject]:
+        """For import and read-through: the current object at each backend key under `prefix`
+        (a delete marker is no object), in ascending key order, keys > `start_after` only,
+        whoever wrote them (the gateway's own pieces too: callers skip `~<token>` keys).
+        With `details`, each carries its content headers and user metadata (a backend whose
+        listing lacks them heads each object); without, only what the listing has. Streamed."""
+        raise NotImplementedError(f"{self.type_name} cannot list its objects")
+
+    async def describe(self, key: str) -> ForeignObject | None:
+        """The current object at backend `key` with every detail, None when there is none."""
+        raise NotImplementedError(f"{self.type_name} cannot describe its objects")
 
     def piece_id(self, stored: Stored) -> str:
         """What identifies `stored` among list_pieces() results (fsck compares these)."""

@@ -29,8 +29,10 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
+    ForeignObject,
     Health,
     NotFound,
+    NotSupported,
     ObjectMeta,
     Part,
     Stored,
@@ -45,6 +47,10 @@ _PATH_KEY = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}|mpu/[0-9a-f]{32}/\d{5}-[0-9a-f
 _TMP_NAME = re.compile(r"\.(?P<host>[^.]+)\.(?P<pid>\d+)\.tmp$")
 # Temporary files of other hosts (a shared data path) are swept only when this old.
 STALE_TMP_SECONDS = 6 * 3600
+# A file location names its files after a hash of each key: it holds only what the gateway
+# wrote, and no file there says which key it was written for.
+_NOTHING_FOREIGN = ("a file location holds only the gateway's own pieces, under hashed names: "
+                    "there is nothing to import or read through")
 # Bodies up to this size are gathered and written in one hop to a thread (mkdir, create, write,
 # close, rename) instead of one hop per step: hops, not bytes, cost a small PUT its CPU.
 SMALL_BODY = 256 * 1024
@@ -137,6 +143,13 @@ class FileTranslator(Translator):
             for name, size in entries:
                 yield Stored(location=self.name, key=f"{folder.relative_to(self.root)}/{name}",
                              size=size)
+
+    def list_objects(self, prefix: str = "", start_after: str = "",
+                     details: bool = True) -> AsyncIterator[ForeignObject]:
+        raise NotSupported(_NOTHING_FOREIGN)
+
+    async def describe(self, key: str) -> ForeignObject | None:
+        raise NotSupported(_NOTHING_FOREIGN)
 
     async def _write(self, key: str, body: ByteStream) -> Stored:
         path = self.path_of(key)

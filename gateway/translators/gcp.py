@@ -30,6 +30,7 @@ same session by hand: the SDK's versions buffer whole bodies or cannot pin a gen
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
@@ -40,6 +41,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -51,6 +53,7 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
+    ForeignObject,
     Health,
     NotFound,
     NotSupported,
@@ -88,6 +91,9 @@ EXPIRES_KEY = "aws-expires"
 STAGING_ROOT = "s3gw-mpu/"
 KEY_METADATA = "s3gw-key"  # on staged objects: the key of the upload they belong to
 LIST_FIELDS = "items(name,generation,size,etag,metadata),nextPageToken"
+# What import and read-through need of each object (list_objects with details).
+FOREIGN_FIELDS = ("items(name,generation,size,etag,md5Hash,updated,metadata,contentType,"
+                  "cacheControl,contentDisposition,contentEncoding,contentLanguage),nextPageToken")
 _STAGING_NAME = re.compile(r"s3gw-mpu/[0-9a-f]{32}-[0-9a-f]{16}/")
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 # GCS bucket names: 3-63 characters per dot-separated component, up to 222 with dots.
@@ -267,6 +273,50 @@ class GcpTranslator(Translator):
                 # Staged before keys were recorded: only a listing of everything claims them.
                 if (owner.startswith(prefix) if owner is not None else not prefix):
                     yield piece
+
+    async def list_objects(self, prefix: str = "", start_after: str = "",
+                           details: bool = True) -> AsyncIterator[ForeignObject]:
+        """Current generations in the main bucket (staged parts are no objects); the listing
+        carries every property, so nothing is headed."""
+        params = {"prefix": prefix, "maxResults": str(LIST_PAGE), "fields": FOREIGN_FIELDS}
+        if start_after:
+            params["startOffset"] = start_after  # inclusive: the name itself is skipped below
+        with _gcs_errors():
+            while True:
+                listing = await self.storage.list_objects(self.bucket, params=dict(params),
+                                                          timeout=TIMEOUT)  # type: ignore[arg-type]
+                for item in listing.get("items", []):
+                    if item["name"] <= start_after or (
+                            self.mpu_bucket == self.bucket and _STAGING_NAME.match(item["name"])):
+                        continue
+                    yield self._foreign(item)
+                token = listing.get("nextPageToken")
+                if not token:
+                    return
+                params["pageToken"] = token
+
+    async def describe(self, key: str) -> ForeignObject | None:
+        with _gcs_errors():
+            try:
+                resource = await self._object_resource(key, None)
+            except NotFound:
+                return None
+        return self._foreign(resource)
+
+    def _foreign(self, resource: Mapping[str, Any]) -> ForeignObject:
+        custom = dict(resource.get("metadata") or {})
+        custom.pop(KEY_METADATA, None)
+        tags = {name[len(TAG_PREFIX):]: custom.pop(name)
+                for name in list(custom) if name.startswith(TAG_PREFIX)}
+        meta = ObjectMeta(expires=custom.pop(EXPIRES_KEY, None), user=custom, tags=tags,
+                          **{attr: resource.get(prop)
+                             for attr, prop in _CONTENT_PROPERTIES.items()})
+        md5 = resource.get("md5Hash")  # absent on composite objects
+        updated = resource.get("updated")
+        return ForeignObject(
+            key=resource["name"], size=int(resource["size"]), stored=self._stored(resource),
+            s3_etag=base64.b64decode(md5).hex() if md5 else None, meta=meta,
+            last_modified=_rfc3339(updated) if updated else None)
 
     def piece_id(self, stored: Stored) -> str:
         if stored.version_id:
@@ -710,6 +760,13 @@ def _resource(meta: ObjectMeta) -> dict[str, Any]:
     if custom:
         resource["metadata"] = custom
     return resource
+
+
+def _rfc3339(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _header_key(prop: str) -> str:

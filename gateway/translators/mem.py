@@ -19,6 +19,7 @@ from typing import Any
 from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
+    ForeignObject,
     Health,
     NotFound,
     ObjectMeta,
@@ -125,6 +126,21 @@ class MemTranslator(Translator):
             blob = _STORE.get(key)
             if blob is not None:  # deleted since the snapshot of the keys
                 yield Stored(location=self.name, key=key, size=blob.size)
+
+    async def list_objects(self, prefix: str = "", start_after: str = "",
+                           details: bool = True) -> AsyncIterator[ForeignObject]:
+        # A mem location keeps bytes only: no metadata, no hash (the importer computes the MD5).
+        for key in sorted(k for k in list(_STORE) if k.startswith(prefix) and k > start_after):
+            found = await self.describe(key)
+            if found is not None:  # deleted since the snapshot of the keys
+                yield found
+
+    async def describe(self, key: str) -> ForeignObject | None:
+        blob = _STORE.get(key)
+        if blob is None:
+            return None
+        return ForeignObject(key=key, size=blob.size,
+                             stored=Stored(location=self.name, key=key, size=blob.size))
 
     async def create_upload(self, key: str, meta: ObjectMeta) -> str:
         return uuid.uuid4().hex

@@ -32,8 +32,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import swiftclient
 from swiftclient.exceptions import ClientException
@@ -42,6 +43,7 @@ from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
     ConfigError,
+    ForeignObject,
     Health,
     NotFound,
     NotSupported,
@@ -496,6 +498,58 @@ class SwiftTranslator(Translator):
             raise
         return page
 
+    async def list_objects(self, prefix: str = "", start_after: str = "",
+                           details: bool = True) -> AsyncIterator[ForeignObject]:
+        """Objects of the main container (segments are no objects), a listing page at a time;
+        with `details` each is headed (listings carry no user metadata)."""
+        marker = start_after
+        while True:
+            page = await self._run(
+                lambda conn, m=marker: self._list_page(conn, self.container, prefix, m))
+            for item in page:
+                if details:
+                    found = await self.describe(item["name"])
+                    if found is not None:  # deleted since the listing
+                        yield found
+                    continue
+                etag = _etag(item.get("hash"))
+                yield ForeignObject(
+                    key=item["name"], size=int(item["bytes"]), s3_etag=None, detailed=False,
+                    stored=Stored(location=self.name, key=item["name"],
+                                  size=int(item["bytes"]), etag=etag),
+                    meta=ObjectMeta(content_type=item.get("content_type")),
+                    last_modified=_listing_time(item.get("last_modified")))
+            if len(page) < LIST_PAGE:
+                return
+            marker = page[-1]["name"]
+
+    async def describe(self, key: str) -> ForeignObject | None:
+        try:
+            headers = await self._run(lambda conn: conn.head_object(self.container, key))
+        except ClientException as exc:
+            if _is_missing(exc):
+                return None
+            raise
+        meta = ObjectMeta(**{field: headers.get(header.lower())
+                             for field, header in CONTENT_HEADERS.items()})
+        for name, value in headers.items():
+            if not name.lower().startswith("x-object-meta-"):
+                continue
+            user_name = name[len("x-object-meta-"):]
+            if user_name.lower() == TAGS_META:
+                meta.tags = dict(parse_qsl(value, keep_blank_values=True))
+            else:
+                meta.user[user_name.lower()] = value
+        etag = _etag(headers.get("etag"))
+        # A large object's (SLO/DLO) etag is not the MD5 of its bytes.
+        large = "x-static-large-object" in headers or "x-object-manifest" in headers
+        stored = Stored(location=self.name, key=key, size=int(headers["content-length"]),
+                        etag=etag)
+        modified = headers.get("x-timestamp")
+        return ForeignObject(key=key, size=stored.size, stored=stored,
+                             s3_etag=None if large else etag, meta=meta,
+                             last_modified=float(modified) if modified else None)
+
     def piece_id(self, stored: Stored) -> str:
         """The key a piece belongs to: an object's own key, a segment's owner (its name up to
         `/<upload id>/`), so an SLO and its segments, or an open upload and its parts, are one
@@ -746,6 +800,16 @@ class SwiftTranslator(Translator):
 async def _empty() -> ByteStream:
     return
     yield b""  # an async generator that yields nothing
+
+
+def _listing_time(value: str | None) -> float | None:
+    """A container listing's last_modified (ISO 8601, UTC, no zone) as POSIX seconds."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def _is_segment_name(name: str) -> bool:

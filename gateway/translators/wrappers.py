@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.translators.base import (
     ByteStream,
+    ForeignObject,
     Health,
     NotSupported,
     ObjectMeta,
@@ -124,6 +125,7 @@ class Wrapper(Translator):
         self.name = inner.name
         self.type_name = inner.type_name
         self.lists_only_own_pieces = inner.lists_only_own_pieces
+        self.composite = getattr(inner, "composite", False)
 
     async def _call(self, operation: str, method: Callable[..., Awaitable[T]],
                     args: tuple[Any, ...], body: ByteStream | None = None) -> T:
@@ -170,6 +172,16 @@ class Wrapper(Translator):
 
     def piece_id(self, stored: Stored) -> str:
         return self.inner.piece_id(stored)
+
+    def member_pieces(self, stored: Stored) -> list[Stored]:
+        return self.inner.member_pieces(stored)
+
+    def list_objects(self, prefix: str = "", start_after: str = "",
+                     details: bool = True) -> AsyncIterator[ForeignObject]:
+        return self.inner.list_objects(prefix, start_after, details)
+
+    def describe(self, key: str) -> Coroutine[Any, Any, ForeignObject | None]:
+        return self._call("describe", self.inner.describe, (key,))
 
     def storage_id(self) -> str:
         return self.inner.storage_id()
@@ -253,6 +265,14 @@ class Boundary(Wrapper):
         except Exception as exc:  # the base class's NotImplementedError is raised at the call
             raise self.translated("list_pieces", exc) from exc
         return self._guarded("list_pieces", listing)
+
+    def list_objects(self, prefix: str = "", start_after: str = "",
+                     details: bool = True) -> AsyncIterator[ForeignObject]:
+        try:
+            listing = self.inner.list_objects(prefix, start_after, details)
+        except Exception as exc:  # the base class's NotImplementedError is raised at the call
+            raise self.translated("list_objects", exc) from exc
+        return self._guarded("list_objects", listing)
 
     async def check(self) -> Health:
         try:
@@ -364,7 +384,8 @@ class Breaker(Wrapper):
         try:
             result = await method(*args)
         except Unavailable:
-            self._failed()
+            if not self.composite:  # a mirror's members' own breakers count their failures
+                self._failed()
             raise
         except CONFIG_ERRORS as exc:
             if not self._config_logged:

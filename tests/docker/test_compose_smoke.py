@@ -37,9 +37,11 @@ pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "docker" / "ci-smoke.sh"
-LOCATIONS: dict[str, Any] = json.loads((REPO / "docker" / "locationConfig.json").read_text())
+# The stack's locations: docker/ci-smoke.sh runs the swift profile too (every location type).
+LOCATION_FILE = os.environ.get("S3GW_LOCATIONS", "locationConfig.swift.json")
+LOCATIONS: dict[str, Any] = json.loads((REPO / "docker" / LOCATION_FILE).read_text())
 PORT_NAMES = ("GATEWAY_PORT", "GATEWAY_METRICS_PORT", "POSTGRES_PORT", "MOTO_PORT",
-              "AZURITE_PORT", "FAKE_GCS_PORT")
+              "AZURITE_PORT", "FAKE_GCS_PORT", "SWIFT_PORT")
 KEYS = ("accessKey1", "verySecretKey1")  # conf/authdata.json, baked into the image
 BACKEND_CONTAINER = "gateway-data"  # every cloud location's bucket/container in the stack
 STACK_TIMEOUT = 1500  # a cold build on this 2-core machine is ~5 min; apt adds ~30 s
@@ -88,6 +90,7 @@ def run_script(command: str, env: dict[str, str]) -> None:
 def stack() -> Iterator[Stack]:
     env = dict(os.environ)
     env["CONTAINERS_CONF"] = str(REPO / "docker" / "ci" / "containers.conf")
+    env["S3GW_LOCATIONS"] = LOCATION_FILE
     project = env.get("S3GW_COMPOSE_PROJECT", "s3gw-ci")
     if env.get("S3GW_STACK") == "up":
         yield Stack({name: int(env[name]) for name in PORT_NAMES}, env, project)
@@ -132,6 +135,17 @@ def backend_names(stack: Stack, location: str, prefix: str) -> list[str]:
                f"{BACKEND_CONTAINER}/o?prefix={prefix}")
         with urllib.request.urlopen(url, timeout=5) as response:
             return [item["name"] for item in json.load(response).get("items", [])]
+    if kind == "swift":
+        from swiftclient.client import Connection
+
+        details = LOCATIONS[location]["details"]
+        swift = Connection(authurl=f"http://127.0.0.1:{stack.ports['SWIFT_PORT']}/auth/v1.0",
+                           user=details["user"], key=details["key"], retries=0, timeout=10)
+        try:
+            return [item["name"] for item in
+                    swift.get_container(BACKEND_CONTAINER, prefix=prefix)[1]]
+        finally:
+            swift.close()
     raise AssertionError(f"no emulator view for {location} ({kind})")
 
 

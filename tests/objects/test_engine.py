@@ -46,7 +46,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
     await locations.open()
     metadata = SQLiteStore(tmp_path, durable=False)
     await metadata.open()
-    engine = Engine(metadata, locations, StorageSettings(collect_interval=0.05, read_grace=0),
+    engine = Engine(metadata, locations, StorageSettings(read_grace=0),
                     exclusive_store=True)
     await engine.start()
     yield engine

@@ -10,8 +10,10 @@ is tested here. Backends whose emulator is not loaded (TEST_CLOUDS) are skipped.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +28,9 @@ from gateway.translators import translator_class
 from gateway.translators.base import (
     ByteStream,
     ConfigError,
+    ForeignObject,
     NotFound,
+    NotSupported,
     ObjectMeta,
     Part,
     Stored,
@@ -73,11 +77,16 @@ class Backend:
     keeps: tuple[str, ...] = CONTENT_FIELDS  # the ObjectMeta content fields kept natively
     # update_meta rewrites user metadata too (not only tags).
     updates_user_meta: bool = True
+    # A mirror's members (Locations by name), bound to every translator made and opened once.
+    members: dict[str, Any] = field(default_factory=dict)
 
     def make(self, details: dict[str, Any] | None = None) -> Translator:
         """A new (unopened) bare translator of this location."""
-        return translator_class(self.kind)(f"conf-{self.kind}", details or self.details,
-                                           self.env)
+        translator = translator_class(self.kind)(f"conf-{self.kind}", details or self.details,
+                                                 self.env)
+        if self.members:
+            translator.bind(self.members)  # type: ignore[attr-defined]
+        return translator
 
 
 def pattern(size: int, seed: int | str = 0) -> bytes:
@@ -251,8 +260,29 @@ def swift_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return Backend("swift", details, native_meta=native)
 
 
+def mirror_backend(read: str, write: str, files: int = 1) -> Callable[..., Backend]:
+    """A mirror over a mem and `files` file locations (cheap; the clouds: tests/moving/)."""
+    def make(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+        from gateway.config import LocationSpec
+        from gateway.locations import Location
+
+        members = {}
+        for n, (kind, details, env) in enumerate([("mem", {}, {})] + [
+                ("file", {"dataPath": str(tmp_path / f"data{i}")}, {"S3DURABILITY": "relaxed"})
+                for i in range(files)]):
+            name = f"conf-mirror-{kind}{n}"
+            members[name] = Location(LocationSpec(name, kind, False, details, name),
+                                     translator_class(kind)(name, details, env))
+        return Backend("mirror", {"members": list(members), "read": read, "write": write},
+                       members=members)
+    return make
+
+
 MAKERS = {"mem": mem_backend, "file": file_backend, "aws_s3": aws_s3_backend,
-          "azure": azure_backend, "gcp": gcp_backend, "b2": b2_backend, "swift": swift_backend}
+          "azure": azure_backend, "gcp": gcp_backend, "b2": b2_backend, "swift": swift_backend,
+          "mirror": mirror_backend("primary-fallback", "all"),
+          "mirror-async": mirror_backend("fastest", "primary+async"),
+          "mirror-quorum": mirror_backend("primary", "quorum", files=2)}
 
 
 def _loaded(kind: str) -> bool:
@@ -262,7 +292,7 @@ def _loaded(kind: str) -> bool:
 
 @pytest.fixture(scope="module", params=[
     pytest.param(kind, marks=[getattr(pytest.mark, kind)] if kind in EMULATOR else [])
-    for kind in KINDS])
+    for kind in (*KINDS, "mirror", "mirror-async", "mirror-quorum")])
 def backend_spec(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> Backend:
     if not _loaded(request.param):
@@ -273,6 +303,8 @@ def backend_spec(request: pytest.FixtureRequest,
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def backend(backend_spec: Backend) -> AsyncIterator[Backend]:
     translator = backend_spec.make()
+    for member in backend_spec.members.values():
+        await member.translator.open()
     await translator.open()
     backend_spec.store = compose(translator, HealthState())
     yield backend_spec
@@ -483,6 +515,61 @@ async def test_list_pieces_and_piece_id(backend: Backend, prefix: str) -> None:
     listed_after = await listed_ids(store, f"{prefix}list/")
     assert store.piece_id(a) not in listed_after and store.piece_id(b) in listed_after
     await store.delete(b)
+
+
+# ---- what a container holds, whoever wrote it (import, read-through) --------------------------
+
+async def test_list_objects_and_describe_what_the_container_holds(backend: Backend,
+                                                                 prefix: str) -> None:
+    store = backend.store
+    if backend.kind == "file":  # hashed file names: nothing but the gateway's own pieces
+        with pytest.raises(NotSupported, match="nothing to import"):
+            await store.describe(f"{prefix}x")
+        with pytest.raises(NotSupported):
+            [found async for found in store.list_objects(prefix)]
+        return
+    data = {f"{prefix}held/{name}": pattern(size, name)
+            for name, size in (("a", 10), ("b b+é", 2000), ("c/d", 0))}
+    for key, content in data.items():
+        await store.put(key, body(content), len(content), META)
+    keys = sorted(data)
+
+    listed = [found async for found in store.list_objects(f"{prefix}held/")]
+    assert [found.key for found in listed] == keys  # ascending key order, current objects
+    for found in listed:
+        assert isinstance(found, ForeignObject) and found.size == len(data[found.key])
+        assert found.stored.key == found.key and found.stored.size == found.size
+        # When the backend keeps an MD5, it is the content's (a single put: no composite).
+        assert found.s3_etag in (None, hashlib.md5(data[found.key]).hexdigest())
+        # (b2sdk's simulator counts upload times from 0: only "not in the future" holds.)
+        assert found.last_modified is None or 0 < found.last_modified < time.time() + 3600
+        if backend.native_meta is not None:
+            assert found.detailed and found.meta.content_type == META.content_type
+            assert found.meta.user == META.user
+        assert await read(await store.get(found.stored)) == data[found.key]
+    after = [found.key async for found in store.list_objects(f"{prefix}held/", keys[0])]
+    assert after == keys[1:]
+    bare = [(found.key, found.size) async for found in
+            store.list_objects(f"{prefix}held/", details=False)]
+    assert bare == [(key, len(data[key])) for key in keys]
+
+    described = await store.describe(keys[1])
+    assert described is not None and described.size == 2000
+    if backend.native_meta is not None:
+        assert described.meta.user == META.user
+        assert described.meta.cache_control == META.cache_control
+    assert await store.describe(f"{prefix}held/missing") is None
+    if backend.pins:
+        # Overwritten natively behind the gateway's back: the old pin never reads new bytes.
+        await store.put(keys[1], body(b"newer bytes"), 11, ObjectMeta())
+        try:
+            assert await read(await store.get(described.stored)) == data[keys[1]]
+        except NotFound:
+            pass
+        newer = await store.describe(keys[1])
+        assert newer is not None and newer.size == 11 and newer.stored != described.stored
+    async for piece in store.list_pieces(f"{prefix}held/"):
+        await store.delete(piece)
 
 
 async def test_unknown_details_key_is_refused_by_name(backend_spec: Backend) -> None:

@@ -25,6 +25,7 @@ from gateway.translators import base, wrappers
 from gateway.translators.base import (
     AlreadyExists,
     ByteStream,
+    ForeignObject,
     Health,
     NotFound,
     NotSupported,
@@ -57,12 +58,14 @@ INTERFACE = sorted(name for name, member in inspect.getmembers(Translator, inspe
 HINTS = {name: typing.get_type_hints(getattr(Translator, name), vars(base)) for name in INTERFACE}
 STORED = Stored("probe", "bkt/key~0123", 3, version_id="v1", etag="e1")
 BODY = b"body bytes"
+# Return types that are streams (the recorder answers with an async generator).
+LISTINGS = (ByteStream, AsyncIterator[Stored], AsyncIterator[ForeignObject])
 
 
 def sample(hint: Any, param: str) -> Any:
     """An argument of type `hint` that the recorder can give back to compare."""
     samples: dict[Any, Any] = {
-        str: f"{param}-arg", int: 7, int | None: 5, Stored: STORED, ObjectMeta: ObjectMeta(
+        str: f"{param}-arg", int: 7, int | None: 5, bool: False, Stored: STORED, ObjectMeta: ObjectMeta(
             content_type="text/odd", user={"Odd-Name_1": "v"}, tags={"t": "1"}),
         Part: Part(2, STORED), list[Part]: [Part(1, STORED), Part(2, STORED)],
     }
@@ -79,9 +82,12 @@ def result_for(method: str) -> Any:
         Stored: Stored("probe", f"{method}-result", 1), Stored | None: Stored("probe", method, 2),
         list[Stored]: [Stored("probe", method, 4)], str: f"{method}-result", None: None,
         type(None): None, Health: Health(True, method),
+        ForeignObject | None: ForeignObject(method, 6, Stored("probe", method, 6)),
     }
-    if hint in (ByteStream, AsyncIterator[Stored]):
-        return [b"out"] if hint == ByteStream else [Stored("probe", method, 5)]
+    if hint in LISTINGS:
+        return {ByteStream: [b"out"], AsyncIterator[Stored]: [Stored("probe", method, 5)],
+                AsyncIterator[ForeignObject]: [ForeignObject(method, 7,
+                                                             Stored("probe", method, 7))]}[hint]
     assert hint in results, f"teach this test what {method} returns ({hint!r})"
     return results[hint]
 
@@ -123,8 +129,7 @@ class Recorder:
 
         def answer() -> Any:
             value = result_for(attr)
-            return agen(value) if HINTS[attr]["return"] in (ByteStream, AsyncIterator[Stored]) \
-                else value
+            return agen(value) if HINTS[attr]["return"] in LISTINGS else value
 
         if inspect.iscoroutinefunction(getattr(Translator, attr)):
             async def method(*args: Any, **kwargs: Any) -> Any:

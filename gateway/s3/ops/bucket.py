@@ -233,8 +233,9 @@ async def list_objects(req: S3Request) -> web.Response:
     if max_keys == 0:
         listing = Listing([], [], False, None)
     else:
-        listing = await req.gateway.metadata.list_objects(bucket.name, prefix, delimiter, after,
-                                                          max_keys)
+        # The bucket's records, merged with a read-through source's keys (gateway/moving/).
+        listing = await req.gateway.read_through.list_objects(bucket, prefix, delimiter, after,
+                                                              max_keys)
     accounts = req.gateway.accounts
     fetch_owner = not v2 or q.get("fetch-owner") == "true"
     contents = []
