@@ -52,9 +52,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     endpoint = args.endpoint
     if not endpoint:
-        settings = load_settings(os.environ)
-        host = "127.0.0.1" if settings.listen_on in ("0.0.0.0", "::") else settings.listen_on
-        endpoint = f"http://{host}:{settings.port}"
+        endpoint = load_settings(os.environ).local_url()
     if args.command == "check" and not args.location:
         parser.error("check needs a LOCATION")
     try:

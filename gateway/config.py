@@ -120,6 +120,11 @@ class Settings:
     # --- read-through buckets (gateway/moving/read_through.py): bucket -> Source ---
     read_through: dict[str, Any] = field(default_factory=dict)
 
+    def local_url(self) -> str:
+        """The S3 listener as a command on this machine reaches it (admin commands)."""
+        host = "127.0.0.1" if self.listen_on in ("0.0.0.0", "::") else self.listen_on
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
 
 # --- operating it: listeners, TLS, accounts (see gateway/tls.py, gateway/accounts.py) -------
 @dataclass(frozen=True)

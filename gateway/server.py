@@ -120,7 +120,8 @@ class Gateway:
             await self.jobs.start(exclusive_store=self.settings.metadata_backend == "sqlite")
         else:  # lead (health checks, collector rounds, jobs) if no sibling does, follow
             await self.worker.start(self)
-        self.migrations.start()  # gateway/moving/: what a previous run left (background)
+        if self.worker is None:  # workers: the leader's (WorkerRole)
+            self.migrations.start()  # gateway/moving/: what a previous run left (background)
 
     async def stop(self) -> None:
         if self.worker is not None:
@@ -225,7 +226,8 @@ def log_banner(settings: Settings, gateway: Gateway, listeners: list[tuple[str, 
     log.info("gateway ready: %s", "; ".join(f"{what} on {url}" for what, url in listeners))
     if settings.metadata_backend == "postgres":
         dsn = urlsplit(settings.postgres_dsn or "")
-        where = f"postgres {dsn.hostname or ''}:{dsn.port or 5432}{dsn.path}"  # no password
+        # netloc, not hostname/port: a multi-host DSN (a,b:5433) has no single port.
+        where = f"postgres {dsn.netloc.rpartition('@')[2]}{dsn.path}"  # no password
     else:
         where = f"sqlite {(settings.metadata_path / 'metadata.sqlite3').resolve()}"
     data = settings.env.get("S3DATAPATH") or "./localData"

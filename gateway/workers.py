@@ -72,14 +72,35 @@ MAX_BACKOFF = 30.0
 
 
 # --- inside a worker ------------------------------------------------------------------------
+def sessions_db(run_dir: Path) -> Any:
+    """The console sessions' file (made by the parent before forking: switching a new file
+    to WAL needs it alone)."""
+    import sqlite3
+
+    db = sqlite3.connect(run_dir / "console-sessions.sqlite3", isolation_level=None,
+                         check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=5000")
+    db.execute("PRAGMA synchronous=OFF")  # the run folder goes with the gateway
+    return db
+
+
+def make_sessions_db(run_dir: Path) -> None:
+    db = sessions_db(run_dir)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, "
+                   "access TEXT NOT NULL, secret BLOB NOT NULL, account TEXT NOT NULL, "
+                   "csrf TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL)")
+    finally:
+        db.close()
+
+
 def shared_sessions(base: type, run_dir: Path, key: bytes, idle_seconds: float) -> Any:
     """The console's Sessions (gateway/console/session.py), shared by the workers: the kernel
     sends a browser's connections to any worker, so a session made in one must be found in
     the others. Each session is also a row of a small SQLite file in the run folder, its secret
     sealed (AES-256-GCM) under a key the parent made in memory before forking, never written
     anywhere. Flash messages stay in the worker that made them."""
-    import sqlite3
-
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from gateway.console.s3client import Credentials
@@ -89,14 +110,7 @@ def shared_sessions(base: type, run_dir: Path, key: bytes, idle_seconds: float) 
     class SharedSessions(base):  # type: ignore[misc,valid-type]
         def __init__(self) -> None:
             super().__init__(idle_seconds)
-            self._db = sqlite3.connect(run_dir / "console-sessions.sqlite3",
-                                       isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=OFF")  # the run folder goes with the gateway
-            self._db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, "
-                             "access TEXT NOT NULL, secret BLOB NOT NULL, account TEXT NOT NULL, "
-                             "csrf TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL)")
+            self._db = sessions_db(run_dir)
             self._shared_expiry: dict[str, float] = {}
 
         def create(self, credentials: Any, account: str) -> Any:
@@ -267,6 +281,9 @@ class WorkerRole:
         # Not exclusive: the parent released a crashed run's jobs before the first fork; a
         # dead leader's jobs run again when their leases end.
         await gateway.jobs.start(exclusive_store=False)
+        migrations = getattr(gateway, "migrations", None)  # gateway/moving/
+        if migrations is not None:
+            migrations.start()  # what a previous run (or a dead leader) left
 
     async def _loop(self) -> None:
         assert self.health is not None
@@ -660,6 +677,7 @@ def supervise(env: Mapping[str, str], settings: Settings) -> int:
         metrics_dir.mkdir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         supervisor.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        make_sessions_db(supervisor.run_dir)
         supervisor.recover()
     except BaseException:
         supervisor.close_sockets()

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import checksums  # pure functions: hashers and encodings, no HTTP
 from gateway.crypto.sse import (
     SSE_C,
     SSE_S3,
@@ -50,7 +51,6 @@ from gateway.crypto.stream import (
     ciphertext_size,
 )
 from gateway.errors import S3Error
-from gateway.s3 import checksums  # pure functions: hashers and encodings, no HTTP
 
 ATTR = "sse"
 

@@ -372,6 +372,26 @@ def segment_from_stored(params: StreamParams, stored_size: int) -> Segment:
     return Segment(params, plaintext_size(stored_size, params.chunk_size))
 
 
+# The region and account of the KMS key ARNs answered (AWS answers the full ARN in
+# x-amz-server-side-encryption-aws-kms-key-id; requests may name a key either way).
+# set_arn_region() is for a gateway configured with a region of its own.
+ARN_ACCOUNT = "123456789012"  # gateway.accounts.CUSTOM_ACCOUNT_SHORTID
+_arn_region = "us-east-1"
+
+
+def set_arn_region(region: str) -> None:
+    global _arn_region
+    if region and region != "*":
+        _arn_region = region
+
+
+def kms_key_arn(key_id: str) -> str:
+    """arn:aws:kms:<region>:<account>:key/<id> of a key id (an ARN is kept as it is)."""
+    if key_id.startswith("arn:"):
+        return key_id
+    return f"arn:aws:kms:{_arn_region}:{ARN_ACCOUNT}:key/{key_id}"
+
+
 def response_headers(record: EncryptionRecord, customer: CustomerKey | None = None
                      ) -> dict[str, str]:
     """The x-amz-server-side-encryption* headers of PUT/GET/HEAD/copy/multipart answers."""
@@ -382,7 +402,7 @@ def response_headers(record: EncryptionRecord, customer: CustomerKey | None = No
         return headers
     headers = {H_SSE: record.mode}
     if record.mode == SSE_KMS and record.key_id is not None:
-        headers[H_KMS_KEY] = record.key_id
+        headers[H_KMS_KEY] = kms_key_arn(record.key_id)
     if record.bucket_key:
         headers[H_BUCKET_KEY] = "true"
     return headers
@@ -390,6 +410,6 @@ def response_headers(record: EncryptionRecord, customer: CustomerKey | None = No
 
 __all__ = ["MODES", "SSE_C", "SSE_KMS", "SSE_S3", "CustomerKey", "Encryption",
            "EncryptionRecord", "Sealing", "SseRequest", "check_customer", "customer_key",
-           "object_arn",
+           "kms_key_arn", "object_arn", "set_arn_region",
            "require_secure", "response_headers", "segment_from_dict", "segment_from_stored",
            "segment_to_dict", "sse_request"]

@@ -21,10 +21,7 @@ from typing import Any
 def default_endpoint() -> str:
     from gateway.config import load_settings
 
-    settings = load_settings(os.environ)
-    host = "127.0.0.1" if settings.listen_on in ("0.0.0.0", "::") else settings.listen_on
-    scheme = "https" if getattr(settings, "tls", None) else "http"
-    return f"{scheme}://{host}:{settings.port}"
+    return load_settings(os.environ).local_url()
 
 
 def run_pass(endpoint: str, bucket: str, timeout: float) -> tuple[int, dict[str, Any]]:

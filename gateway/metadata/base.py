@@ -134,7 +134,7 @@ class PartRecord:
     last_modified: float
     stored: Stored
     # The part's flexible checksums, algorithm ("CRC32", ...) -> base64 value, as verified or
-    # computed while it streamed (gateway/s3/checksums.py).
+    # computed while it streamed (gateway/checksums.py).
     checksums: dict[str, str] = field(default_factory=dict)
 
 
@@ -286,6 +286,39 @@ class MetadataStore(ABC):
         in the same transaction. `expect`: as put_object's (DeleteObject If-Match).
         `guard` (Object Lock): called with the version as stored, in the transaction under the
         key's lock; whatever it raises refuses the delete, changing nothing."""
+
+    async def delete_objects(self, bucket: str, versions: list[tuple[str, str | None, Guard]]
+                             ) -> list[ObjectRecord | None | Exception]:
+        """Several deletes of one bucket (DeleteObjects): each (key, version id, guard) as
+        delete_object would, except that version id None means the key's current version
+        (marker included). One result per entry, in order: the version removed, None when
+        there was none, or what its guard raised (that entry changed nothing). A store may
+        run them in few transactions; this default runs them one by one."""
+        results: list[ObjectRecord | None | Exception] = []
+        for key, version_id, guard in versions:
+            refused: list[Exception] = []
+
+            def checked(record: ObjectRecord, guard: Guard = guard,
+                        refused: list[Exception] = refused) -> None:
+                try:
+                    guard(record)
+                except Exception as exc:
+                    refused.append(exc)
+                    raise
+
+            if version_id is None:
+                current = await self.get_object(bucket, key, markers=True)
+                if current is None:
+                    results.append(None)
+                    continue
+                version_id = current.version_id or "null"
+            try:
+                results.append(await self.delete_object(bucket, key, version_id, guard=checked))
+            except Exception as exc:
+                if not refused or exc is not refused[-1]:
+                    raise
+                results.append(exc)
+        return results
 
     @abstractmethod
     async def list_versions(self, bucket: str, prefix: str, delimiter: str | None,

@@ -532,23 +532,60 @@ class SQLiteStore(MetadataStore):
                 return None
             if guard is not None:  # Object Lock: checked in this transaction (one writer)
                 guard(old)
-            if old.version_id is None:
-                db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND version_id IS NULL",
-                           (bucket, key))
-            else:
-                db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND version_id=?",
-                           (bucket, key, old.version_id))
-            if old.latest:  # the next newest version becomes current
-                db.execute("UPDATE objects SET latest=1 WHERE bucket=? AND key=? AND seq="
-                           "(SELECT MAX(seq) FROM objects WHERE bucket=? AND key=?)",
-                           (bucket, key, bucket, key))
-            self._drop_pieces(db, old, [])
+            self._remove_version(db, old)
             return old
 
         try:
             return await self._write(_delete)
         finally:
             self._forget(bucket, key)
+
+    @classmethod
+    def _remove_version(cls, db: sqlite3.Connection, old: ObjectRecord) -> None:
+        """Delete the stored version `old` (inside a write's transaction): the next newest
+        becomes current when it was, and its pieces become garbage."""
+        bucket, key = old.bucket, old.key
+        if old.version_id is None:
+            db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND version_id IS NULL",
+                       (bucket, key))
+        else:
+            db.execute("DELETE FROM objects WHERE bucket=? AND key=? AND version_id=?",
+                       (bucket, key, old.version_id))
+        if old.latest:  # the next newest version becomes current
+            db.execute("UPDATE objects SET latest=1 WHERE bucket=? AND key=? AND seq="
+                       "(SELECT MAX(seq) FROM objects WHERE bucket=? AND key=?)",
+                       (bucket, key, bucket, key))
+        cls._drop_pieces(db, old, [])
+
+    # Entries of one delete_objects call per transaction: the writer thread is held ~10 ms.
+    DELETE_BATCH = 250
+
+    async def delete_objects(self, bucket: str, versions: list[tuple[str, str | None, Guard]]
+                             ) -> list[ObjectRecord | None | Exception]:
+        def _delete(db: sqlite3.Connection, chunk: list[tuple[str, str | None, Guard]]
+                    ) -> list[ObjectRecord | None | Exception]:
+            results: list[ObjectRecord | None | Exception] = []
+            for key, version_id, guard in chunk:
+                old = self._object(db, bucket, key, version_id, markers=True)
+                if old is not None:
+                    try:  # refused before anything of this entry changed
+                        guard(old)
+                    except Exception as refused:
+                        results.append(refused)
+                        continue
+                    self._remove_version(db, old)
+                results.append(old)
+            return results
+
+        results: list[ObjectRecord | None | Exception] = []
+        for start in range(0, len(versions), self.DELETE_BATCH):
+            chunk = versions[start:start + self.DELETE_BATCH]
+            try:
+                results += await self._write(lambda db, chunk=chunk: _delete(db, chunk))
+            finally:
+                for key, _, _ in chunk:
+                    self._forget(bucket, key)
+        return results
 
     async def update_object(self, bucket: str, key: str, expected_pieces: list[Stored],
                             changes: dict[str, Any], *,

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from gateway import checksums  # pure functions: hashers and encodings, no HTTP
 from gateway.crypto import objects as sse_objects  # encryption at rest (issue 15)
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
@@ -65,7 +66,6 @@ from gateway.objects.options import (
     storage_class_of,
 )
 from gateway.objects.streams import SourceBody, VerifiedBody, missing_data, piece_spans
-from gateway.s3 import checksums  # pure functions: hashers and encodings, no HTTP
 from gateway.translators.base import NotFound, ObjectMeta, Part, Stored
 
 if TYPE_CHECKING:
@@ -714,6 +714,45 @@ class Engine:
                 self.collector.wake()
             self._event(REMOVED_DELETE, old, requester)
         return old
+
+    async def delete_many(self, bucket: BucketRecord, entries: list[tuple[str, str | None, bool]],
+                          requester: str) -> list[ObjectRecord | S3Error | None]:
+        """DeleteObjects: each (key, version id, bypass_governance) exactly as delete() would,
+        one result per entry in order (what delete() returns, or the S3Error it raises).
+        Delete markers are written one by one; every other entry goes to the metadata store
+        in one call (few transactions and syncs instead of one per key)."""
+        results: list[ObjectRecord | S3Error | None] = [None] * len(entries)
+        batch: list[tuple[str, str | None, Callable[[ObjectRecord], None]]] = []
+        where: list[int] = []
+        markers = versioning_state(bucket) is not None
+        for index, (key, version_id, bypass) in enumerate(entries):
+            if version_id is None and markers or version_id == "":
+                try:
+                    results[index] = await self.delete(bucket, key, version_id, requester,
+                                                       bypass_governance=bypass)
+                except S3Error as err:
+                    results[index] = err
+            elif version_id is not None and not VERSION_ID.fullmatch(version_id):
+                results[index] = S3Error("NoSuchVersion", Key=key, VersionId=version_id)
+            else:
+                batch.append((key, version_id, object_lock.delete_guard(bypass)))
+                where.append(index)
+        if not batch:
+            return results
+        removed = await shielded(self.metadata.delete_objects(bucket.name, batch))
+        wake = False
+        for index, old in zip(where, removed):
+            if isinstance(old, S3Error):
+                results[index] = old
+            elif isinstance(old, Exception):  # a guard raises S3Error only
+                raise old
+            elif old is not None:
+                wake = wake or bool(old.pieces)
+                self._event(REMOVED_DELETE, old, requester)
+                results[index] = old
+        if wake:
+            self.collector.wake()
+        return results
 
     # --- multipart ----------------------------------------------------------------------
     async def create_upload(self, bucket: BucketRecord, key: str,

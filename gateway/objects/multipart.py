@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import checksums
 from gateway.errors import S3Error
 from gateway.metadata.base import ObjectRecord, PartRecord, UploadRecord
 from gateway.objects.options import MIN_PART_SIZE, ListedPart
-from gateway.s3 import checksums
 
 
 def upload_mode(upload: UploadRecord) -> dict[str, str] | None:

@@ -21,11 +21,11 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway import checksums
 from gateway.crypto.objects import is_encrypted
 from gateway.errors import S3Error
 from gateway.metadata.base import ObjectRecord
 from gateway.objects.engine import PieceWrite, object_meta, shielded
-from gateway.s3 import checksums
 from gateway.translators.base import Stored
 
 if TYPE_CHECKING:

@@ -10,10 +10,10 @@ import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
+from gateway import checksums  # pure functions: hashers and encodings, no HTTP
 from gateway.errors import S3Error
 from gateway.metadata.base import ObjectRecord
 from gateway.objects.options import Verifier
-from gateway.s3 import checksums  # pure functions: hashers and encodings, no HTTP
 from gateway.translators.base import CHUNK_SIZE, NotFound, Stored
 
 if TYPE_CHECKING:

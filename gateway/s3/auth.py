@@ -26,9 +26,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
+from gateway import checksums
 from gateway.accounts import Account, AccountStore
 from gateway.errors import S3Error
-from gateway.s3 import checksums
 
 V4_ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"

@@ -182,7 +182,8 @@ async def test_sse_kms_named_key_context_and_multipart(tmp_path: Path) -> None:
     assert await get(enc, record, stored, 133_000, 200_000) == data[133_000:333_000]
     assert response_headers(record) == {
         "x-amz-server-side-encryption": "aws:kms",
-        "x-amz-server-side-encryption-aws-kms-key-id": kid,
+        "x-amz-server-side-encryption-aws-kms-key-id":
+            f"arn:aws:kms:us-east-1:123456789012:key/{kid}",
         "x-amz-server-side-encryption-bucket-key-enabled": "true"}
     with pytest.raises(S3Error) as caught:
         await enc.new_sealing(SseRequest(SSE_KMS, "missing"), "b", "k")

@@ -160,24 +160,32 @@ def test_refused_body_stores_nothing(gateway: Gateway, s3: Any, bucket: str) -> 
         assert len(path.read_bytes()) != ciphertext_size(len(data), C)
 
 
+def arn(key_id: str) -> str:
+    return f"arn:aws:kms:us-east-1:123456789012:key/{key_id}"
+
+
 async def test_sse_kms_key_ids_and_context(gateway: Gateway, s3: Any, bucket: str) -> None:
     ring_path = gateway.workdir / "localKeys" / "sse-keyring.json"
     default = json.loads(ring_path.read_text())["default"]
     data = os.urandom(C + 3)
     put = s3.put_object(Bucket=bucket, Key="k1", Body=data, ServerSideEncryption="aws:kms")
-    assert (put["ServerSideEncryption"], put["SSEKMSKeyId"]) == ("aws:kms", default)
+    assert (put["ServerSideEncryption"], put["SSEKMSKeyId"]) == ("aws:kms", arn(default))
     # A key an operator adds while the gateway runs (another LocalKeyring on the same file).
     named = await LocalKeyring(ring_path).create_key("team-key")
     context = base64.b64encode(json.dumps({"project": "p1"}).encode()).decode()
     put = s3.put_object(Bucket=bucket, Key="k2", Body=data, ServerSideEncryption="aws:kms",
                         SSEKMSKeyId=f"arn:aws:kms:us-east-1:000000000000:key/{named}",
                         SSEKMSEncryptionContext=context, BucketKeyEnabled=True)
-    assert put["SSEKMSKeyId"] == named and put["BucketKeyEnabled"] is True
+    assert put["SSEKMSKeyId"] == arn(named) and put["BucketKeyEnabled"] is True
     for key in ("k1", "k2"):
         got = s3.get_object(Bucket=bucket, Key=key, Range="bytes=65530-65537")
         assert got["Body"].read() == data[65530:65538]
         assert got["ServerSideEncryption"] == "aws:kms"
-    assert s3.head_object(Bucket=bucket, Key="k2")["SSEKMSKeyId"] == named
+    assert s3.head_object(Bucket=bucket, Key="k2")["SSEKMSKeyId"] == arn(named)
+    # Named bare or as an ARN in a request; always answered as the full ARN (as AWS).
+    put = s3.put_object(Bucket=bucket, Key="k4", Body=b"x", ServerSideEncryption="aws:kms",
+                        SSEKMSKeyId=named)
+    assert put["SSEKMSKeyId"] == arn(named)
     with pytest.raises(ClientError) as missing:
         s3.put_object(Bucket=bucket, Key="k3", Body=b"x", ServerSideEncryption="aws:kms",
                       SSEKMSKeyId="no-such-key")

@@ -8,7 +8,9 @@ mirrors have an Azurite member that is stopped mid-run and restarted (TEST_CLOUD
   every byte of every object is verified on every member with the cloud's own SDK (and the file
   member read directly), and `fsck` is clean;
 - deleting a mirrored object removes it from every member.
-Config refusals (unknown key, mode, member) are checked without any cloud.
+Without any cloud: config refusals (unknown key, mode, member); `fsck --repair` queueing the
+copy a file member lost (and a GET failing over meanwhile); the translator over members that
+fail mid-read (the GET goes on from the next member) and mid-write (each write mode).
 """
 
 from __future__ import annotations

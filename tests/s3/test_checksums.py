@@ -38,8 +38,8 @@ from botocore.httpchecksum import (
     Sha256Checksum,
 )
 
+from gateway import checksums
 from gateway.errors import S3Error
-from gateway.s3 import checksums
 from tests.gatewayproc import Gateway
 from tests.s3.conftest import error_code, raw_request
 from tests.s3.test_post_object import v2_fields

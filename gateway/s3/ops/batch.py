@@ -3,21 +3,19 @@ DeleteObject deletes it, with per-key results."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from xml.etree.ElementTree import Element
 
 from aiohttp import web
 
 from gateway.errors import S3Error
+from gateway.metadata.base import ObjectRecord
+from gateway.s3 import access
+from gateway.s3.ops import object_lock
 from gateway.s3.ops.common import get_bucket, read_body
-from gateway.s3.ops.obj import remove_object
 from gateway.s3.request import S3Request
 from gateway.s3.xml import Node, parse, render
 
 MAX_DELETE_KEYS = 1000
-# Entries of one DeleteObjects request deleted at the same time.
-PARALLEL_DELETES = 16
 
 
 def parse_delete(body: bytes) -> tuple[bool, list[tuple[str, str | None]]]:
@@ -38,38 +36,47 @@ def parse_delete(body: bytes) -> tuple[bool, list[tuple[str, str | None]]]:
 
 
 async def delete_objects(req: S3Request) -> web.Response:
-    assert req.bucket is not None
-    if await req.gateway.metadata.get_bucket(req.bucket) is None:
-        raise S3Error("NoSuchBucket", BucketName=req.bucket)
+    bucket = await get_bucket(req, "s3:DeleteObject")  # only NoSuchBucket counts here
     quiet, entries = parse_delete(await read_body(req, require_digest=True))
-    # Keys are independent: delete several at once, so their metadata writes and data
-    # removals overlap instead of queueing one behind the other. Results keep request order.
-    slots = asyncio.Semaphore(PARALLEL_DELETES)
-
-    async def delete_one(key: str, version_id: str | None) -> Node | None:
-        async with slots:
-            return await delete_entry(req, key, version_id, quiet)
-
-    results = await asyncio.gather(*(delete_one(key, vid) for key, vid in entries))
-    nodes = [node for node in results if node is not None]
+    # AWS authorizes each key as its own DeleteObject (a policy may allow a prefix only), and
+    # a refused key is a per-key AccessDenied. The allowed ones are deleted by the engine in one
+    # batch (few metadata transactions instead of one per key); results keep request order.
+    outcomes: list[ObjectRecord | S3Error | None] = [None] * len(entries)
+    allowed: list[tuple[str, str | None, bool]] = []
+    where: list[int] = []
+    requester = access.requester_id(req)
+    for index, (key, version_id) in enumerate(entries):
+        action = "s3:DeleteObject" if version_id is None else "s3:DeleteObjectVersion"
+        try:
+            await access.authorize(req, bucket, action, key)
+            bypass = await object_lock.bypass_governance(req, bucket, key)
+        except S3Error as err:
+            outcomes[index] = err
+            continue
+        allowed.append((key, version_id, bypass))
+        where.append(index)
+    removed = await req.gateway.engine.delete_many(bucket, allowed, requester)
+    for index, outcome in zip(where, removed):
+        outcomes[index] = outcome
+        if not isinstance(outcome, S3Error):
+            key, version_id = entries[index]
+            try:  # gateway/moving/: a read-through bucket's tombstone, as DeleteObject
+                await req.gateway.read_through.deleted(bucket, key, version_id)
+            except S3Error as err:
+                outcomes[index] = err
+    nodes = [node for (key, version_id), outcome in zip(entries, outcomes)
+             if (node := result_node(key, version_id, outcome, quiet)) is not None]
     return web.Response(body=render("DeleteResult", nodes), content_type="application/xml")
 
 
-async def delete_entry(req: S3Request, key: str, version_id: str | None,
-                       quiet: bool) -> Node | None:
-    """Delete one entry as DeleteObject would; its <Deleted> or <Error> node (None when quiet
-    and deleted)."""
-    try:
-        # AWS authorizes each key as its own DeleteObject (a policy may allow a prefix only),
-        # and a refused key is a per-key AccessDenied.
-        action = "s3:DeleteObject" if version_id is None else "s3:DeleteObjectVersion"
-        bucket = await get_bucket(dataclasses.replace(req, key=key), action)
-        outcome = await remove_object(req, bucket, key, version_id)
-    except S3Error as err:
+def result_node(key: str, version_id: str | None, outcome: ObjectRecord | S3Error | None,
+                quiet: bool) -> Node | None:
+    """One entry's <Deleted> or <Error> node (None when quiet and deleted)."""
+    if isinstance(outcome, S3Error):
         error: list[Node] = [("Key", key)]
         if version_id is not None:
             error.append(("VersionId", version_id))
-        error += [("Code", err.code), ("Message", err.message)]
+        error += [("Code", outcome.code), ("Message", outcome.message)]
         return ("Error", error)
     if quiet:  # Quiet mode reports only the failures
         return None

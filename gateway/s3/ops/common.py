@@ -9,6 +9,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import parse_qsl
 
+from gateway import checksums
 from gateway.errors import S3Error
 from gateway.metadata.base import BucketRecord, ObjectRecord
 from gateway.objects.engine import versioning_state
@@ -21,7 +22,7 @@ from gateway.objects.options import (
     parse_storage_class,
     storage_class_of,
 )
-from gateway.s3 import access, checksums
+from gateway.s3 import access
 from gateway.s3.request import BUCKET_RECORD, S3Request
 from gateway.s3.xml import MAX_XML_BODY
 from gateway.translators.base import CHUNK_SIZE

@@ -11,12 +11,13 @@ from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 
+from gateway import checksums
 from gateway.crypto import objects as sse_objects
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.metadata.base import BucketRecord, ObjectRecord
 from gateway.objects.options import COPY, REPLACE, CopyOptions
-from gateway.s3 import access, checksums
+from gateway.s3 import access
 from gateway.s3.ops import object_lock
 from gateway.s3.ops.common import (
     content_headers,

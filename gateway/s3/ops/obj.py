@@ -9,6 +9,7 @@ from email.utils import parsedate_to_datetime
 
 from aiohttp import web
 
+from gateway import checksums
 from gateway.crypto import objects as sse_objects
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
@@ -23,7 +24,7 @@ from gateway.objects.options import (
     PutOptions,
     storage_class_of,
 )
-from gateway.s3 import access, checksums
+from gateway.s3 import access
 from gateway.s3.ops import object_lock
 from gateway.s3.ops.common import (
     body_size,

@@ -30,12 +30,13 @@ from urllib.parse import quote, urlencode
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
+from gateway import checksums
 from gateway.accounts import Account
 from gateway.crypto import objects as sse_objects
 from gateway.errors import S3Error
 from gateway.locations import LOCATION_HEADER
 from gateway.objects.options import CREATED_POST, MAX_PUT_SIZE, PutOptions
-from gateway.s3 import access, checksums
+from gateway.s3 import access
 from gateway.s3.auth import _signing_key  # the one SigV4 key derivation
 from gateway.s3.ops.common import (
     CONTENT_HEADERS,
