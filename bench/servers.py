@@ -207,11 +207,13 @@ def start_s3rver(base: Path) -> Server:
 
 def start_gateway(base: Path, moto: Server | None, moto_bucket: str | None,
                   env: dict[str, str] | None = None, name: str = "gateway",
-                  durability: str | None = None) -> Server:
+                  durability: str | None = None, profile: Path | None = None,
+                  repo: Path = REPO) -> Server:
     """The gateway as users run it (`python -m gateway`), file location us-east-1, SQLite
     metadata, plus an aws_s3 location on moto when given. Metadata may be pre-filled.
     `name` is also its folder under `base`; `durability` sets config.json storage.durability
-    (default: the gateway's own, durable)."""
+    (default: the gateway's own, durable); `profile`: run it under cProfile, stats written
+    there when it stops; `repo`: the checkout to run (e.g. a git worktree of a baseline)."""
     port = free_port()
     work = base / name
     work.mkdir(parents=True, exist_ok=True)
@@ -237,8 +239,11 @@ def start_gateway(base: Path, moto: Server | None, moto_bucket: str | None,
               **(env or {})}
     if durability is not None:  # also here: an S3DURABILITY of the caller's would win
         gw_env["S3DURABILITY"] = durability
-    server = _spawn(name, [sys.executable, "-m", "gateway"], work, port, GATEWAY_KEYS, True,
-                    env=gw_env, cwd=REPO)
+    argv = [sys.executable, "-m", "gateway"]
+    if profile is not None:
+        argv[1:1] = ["-m", "cProfile", "-o", str(profile)]
+    server = _spawn(name, argv, work, port, GATEWAY_KEYS, True,
+                    env=gw_env, cwd=repo)
     server.extra["locations"] = list(locations)
     return server
 

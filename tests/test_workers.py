@@ -12,6 +12,7 @@ until both have answered.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -239,8 +240,6 @@ def test_health_is_checked_once_and_shared_by_every_worker(gw: Gateway) -> None:
 def test_a_console_session_works_in_every_worker(gw: Gateway) -> None:
     """The console logs in on one worker; the session is found by the other (each request
     on a fresh connection), and a logout through one ends it in both."""
-    import re
-
     base = gw.endpoint
     http = requests.Session()
     http.headers["Connection"] = "close"
@@ -265,8 +264,9 @@ def test_a_console_session_works_in_every_worker(gw: Gateway) -> None:
 
 def test_kill_9_of_a_worker_under_load_loses_no_acknowledged_write(
         tmp_path: Path) -> None:
-    """PUTs and multipart uploads through both workers; one worker is killed with SIGKILL;
-    the parent starts it again while the load goes on. Afterwards (and again after a restart
+    """PUTs and multipart uploads through both workers; the leader worker is killed with
+    SIGKILL; the other takes over its duties and the parent starts a new worker while the
+    load goes on. Afterwards (and again after a restart
     of the whole gateway, whose parent releases what the dead worker held) every acknowledged
     write reads back byte-exact, and fsck finds nothing wrong."""
     metrics_port = free_port()
@@ -280,10 +280,15 @@ def test_kill_9_of_a_worker_under_load_loses_no_acknowledged_write(
         time.sleep(1.5)
         before = worker_pids(gw)
         assert len(before) == 2
-        victim = before[0]
+        leaders = re.findall(r"\(pid (\d+)\) leads:", gw.log())
+        assert len(leaders) == 1, gw.log()
+        victim = int(leaders[0])  # the leader: its duties must pass to the other worker
+        assert victim in before
         os.kill(victim, signal.SIGKILL)
         eventually(lambda: len(worker_pids(gw)) == 2 and victim not in worker_pids(gw),
                    timeout=15)
+        eventually(lambda: len(re.findall(r"\(pid (\d+)\) leads:", gw.log())) == 2)
+        assert int(re.findall(r"\(pid (\d+)\) leads:", gw.log())[1]) != victim
         load.join(timeout=60)
         assert not load.unexpected, load.unexpected
         assert load.acked() > 20

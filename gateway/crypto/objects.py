@@ -10,7 +10,8 @@ HMAC, never stored) on PutObject, CopyObject (between any modes, source SSE-C ke
 GetObject (ranges and partNumber 1 included) and HeadObject, on every location type.
 Multipart uploads: CreateMultipartUpload wraps one data key for the upload, every UploadPart
 is sealed as a stream of its own, CompleteMultipartUpload lists the parts' streams in the
-object's record. UploadPartCopy from or into encrypted objects answers NotImplemented.
+object's record. UploadPartCopy from an encrypted object decrypts the source range; into an
+encrypted upload it seals the part as UploadPart does.
 Bucket default encryption (bucket.attrs["encryption"], gateway/s3/ops/bucket_encryption.py)
 applies to writes without SSE headers (write_encryption).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
@@ -150,13 +152,6 @@ def _request(options: Mapping[str, str]) -> SseRequest:
                       options.get("bucketKey") == "true", customer_of(options))
 
 
-def refuse_encrypted_source(source: Any) -> None:
-    """UploadPartCopy from an encrypted object is not wired yet: refuse it rather than copy
-    ciphertext into a plaintext part."""
-    if is_encrypted(source):
-        raise not_yet("Copying a part of a server-side encrypted object")
-
-
 def copy_encryption(source: Any, requested: Mapping[str, str] | None) -> dict[str, str] | None:
     """What a copy's destination is encrypted with: what the request asks for, else SSE-S3
     when the source was encrypted (AWS applies the bucket default, SSE-S3 unless configured:
@@ -255,9 +250,9 @@ async def seal_body(encryption: Encryption | None, options: Mapping[str, str], b
 
 
 # --- multipart: one stream per part, sealed under the upload's data key -------------------
-# Where a part's stream header waits for the completion: PartRecord.checksums under this name
-# (never an algorithm's: every reader of part checksums looks algorithms up by name). Interim,
-# until part records get attrs of their own; only part_segment/keep_part_segment know it.
+# Where a part's stream header waits for the completion: PartRecord.attrs["sse"]. Parts
+# stored before part records had attrs kept it in PartRecord.checksums under PART_SEGMENT
+# (never an algorithm's name); part_segment still reads it there.
 PART_SEGMENT = "sse-stream"
 
 
@@ -310,12 +305,11 @@ def _part_parameters() -> S3Error:
 
 def keep_part_segment(part: Any, sealed: SealedBody) -> None:
     """Record a stored part's stream header with its part record."""
-    part.checksums[PART_SEGMENT] = segment_to_dict(Segment(sealed.params, sealed.plain_size))[
-        "header"]
+    part.attrs[ATTR] = segment_to_dict(Segment(sealed.params, sealed.plain_size))["header"]
 
 
 def part_segment(part: Any) -> Segment:
-    header = part.checksums.get(PART_SEGMENT)
+    header = part.attrs.get(ATTR) or part.checksums.get(PART_SEGMENT)
     if header is None:
         raise CiphertextError(f"part {part.number} of an encrypted upload has no stream record")
     return segment_from_dict({"header": header, "size": part.size})
@@ -327,12 +321,6 @@ def completed_attrs(upload: Any, chosen: list[Any]) -> dict[str, Any]:
     record = EncryptionRecord.from_dict(upload.attrs[ATTR])
     record.segments = [part_segment(part) for part in chosen]
     return record.to_dict()
-
-
-def refuse_encrypted_upload(upload: Any) -> None:
-    """UploadPartCopy into an encrypted upload is not wired yet."""
-    if is_encrypted(upload):
-        raise not_yet("UploadPartCopy into a server-side encrypted multipart upload")
 
 
 def response_headers(record: Any, request_headers: Mapping[str, str] | None = None
@@ -389,9 +377,38 @@ async def open_plaintext(encryption: Encryption | None, locations: Any, record: 
     return plaintext()
 
 
+async def verify_copy(encryption: Encryption | None, locations: Any, record: Any,
+                      pieces: list[Any], source_md5s: list[bytes]) -> None:
+    """Check a relocated copy of encrypted `record` (its ciphertext, moved as it is onto
+    `pieces`) by reading the copy back: for SSE-S3/SSE-KMS every AEAD chunk of it opens with
+    the object's data key, and the plaintext's size and (single-PUT) MD5 are the record's; for
+    SSE-C (whose key the gateway never has) each new piece's MD5 is that of the bytes read from
+    the old piece (`source_md5s`, in piece order). Raises CiphertextError otherwise."""
+    copy = dataclasses.replace(record, pieces=list(pieces))
+    if record.attrs[ATTR].get("mode") != SSE_C:
+        md5 = hashlib.md5()
+        seen = 0
+        stream = await open_plaintext(encryption, locations, copy, 0, record.size - 1)
+        async for chunk in stream:
+            md5.update(chunk)
+            seen += len(chunk)
+        if seen != record.size:
+            raise CiphertextError(f"the copy opens to {seen} bytes, not {record.size}")
+        if "-" not in record.etag and md5.hexdigest() != record.etag:
+            raise CiphertextError(f"the copy's plaintext MD5 {md5.hexdigest()} is not the ETag")
+        return
+    if len(source_md5s) != len(pieces):
+        raise CiphertextError("the copy has another number of pieces than the source")
+    for piece, expected in zip(pieces, source_md5s, strict=True):
+        md5 = hashlib.md5()
+        async for chunk in await locations[piece.location].get(piece):
+            md5.update(chunk)
+        if md5.digest() != expected:
+            raise CiphertextError(f"the copy of piece {piece.key} differs from its source")
+
+
 __all__ = ["ATTR", "BUCKET_ATTR", "PART_SEGMENT", "PlainSource", "SealedBody", "check_read_key",
            "completed_attrs", "copy_encryption", "customer_of", "is_encrypted",
            "keep_part_segment", "new_upload_sealing", "open_plaintext", "part_segment",
-           "put_encryption", "read_encryption", "refuse_encrypted_source",
-           "refuse_encrypted_upload", "refuse_unencrypted_part_options", "response_headers",
-           "seal_body", "seal_part", "write_encryption"]
+           "put_encryption", "read_encryption", "refuse_unencrypted_part_options", "response_headers",
+           "seal_body", "seal_part", "verify_copy", "write_encryption"]

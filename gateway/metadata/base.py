@@ -136,6 +136,9 @@ class PartRecord:
     # The part's flexible checksums, algorithm ("CRC32", ...) -> base64 value, as verified or
     # computed while it streamed (gateway/checksums.py).
     checksums: dict[str, str] = field(default_factory=dict)
+    # What else a part keeps until completion (JSON), e.g. "sse": the stream header of an
+    # encrypted part (gateway/crypto/objects.py).
+    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

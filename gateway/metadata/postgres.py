@@ -157,13 +157,17 @@ DROP INDEX IF EXISTS uploads_backend;
 CREATE TABLE IF NOT EXISTS parts (
     upload_id TEXT COLLATE "C" NOT NULL, number INTEGER NOT NULL, size BIGINT NOT NULL,
     etag TEXT NOT NULL, last_modified DOUBLE PRECISION NOT NULL, stored TEXT NOT NULL,
-    checksums TEXT NOT NULL DEFAULT '{}',
+    checksums TEXT NOT NULL DEFAULT '{}', attrs TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (upload_id, number));
 -- Databases made before flexible checksums (checked first, as for uploads.state).
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
                    AND table_name = 'parts' AND column_name = 'checksums') THEN
         ALTER TABLE parts ADD COLUMN checksums TEXT NOT NULL DEFAULT '{}';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'parts' AND column_name = 'attrs') THEN
+        ALTER TABLE parts ADD COLUMN attrs TEXT NOT NULL DEFAULT '{}';  -- before part attrs
     END IF;
 END $$;
 -- Identity ids are never reused: a late abandon_intent(id) or drop_garbage(id) cannot hit a
@@ -357,7 +361,7 @@ DELETE_OBJECT = f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_delete_object($1, $2, $
 CURRENT = "latest AND NOT delete_marker"
 UPLOAD_COLUMNS = ("upload_id, bucket, key, initiated, owner, location, backend_key, "
                   "backend_upload_id, headers, user_meta, tags, attrs, state")
-PART_COLUMNS = "upload_id, number, size, etag, last_modified, stored, checksums"
+PART_COLUMNS = "upload_id, number, size, etag, last_modified, stored, checksums, attrs"
 BUCKET_COLUMNS = "name, owner, location, created, attrs"
 GARBAGE_COLUMNS = "id, location, kind, data, added, attempts"
 INSERT_GARBAGE = "INSERT INTO garbage (location, kind, data, added) VALUES ($1, $2, $3, $4)"
@@ -418,7 +422,7 @@ def _upload_from(row: asyncpg.Record) -> UploadRecord:
 
 def _part_from(row: asyncpg.Record) -> PartRecord:
     return PartRecord(row[0], row[1], row[2], row[3], row[4], Stored.from_dict(json.loads(row[5])),
-                      _dict(row[6]))
+                      _dict(row[6]), _dict(row[7]))
 
 
 def _garbage_from(row: asyncpg.Record) -> GarbageRecord:
@@ -864,12 +868,12 @@ class PostgresStore(MetadataStore):
             row = await conn.fetchrow(
                 f"WITH old AS (SELECT {PART_COLUMNS} FROM parts WHERE upload_id=$1 AND "
                 f"number=$2), new AS (INSERT INTO parts ({PART_COLUMNS}) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (upload_id, number) DO UPDATE SET "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (upload_id, number) DO UPDATE SET "
                 "size=EXCLUDED.size, etag=EXCLUDED.etag, last_modified=EXCLUDED.last_modified, "
-                "stored=EXCLUDED.stored, checksums=EXCLUDED.checksums) "
+                "stored=EXCLUDED.stored, checksums=EXCLUDED.checksums, attrs=EXCLUDED.attrs) "
                 f"SELECT {PART_COLUMNS} FROM old",
                 part.upload_id, part.number, part.size, part.etag, float(part.last_modified),
-                _dumps(part.stored.to_dict()), _dumps(part.checksums))
+                _dumps(part.stored.to_dict()), _dumps(part.checksums), _dumps(part.attrs))
             old = _part_from(row) if row else None
             if old is not None and old.stored != part.stored:
                 await _add_garbage(conn, [(up[1], "part", part_garbage(up[2], up[3], old))])

@@ -83,6 +83,7 @@ DROP INDEX IF EXISTS uploads_backend;
 CREATE TABLE IF NOT EXISTS parts (
     upload_id TEXT NOT NULL, number INTEGER NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
     last_modified REAL NOT NULL, stored TEXT NOT NULL, checksums TEXT NOT NULL DEFAULT '{}',
+    attrs TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (upload_id, number)) WITHOUT ROWID;
 -- AUTOINCREMENT: an id is never reused, so a late abandon_intent(id) or drop_garbage(id)
 -- can never hit a newer row.
@@ -146,7 +147,7 @@ INSERT_OBJECT = (f"INSERT INTO objects ({OBJECT_COLUMNS}, seq) VALUES (?,?,?,?,?
 CURRENT = "latest = 1 AND delete_marker = 0"
 UPLOAD_COLUMNS = ("upload_id, bucket, key, initiated, owner, location, backend_key, "
                   "backend_upload_id, headers, user_meta, tags, attrs, state")
-PART_COLUMNS = "upload_id, number, size, etag, last_modified, stored, checksums"
+PART_COLUMNS = "upload_id, number, size, etag, last_modified, stored, checksums, attrs"
 BUCKET_COLUMNS = "name, owner, location, created, attrs"
 GARBAGE_COLUMNS = "id, location, kind, data, added, attempts"
 # referenced_pieces reads this many rows per hop to the writer thread.
@@ -195,7 +196,7 @@ def _upload_from(row: tuple[Any, ...]) -> UploadRecord:
 
 def _part_from(row: tuple[Any, ...]) -> PartRecord:
     return PartRecord(row[0], row[1], row[2], row[3], row[4], Stored.from_dict(json.loads(row[5])),
-                      _dict(row[6]))
+                      _dict(row[6]), _dict(row[7]))
 
 
 def _garbage_from(row: tuple[Any, ...]) -> GarbageRecord:
@@ -225,6 +226,11 @@ class SQLiteStore(MetadataStore):
         # thread. Filled and invalidated only on that thread, in order with the writes; this
         # process is the only writer of the file (several gateways share PostgreSQL instead).
         self._buckets: dict[str, tuple[Any, ...]] = {}
+        # Group commit (see _write): writes waiting for the writer thread, and whether a group
+        # is being committed now. Both used on the event loop only.
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._committing = False
+        self._group: asyncio.Future[Any] | None = None  # the group being committed
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -236,8 +242,64 @@ class SQLiteStore(MetadataStore):
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one transaction on the writer thread: all of it or, when it raises,
-        none of it."""
-        return await self._run(lambda db: self._transaction(db, lambda: fn(db)))
+        none of it. Group commit: writes that arrive while one commits are committed together
+        next (each in its own savepoint, so one that raises changes nothing and the others
+        stand), one sync of the log for all; each is answered only once that commit is done."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._pending.append((fn, done))
+        if not self._committing:
+            self._commit_pending(loop)
+        return await done
+
+    def _commit_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand the writes waiting now to the writer thread as one group (on the loop only)."""
+        group, self._pending = self._pending, []
+        self._committing = True
+        work = self._group = loop.run_in_executor(self._executor, self._in_thread,
+                                                  lambda db: self._commit_group(db, group))
+        work.add_done_callback(lambda finished: self._group_done(loop, group, finished))
+
+    def _group_done(self, loop: asyncio.AbstractEventLoop, group: list[Any],
+                    finished: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+        outcomes = ([(False, finished.exception())] * len(group) if finished.exception()
+                    else finished.result())
+        for (_, done), (ok, value) in zip(group, outcomes, strict=True):
+            if not done.done():  # a cancelled caller: its write still happened (or not)
+                if ok:
+                    done.set_result(value)
+                else:
+                    done.set_exception(value)
+        self._committing = False
+        if self._pending:
+            self._commit_pending(loop)
+
+    @classmethod
+    def _commit_group(cls, db: sqlite3.Connection, group: list[Any]) -> list[tuple[bool, Any]]:
+        """Commit a group of writes in one transaction: (True, result) or (False, exception)
+        each. A failed COMMIT fails them all (nothing of any of them happened)."""
+        if len(group) == 1:
+            try:
+                return [(True, cls._transaction(db, lambda: group[0][0](db)))]
+            except Exception as exc:
+                return [(False, exc)]
+        outcomes: list[tuple[bool, Any]] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, _ in group:
+                db.execute("SAVEPOINT one_write")
+                try:
+                    outcomes.append((True, fn(db)))
+                except Exception as exc:
+                    db.execute("ROLLBACK TO one_write")
+                    outcomes.append((False, exc))
+                db.execute("RELEASE one_write")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return outcomes
 
     @staticmethod
     def _transaction(db: sqlite3.Connection, fn: Callable[[], T]) -> T:
@@ -286,11 +348,15 @@ class SQLiteStore(MetadataStore):
         columns = {row[1] for row in db.execute("PRAGMA table_info(parts)")}
         if "checksums" not in columns:  # files made before flexible checksums
             db.execute("ALTER TABLE parts ADD COLUMN checksums TEXT NOT NULL DEFAULT '{}'")
+        if "attrs" not in columns:  # files made before part attrs
+            db.execute("ALTER TABLE parts ADD COLUMN attrs TEXT NOT NULL DEFAULT '{}'")
 
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        while self._committing and self._group is not None:  # the last writes commit first
+            await asyncio.wait({self._group})
         if self._db is not None:
             await self._run(lambda db: db.close())
             self._db = None
@@ -749,9 +815,10 @@ class SQLiteStore(MetadataStore):
                 raise LookupError(part.upload_id)
             row = db.execute(f"SELECT {PART_COLUMNS} FROM parts WHERE upload_id=? AND number=?",
                              (part.upload_id, part.number)).fetchone()
-            db.execute(f"INSERT OR REPLACE INTO parts ({PART_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+            db.execute(f"INSERT OR REPLACE INTO parts ({PART_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
                        (part.upload_id, part.number, part.size, part.etag, part.last_modified,
-                        _dumps(part.stored.to_dict()), _dumps(part.checksums)))
+                        _dumps(part.stored.to_dict()), _dumps(part.checksums),
+                        _dumps(part.attrs)))
             old = _part_from(row) if row else None
             if old is not None and old.stored != part.stored:
                 self._add_garbage(db, [(up[0], "part", part_garbage(up[1], up[2], old))])

@@ -44,7 +44,7 @@ from gateway.jobs import JobRunner
 from gateway.jobs.runner import GiveUp
 from gateway.locations import PIECE_TOKEN
 from gateway.metadata.base import BucketRecord, JobRecord, LocationTaken, ObjectRecord
-from gateway.translators.base import ForeignObject, NotSupported, TranslatorError
+from gateway.translators.base import ForeignObject, NotSupported, Stored, TranslatorError
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -61,7 +61,7 @@ IMPORTED = "imported"  # ObjectRecord.attrs: this object was imported (and from 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 BATCH = 64  # objects imported at once (each: a metadata lookup and a commit)
 SAVE_EVERY = 1.0  # s between saves of the cursor and counts
-COUNTS = ("imported", "updated", "unchanged", "kept", "own", "hashed", "bytes")
+COUNTS = ("imported", "updated", "unchanged", "kept", "vanished", "own", "hashed", "bytes")
 
 
 def natural_root(location: Location, bucket: str) -> str:
@@ -97,6 +97,18 @@ async def etag_of(location: Location, found: ForeignObject) -> tuple[str, bool]:
     return digest.hexdigest(), True
 
 
+def same_pin(pieces: list[Stored], stored: Stored) -> bool:
+    """Whether an imported record still names exactly the backend object listed: same key,
+    size and etag, and the same version where both know one (a listing may not)."""
+    if len(pieces) != 1:
+        return False
+    piece = pieces[0]
+    return (piece.location, piece.key, piece.size, piece.etag) == \
+        (stored.location, stored.key, stored.size, stored.etag) and (
+            piece.version_id is None or stored.version_id is None
+            or piece.version_id == stored.version_id)
+
+
 @dataclass
 class Outcome:
     kind: str  # one of COUNTS but "bytes"/"hashed"
@@ -112,7 +124,14 @@ async def import_one(engine: Engine, location: Location, bucket: BucketRecord, k
     if current is not None:
         if IMPORTED not in current.attrs:
             return Outcome("kept")  # a client's write through the gateway wins
-        if current.pieces == [found.stored]:
+        if same_pin(current.pieces, found.stored):
+            return Outcome("unchanged")
+    if not found.detailed:  # listed without metadata (S3, Swift): one HEAD, only when needed
+        described = await location.describe(found.key)
+        if described is None:
+            return Outcome("vanished")  # deleted on the backend since the listing
+        found = described
+        if current is not None and same_pin(current.pieces, found.stored):
             return Outcome("unchanged")
     etag, hashed = await etag_of(location, found)
     record = record_of(found, bucket.name, key, location.name, owner, etag)
@@ -251,7 +270,8 @@ class Imports:
                 if progress is not None:
                     progress(describe(bucket.name, state))
 
-        async for found in location.list_objects(root + state["prefix"], state["cursor"]):
+        async for found in location.list_objects(root + state["prefix"], state["cursor"],
+                                                 details=False):
             if PIECE_TOKEN.search(found.key):
                 state["own"] += 1  # the gateway's own piece (its records name it)
                 state["cursor"] = found.key
@@ -305,6 +325,8 @@ def line(status: dict[str, Any]) -> str:
             f"gateway), {status['own']} gateway pieces skipped; {status['hashed']} ETags "
             f"computed; {status['bytes']} bytes; {status['objectsPerSecond']} objects/s, "
             f"{status['seconds']:.1f}s")
+    if status.get("vanished"):
+        text += f"; {status['vanished']} deleted on the backend while listed"
     if status.get("error"):
         text += f"; last error: {status['error']}"
     return text

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 from gateway.errors import ConfigFileError, S3Error
 from gateway.jobs import JobRunner
 from gateway.locations import PIECE_TOKEN
-from gateway.metadata.base import BucketRecord, JobRecord, Listing, ObjectRecord
+from gateway.metadata.base import (
+    BucketGone,
+    BucketRecord,
+    ConditionFailed,
+    JobRecord,
+    Listing,
+    ObjectRecord,
+)
 from gateway.objects.options import CREATE, PutOptions
 from gateway.translators.base import ForeignObject, TranslatorError
 
@@ -48,6 +55,7 @@ log = logging.getLogger("gateway.moving")
 
 ATTR = "readThrough"  # bucket attrs: {"source", "prefix"} or {"off": true}, and "drain"
 DRAIN = "readthrough.drain"
+DRAIN_BATCH = 16  # objects the drain copies at once
 TOMBSTONE = "readThroughTombstone"  # attrs of the delete marker an unversioned delete leaves
 HEADER_FIELDS = (("content-type", "content_type"), ("cache-control", "cache_control"),
                  ("content-disposition", "content_disposition"),
@@ -117,26 +125,44 @@ class ReadThrough:
     # --- the hooks ------------------------------------------------------------------------
     async def fill(self, bucket: BucketRecord, key: str, version_id: str | None) -> None:
         """Before a GET/HEAD: copy the source's object in when the bucket has none (no record,
-        no tombstone). Concurrent misses of one key wait for one copy."""
+        no tombstone). One copy or delete of a key at a time in this process: concurrent
+        misses wait for one copy, and a delete's tombstone never loses to a copy."""
         source = self.source_of(bucket)
         if source is None or version_id is not None:
             return
-        if await self.engine.metadata.get_object(bucket.name, key, markers=True) is not None:
-            return
-        waiting = self._filling.get((bucket.name, key))
-        if waiting is not None:
-            await asyncio.shield(waiting)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._filling[(bucket.name, key)] = future
         try:
-            await self.copy_in(bucket, source, key)
+            await self.copy_missing(bucket, source, key)
         except (S3Error, TranslatorError) as exc:  # the read answers what the bucket has
             log.warning("read-through %s/%s from %s: %s", bucket.name, key, source.location,
                         getattr(exc, "message", exc))
+
+    async def copy_missing(self, bucket: BucketRecord, source: Source, key: str,
+                           found: ForeignObject | None = None) -> bool:
+        """Copy the source's object in unless the bucket has a record or tombstone for the key
+        (or a copy of it is under way: then wait for that one); True when copied."""
+        name = (bucket.name, key)
+        waiting = self._filling.get(name)
+        if waiting is not None:
+            await asyncio.shield(waiting)
+            return False
+        future = self._hold(name)
+        try:
+            if await self.engine.metadata.get_object(bucket.name, key,
+                                                     markers=True) is not None:
+                return False
+            return await self.copy_in(bucket, source, key, found)
         finally:
-            del self._filling[(bucket.name, key)]
-            future.set_result(None)
+            self._release(name, future)
+
+    def _hold(self, name: tuple[str, str]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._filling[name] = future
+        return future
+
+    def _release(self, name: tuple[str, str], future: asyncio.Future[None]) -> None:
+        if self._filling.get(name) is future:
+            del self._filling[name]
+        future.set_result(None)
 
     async def deleted(self, bucket: BucketRecord, key: str, version_id: str | None) -> None:
         """After a delete: an unversioned bucket with a source keeps a tombstone, so the
@@ -144,11 +170,22 @@ class ReadThrough:
         if version_id is not None or self.source_of(bucket) is None \
                 or bucket.attrs.get("versioning") is not None:
             return
+        name = (bucket.name, key)
+        while (copying := self._filling.get(name)) is not None:
+            # A copy-on-read of this key raced the delete: wait for it, and it goes too.
+            await asyncio.shield(copying)
+            await self.engine.delete(bucket, key, None, bucket.owner)
+        future = self._hold(name)  # no copy of the key starts until the tombstone is in
         marker = ObjectRecord(bucket=bucket.name, key=key, size=0, etag="",
                               last_modified=time.time(), location=bucket.location, pieces=[],
                               owner=bucket.owner, delete_marker=True, attrs={TOMBSTONE: True})
-        await self.engine.metadata.put_object(marker, bucket_created=bucket.created,
-                                              expect="*")  # a write meanwhile wins
+        try:
+            await self.engine.metadata.put_object(marker, bucket_created=bucket.created,
+                                                  expect="*")
+        except (ConditionFailed, BucketGone):
+            pass  # a client's write meanwhile wins (it hides the source's copy)
+        finally:
+            self._release(name, future)
 
     async def list_objects(self, bucket: BucketRecord, prefix: str, delimiter: str | None,
                            after: str | None, limit: int) -> Listing:
@@ -313,18 +350,28 @@ class ReadThrough:
             return
         location = self._location(source)
         saved = time.monotonic()
-        async for found in location.list_objects(source.prefix, state["cursor"]):
-            key = found.key[len(source.prefix):]
-            if await metadata.get_object(bucket.name, key, markers=True) is None \
-                    and await self.copy_in(bucket, source, key, found):
-                state["copied"] += 1
-            else:
-                state["present"] += 1
-            state["cursor"] = found.key
+        batch: list[ForeignObject] = []
+
+        async def copy_batch() -> None:
+            nonlocal saved
+            copied = await asyncio.gather(*(
+                self.copy_missing(bucket, source, found.key[len(source.prefix):], found)
+                for found in batch))
+            state["copied"] += sum(copied)
+            state["present"] += len(copied) - sum(copied)
+            state["cursor"] = batch[-1].key
+            batch.clear()
             if time.monotonic() - saved > 1.0:
                 attrs["drain"] = state
                 await metadata.update_bucket_attrs(bucket.name, {ATTR: attrs})
                 saved = time.monotonic()
+
+        async for found in location.list_objects(source.prefix, state["cursor"]):
+            batch.append(found)
+            if len(batch) >= DRAIN_BATCH:
+                await copy_batch()
+        if batch:
+            await copy_batch()
         state.update(state="done", finished=time.time())
         attrs["drain"] = state
         await metadata.update_bucket_attrs(bucket.name, {ATTR: attrs})

@@ -505,7 +505,9 @@ class Engine:
             source, sse_objects.write_encryption(bucket, opts.encryption))
         sse_objects.check_read_key(source, opts.encryption, "source")  # its SSE-C key
         same_object = source_bucket.name == bucket.name and source.key == key
-        if same_object and opts.metadata_directive != REPLACE and opts.storage_class is None \
+        # A noncurrent version copied onto its key is S3's documented restore: always legal.
+        if same_object and source.latest and opts.metadata_directive != REPLACE \
+                and opts.storage_class is None \
                 and not opts.encryption:  # a self-copy may change only the encryption (rotation)
             raise S3Error("InvalidRequest", SELF_COPY_MESSAGE)
         if source.size > MAX_PUT_SIZE:
@@ -741,7 +743,7 @@ class Engine:
             return results
         removed = await shielded(self.metadata.delete_objects(bucket.name, batch))
         wake = False
-        for index, old in zip(where, removed):
+        for index, old in zip(where, removed, strict=True):
             if isinstance(old, S3Error):
                 results[index] = old
             elif isinstance(old, Exception):  # a guard raises S3Error only
@@ -763,7 +765,7 @@ class Engine:
         attrs = new_attrs(opts)
         if opts.upload_checksum:
             attrs["checksum"] = opts.upload_checksum
-        lock = object_lock.new_lock(bucket, opts.lock)  # kept by the completed object
+        lock = object_lock.upload_lock(bucket, opts.lock)  # kept by the completed object
         if lock:
             attrs[object_lock.ATTR] = lock
         encryption = sse_objects.write_encryption(bucket, opts.encryption)  # or the default
@@ -815,12 +817,16 @@ class Engine:
 
     async def copy_part(self, upload: UploadRecord, number: int, source: ObjectRecord,
                         first: int, length: int, *,
-                        conditions: Conditions | None = None) -> PartRecord:
+                        conditions: Conditions | None = None,
+                        encryption: dict[str, str] | None = None) -> PartRecord:
         """Part `number` of `upload` from bytes first..first+length-1 of `source`: copied by
-        the location when it can, else streamed and hashed."""
+        the location when it can, else streamed and hashed. `encryption`: SSE-C keys (the
+        part's, the source's as "source..."), sse_objects.put_encryption's dict."""
         check_conditions(conditions, source, all_412=True)
-        sse_objects.refuse_encrypted_source(source)
-        sse_objects.refuse_encrypted_upload(upload)
+        # gateway/crypto/: an encrypted source is decrypted, an encrypted upload's part sealed.
+        sse_objects.check_read_key(source, encryption, "source")  # its SSE-C key
+        sse_objects.refuse_unencrypted_part_options(upload, encryption)
+        encrypted = sse_objects.is_encrypted(source) or sse_objects.is_encrypted(upload)
         if length > MAX_PART_SIZE:
             raise too_large_copy(length, MAX_PART_SIZE)
         location = self.locations[upload.location]
@@ -833,8 +839,9 @@ class Engine:
         part_sums = {algorithm: reused["value"]} if reused else {}
         stored: Stored | None = None
         etag = ""
+        sealed = None
         if (length and len(source.pieces) == 1 and source.pieces[0].location == location.name
-                and (reused or mode is None)):
+                and (reused or mode is None) and not encrypted):
             try:
                 stored = await location.copy_part(source.pieces[0], first, length,
                                                   upload.backend_key, upload.backend_upload_id,
@@ -850,13 +857,25 @@ class Engine:
                     # stand-in.
                     etag = hashlib.md5(f"{source.etag}:{first}-{length}".encode()).hexdigest()
         if stored is None:
-            streamed = SourceBody(self.locations, source, first, length, (algorithm,))
+            streamed: SourceBody | sse_objects.PlainSource = (
+                sse_objects.PlainSource(self.encryption, self.locations, source, first, length,
+                                        (algorithm,),
+                                        sse_objects.customer_of(encryption, "source"))
+                if sse_objects.is_encrypted(source)
+                else SourceBody(self.locations, source, first, length, (algorithm,)))
+            body, body_size = aiter(streamed), length
+            if sse_objects.is_encrypted(upload):
+                sealed = await sse_objects.seal_part(self.encryption, upload, encryption, body,
+                                                     length)
+                body, body_size = sealed.stream, sealed.size
             stored = await location.upload_part(upload.backend_key, upload.backend_upload_id,
-                                                number, aiter(streamed), length)
+                                                number, body, body_size)
             etag = streamed.etag
             part_sums = {algorithm: streamed.checksum(algorithm)}
         part = PartRecord(upload_id=upload.upload_id, number=number, size=length, etag=etag,
                           last_modified=time.time(), stored=stored, checksums=part_sums)
+        if sealed is not None:
+            sse_objects.keep_part_segment(part, sealed)
         await self.store_part(upload, part)
         return part
 
@@ -929,6 +948,8 @@ class Engine:
             attrs["checksum"] = checksum
         if sealed is not None:
             attrs[sse_objects.ATTR] = sealed
+        if object_lock.ATTR in attrs:  # a default retention is dated from the completion
+            attrs[object_lock.ATTR] = object_lock.completed_lock(bucket, attrs[object_lock.ATTR])
         record = ObjectRecord(
             bucket=upload.bucket, key=upload.key, size=sum(p.size for p in chosen),
             etag=f"{digest}-{len(chosen)}", last_modified=time.time(), location=upload.location,

@@ -159,6 +159,36 @@ def new_lock(bucket: BucketRecord, asked: LockRequest | None,
     return lock or None
 
 
+# A multipart upload whose retention is the bucket's default: dated at completion, when the
+# version is created (AWS adds the default period to the object version's creation time), not
+# when the upload started. Kept in UploadRecord.attrs["lock"] only, never in an object's.
+BY_DEFAULT = "byDefault"
+
+
+def upload_lock(bucket: BucketRecord, asked: LockRequest | None) -> dict[str, Any] | None:
+    """attrs["lock"] of a new multipart upload: new_lock's (validated now, so a bad request
+    fails at CreateMultipartUpload), a default retention marked to be re-dated at completion."""
+    lock = new_lock(bucket, asked)
+    if lock and "mode" in lock and (asked is None or asked.retention is None):
+        lock[BY_DEFAULT] = True
+    return lock
+
+
+def completed_lock(bucket: BucketRecord, lock: dict[str, Any] | None,
+                   now: int | None = None) -> dict[str, Any] | None:
+    """The completed object's attrs["lock"]: the upload's explicit retention as it was asked;
+    a default retention dated from now (the bucket's default rule now; the upload's own when
+    the bucket no longer has one, so completion never drops a retention)."""
+    if not lock or not lock.get(BY_DEFAULT):
+        return lock
+    lock = {name: value for name, value in lock.items() if name != BY_DEFAULT}
+    rule = default_rule(bucket)
+    if rule is not None:
+        lock.update({"mode": rule["mode"],
+                     "until": rule_until(rule, now if now is not None else now_ms())})
+    return lock
+
+
 # --- a version's state -------------------------------------------------------------------------
 def retention_of(record: Any) -> Retention | None:
     found = (record.attrs.get(ATTR) or {})
@@ -249,9 +279,9 @@ def response_headers(record: ObjectRecord) -> dict[str, str]:
     return headers
 
 
-__all__ = ["ATTR", "BUCKET_ATTR", "COMPLIANCE", "GOVERNANCE", "LOCKED", "LockRequest", "MODES",
-           "Retention", "check_delete", "check_retention_change", "checked_rule",
-           "default_rule", "delete_guard", "enabled", "future_retention", "is_protected",
-           "legal_hold_of", "new_lock", "parse_date", "render_date", "require_enabled",
-           "requires_digest", "response_headers", "retention_of", "with_legal_hold",
-           "with_retention"]
+__all__ = ["ATTR", "BUCKET_ATTR", "BY_DEFAULT", "COMPLIANCE", "GOVERNANCE", "LOCKED",
+           "LockRequest", "MODES", "Retention", "check_delete", "check_retention_change",
+           "checked_rule", "completed_lock", "default_rule", "delete_guard", "enabled",
+           "future_retention", "is_protected", "legal_hold_of", "new_lock", "parse_date",
+           "render_date", "require_enabled", "requires_digest", "response_headers",
+           "retention_of", "upload_lock", "with_legal_hold", "with_retention"]

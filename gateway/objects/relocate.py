@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway import checksums
-from gateway.crypto.objects import is_encrypted
+from gateway.crypto.objects import is_encrypted, verify_copy
 from gateway.errors import S3Error
 from gateway.metadata.base import ObjectRecord
 from gateway.objects.engine import PieceWrite, object_meta, shielded
@@ -80,8 +80,8 @@ async def _piece_source(engine: Engine, piece: Stored, digests: _Digests
 def _verify(record: ObjectRecord, digests: _Digests) -> None:
     """Raise RelocationFailed unless what streamed is the object: its size, its ETag (a plain
     MD5, or a multipart ETag whose parts were the pieces), its full-object checksum. An
-    encrypted object's pieces are ciphertext (gateway/crypto/): their sizes are checked, and
-    the AES-GCM tags in them catch any corruption at read time."""
+    encrypted object's pieces are ciphertext (gateway/crypto/): only their sizes here; the
+    copy itself is then read back and checked (_verify_encrypted)."""
     stored_size = sum(p.size for p in record.pieces)
     if digests.size != stored_size:
         raise RelocationFailed(f"read {digests.size} bytes, the pieces hold {stored_size}")
@@ -105,6 +105,18 @@ def _verify(record: ObjectRecord, digests: _Digests) -> None:
         if computed != checksum.get("value"):
             raise RelocationFailed(f"{checksum.get('algorithm')} {computed} is not "
                                    f"{checksum.get('value')}")
+
+
+async def _verify_encrypted(engine: Engine, record: ObjectRecord, pieces: list[Stored],
+                            digests: _Digests) -> None:
+    """An encrypted object's copy, read back from the target: every AEAD chunk authenticates
+    (SSE-S3/KMS) or every piece hashes as its source did (SSE-C). attrs["sse"] moves as it is:
+    the ciphertext is bound to bucket/key, not to the location."""
+    try:
+        await verify_copy(engine.encryption, engine.locations, record, pieces,
+                          digests.piece_md5s)
+    except S3Error as err:  # CiphertextError, or the copy missing on the target
+        raise RelocationFailed(f"the encrypted copy does not verify: {err}") from None
 
 
 def _checksum_hasher(record: ObjectRecord) -> Any:
@@ -160,6 +172,8 @@ async def relocate(engine: Engine, bucket: str, key: str, version_id: str | None
                 raise RelocationFailed(f"{target} stored {stored.size} bytes of {piece.size}")
             pieces.append(stored)
         _verify(record, digests)
+        if is_encrypted(record):
+            await _verify_encrypted(engine, record, pieces, digests)
         try:
             updated = await shielded(engine.metadata.relocate_version(
                 bucket, key, record.version_id, record.pieces, pieces, target, changes,

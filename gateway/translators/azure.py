@@ -603,17 +603,17 @@ class AzureTranslator(Translator):
 
     async def list_objects(self, prefix: str = "", start_after: str = "",
                            details: bool = True) -> AsyncIterator[ForeignObject]:
-        """Committed blobs, current versions only; the listing carries properties and (asked
-        for) metadata, so nothing is headed. Azure has no start-after: earlier names are
-        skipped as they come."""
+        """Committed blobs, current versions only; the listing carries properties and
+        metadata (always: it costs nothing more), so nothing is headed. Azure has no
+        start-after: earlier names are skipped as they come."""
         if self._container is None:
             raise RuntimeError(f"azure location {self.name} is not open")
         with _azure_errors():
-            async for item in self._container.list_blobs(
-                    name_starts_with=prefix or None, include=["metadata"] if details else None):
+            async for item in self._container.list_blobs(name_starts_with=prefix or None,
+                                                         include=["metadata"]):
                 if item.name <= start_after:
                     continue
-                yield self._foreign(item, detailed=details)
+                yield self._foreign(item)
 
     async def describe(self, key: str) -> ForeignObject | None:
         with _azure_errors():
@@ -621,9 +621,9 @@ class AzureTranslator(Translator):
                 props = await self._blob(key).get_blob_properties()
             except ResourceNotFoundError:
                 return None
-        return self._foreign(props, detailed=True)
+        return self._foreign(props)
 
-    def _foreign(self, item: Any, *, detailed: bool) -> ForeignObject:
+    def _foreign(self, item: Any) -> ForeignObject:
         """A ForeignObject from BlobProperties (a listing's or get_blob_properties')."""
         etag = item.etag
         if etag and not etag.startswith('"'):
@@ -652,8 +652,7 @@ class AzureTranslator(Translator):
                         encryption="AES256" if item.server_encrypted else None)
         return ForeignObject(key=item.name, size=item.size or 0, stored=stored,
                              s3_etag=bytes(md5).hex() if md5 else None, meta=meta,
-                             last_modified=modified.timestamp() if modified else None,
-                             detailed=detailed)
+                             last_modified=modified.timestamp() if modified else None)
 
     async def _drop_uncommitted(self, blob: BlobClient) -> None:
         """Drop the uncommitted blocks staged at `blob`'s name, where no blob is committed:

@@ -131,14 +131,57 @@ def test_flipped_byte_on_the_backend_gives_an_error(gateway: Gateway, s3: Any,
             assert bad.value.response["Error"]["Code"] == "InternalError"
 
 
-def test_not_wired_yet_is_refused_not_ignored(s3: Any, bucket: str) -> None:
-    s3.put_object(Bucket=bucket, Key="src", Body=b"x" * 10, ServerSideEncryption="AES256")
-    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
-    with pytest.raises(ClientError) as copy:
-        s3.upload_part_copy(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1,
-                            CopySource={"Bucket": bucket, "Key": "src"})
-    assert copy.value.response["Error"]["Code"] == "NotImplemented"
-    s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload)
+def test_upload_part_copy_from_and_into_encrypted(gateway: Gateway, s3: Any,
+                                                  bucket: str) -> None:
+    """UploadPartCopy decrypts an encrypted source's range and seals the part when the upload
+    is encrypted; the part ETag is the plaintext's MD5; SSE-C keys are checked on both sides."""
+    sealed = os.urandom(5 * MiB + 3 * C)
+    s3.put_object(Bucket=bucket, Key="sealed", Body=sealed, ServerSideEncryption="AES256")
+    key = os.urandom(32)
+    sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    secret = os.urandom(3 * C)
+    s3.put_object(Bucket=bucket, Key="secret", Body=secret, **sse_c)
+    source_key = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": key}
+    # Encrypted source -> plain upload: a range across chunk boundaries, decrypted.
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="plain")["UploadId"]
+    first, last = C - 10, 2 * C + 10
+    answer = s3.upload_part_copy(Bucket=bucket, Key="plain", UploadId=upload, PartNumber=1,
+                                 CopySource={"Bucket": bucket, "Key": "sealed"},
+                                 CopySourceRange=f"bytes={first}-{last}")["CopyPartResult"]
+    assert answer["ETag"] == f'"{hashlib.md5(sealed[first:last + 1]).hexdigest()}"'
+    s3.complete_multipart_upload(Bucket=bucket, Key="plain", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": answer["ETag"]}]})
+    got = s3.get_object(Bucket=bucket, Key="plain")
+    assert got["Body"].read() == sealed[first:last + 1] and "ServerSideEncryption" not in got
+    # Into an SSE-C upload: from the SSE-S3 object (whole) and from the SSE-C one (its key).
+    before = set(gateway.data_files())
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="into", **sse_c)["UploadId"]
+    with pytest.raises(ClientError) as keyless:  # the part's key is needed
+        s3.upload_part_copy(Bucket=bucket, Key="into", UploadId=upload, PartNumber=1,
+                            CopySource={"Bucket": bucket, "Key": "sealed"})
+    assert keyless.value.response["Error"]["Code"] == "InvalidRequest"
+    with pytest.raises(ClientError) as no_source_key:  # and the SSE-C source's
+        s3.upload_part_copy(Bucket=bucket, Key="into", UploadId=upload, PartNumber=2,
+                            CopySource={"Bucket": bucket, "Key": "secret"}, **sse_c)
+    assert no_source_key.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    one = s3.upload_part_copy(Bucket=bucket, Key="into", UploadId=upload, PartNumber=1,
+                              CopySource={"Bucket": bucket, "Key": "sealed"}, **sse_c)
+    assert one["SSECustomerAlgorithm"] == "AES256"
+    two = s3.upload_part_copy(Bucket=bucket, Key="into", UploadId=upload, PartNumber=2,
+                              CopySource={"Bucket": bucket, "Key": "secret"},
+                              CopySourceRange=f"bytes=100-{2 * C}", **sse_c, **source_key)
+    s3.complete_multipart_upload(Bucket=bucket, Key="into", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": one["CopyPartResult"]["ETag"]},
+                  {"PartNumber": 2, "ETag": two["CopyPartResult"]["ETag"]}]})
+    data = sealed + secret[100:2 * C + 1]
+    for path in set(gateway.data_files()) - before:  # the copied parts: ciphertext
+        stored = path.read_bytes()
+        assert stored[:4] == b"S3GE"
+        assert sealed[C:C + 64] not in stored and secret[C:C + 64] not in stored
+    edge = len(sealed)
+    got = s3.get_object(Bucket=bucket, Key="into", Range=f"bytes={edge - 5}-{edge + 5}", **sse_c)
+    assert got["Body"].read() == data[edge - 5:edge + 6]
+    assert s3.get_object(Bucket=bucket, Key="into", **sse_c)["Body"].read() == data
     with pytest.raises(ClientError) as bad:
         s3.put_object(Bucket=bucket, Key="b", Body=b"x", ServerSideEncryption="AES128")
     assert bad.value.response["Error"]["Code"] == "InvalidArgument"
@@ -333,11 +376,11 @@ def test_multipart_sse_c_needs_the_key_on_every_part(s3: Any, bucket: str) -> No
             s3.upload_part(Bucket=bucket, Key="mpc", UploadId=upload, PartNumber=1,
                            Body=b"x" * 10, **wrong)
         assert refused.value.response["Error"]["Code"] == "InvalidRequest"
-    with pytest.raises(ClientError) as copy_into:
-        s3.put_object(Bucket=bucket, Key="src", Body=b"y" * 10)
+    s3.put_object(Bucket=bucket, Key="src", Body=b"y" * 10)
+    with pytest.raises(ClientError) as copy_into:  # a copied part needs the key too
         s3.upload_part_copy(Bucket=bucket, Key="mpc", UploadId=upload, PartNumber=1,
                             CopySource={"Bucket": bucket, "Key": "src"})
-    assert copy_into.value.response["Error"]["Code"] == "NotImplemented"
+    assert copy_into.value.response["Error"]["Code"] == "InvalidRequest"
     s3.abort_multipart_upload(Bucket=bucket, Key="mpc", UploadId=upload)
     parts = [os.urandom(5 * MiB), os.urandom(1000)]
     multipart(s3, bucket, "mpc", parts, **sse_c)

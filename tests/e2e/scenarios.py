@@ -18,8 +18,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.gatewayproc import eventually
-
 MiB = 1024 * 1024
 
 
@@ -233,66 +231,3 @@ def stopped_is_503(s3: Any, bucket: str, location: str, stop: Callable[[], objec
         assert location in caught.value.response["Error"]["Message"]
     if within is not None:
         assert time.monotonic() - started < within
-
-
-VERSIONED_KEY = "versioned/obj.txt"
-
-
-def versioning_round_trip(s3: Any, bucket: str, native_count: Callable[[], int], *,
-                          key: str = VERSIONED_KEY,
-                          settle: Callable[[], None] | None = None) -> None:
-    """Versioning on a cloud location (every write is kept apart, so every location can keep
-    versions): three PUTs of `key` are three versions, each read back by its id; deleting one
-    version by id removes exactly its bytes natively (`native_count()`: the native objects
-    holding writes of `key`, counted after `settle()` — the collector's work — or, without it,
-    once it drops); a plain DELETE writes a delete marker and removes no bytes; the key is
-    then 404 while the older versions stay readable by id."""
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
-    bodies = [f"version {n} of {key}".encode() * (n + 1) for n in range(3)]
-    ids = []
-    for body in bodies:
-        put = s3.put_object(Bucket=bucket, Key=key, Body=body)
-        assert put.get("VersionId") and put["VersionId"] != "null"
-        ids.append(put["VersionId"])
-    assert len(set(ids)) == 3
-    for version_id, body in zip(ids, bodies, strict=True):
-        got = s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)
-        assert got["Body"].read() == body and got["VersionId"] == version_id
-    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == bodies[-1]
-
-    def count() -> int:
-        if settle is not None:
-            settle()
-        return native_count()
-
-    assert count() == 3  # every version is a native object of its own
-
-    # Delete the middle version by id: exactly its bytes go.
-    deleted = s3.delete_object(Bucket=bucket, Key=key, VersionId=ids[1])
-    assert deleted.get("VersionId") == ids[1] and not deleted.get("DeleteMarker")
-    if settle is not None:
-        settle()
-        assert native_count() == 2
-    else:
-        eventually(lambda: native_count() == 2)
-    with pytest.raises(ClientError) as caught:
-        s3.get_object(Bucket=bucket, Key=key, VersionId=ids[1])
-    assert error_code(caught) == "NoSuchVersion"  # as AWS: the version, not the key
-    for n in (0, 2):
-        assert s3.get_object(Bucket=bucket, Key=key, VersionId=ids[n])["Body"].read() == bodies[n]
-
-    # A plain DELETE: a delete marker, no bytes removed.
-    marker = s3.delete_object(Bucket=bucket, Key=key)
-    assert marker.get("DeleteMarker") is True and marker.get("VersionId") not in (None, *ids)
-    with pytest.raises(ClientError) as caught:
-        s3.get_object(Bucket=bucket, Key=key)
-    assert error_code(caught) == "NoSuchKey"
-    listed = s3.list_object_versions(Bucket=bucket, Prefix=key)
-    assert [v["VersionId"] for v in listed.get("Versions", [])] == [ids[2], ids[0]]
-    assert [m["VersionId"] for m in listed.get("DeleteMarkers", [])] == [marker["VersionId"]]
-    for n in (0, 2):
-        got = s3.get_object(Bucket=bucket, Key=key, VersionId=ids[n])
-        assert got["Body"].read() == bodies[n]
-    assert count() == 2
-

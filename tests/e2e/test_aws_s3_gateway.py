@@ -266,18 +266,6 @@ def test_server_side_encryption_reported(setup: Setup, aws_s3_moto: S3Emulator) 
                               Key=name)["ServerSideEncryption"] == "AES256"
 
 
-def test_versioning_round_trip(setup: Setup, aws_s3_moto: S3Emulator) -> None:
-    """Versioning on an aws_s3 location: each version is a backend object of its own (here a
-    backend version at a name of its own); deleting one by id removes exactly it."""
-    bucket = setup.bucket("awsprefix")
-    native = aws_s3_moto.boto()
-    backend = setup.backend["awsprefix"]
-    scenarios.versioning_round_trip(
-        setup.s3, bucket,
-        lambda: len(versions(native, backend, bucket, scenarios.VERSIONED_KEY, False)),
-        settle=setup.gateway.settle)
-
-
 def test_emulator_stopped_is_503(aws_s3_throwaway: Callable[[], S3Emulator], tmp_path: Path) -> None:
     emulator = aws_s3_throwaway()
     backend = emulator.create_bucket()

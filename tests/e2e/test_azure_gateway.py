@@ -191,17 +191,6 @@ def test_copy(s3: Any, buckets: scenarios.Buckets, azurite: Azurite,
     assert src != dst  # a copy of its own
 
 
-def test_versioning_round_trip(s3: Any, gateway: Gateway, buckets: scenarios.Buckets,
-                               azurite: Azurite, containers: dict[str, str]) -> None:
-    """Versioning on an azure location: each version is a blob of its own."""
-    bucket = buckets("aznomatch")
-    container = containers["aznomatch"]
-    scenarios.versioning_round_trip(
-        s3, bucket, lambda: len(blob_names(azurite, container, bucket, scenarios.VERSIONED_KEY,
-                                           False, uncommitted=True)),
-        settle=gateway.settle)
-
-
 def test_two_uploads_of_one_key_both_complete(s3: Any, gateway: Gateway,
                                                buckets: scenarios.Buckets, azurite: Azurite,
                                                containers: dict[str, str]) -> None:

@@ -148,19 +148,6 @@ def test_abort_multipart_cleans_up(tmp_path: Path, b2_cloud: B2Cloud) -> None:
         eventually(lambda: native(b2_cloud, bucket, key, True) == [])  # cancelled, parts and all
 
 
-def test_versioning_round_trip(tmp_path: Path, b2_cloud: B2Cloud) -> None:
-    """Versioning on a b2 location: each version is a B2 file of its own (at a name of its
-    own); deleting one by id removes exactly that file, hide markers and all."""
-    bucket = "e2e-b2-versioned"
-    with start_gateway(tmp_path, b2_location(b2_cloud, False), config=CONFIG,
-                       inprocess=True) as gw:
-        s3 = gw.client()
-        create_bucket(s3, bucket)
-        scenarios.versioning_round_trip(
-            s3, bucket, lambda: len(native(b2_cloud, bucket, scenarios.VERSIONED_KEY)),
-            settle=gw.settle)
-
-
 def test_stopped_cloud_gives_503(tmp_path: Path, b2_throwaway: B2Cloud) -> None:
     with (start_gateway(tmp_path, b2_location(b2_throwaway, False), inprocess=True) as gw,
           ExitStack() as stopped):  # the simulator runs again before the gateway stops

@@ -89,14 +89,14 @@ def _gcp(emulator: Any) -> tuple[dict[str, Any], Native]:
 
 
 def _aws(moto: Any) -> tuple[dict[str, Any], Native]:
-    bucket = moto.create_bucket()
+    bucket = moto.create_bucket(versioned=False)  # a rewrite replaces, not adds a version
     native = moto.boto()
 
     def names() -> list[str]:
         return [o["Key"] for o in native.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
     spec = {"type": "aws_s3", "legacyAwsBehavior": False,
-            "details": moto.details(bucket, bucketMatch=False)}
+            "details": moto.details(bucket, bucketMatch=False, supportsVersioning=False)}
     return spec, Native(names,
                         lambda n: native.get_object(Bucket=bucket, Key=n)["Body"].read(),
                         lambda n, d: native.put_object(Bucket=bucket, Key=n, Body=d) and None)

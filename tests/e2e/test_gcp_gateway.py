@@ -198,16 +198,6 @@ def test_copy(s3: Any, buckets: scenarios.Buckets, gcs_emulator: GcsEmulator,
     assert src != dst  # a copy of its own
 
 
-def test_versioning_round_trip(s3: Any, gateway: Gateway, buckets: scenarios.Buckets,
-                               gcs_emulator: GcsEmulator, gcs_buckets: dict[str, str]) -> None:
-    """Versioning on a gcp location: each version is a GCS object of its own."""
-    bucket = buckets("gcpnomatch")
-    scenarios.versioning_round_trip(
-        s3, bucket, lambda: len(object_names(gcs_emulator, gcs_buckets["gcpnomatch"], bucket,
-                                             scenarios.VERSIONED_KEY, False)),
-        settle=gateway.settle)
-
-
 def test_emulator_stopped_gives_503(gcs_emulator_factory: Callable[[], GcsEmulator],
                                     tmp_path: Any) -> None:
     emulator = gcs_emulator_factory()

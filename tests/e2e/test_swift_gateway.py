@@ -209,17 +209,6 @@ def test_copy(s3: Any, buckets: scenarios.Buckets, native: swiftclient.Connectio
     assert len({src, dst, dst2}) == 3  # every write at a key of its own
 
 
-def test_versioning_round_trip(s3: Any, gateway: Gateway, buckets: scenarios.Buckets,
-                               native: swiftclient.Connection, containers: dict[str, str]) -> None:
-    """Versioning on a swift location: each version is a Swift object of its own."""
-    bucket = buckets("swiftnomatch")
-    container = containers["swiftnomatch"]
-    scenarios.versioning_round_trip(
-        s3, bucket, lambda: len(names_of(native, container, bucket, scenarios.VERSIONED_KEY,
-                                         False)),
-        settle=gateway.settle)
-
-
 def test_swift_stopped_gives_503(swift_factory: Callable[..., SwiftCluster],
                                  tmp_path: Any) -> None:
     cluster = swift_factory()

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
-from tests.gatewayproc import REPO, Gateway, start_gateway
+from gateway.locations import PIECE_TOKEN
+from tests.gatewayproc import REPO, Gateway, eventually, start_gateway
 from tests.races.scenarios import fsck
 
 IMPORT_OBJECTS = int(os.environ.get("IMPORT_OBJECTS", "1000"))
@@ -216,3 +218,41 @@ def test_import_refuses_what_cannot_be_imported(tmp_path: Path) -> None:
                                 env={**os.environ, **gw.env}, cwd=REPO, capture_output=True,
                                 text=True, timeout=60)
         assert "nothing to import" in result.stdout + result.stderr
+
+
+@pytest.mark.aws_s3
+def test_import_resumes_after_the_gateway_is_killed(
+        tmp_path: Path, aws_s3_moto: Any, moto_source: tuple[str, dict[str, bytes]]) -> None:
+    bucket = moto_source[0]
+    native = {key for page in aws_s3_moto.boto().get_paginator("list_objects_v2")
+              .paginate(Bucket=bucket) for entry in page.get("Contents", [])
+              if not PIECE_TOKEN.search(key := entry["Key"])}  # not the gateway's own pieces
+    locations = {"old-s3": {"type": "aws_s3", "legacyAwsBehavior": False,
+                            "details": aws_s3_moto.details(bucket, bucketMatch=True,
+                                                           supportsVersioning=False)}}
+    config = {"jobs": {"pollSeconds": 0.2}}
+
+    def progress(gw: Gateway) -> dict[str, Any]:
+        answer = requests.get(f"{gw.endpoint}/_/import", params={"bucket": "resumed"},
+                              timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    with start_gateway(tmp_path, locations, config=config) as gw:
+        assert run_import(gw, "old-s3", "resumed", "--detach")["state"] == "running"
+        eventually(lambda: progress(gw)["imported"] > 0, timeout=60)  # a page saved
+        assert gw.process is not None
+        gw.process.kill()  # SIGKILL mid-import: no chance to finish its page or its job
+        gw.process.wait()
+    with start_gateway(tmp_path, locations, config=config) as gw:
+        before = progress(gw)
+        assert before["state"] == "running" and before["cursor"]  # it stopped half-way
+        eventually(lambda: progress(gw)["state"] == "done", timeout=120)
+        final = progress(gw)
+        # Resumed from the saved cursor: every object once; what the killed run committed
+        # after its last save is found unchanged, never imported twice.
+        assert final["imported"] + final["unchanged"] == len(native)
+        assert final["imported"] < len(native) or before["imported"] == 0
+        keys = {entry["Key"] for page in gw.client().get_paginator("list_objects_v2")
+                .paginate(Bucket="resumed") for entry in page.get("Contents", [])}
+        assert keys == native

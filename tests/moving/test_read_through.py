@@ -17,12 +17,13 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.gatewayproc import REPO, Gateway, eventually, start_gateway
+from tests.gatewayproc import REPO, Gateway, eventually, free_port, start_gateway, write_config
 
 pytestmark = pytest.mark.aws_s3
 SOURCE_OBJECTS = 300
@@ -126,7 +127,8 @@ def test_listing_merges_without_duplicates_and_deletes_are_not_resurrected(
     s3.delete_object(Bucket="lazy", Key="top-06.txt")  # only ever in the source
     s3.get_object(Bucket="lazy", Key="top-07.txt")["Body"].read()  # copied in...
     s3.delete_object(Bucket="lazy", Key="top-07.txt")  # ...then deleted
-    gone = {"top-06.txt", "top-07.txt"}
+    s3.delete_objects(Bucket="lazy", Delete={"Objects": [{"Key": "top-08.txt"}]})  # batch too
+    gone = {"top-06.txt", "top-07.txt", "top-08.txt"}
 
     keys, _ = listed(s3, "lazy", PaginationConfig={"PageSize": 37})
     assert keys == sorted(keys) and len(keys) == len(set(keys))
@@ -154,6 +156,39 @@ def test_listing_merges_without_duplicates_and_deletes_are_not_resurrected(
     s3.delete_object(Bucket="lazy", Key="top-06.txt")
 
 
+def test_races_of_misses_writes_and_deletes(gateway: Gateway,
+                                            source: tuple[str, dict[str, bytes]]) -> None:
+    """Bounded loops of concurrent clients on source-only keys: simultaneous misses all get
+    the source's bytes; a PUT racing a miss always wins; a DELETE racing a miss stays
+    deleted."""
+    s3, (_, objects) = gateway.client(), source
+    keys = sorted(key for key in objects if key.startswith("photos/3/"))[:30]
+    with ThreadPoolExecutor(8) as pool:
+        for key in keys[:10]:
+            reads = [pool.submit(s3.get_object, Bucket="lazy", Key=key) for _ in range(6)]
+            assert [read.result()["Body"].read() for read in reads] == [objects[key]] * 6
+        for key in keys[10:20]:
+            put = pool.submit(s3.put_object, Bucket="lazy", Key=key, Body=b"client wins")
+            reads = [pool.submit(s3.get_object, Bucket="lazy", Key=key) for _ in range(3)]
+            put.result()
+            for read in reads:  # each read: the source's bytes or the client's, never others
+                assert read.result()["Body"].read() in (objects[key], b"client wins")
+            assert s3.get_object(Bucket="lazy", Key=key)["Body"].read() == b"client wins"
+        for key in keys[20:30]:
+            reads = [pool.submit(s3.get_object, Bucket="lazy", Key=key) for _ in range(2)]
+            pool.submit(s3.delete_object, Bucket="lazy", Key=key).result()
+            for read in reads:
+                try:
+                    assert read.result()["Body"].read() == objects[key]
+                except ClientError as err:
+                    assert err.response["Error"]["Code"] == "NoSuchKey"
+            with pytest.raises(ClientError) as caught:
+                s3.get_object(Bucket="lazy", Key=key)
+            assert caught.value.response["Error"]["Code"] == "NoSuchKey", key
+    for key in keys[20:30]:
+        objects.pop(key)  # deleted for good: the drain test below must not expect them
+
+
 def test_drain_copies_the_rest(gateway: Gateway, source: tuple[str, dict[str, bytes]]) -> None:
     s3, (_, objects) = gateway.client(), source
     started = time.monotonic()
@@ -163,7 +198,7 @@ def test_drain_copies_the_rest(gateway: Gateway, source: tuple[str, dict[str, by
     seconds = time.monotonic() - started
     status = read_through(gateway, "lazy", "--status")
     copied = records(gateway, "lazy")
-    gone = {"top-06.txt", "top-07.txt"}
+    gone = {"top-06.txt", "top-07.txt", "top-08.txt"}
     assert set(objects) - gone <= set(copied) and not gone & set(copied)
     assert all(copied[key] == "us-east-1" for key in objects if key not in gone)
     print(f"\nread-through drain: {status['drain']['copied']} objects copied in {seconds:.1f}s")
@@ -175,3 +210,27 @@ def test_drain_copies_the_rest(gateway: Gateway, source: tuple[str, dict[str, by
     assert s3.get_object(Bucket="lazy", Key=key)["Body"].read() == objects[key]
     assert s3.get_object(Bucket="lazy", Key="top-05.txt")["Body"].read() == \
         b"the client's newer write"
+
+
+def test_config_file_names_the_source(tmp_path: Path, aws_s3_moto: Any,
+                                      source: tuple[str, dict[str, bytes]]) -> None:
+    bucket, objects = source
+    locations = {"old-cloud": {"type": "aws_s3", "legacyAwsBehavior": False,
+                               "details": aws_s3_moto.details(bucket, bucketMatch=True,
+                                                              supportsVersioning=False)}}
+    config = {"readThrough": {"cfg": {"source": "old-cloud", "prefix": "photos/0/"}}}
+    with start_gateway(tmp_path / "good", locations, config=config) as gw:
+        s3 = gw.client()
+        s3.create_bucket(Bucket="cfg")
+        key = sorted(k for k in objects if k.startswith("photos/0/"))[0]
+        short = key.removeprefix("photos/0/")
+        assert s3.get_object(Bucket="cfg", Key=short)["Body"].read() == objects[key]
+        keys, _ = listed(s3, "cfg")
+        assert set(keys) == {k.removeprefix("photos/0/") for k in objects
+                             if k.startswith("photos/0/")}
+    bad = {"readThrough": {"cfg": {"source": "old-cloud", "prefx": ""}}}
+    env = write_config(tmp_path / "bad", free_port(), locations, bad)
+    result = subprocess.run([sys.executable, "-m", "gateway"], env={**os.environ, **env},
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert 'config.json: key "readThrough.cfg.prefx"' in result.stderr.strip().splitlines()[-1]

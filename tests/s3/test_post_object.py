@@ -13,6 +13,7 @@ from xml.etree import ElementTree
 
 import pytest
 import requests
+from botocore.exceptions import ClientError
 
 LOCATIONS = ["file", "memloc"]
 
@@ -178,3 +179,74 @@ def test_large_file_is_streamed(gateway: Any, s3: Any) -> None:
     head = s3.head_object(Bucket=bucket, Key="big.bin")
     assert head["ContentLength"] == len(body)
     assert head["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+
+
+def test_object_lock_fields(gateway: Any, s3: Any) -> None:
+    """x-amz-object-lock-* form fields lock what the form writes, validated as the headers."""
+    bucket = new_bucket(s3, "file", ObjectLockEnabledForBucket=True)
+    until = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 86400))
+    lock_fields = {"x-amz-object-lock-mode": "GOVERNANCE",
+                   "x-amz-object-lock-retain-until-date": until,
+                   "x-amz-object-lock-legal-hold": "ON"}
+    form = s3.generate_presigned_post(bucket, "locked", Fields=lock_fields,
+                                      Conditions=[{k: v} for k, v in lock_fields.items()],
+                                      ExpiresIn=300)
+    response = post(gateway, bucket, form["fields"], b"kept")
+    assert response.status_code == 204, response.text
+    head = s3.head_object(Bucket=bucket, Key="locked")
+    assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockLegalHoldStatus"] == "ON"
+    assert head["ObjectLockRetainUntilDate"].timestamp() == pytest.approx(
+        time.time() + 86400, abs=120)
+    with pytest.raises(ClientError) as refused:  # locked: no delete of that version
+        s3.delete_object(Bucket=bucket, Key="locked", VersionId=head["VersionId"])
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    bad = {"x-amz-object-lock-mode": "FOREVER", "x-amz-object-lock-retain-until-date": until}
+    form = s3.generate_presigned_post(bucket, "bad", Fields=bad,
+                                      Conditions=[{k: v} for k, v in bad.items()], ExpiresIn=300)
+    response = post(gateway, bucket, form["fields"], b"x")
+    assert response.status_code == 400 and code(response) == "InvalidArgument"
+    # Lock fields on a bucket without Object Lock: refused, as the headers are.
+    plain = new_bucket(s3, "file")
+    form = s3.generate_presigned_post(plain, "x", Fields=lock_fields,
+                                      Conditions=[{k: v} for k, v in lock_fields.items()],
+                                      ExpiresIn=300)
+    response = post(gateway, plain, form["fields"], b"x")
+    assert response.status_code == 400 and code(response) == "InvalidRequest"
+    s3.put_object_legal_hold(Bucket=bucket, Key="locked", VersionId=head["VersionId"],
+                             LegalHold={"Status": "OFF"})
+    s3.delete_object(Bucket=bucket, Key="locked", VersionId=head["VersionId"],
+                     BypassGovernanceRetention=True)
+
+
+def test_form_acl_obeys_ownership_and_public_access_block(gateway: Any, s3: Any) -> None:
+    """The form's `acl` passes the same gate as x-amz-acl: a public ACL under a public access
+    block, or any non-owner ACL with ACLs disabled (BucketOwnerEnforced), is refused."""
+    bucket = new_bucket(s3, "file")
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+        "Rules": [{"ObjectOwnership": "ObjectWriter"}]})
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": False, "BlockPublicPolicy": False,
+        "RestrictPublicBuckets": False})
+
+    def posted(key: str, acl: str) -> requests.Response:
+        form = s3.generate_presigned_post(bucket, key, Fields={"acl": acl},
+                                          Conditions=[{"acl": acl}], ExpiresIn=300)
+        return post(gateway, bucket, form["fields"], b"data")
+
+    response = posted("public", "public-read")
+    assert response.status_code == 403 and code(response) == "AccessDenied"
+    response = posted("private", "private")
+    assert response.status_code == 204, response.text
+    s3.delete_public_access_block(Bucket=bucket)
+    response = posted("public", "public-read")
+    assert response.status_code == 204, response.text
+    grants = s3.get_object_acl(Bucket=bucket, Key="public")["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in grants)
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+        "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+    response = posted("disabled", "public-read")
+    assert response.status_code == 400 and code(response) == "AccessControlListNotSupported"
+    assert posted("owner", "bucket-owner-full-control").status_code == 204
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(Bucket=bucket, Key="disabled")
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404

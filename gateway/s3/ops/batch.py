@@ -11,8 +11,8 @@ from gateway.errors import S3Error
 from gateway.metadata.base import ObjectRecord
 from gateway.s3 import access
 from gateway.s3.ops import object_lock
-from gateway.s3.ops.common import get_bucket, read_body
-from gateway.s3.request import S3Request
+from gateway.s3.ops.common import read_body
+from gateway.s3.request import BUCKET_RECORD, S3Request
 from gateway.s3.xml import Node, parse, render
 
 MAX_DELETE_KEYS = 1000
@@ -36,7 +36,11 @@ def parse_delete(body: bytes) -> tuple[bool, list[tuple[str, str | None]]]:
 
 
 async def delete_objects(req: S3Request) -> web.Response:
-    bucket = await get_bucket(req, "s3:DeleteObject")  # only NoSuchBucket counts here
+    assert req.bucket is not None
+    bucket = await req.gateway.metadata.get_bucket(req.bucket)
+    if bucket is None:
+        raise S3Error("NoSuchBucket", BucketName=req.bucket)
+    req.http[BUCKET_RECORD] = bucket  # for the CORS headers of the response (ops/cors.py)
     quiet, entries = parse_delete(await read_body(req, require_digest=True))
     # AWS authorizes each key as its own DeleteObject (a policy may allow a prefix only), and
     # a refused key is a per-key AccessDenied. The allowed ones are deleted by the engine in one
@@ -56,7 +60,7 @@ async def delete_objects(req: S3Request) -> web.Response:
         allowed.append((key, version_id, bypass))
         where.append(index)
     removed = await req.gateway.engine.delete_many(bucket, allowed, requester)
-    for index, outcome in zip(where, removed):
+    for index, outcome in zip(where, removed, strict=True):
         outcomes[index] = outcome
         if not isinstance(outcome, S3Error):
             key, version_id = entries[index]
@@ -64,7 +68,7 @@ async def delete_objects(req: S3Request) -> web.Response:
                 await req.gateway.read_through.deleted(bucket, key, version_id)
             except S3Error as err:
                 outcomes[index] = err
-    nodes = [node for (key, version_id), outcome in zip(entries, outcomes)
+    nodes = [node for (key, version_id), outcome in zip(entries, outcomes, strict=True)
              if (node := result_node(key, version_id, outcome, quiet)) is not None]
     return web.Response(body=render("DeleteResult", nodes), content_type="application/xml")
 

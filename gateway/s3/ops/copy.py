@@ -168,8 +168,12 @@ async def upload_part_copy(req: S3Request) -> web.Response:
     conditions = request_conditions(req.headers, "x-amz-copy-source-")
     first, length = parse_copy_range(req.headers.get(COPY_RANGE), source.obj.size)
     req.extra_log["location"] = upload.location
-    part = await req.gateway.engine.copy_part(upload, number, source.obj, first, length,
-                                              conditions=conditions)
+    part = await req.gateway.engine.copy_part(
+        upload, number, source.obj, first, length, conditions=conditions,
+        encryption=sse_objects.put_encryption(  # SSE-C keys: the part's, the source's
+            req.headers, secure=req.http.secure,
+            allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
     return xml_response("CopyPartResult", part.etag, part.last_modified,
-                        encryption_headers(part.stored.encryption),
+                        {**encryption_headers(part.stored.encryption),
+                         **sse_objects.response_headers(upload, req.headers)},
                         part_checksum_nodes(upload, part))

@@ -38,6 +38,7 @@ from gateway.locations import LOCATION_HEADER
 from gateway.objects.options import CREATED_POST, MAX_PUT_SIZE, PutOptions
 from gateway.s3 import access
 from gateway.s3.auth import _signing_key  # the one SigV4 key derivation
+from gateway.s3.ops import object_lock
 from gateway.s3.ops.common import (
     CONTENT_HEADERS,
     STORAGE_CLASS_HEADER,
@@ -297,13 +298,21 @@ async def read_spool(spool_file: IO[bytes]) -> AsyncIterator[bytes]:
 
 def form_acl(req: S3Request, fields: dict[str, str], owner: str,
              bucket_owner: str) -> list[access.Grant] | None:
-    if "acl" in fields:
-        return access.canned_acl(fields["acl"].strip(), owner, bucket_owner)
-    grants: list[access.Grant] = []
-    for name, permission in access.GRANT_HEADERS.items():
-        if name in fields:
-            grants += access.parse_grant_header(req.gateway.accounts, fields[name], permission)
-    return grants or None
+    """The ACL the form's `acl` (or x-amz-grant-*) field asks for, as the bucket lets it be
+    set (ownership controls, public access block: access.allowed_acl, as for PutObject's
+    headers); None when none is asked."""
+    canned = fields.get("acl")
+    if canned is not None:
+        grants = access.canned_acl(canned.strip(), owner, bucket_owner)
+    else:
+        grants = []
+        for name, permission in access.GRANT_HEADERS.items():
+            if name in fields:
+                grants += access.parse_grant_header(req.gateway.accounts, fields[name],
+                                                    permission)
+        if not grants:
+            return None
+    return access.allowed_acl(req, grants, canned)
 
 
 async def post_object(req: S3Request) -> web.StreamResponse:
@@ -350,7 +359,8 @@ async def post_object(req: S3Request) -> web.StreamResponse:
                       host=req.host, checksum_algorithm=algorithm, verify=verify,
                       encryption=sse_objects.put_encryption(  # SSE fields (gateway/crypto/)
                           fields, secure=req.http.secure,
-                          allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
+                          allow_http=req.gateway.settings.encryption.allow_sse_c_over_http),
+                      lock=object_lock.lock_request(fields))  # x-amz-object-lock-* fields
     engine = req.gateway.engine
     req.extra_log["location"] = engine.place(bucket, opts.location, opts.host).name
     low, high = policy.length_range if policy and policy.length_range else (0, MAX_PUT_SIZE)
