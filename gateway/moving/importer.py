@@ -9,7 +9,7 @@ byte being copied.
            record whose one piece is the backend object itself, pinned to the version listed
            (version id, generation, file id or etag: a GET never returns bytes written after
            the import, see each translator's get); the cursor and counts are saved after every
-           page, so a restarted gateway resumes where the run stopped
+           batch (BATCH objects), so a restarted gateway resumes where the run stopped
 
 What an imported object gets: size, ETag (the backend's MD5 when it keeps one: S3's ETag, Azure
 Content-MD5, GCS md5Hash, B2 contentMd5, Swift's etag of a plain object; else the MD5 computed
@@ -60,7 +60,6 @@ RUN = "import.run"
 IMPORTED = "imported"  # ObjectRecord.attrs: this object was imported (and from which pin)
 RUNNING, DONE, FAILED = "running", "done", "failed"
 BATCH = 64  # objects imported at once (each: a metadata lookup and a commit)
-SAVE_EVERY = 1.0  # s between saves of the cursor and counts
 COUNTS = ("imported", "updated", "unchanged", "kept", "vanished", "own", "hashed", "bytes")
 
 
@@ -247,7 +246,6 @@ class Imports:
         location = self.engine.locations[state["location"]]
         root = natural_root(location, bucket.name)
         batch: list[tuple[str, ForeignObject]] = []
-        last_save = time.monotonic()
         limit = asyncio.Semaphore(8)
 
         async def one(key: str, found: ForeignObject) -> Outcome:
@@ -256,7 +254,6 @@ class Imports:
                                         state["owner"])
 
         async def flush() -> None:
-            nonlocal last_save
             outcomes = await asyncio.gather(*(one(key, found) for key, found in batch))
             for outcome in outcomes:
                 state[outcome.kind] += 1
@@ -264,11 +261,9 @@ class Imports:
                 state["hashed"] += int(outcome.hashed)
             state["cursor"] = batch[-1][1].key
             batch.clear()
-            if time.monotonic() - last_save >= SAVE_EVERY:
-                await self._save(bucket.name, state)
-                last_save = time.monotonic()
-                if progress is not None:
-                    progress(describe(bucket.name, state))
+            await self._save(bucket.name, state)  # a restart redoes one batch at most
+            if progress is not None:
+                progress(describe(bucket.name, state))
 
         async for found in location.list_objects(root + state["prefix"], state["cursor"],
                                                  details=False):
