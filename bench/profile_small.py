@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import pstats
 import shutil
 import sys
 import tempfile
 import time
+from base64 import b64encode
 from pathlib import Path
 
 import aiohttp
@@ -33,16 +35,18 @@ BODY = b"x" * 4096
 
 async def drive(port: int, count: int, pids: list[int]
                 ) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """`count` PUTs of fresh keys, then `count` GETs and HEADs of them: each one's ms, and
-    the server's CPU ms per op of each kind (less sensitive to a busy box than wall time)."""
+    """`count` PUTs of fresh keys, then `count` GETs and HEADs of them, then DeleteObjects of
+    them 1000 a request: each one's ms, and the server's CPU ms per op of each kind (less
+    sensitive to a busy box than wall time)."""
     host = f"127.0.0.1:{port}"
     signer = Signer(*GATEWAY_KEYS)
     timings: dict[str, list[float]] = {}
     cpu: dict[str, float] = {}
     async with aiohttp.ClientSession() as session:
-        async def call(method: str, path: str, body: bytes | None = None) -> None:
-            headers = signer.headers(method, host, path)
-            url = URL(f"http://{host}{path}", encoded=True)
+        async def call(method: str, path: str, body: bytes | None = None, query: str = "",
+                       extra: dict[str, str] | None = None) -> None:
+            headers = {**signer.headers(method, host, path, query), **(extra or {})}
+            url = URL(f"http://{host}{path}" + (f"?{query}" if query else ""), encoded=True)
             async with session.request(method, url, data=body, headers=headers) as resp:
                 await resp.read()
                 if resp.status >= 300:
@@ -58,6 +62,19 @@ async def drive(port: int, count: int, pids: list[int]
                 await call(method, f"/{BUCKET}/k{i:06d}", body)
                 spent.append((time.perf_counter() - started) * 1000)
             cpu[op] = (procstat.cpu_seconds(pids) - cpu_before) * 1000 / count
+        # DeleteObjects (quiet) of the same keys, 1000 a request: ms per request
+        timings["delete_1000"] = spent = []
+        cpu_before = procstat.cpu_seconds(pids)
+        for first in range(0, count, 1000):
+            xml = ("<Delete><Quiet>true</Quiet>" + "".join(
+                f"<Object><Key>k{i:06d}</Key></Object>" for i in range(first, min(first + 1000, count)))
+                + "</Delete>").encode()
+            md5 = b64encode(hashlib.md5(xml).digest()).decode()
+            started = time.perf_counter()
+            await call("POST", f"/{BUCKET}", xml, "delete=",
+                       {"Content-MD5": md5, "Content-Type": "application/xml"})
+            spent.append((time.perf_counter() - started) * 1000)
+        cpu["delete_1000"] = (procstat.cpu_seconds(pids) - cpu_before) * 1000 / len(spent)
     return timings, cpu
 
 

@@ -44,6 +44,7 @@ from gateway.jobs import JobRunner
 from gateway.jobs.runner import GiveUp
 from gateway.locations import PIECE_TOKEN
 from gateway.metadata.base import BucketRecord, JobRecord, LocationTaken, ObjectRecord
+from gateway.moving.read_through import headers_of
 from gateway.translators.base import ForeignObject, NotSupported, Stored, TranslatorError
 
 if TYPE_CHECKING:
@@ -73,15 +74,10 @@ def record_of(found: ForeignObject, bucket: str, key: str, location: str, owner:
               etag: str) -> ObjectRecord:
     """The gateway's record of a backend object: its one piece is the object itself."""
     meta = found.meta
-    headers = {name: value for name, value in (
-        ("content-type", meta.content_type), ("cache-control", meta.cache_control),
-        ("content-disposition", meta.content_disposition),
-        ("content-encoding", meta.content_encoding),
-        ("content-language", meta.content_language), ("expires", meta.expires)) if value}
     return ObjectRecord(
         bucket=bucket, key=key, size=found.size, etag=etag,
         last_modified=found.last_modified or time.time(), location=location,
-        pieces=[found.stored], owner=owner, headers=headers, user_meta=dict(meta.user),
+        pieces=[found.stored], owner=owner, headers=headers_of(found), user_meta=dict(meta.user),
         tags=dict(meta.tags), attrs={IMPORTED: {"at": time.time()}})
 
 

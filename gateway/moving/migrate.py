@@ -256,9 +256,9 @@ class Migrations:
         await self._seed()
         return [describe(name, m) for name, m in sorted(self.known.items())]
 
-    async def _seed(self) -> None:
+    async def _seed(self, force: bool = False) -> None:
         """Learn of migrations started before this process (once): buckets of every account."""
-        if self._seeded:
+        if self._seeded and not force:
             return
         self._seeded = True
         try:
@@ -425,6 +425,9 @@ class Migrations:
         after the migration is done: move it too."""
         if not event.kind.startswith("ObjectCreated"):
             return
+        if not self._seeded:  # a worker process that never ran start(): learn once
+            self._seeded = True
+            self._background(self._seed(force=True))
         m = self.known.get(event.bucket)
         if m is None or m.get("state") not in (COPYING, DONE):
             return

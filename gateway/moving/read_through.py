@@ -176,16 +176,36 @@ class ReadThrough:
             await asyncio.shield(copying)
             await self.engine.delete(bucket, key, None, bucket.owner)
         future = self._hold(name)  # no copy of the key starts until the tombstone is in
+        try:
+            # Whatever is current now was committed after the engine's delete, within this
+            # DELETE: a copy another worker process made (its own lock is in its memory) or
+            # a concurrent client write. The DELETE, answered after it, goes after it.
+            expect = "*"
+            for _ in range(3):
+                if await self._tombstone(bucket, key, expect):
+                    break
+                current = await self.engine.metadata.get_object(bucket.name, key,
+                                                                 markers=True)
+                if current is not None and current.delete_marker:
+                    break
+                expect = "*" if current is None else current.etag
+        finally:
+            self._release(name, future)
+
+    async def _tombstone(self, bucket: BucketRecord, key: str, expect: str) -> bool:
+        """Leave the unversioned bucket's tombstone for key while `expect` holds; True when
+        it is in (or the bucket is gone)."""
         marker = ObjectRecord(bucket=bucket.name, key=key, size=0, etag="",
                               last_modified=time.time(), location=bucket.location, pieces=[],
                               owner=bucket.owner, delete_marker=True, attrs={TOMBSTONE: True})
         try:
             await self.engine.metadata.put_object(marker, bucket_created=bucket.created,
-                                                  expect="*")
-        except (ConditionFailed, BucketGone):
-            pass  # a client's write meanwhile wins (it hides the source's copy)
-        finally:
-            self._release(name, future)
+                                                  expect=expect)
+        except ConditionFailed:
+            return False
+        except BucketGone:
+            pass
+        return True
 
     async def list_objects(self, bucket: BucketRecord, prefix: str, delimiter: str | None,
                            after: str | None, limit: int) -> Listing:
@@ -214,7 +234,7 @@ class ReadThrough:
         opts = PutOptions(owner=bucket.owner, mode=CREATE, headers=headers_of(found),
                           user_meta=dict(found.meta.user), tags=dict(found.meta.tags))
         try:
-            await self.engine.put(bucket, key, body, found.size, opts)
+            result = await self.engine.put(bucket, key, body, found.size, opts)
         except S3Error as err:
             if err.code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False  # a client's write (or another copy) got there first
@@ -223,7 +243,27 @@ class ReadThrough:
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()
+        if await self._landed_on_a_delete(bucket, key, result.record, result.replaced):
+            return False
         self.misses += 1
+        return True
+
+    async def _landed_on_a_delete(self, bucket: BucketRecord, key: str, copy: ObjectRecord,
+                                  replaced: ObjectRecord | None) -> bool:
+        """Undo a copy committed over a delete: CREATE counts a delete marker as absent, and
+        another worker process may have deleted the key (tombstone or marker) after this one
+        saw it missing. True when the copy was undone (the delete stands)."""
+        if bucket.attrs.get("versioning") is None:
+            if replaced is None or not replaced.delete_marker:
+                return False
+            await self._tombstone(bucket, key, copy.etag)  # unless a client wrote meanwhile
+            return True
+        page = await self.engine.metadata.list_versions(bucket.name, key, None, None, None, 3)
+        if not any(v.key == key and v.version_id != copy.version_id for v in page.versions):
+            return False
+        # The key has history (a marker: a current object would have refused the copy):
+        # remove exactly the copy's version, the marker is current again.
+        await self.engine.delete(bucket, key, copy.version_id, bucket.owner)
         return True
 
     # --- listing ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gateway import checksums  # pure functions: hashers and encodings, no HTTP
 from gateway.crypto import objects as sse_objects  # encryption at rest (issue 15)
@@ -175,6 +175,18 @@ Resolver = Callable[[], Awaitable[ObjectRecord]]
 Listener = Callable[[ObjectEvent], None]
 
 
+class SourceHook(Protocol):
+    """A bucket's other source of objects (read-through, gateway/moving/read_through.py): the
+    engine asks it before every read and tells it after every delete, so a client's GET and a
+    background job's read behave alike."""
+
+    async def fill(self, bucket: BucketRecord, key: str, version_id: str | None) -> None:
+        """Before a read: bring the object in when the bucket lacks it."""
+
+    async def deleted(self, bucket: BucketRecord, key: str, version_id: str | None) -> None:
+        """After a delete: keep the source's copy from reappearing."""
+
+
 def _http_time(epoch: float) -> str:
     return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(epoch))
 
@@ -309,6 +321,8 @@ class Engine:
         self.listeners: list[Listener] = []
         # Encryption at rest (gateway/crypto/), set up by the gateway at start-up.
         self.encryption: Encryption | None = None
+        # Read-through (gateway/moving/read_through.py sets it): asked before reads, told of deletes.
+        self.source_hook: SourceHook | None = None
 
     async def start(self) -> None:
         await recover_crashed(self.metadata, self.storage, exclusive=self.exclusive_store)
@@ -450,6 +464,8 @@ class Engine:
         if opts.range is not None and opts.part_number is not None:
             raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber "
                           "query parameter.")
+        if self.source_hook is not None:
+            await self.source_hook.fill(bucket, key, opts.version_id)
         gone: list[Stored] | None = None  # pieces of a record whose bytes could not be opened
         for _ in range(READ_ATTEMPTS):
             obj = await (resolve() if resolve is not None
@@ -674,6 +690,16 @@ class Engine:
     async def delete(self, bucket: BucketRecord, key: str, version_id: str | None,
                      requester: str, *, expect: str | None = None,
                      bypass_governance: bool = False) -> ObjectRecord | None:
+        """See _delete; then the source hook (read-through) hears of it."""
+        removed = await self._delete(bucket, key, version_id, requester, expect=expect,
+                                     bypass_governance=bypass_governance)
+        if self.source_hook is not None:
+            await self.source_hook.deleted(bucket, key, version_id)
+        return removed
+
+    async def _delete(self, bucket: BucketRecord, key: str, version_id: str | None,
+                      requester: str, *, expect: str | None = None,
+                      bypass_governance: bool = False) -> ObjectRecord | None:
         """Delete one key or one version; absent is success. Without a version id, a
         versioning bucket gets a delete marker instead. `expect`: an ETag the current object
         must have (DeleteObject If-Match), checked atomically with the delete. Returns what the
@@ -719,6 +745,22 @@ class Engine:
 
     async def delete_many(self, bucket: BucketRecord, entries: list[tuple[str, str | None, bool]],
                           requester: str) -> list[ObjectRecord | S3Error | None]:
+        """See _delete_many; then the source hook (read-through) hears of each delete done (its
+        refusal is that entry's result)."""
+        results = await self._delete_many(bucket, entries, requester)
+        if self.source_hook is not None:
+            for index, ((key, version_id, _), outcome) in enumerate(
+                    zip(entries, results, strict=True)):
+                if not isinstance(outcome, S3Error):
+                    try:
+                        await self.source_hook.deleted(bucket, key, version_id)
+                    except S3Error as err:
+                        results[index] = err
+        return results
+
+    async def _delete_many(self, bucket: BucketRecord,
+                           entries: list[tuple[str, str | None, bool]],
+                           requester: str) -> list[ObjectRecord | S3Error | None]:
         """DeleteObjects: each (key, version id, bypass_governance) exactly as delete() would,
         one result per entry in order (what delete() returns, or the S3Error it raises).
         Delete markers are written one by one; every other entry goes to the metadata store
@@ -730,8 +772,8 @@ class Engine:
         for index, (key, version_id, bypass) in enumerate(entries):
             if version_id is None and markers or version_id == "":
                 try:
-                    results[index] = await self.delete(bucket, key, version_id, requester,
-                                                       bypass_governance=bypass)
+                    results[index] = await self._delete(bucket, key, version_id, requester,
+                                                        bypass_governance=bypass)
                 except S3Error as err:
                     results[index] = err
             elif version_id is not None and not VERSION_ID.fullmatch(version_id):

@@ -24,7 +24,8 @@ LIMITS = {"maxOpen": 6, "headerTimeout": 1, "idleTimeout": 1.5, "bodyTimeout": 1
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     workdir: Path = tmp_path_factory.mktemp("connections")
-    with start_gateway(workdir, config={"connections": LIMITS}) as gw:
+    # One process: maxOpen is per worker (it guards each process's open files).
+    with start_gateway(workdir, config={"connections": LIMITS, "workers": 1}) as gw:
         client = gw.client()
         client.create_bucket(Bucket="conn-bucket")
         client.close()
