@@ -20,6 +20,7 @@ from gateway.config import Settings, load_settings
 from gateway.connections import HANDLER_ARGS, ConnectionGuard, GuardedSite, connection_limits
 from gateway.console import Console
 from gateway.crypto import Encryption, LocalKeyring
+from gateway.crypto.sse import set_arn_region
 from gateway.health.endpoints import HealthEndpoints
 from gateway.health.metrics import Metrics
 from gateway.health.monitor import HealthMonitor
@@ -114,6 +115,7 @@ class Gateway:
             self.health.start()
         # Encryption at rest (gateway/crypto/): the embedded KMS's keyring, made on first start.
         self.engine.encryption = Encryption(LocalKeyring(self.settings.encryption.keyring_path))
+        set_arn_region(self.settings.region)  # KMS key ARNs name the gateway's region
         await self.engine.start()
         # After the engine: jobs act through it.
         if self.worker is None:

@@ -109,6 +109,7 @@ class ReadThrough:
         self._filling: dict[tuple[str, str], asyncio.Future[None]] = {}
         self.misses = 0  # copies made on a read (this process)
         jobs.register(DRAIN, self._drain_job)
+        engine.source_hook = self  # every read and delete through the engine asks us first
 
     def source_of(self, bucket: BucketRecord) -> Source | None:
         """The bucket's source: its attrs (the admin command) win over config.json."""
@@ -174,7 +175,7 @@ class ReadThrough:
         while (copying := self._filling.get(name)) is not None:
             # A copy-on-read of this key raced the delete: wait for it, and it goes too.
             await asyncio.shield(copying)
-            await self.engine.delete(bucket, key, None, bucket.owner)
+            await self.engine.delete_unhooked(bucket, key, None, bucket.owner)
         future = self._hold(name)  # no copy of the key starts until the tombstone is in
         try:
             # Whatever is current now was committed after the engine's delete, within this
@@ -263,7 +264,7 @@ class ReadThrough:
             return False
         # The key has history (a marker: a current object would have refused the copy):
         # remove exactly the copy's version, the marker is current again.
-        await self.engine.delete(bucket, key, copy.version_id, bucket.owner)
+        await self.engine.delete_unhooked(bucket, key, copy.version_id, bucket.owner)
         return True
 
     # --- listing ----------------------------------------------------------------------------

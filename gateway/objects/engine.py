@@ -690,14 +690,14 @@ class Engine:
     async def delete(self, bucket: BucketRecord, key: str, version_id: str | None,
                      requester: str, *, expect: str | None = None,
                      bypass_governance: bool = False) -> ObjectRecord | None:
-        """See _delete; then the source hook (read-through) hears of it."""
-        removed = await self._delete(bucket, key, version_id, requester, expect=expect,
+        """See delete_unhooked; then the source hook (read-through) hears of it."""
+        removed = await self.delete_unhooked(bucket, key, version_id, requester, expect=expect,
                                      bypass_governance=bypass_governance)
         if self.source_hook is not None:
             await self.source_hook.deleted(bucket, key, version_id)
         return removed
 
-    async def _delete(self, bucket: BucketRecord, key: str, version_id: str | None,
+    async def delete_unhooked(self, bucket: BucketRecord, key: str, version_id: str | None,
                       requester: str, *, expect: str | None = None,
                       bypass_governance: bool = False) -> ObjectRecord | None:
         """Delete one key or one version; absent is success. Without a version id, a
@@ -772,7 +772,7 @@ class Engine:
         for index, (key, version_id, bypass) in enumerate(entries):
             if version_id is None and markers or version_id == "":
                 try:
-                    results[index] = await self._delete(bucket, key, version_id, requester,
+                    results[index] = await self.delete_unhooked(bucket, key, version_id, requester,
                                                         bypass_governance=bypass)
                 except S3Error as err:
                     results[index] = err

@@ -62,12 +62,6 @@ async def delete_objects(req: S3Request) -> web.Response:
     removed = await req.gateway.engine.delete_many(bucket, allowed, requester)
     for index, outcome in zip(where, removed, strict=True):
         outcomes[index] = outcome
-        if not isinstance(outcome, S3Error):
-            key, version_id = entries[index]
-            try:  # gateway/moving/: a read-through bucket's tombstone, as DeleteObject
-                await req.gateway.read_through.deleted(bucket, key, version_id)
-            except S3Error as err:
-                outcomes[index] = err
     nodes = [node for (key, version_id), outcome in zip(entries, outcomes, strict=True)
              if (node := result_node(key, version_id, outcome, quiet)) is not None]
     return web.Response(body=render("DeleteResult", nodes), content_type="application/xml")

@@ -174,7 +174,6 @@ async def read_object(req: S3Request, *, body: bool, small: int = 0
                       small=small, encryption=sse_objects.read_encryption(
                           req.headers, secure=req.http.secure,
                           allow_http=req.gateway.settings.encryption.allow_sse_c_over_http))
-    await req.gateway.read_through.fill(bucket, req.key, opts.version_id)  # gateway/moving/
     read = await req.gateway.engine.read(bucket, req.key, opts,
                                          lambda: requested_object(req, bucket), body=body)
     obj = read.record
@@ -246,7 +245,6 @@ async def remove_object(req: S3Request, bucket: BucketRecord, key: str,
     bypass = await object_lock.bypass_governance(req, bucket, key)
     removed = await req.gateway.engine.delete(bucket, key, version_id, access.requester_id(req),
                                               expect=expect, bypass_governance=bypass)
-    await req.gateway.read_through.deleted(bucket, key, version_id)  # gateway/moving/: tombstone
     return removed
 
 
