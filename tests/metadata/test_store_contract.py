@@ -1488,7 +1488,7 @@ async def test_claim_racing_abort_one_wins(make_store: StoreFactory) -> None:
         else:
             wins["abort"] += 1
             assert aborted == ([p], None) and current is None
-    assert wins["claim"] + wins["abort"] == 50 and wins["claim"] and wins["abort"]
+    assert wins["claim"] + wins["abort"] == 50  # one winner each round (which one: timing)
     # every abort left one upload row; completions left none (the object uses a new piece,
     # so its parts are "part" rows)
     rows = await all_garbage(stores[0])
