@@ -18,7 +18,6 @@ applies to writes without SSE headers (write_encryption).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -27,7 +26,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import checksums  # pure functions: hashers and encodings, no HTTP
 from gateway.crypto.sse import (
     SSE_C,
     SSE_S3,
@@ -159,65 +157,6 @@ def copy_encryption(source: Any, requested: Mapping[str, str] | None) -> dict[st
     if requested and "mode" in requested:
         return {k: v for k, v in requested.items() if not k.startswith("source")}
     return {"mode": SSE_S3} if is_encrypted(source) else None
-
-
-class PlainSource:
-    """Plaintext bytes first..first+length-1 of an encrypted record, MD5-hashed and
-    checksummed (`algorithms`) as they stream: the source of a copy of an encrypted object
-    (gateway/objects/streams.py SourceBody's counterpart). Every chunk is authenticated before
-    it is passed on; the last piece is held back until the length (and, for a whole object,
-    its stored checksum) is confirmed, so a bad source never completes a write."""
-
-    def __init__(self, encryption: Encryption | None, locations: Any, record: Any, first: int,
-                 length: int, algorithms: tuple[str, ...] = (),
-                 customer: CustomerKey | None = None) -> None:
-        self.encryption = encryption
-        self.customer = customer
-        self.locations = locations
-        self.record = record
-        self.first = first
-        self.length = length
-        self.md5 = hashlib.md5()
-        self._hashers = {algorithm: checksums.hasher(algorithm) for algorithm in algorithms}
-        stored = record.attrs.get("checksum")
-        self._expected = (stored if stored and first == 0 and length == record.size
-                          and stored.get("type") == checksums.FULL_OBJECT
-                          and stored.get("algorithm") in self._hashers else None)
-
-    def _update(self, chunk: bytes) -> None:
-        self.md5.update(chunk)
-        for h in self._hashers.values():
-            h.update(chunk)
-
-    def checksum(self, algorithm: str) -> str:
-        return checksums.encode(bytes(self._hashers[algorithm].digest()))
-
-    @property
-    def etag(self) -> str:
-        return self.md5.hexdigest()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        pending: bytes | None = None
-        stream = await open_plaintext(self.encryption, self.locations, self.record, self.first,
-                                      self.first + self.length - 1, self.customer)
-        async for chunk in stream:
-            seen += len(chunk)
-            if len(chunk) >= 256 * 1024:
-                await asyncio.to_thread(self._update, chunk)
-            else:
-                self._update(chunk)
-            if pending is not None:
-                yield pending
-            pending = chunk
-        if seen != self.length:
-            raise S3Error("InternalError", f"The copy source gave {seen} of {self.length} bytes.")
-        expected = self._expected
-        if expected and self.checksum(expected["algorithm"]) != expected["value"]:
-            raise S3Error("InternalError", "The copy source's data does not match its stored "
-                          f"{expected['algorithm']} checksum.")
-        if pending is not None:
-            yield pending
 
 
 @dataclass
@@ -407,7 +346,7 @@ async def verify_copy(encryption: Encryption | None, locations: Any, record: Any
             raise CiphertextError(f"the copy of piece {piece.key} differs from its source")
 
 
-__all__ = ["ATTR", "BUCKET_ATTR", "PART_SEGMENT", "PlainSource", "SealedBody", "check_read_key",
+__all__ = ["ATTR", "BUCKET_ATTR", "PART_SEGMENT", "SealedBody", "check_read_key",
            "completed_attrs", "copy_encryption", "customer_of", "is_encrypted",
            "keep_part_segment", "new_upload_sealing", "open_plaintext", "part_segment",
            "put_encryption", "read_encryption", "refuse_unencrypted_part_options", "response_headers",

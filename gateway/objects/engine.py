@@ -65,7 +65,7 @@ from gateway.objects.options import (
     WriteResult,
     storage_class_of,
 )
-from gateway.objects.streams import SourceBody, VerifiedBody, missing_data, piece_spans
+from gateway.objects.streams import VerifiedBody, copy_source, missing_data, piece_spans
 from gateway.translators.base import NotFound, ObjectMeta, Part, Stored
 
 if TYPE_CHECKING:
@@ -585,12 +585,9 @@ class Engine:
                     raise missing_data(source.key, "The copy source's") from None
             if stored is None:  # another location, several pieces, no server-side copy
                 computed = algorithm or checksums.DEFAULT_ALGORITHM
-                streamed: SourceBody | sse_objects.PlainSource = (
-                    sse_objects.PlainSource(self.encryption, self.locations, source, 0,
-                                            source.size, (computed,),
-                                            sse_objects.customer_of(opts.encryption, "source"))
-                    if sse_objects.is_encrypted(source)
-                    else SourceBody(self.locations, source, 0, source.size, (computed,)))
+                streamed = copy_source(self.locations, self.encryption, source, 0, source.size,
+                                       (computed,),
+                                       sse_objects.customer_of(opts.encryption, "source"))
                 body, stored_size, sealed = aiter(streamed), source.size, None
                 if encryption:
                     sealed = await sse_objects.seal_body(self.encryption, encryption,
@@ -899,12 +896,8 @@ class Engine:
                     # stand-in.
                     etag = hashlib.md5(f"{source.etag}:{first}-{length}".encode()).hexdigest()
         if stored is None:
-            streamed: SourceBody | sse_objects.PlainSource = (
-                sse_objects.PlainSource(self.encryption, self.locations, source, first, length,
-                                        (algorithm,),
-                                        sse_objects.customer_of(encryption, "source"))
-                if sse_objects.is_encrypted(source)
-                else SourceBody(self.locations, source, first, length, (algorithm,)))
+            streamed = copy_source(self.locations, self.encryption, source, first, length,
+                                   (algorithm,), sse_objects.customer_of(encryption, "source"))
             body, body_size = aiter(streamed), length
             if sse_objects.is_encrypted(upload):
                 sealed = await sse_objects.seal_part(self.encryption, upload, encryption, body,

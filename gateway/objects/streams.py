@@ -11,12 +11,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from gateway import checksums  # pure functions: hashers and encodings, no HTTP
+from gateway.crypto import objects as sse_objects  # encryption at rest (issue 15)
 from gateway.errors import S3Error
 from gateway.metadata.base import ObjectRecord
 from gateway.objects.options import Verifier
 from gateway.translators.base import CHUNK_SIZE, NotFound, Stored
 
 if TYPE_CHECKING:
+    from gateway.crypto.sse import CustomerKey, Encryption
     from gateway.locations import Locations
 
 # Hash big chunks in a worker thread (hashlib drops the GIL), small ones inline.
@@ -153,9 +155,10 @@ class SourceBody:
     def __init__(self, locations: Locations, obj: ObjectRecord, first: int, length: int,
                  algorithms: tuple[str, ...] = ()) -> None:
         self.locations = locations
+        self.record = obj
         self.key = obj.key
+        self.first = first
         self.length = length
-        self.spans = piece_spans(obj.pieces, first, first + length - 1) if length else []
         self.md5 = hashlib.md5()
         self._hashers = {algorithm: checksums.hasher(algorithm) for algorithm in algorithms}
         stored = obj.attrs.get("checksum")
@@ -172,27 +175,34 @@ class SourceBody:
         """The base64 `algorithm` checksum of the bytes copied (after the iteration)."""
         return checksums.encode(bytes(self._hashers[algorithm].digest()))
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        pending: bytes | None = None
-        for piece, offset, span_length in self.spans:
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        """The range's bytes as stored, piece by piece."""
+        last = self.first + self.length - 1
+        for piece, offset, span_length in (piece_spans(self.record.pieces, self.first, last)
+                                           if self.length else []):
             if piece.location not in self.locations:
                 raise missing_data(self.key, "The copy source's")
             try:
-                stream = await self.locations[piece.location].get(piece, offset, span_length)
-                async for chunk in stream:
-                    if not chunk:
-                        continue
-                    seen += len(chunk)
-                    if len(chunk) >= THREAD_HASH_MIN:
-                        await asyncio.to_thread(self._update, chunk)
-                    else:
-                        self._update(chunk)
-                    if pending is not None:
-                        yield pending
-                    pending = chunk
+                async for chunk in await self.locations[piece.location].get(
+                        piece, offset, span_length):
+                    yield chunk
             except NotFound:
                 raise missing_data(self.key, "The copy source's") from None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        pending: bytes | None = None
+        async for chunk in self._chunks():
+            if not chunk:
+                continue
+            seen += len(chunk)
+            if len(chunk) >= THREAD_HASH_MIN:
+                await asyncio.to_thread(self._update, chunk)
+            else:
+                self._update(chunk)
+            if pending is not None:
+                yield pending
+            pending = chunk
         if seen != self.length:
             raise S3Error("InternalError", f"The copy source gave {seen} of {self.length} bytes.")
         if self._expected and self.checksum(self._expected["algorithm"]) != self._expected["value"]:
@@ -204,3 +214,31 @@ class SourceBody:
     @property
     def etag(self) -> str:
         return self.md5.hexdigest()
+
+
+class DecryptedSourceBody(SourceBody):
+    """SourceBody of an encrypted record: its plaintext, every chunk authenticated before it
+    is passed on (only the chunks the range needs are fetched)."""
+
+    def __init__(self, encryption: Encryption | None, locations: Locations, obj: ObjectRecord,
+                 first: int, length: int, algorithms: tuple[str, ...],
+                 customer: CustomerKey | None) -> None:
+        super().__init__(locations, obj, first, length, algorithms)
+        self.encryption = encryption
+        self.customer = customer
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in await sse_objects.open_plaintext(
+                self.encryption, self.locations, self.record, self.first,
+                self.first + self.length - 1, self.customer):
+            yield chunk
+
+
+def copy_source(locations: Locations, encryption: Encryption | None, obj: ObjectRecord,
+                first: int, length: int, algorithms: tuple[str, ...],
+                customer: CustomerKey | None = None) -> SourceBody:
+    """The plaintext of a copy's source range, whether the source is encrypted or not."""
+    if sse_objects.is_encrypted(obj):
+        return DecryptedSourceBody(encryption, locations, obj, first, length, algorithms,
+                                   customer)
+    return SourceBody(locations, obj, first, length, algorithms)
