@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from gateway.admin import CommandFailed
 from gateway.errors import ConfigFileError
 
 
@@ -189,6 +190,9 @@ def main() -> None:
         flush_logging()
         print(f"gateway: bad config: {err}", file=sys.stderr)
         sys.exit(2)
+    except CommandFailed as err:
+        print(err, file=sys.stderr)
+        sys.exit(err.exit_code)
     except Exception as err:
         from gateway.server import StartupError
 

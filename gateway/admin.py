@@ -2,6 +2,10 @@
 
     python -m gateway locations [--endpoint URL]        every location with its state
     python -m gateway check LOCATION [--endpoint URL]   run LOCATION's health check now
+
+and the one way every admin command (lifecycle, migrate, import, read-through) asks the
+running gateway: `ask` (GET or POST /_/<path>), which answers the JSON body or fails the
+command with one line (CommandFailed: exit 2 when unreachable, 1 when refused).
 """
 
 from __future__ import annotations
@@ -18,15 +22,48 @@ from typing import Any
 from gateway.config import load_settings
 
 
-def fetch_deep(endpoint: str, check: str | None = None) -> tuple[int, dict[str, Any]]:
-    url = f"{endpoint.rstrip('/')}/_/healthcheck/deep"
-    if check:
-        url += "?" + urllib.parse.urlencode({"check": check})
+class CommandFailed(Exception):
+    """An admin command's one-line failure and its exit status."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def default_endpoint() -> str:
+    """The gateway of this machine's config.json, as a local command reaches it."""
+    return load_settings(os.environ).local_url()
+
+
+def call(endpoint: str, path: str, params: dict[str, str] | None = None, *,
+         post: bool = False, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
+    """GET or POST /_/<path> on the gateway: its status and JSON body."""
+    url = f"{endpoint.rstrip('/')}/_/{path}"
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    request = urllib.request.Request(url, data=b"" if post else None,
+                                     method="POST" if post else "GET")
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as err:
         return err.code, json.load(err)
+
+
+def ask(endpoint: str, path: str, params: dict[str, str] | None = None, *,
+        post: bool = False, timeout: float = 60.0) -> dict[str, Any]:
+    """call(), answered 200, or CommandFailed with the gateway's error in one line."""
+    try:
+        status, body = call(endpoint, path, params, post=post, timeout=timeout)
+    except OSError as err:
+        raise CommandFailed(2, f"cannot reach the gateway at {endpoint}: {err}") from None
+    if status != 200:
+        raise CommandFailed(1, f"{body.get('error')}: {body.get('message', '')}")
+    return body
+
+
+def fetch_deep(endpoint: str, check: str | None = None) -> tuple[int, dict[str, Any]]:
+    return call(endpoint, "healthcheck/deep", {"check": check} if check else None, timeout=30)
 
 
 def table(rows: list[list[str]]) -> str:
@@ -50,9 +87,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("location", nargs="?")
     parser.add_argument("--endpoint", help="gateway URL (default: from config.json)")
     args = parser.parse_args(argv)
-    endpoint = args.endpoint
-    if not endpoint:
-        endpoint = load_settings(os.environ).local_url()
+    endpoint = args.endpoint or default_endpoint()
     if args.command == "check" and not args.location:
         parser.error("check needs a LOCATION")
     try:

@@ -9,30 +9,9 @@ second process, keeps its caches right and its jobs single (SQLite has one write
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Any
 
-
-def default_endpoint() -> str:
-    from gateway.config import load_settings
-
-    return load_settings(os.environ).local_url()
-
-
-def run_pass(endpoint: str, bucket: str, timeout: float) -> tuple[int, dict[str, Any]]:
-    url = (f"{endpoint.rstrip('/')}/_/lifecycle/run?"
-           + urllib.parse.urlencode({"bucket": bucket}))
-    request = urllib.request.Request(url, data=b"", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
+from gateway.admin import ask, default_endpoint
 
 
 def main(argv: list[str]) -> int:
@@ -42,15 +21,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--endpoint", help="gateway URL (default: from config.json)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
     args = parser.parse_args(argv)
-    endpoint = args.endpoint or default_endpoint()
-    try:
-        status, body = run_pass(endpoint, args.bucket, args.timeout)
-    except OSError as err:
-        print(f"cannot reach the gateway at {endpoint}: {err}", file=sys.stderr)
-        return 2
-    if status != 200:
-        print(f"{body.get('error')}: {body.get('message', '')}", file=sys.stderr)
-        return 1
+    body = ask(args.endpoint or default_endpoint(), "lifecycle/run", {"bucket": args.bucket},
+               post=True, timeout=args.timeout)
     enqueued = ", ".join(f"{kind.split('.', 1)[1]} {n}" for kind, n in
                          sorted(body["enqueued"].items())) or "nothing due"
     print(f"lifecycle {args.bucket}: scanned {body['versions']} versions, {body['uploads']} "

@@ -17,24 +17,9 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
-from gateway.lifecycle.cli import default_endpoint
-
-
-def call(endpoint: str, path: str, params: dict[str, str], post: bool,
-         timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
-    url = f"{endpoint.rstrip('/')}/_/{path}?" + urllib.parse.urlencode(params)
-    request = urllib.request.Request(url, data=b"" if post else None,
-                                     method="POST" if post else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
+from gateway.admin import CommandFailed, ask, default_endpoint
 
 
 def size(n: float) -> str:
@@ -97,23 +82,14 @@ def main(argv: list[str]) -> int:
     if (args.status or args.cancel) and (args.to or args.keep_source or args.delete_source):
         parser.error("--to, --keep-source and --delete-source only go with starting")
     endpoint = args.endpoint or default_endpoint()
-    try:
-        if args.status:
-            params = {"bucket": args.bucket} if args.bucket else {}
-            status, body = call(endpoint, "migrate", params, post=False)
-        elif args.cancel:
-            status, body = call(endpoint, "migrate/cancel", {"bucket": args.bucket}, post=True)
-        else:
-            status, body = call(endpoint, "migrate/start",
-                                {"bucket": args.bucket, "to": args.to,
-                                 "source": "keep" if args.keep_source else "delete"},
-                                post=True)
-    except OSError as err:
-        print(f"cannot reach the gateway at {endpoint}: {err}", file=sys.stderr)
-        return 2
-    if status != 200:
-        print(f"{body.get('error')}: {body.get('message', '')}", file=sys.stderr)
-        return 1
+    if args.status:
+        body = ask(endpoint, "migrate", {"bucket": args.bucket} if args.bucket else {})
+    elif args.cancel:
+        body = ask(endpoint, "migrate/cancel", {"bucket": args.bucket}, post=True)
+    else:
+        body = ask(endpoint, "migrate/start",
+                   {"bucket": args.bucket, "to": args.to,
+                    "source": "keep" if args.keep_source else "delete"}, post=True)
     if args.status:
         migrations = body["migrations"]
         if args.json:
@@ -139,13 +115,13 @@ def follow(endpoint: str, bucket: str, migration_id: str, interval: float,
         while True:
             time.sleep(interval)
             try:
-                status, body = call(endpoint, "migrate", {"bucket": bucket}, post=False)
-            except OSError as err:  # a restart: the migration goes on, so does watching
-                print(f"(gateway unreachable: {err}; still watching)", file=sys.stderr)
+                body = ask(endpoint, "migrate", {"bucket": bucket})
+            except CommandFailed as failed:
+                if failed.exit_code != 2:
+                    raise
+                # a restart: the migration goes on, so does watching
+                print(f"({failed}; still watching)", file=sys.stderr)
                 continue
-            if status != 200:
-                print(f"{body.get('error')}: {body.get('message', '')}", file=sys.stderr)
-                return 1
             m = body["migrations"][0]
             if m["id"] != migration_id:
                 print(f"migrate {bucket}: another migration replaced this one", file=sys.stderr)

@@ -331,8 +331,7 @@ def main(argv: list[str]) -> int:
     import json
     import sys
 
-    from gateway.lifecycle.cli import default_endpoint
-    from gateway.moving.cli import call
+    from gateway.admin import ask, default_endpoint
 
     parser = argparse.ArgumentParser(
         prog="python -m gateway import",
@@ -355,25 +354,19 @@ def main(argv: list[str]) -> int:
     params = {"bucket": args.bucket}
     try:
         if args.status:
-            status, body = call(endpoint, "import", params, post=False)
+            body = ask(endpoint, "import", params)
         else:
-            status, body = call(endpoint, "import/start",
-                                {**params, "location": args.location, "prefix": args.prefix,
-                                 **({"owner": args.owner} if args.owner else {})}, post=True)
-        while status == 200 and body["state"] == RUNNING and not (args.status or args.detach):
+            body = ask(endpoint, "import/start",
+                       {**params, "location": args.location, "prefix": args.prefix,
+                        **({"owner": args.owner} if args.owner else {})}, post=True)
+        while body["state"] == RUNNING and not (args.status or args.detach):
             print(json.dumps(body) if args.json else line(body), flush=True)
             time.sleep(args.interval)
-            status, body = call(endpoint, "import", params, post=False)
-    except OSError as err:
-        print(f"cannot reach the gateway at {endpoint}: {err}", file=sys.stderr)
-        return 2
+            body = ask(endpoint, "import", params)
     except KeyboardInterrupt:
         print(f"(stopped watching; the import goes on: python -m gateway import "
               f"{args.location} {args.bucket} --status)", file=sys.stderr)
         return 0
-    if status != 200:
-        print(f"{body.get('error')}: {body.get('message', '')}", file=sys.stderr)
-        return 1
     print(json.dumps(body) if args.json else line(body))
     return 0 if body["state"] in (DONE, RUNNING) else 1
 

@@ -442,10 +442,8 @@ def main(argv: list[str]) -> int:
     | --status`: asks the running gateway (POST /_/read-through)."""
     import argparse
     import json
-    import sys
 
-    from gateway.lifecycle.cli import default_endpoint
-    from gateway.moving.cli import call
+    from gateway.admin import ask, default_endpoint
 
     parser = argparse.ArgumentParser(
         prog="python -m gateway read-through",
@@ -469,15 +467,8 @@ def main(argv: list[str]) -> int:
                       drain="1" if args.drain else "0")
         if args.source:
             params["source"] = args.source
-    try:
-        status, body = call(endpoint, "read-through" if args.status else "read-through/set",
-                            params, post=not args.status)
-    except OSError as err:
-        print(f"cannot reach the gateway at {endpoint}: {err}", file=sys.stderr)
-        return 2
-    if status != 200:
-        print(f"{body.get('error')}: {body.get('message', '')}", file=sys.stderr)
-        return 1
+    body = ask(endpoint, "read-through" if args.status else "read-through/set", params,
+               post=not args.status)
     print(json.dumps(body))
     return 0
 
