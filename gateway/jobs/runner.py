@@ -176,15 +176,20 @@ class JobRunner:
     async def run_job(self, job: JobRecord) -> None:
         """Run one claimed job and record its outcome; never raises (but cancellation)."""
         kind = self._kinds.get(job.kind)
-        heartbeat = asyncio.create_task(self._heartbeat(job))
+        if kind is None:
+            work = asyncio.create_task(_no_handler(job))
+        else:
+            work = asyncio.create_task(kind.handler(job))
+        heartbeat = asyncio.create_task(self._heartbeat(job, work))
         outcome = "done"
         try:
-            if kind is None:
-                raise LookupError(f"no handler for job kind {job.kind!r} in this gateway")
-            await kind.handler(job)
+            await work
         except asyncio.CancelledError:
             heartbeat.cancel()
-            raise  # the claim expires; the job runs again
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise  # shutdown: the claim expires; the job runs again
+            outcome = "lost"  # the heartbeat stopped it: another worker holds the job now
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             self.last_error = f"{job.kind} {job.job_key}: {message}"
@@ -223,15 +228,23 @@ class JobRunner:
                         exc)
         return False
 
-    async def _heartbeat(self, job: JobRecord) -> None:
+    async def _heartbeat(self, job: JobRecord, work: asyncio.Task[None]) -> None:
+        """Renew the lease while the job runs; stop the job once the claim is another's
+        (its lease ran out meanwhile), so one job never runs twice at once."""
         while True:
             await asyncio.sleep(self.settings.lease / 3)
             try:
-                await self.metadata.extend_job(job.id, self.worker,
-                                               time.time() + self.settings.lease)
+                held = await self.metadata.extend_job(job.id, self.worker,
+                                                      time.time() + self.settings.lease)
             except Exception as exc:
                 log.warning("job %s %s: renewing the lease failed: %s", job.kind, job.job_key,
                             exc)
+                continue
+            if not held:
+                log.warning("job %s %s: the claim expired and is another's: stopping it",
+                            job.kind, job.job_key)
+                work.cancel()
+                return
 
     # --- reporting --------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
@@ -243,3 +256,7 @@ class JobRunner:
         return {"worker": self.worker, "active": len(self._running),
                 "concurrency": self.settings.concurrency, "queue": counts,
                 "finishedHere": self.finished, "lastError": self.last_error}
+
+
+async def _no_handler(job: JobRecord) -> None:
+    raise LookupError(f"no handler for job kind {job.kind!r} in this gateway")

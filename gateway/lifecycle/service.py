@@ -242,12 +242,14 @@ class Lifecycle:
         if action.kind == "expire":
             await self._expire(bucket, action)
         elif action.kind == "delete-version":
-            try:
-                await self.engine.delete(bucket, key, action.version_id or "null", bucket.owner)
+            decided = next(v for v in versions if v.version_id == action.version_id)
+            try:  # only while it is still the version decided on (not a client's new "null")
+                await self.engine.delete(bucket, key, action.version_id or "null", bucket.owner,
+                                         only_if=decided)
             except S3Error as err:
-                if err.code != "AccessDenied":
+                if err.code not in ("AccessDenied", "PreconditionFailed"):
                     raise
-                # Object Lock protected it meanwhile: the engine refused, as it must.
+                # Object Lock protected it, or a client replaced it, meanwhile: nothing to do.
         else:
             version = next(v for v in versions if v.version_id == action.version_id)
             await self._transition(bucket, version, action)

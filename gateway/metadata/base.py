@@ -530,12 +530,14 @@ class MetadataStore(ABC):
     async def relocate_version(self, bucket: str, key: str, version_id: str | None,
                                expected_pieces: list[Stored], pieces: list[Stored],
                                location: str, attrs: dict[str, Any],
-                               intents: list[int]) -> ObjectRecord | None:
+                               intents: list[int], *,
+                               keep_old: bool = False) -> ObjectRecord | None:
         """Point one version (None: the null version) at new bytes, in one transaction, only
         while it still has `expected_pieces` (not overwritten, deleted or moved meanwhile):
         its pieces become `pieces` at `location`, `attrs` are merged into its attrs (None
         removes a key), the intents of the new bytes are removed, and the old pieces go to the
-        garbage ledger. Return the updated version; None when it changed (nothing is done,
+        garbage ledger (with `keep_old` they stay where they are, referenced by nothing: the
+        operator's copy, `migrate --keep-source`). Return the updated version; None when it changed (nothing is done,
         the intents stay for their writer to abandon). LookupError (changing nothing) when an
         intent is gone (reclaimed: its bytes are garbage already)."""
 

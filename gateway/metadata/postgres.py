@@ -1150,7 +1150,8 @@ class PostgresStore(MetadataStore):
     async def relocate_version(self, bucket: str, key: str, version_id: str | None,
                                expected_pieces: list[Stored], pieces: list[Stored],
                                location: str, attrs: dict[str, Any],
-                               intents: list[int]) -> ObjectRecord | None:
+                               intents: list[int], *,
+                               keep_old: bool = False) -> ObjectRecord | None:
         async with self.pool.acquire() as conn, conn.transaction():
             # The key lock: no put, delete or update of this key runs between the check and
             # the swap.
@@ -1171,7 +1172,8 @@ class PostgresStore(MetadataStore):
                               attrs=merge_attrs(current.attrs, attrs))
             gone = dropped_pieces([p.to_dict() for p in current.pieces],
                                   [p.to_dict() for p in updated.pieces])
-            await _add_garbage(conn, [(p["location"], "piece", p) for p in gone])
+            if not keep_old:
+                await _add_garbage(conn, [(p["location"], "piece", p) for p in gone])
             await conn.execute(
                 "UPDATE objects SET location=$1, pieces=$2, attrs=$3 WHERE bucket=$4 AND key=$5 "
                 "AND seq=$6", location, _pieces_json(updated.pieces), _dumps(updated.attrs),

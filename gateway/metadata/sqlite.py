@@ -1144,7 +1144,8 @@ class SQLiteStore(MetadataStore):
     async def relocate_version(self, bucket: str, key: str, version_id: str | None,
                                expected_pieces: list[Stored], pieces: list[Stored],
                                location: str, attrs: dict[str, Any],
-                               intents: list[int]) -> ObjectRecord | None:
+                               intents: list[int], *,
+                               keep_old: bool = False) -> ObjectRecord | None:
         def _relocate(db: sqlite3.Connection) -> ObjectRecord | None:
             row = db.execute(f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=? AND "
                              "key=? AND version_id IS ? AND pieces=? AND delete_marker=0",
@@ -1157,7 +1158,8 @@ class SQLiteStore(MetadataStore):
             current = _object_from(row)
             updated = replace(current, pieces=list(pieces), location=location,
                               attrs=merge_attrs(current.attrs, attrs))
-            self._drop_pieces(db, current, updated.pieces)
+            if not keep_old:
+                self._drop_pieces(db, current, updated.pieces)
             db.execute("UPDATE objects SET location=?, pieces=?, attrs=? WHERE bucket=? AND key=? "
                        "AND seq=?", (location, _pieces_json(updated.pieces), _dumps(updated.attrs),
                                      bucket, key, row[-1]))

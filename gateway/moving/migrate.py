@@ -26,7 +26,6 @@ versions on the target and gives the bucket its previous location back.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 import uuid
@@ -58,7 +57,6 @@ PAGE = 1000
 PASS_SECONDS = 0.5  # between passes that queue nothing (10x a walk's time if more)
 WINDOW, MAX_WINDOW = 64, 4000  # moves queued at once (all migrations)
 # relocate() keeps the source pieces only if it can (asked for in /work/notes/engine-api.md).
-KEEP_SOURCE_SUPPORTED = "keep_source" in inspect.signature(relocate).parameters
 
 
 class _Changed(Exception):
@@ -152,9 +150,6 @@ class Migrations:
         if health.state == "down":  # new writes would fail at once
             raise S3Error("ServiceUnavailable", f"Location {target} is down ({health.message}): "
                           "not migrating to it now.")
-        if keep_source and not KEEP_SOURCE_SUPPORTED:
-            raise S3Error("NotImplemented", "--keep-source needs relocate(keep_source=) "
-                          "(gateway/objects/relocate.py), which this gateway does not have yet")
         bucket = await self.metadata.get_bucket(bucket_name)
         if bucket is None:
             raise S3Error("NoSuchBucket", BucketName=bucket_name)
@@ -406,10 +401,9 @@ class Migrations:
                                                 job.data["version_id"])
         if record is None or not self.to_move(record, m["to"]):
             return  # gone, overwritten (an unversioned key), or there already
-        options = {"keep_source": True} if m["source"] == "keep" else {}
         try:
             result = await relocate(self.engine, bucket.name, record.key, record.version_id,
-                                    m["to"], expected=record, **options)
+                                    m["to"], expected=record, keep_source=m["source"] == "keep")
         except RelocationFailed as exc:  # nothing changed: retried with back-off
             raise RuntimeError(f"moving {bucket.name}/{record.key} to {m['to']}: {exc}"
                                ) from None

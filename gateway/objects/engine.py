@@ -309,6 +309,21 @@ async def recover_crashed(metadata: MetadataStore, storage: StorageSettings, *,
             log.warning("released %d multipart upload(s) a crashed completion held", released)
 
 
+
+def _delete_guard(bypass_governance: bool, only_if: ObjectRecord | None
+                  ) -> Callable[[ObjectRecord], None]:
+    """Checked inside the delete's transaction: Object Lock, and (only_if) that the version
+    is still the record the caller decided on."""
+    lock_guard = object_lock.delete_guard(bypass_governance)
+
+    def guard(old: ObjectRecord) -> None:
+        if only_if is not None and (old.pieces, old.etag, old.last_modified) != (
+                only_if.pieces, only_if.etag, only_if.last_modified):
+            raise ConditionFailed("mismatch")
+        lock_guard(old)
+    return guard
+
+
 class Engine:
     def __init__(self, metadata: MetadataStore, locations: Locations,
                  storage: StorageSettings, *, exclusive_store: bool) -> None:
@@ -686,23 +701,29 @@ class Engine:
     # --- deleting -----------------------------------------------------------------------
     async def delete(self, bucket: BucketRecord, key: str, version_id: str | None,
                      requester: str, *, expect: str | None = None,
-                     bypass_governance: bool = False) -> ObjectRecord | None:
+                     bypass_governance: bool = False,
+                     only_if: ObjectRecord | None = None) -> ObjectRecord | None:
         """See delete_unhooked; then the source hook (read-through) hears of it."""
         removed = await self.delete_unhooked(bucket, key, version_id, requester, expect=expect,
-                                     bypass_governance=bypass_governance)
+                                             bypass_governance=bypass_governance,
+                                             only_if=only_if)
         if self.source_hook is not None:
             await self.source_hook.deleted(bucket, key, version_id)
         return removed
 
     async def delete_unhooked(self, bucket: BucketRecord, key: str, version_id: str | None,
-                      requester: str, *, expect: str | None = None,
-                      bypass_governance: bool = False) -> ObjectRecord | None:
+                              requester: str, *, expect: str | None = None,
+                              bypass_governance: bool = False,
+                              only_if: ObjectRecord | None = None) -> ObjectRecord | None:
         """Delete one key or one version; absent is success. Without a version id, a
         versioning bucket gets a delete marker instead. `expect`: an ETag the current object
         must have (DeleteObject If-Match), checked atomically with the delete. Returns what the
         response describes: the version removed or the marker written. A version Object Lock
         protects is refused (AccessDenied); `bypass_governance`: the requester asked to and
-        may bypass a GOVERNANCE retention (s3:BypassGovernanceRetention)."""
+        may bypass a GOVERNANCE retention (s3:BypassGovernanceRetention). `only_if`: delete
+        the version only while it is still that record (a background job's
+        decision: a client's write of the same version id meanwhile, e.g. a new "null"
+        version, is never its to delete)."""
         if version_id == "":
             raise S3Error("InvalidArgument", "Version id cannot be the empty string",
                           ArgumentName="versionId", ArgumentValue="")
@@ -731,7 +752,7 @@ class Engine:
             # a retention or legal hold set meanwhile is always seen (gateway/objects/lock.py).
             old = await shielded(self.metadata.delete_object(
                 bucket.name, key, existing.version_id or "null", expect=expect,
-                guard=object_lock.delete_guard(bypass_governance)))
+                guard=_delete_guard(bypass_governance, only_if)))
         except ConditionFailed as failed:
             raise condition_error(failed, key, raced=False) from None
         if old is not None:

@@ -130,12 +130,14 @@ def _checksum_hasher(record: ObjectRecord) -> Any:
 
 async def relocate(engine: Engine, bucket: str, key: str, version_id: str | None,
                    target: str, storage_class: str | None = None, *,
-                   expected: ObjectRecord | None = None) -> Relocation:
+                   expected: ObjectRecord | None = None,
+                   keep_source: bool = False) -> Relocation:
     """Move version `version_id` (None or "null": the null version) of bucket/key to location
     `target`, and set its storage class (None: leave it; "STANDARD": remove it). `expected`:
     the record the caller decided on; the move happens only while the version is still that
     one (same pieces). Raises RelocationFailed or S3Error (a location failing) when the copy
-    fails; the object is then untouched."""
+    fails; the object is then untouched. `keep_source`: the old bytes are left where they
+    are instead of becoming garbage (no record references them any more)."""
     started = time.monotonic()
     vid = None if version_id in (None, "null") else version_id
     record = await engine.metadata.get_object(bucket, key, vid or "null")
@@ -177,7 +179,7 @@ async def relocate(engine: Engine, bucket: str, key: str, version_id: str | None
         try:
             updated = await shielded(engine.metadata.relocate_version(
                 bucket, key, record.version_id, record.pieces, pieces, target, changes,
-                [w.intent for w in intents]))
+                [w.intent for w in intents], keep_old=keep_source))
         except LookupError:  # an intent outlived storage.intentGraceSeconds
             raise RelocationFailed("the copy took longer than storage.intentGraceSeconds"
                                    ) from None

@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from gateway.metadata.base import BucketRecord, MetadataStore, ObjectRecord
+from gateway.jobs.runner import JobRunner, JobSettings
+from gateway.metadata.base import BucketRecord, JobRecord, MetadataStore, ObjectRecord
 from gateway.metadata.postgres import PostgresStore
 from gateway.translators.base import Stored
 from tests.metadata.conftest import StoreFactory
@@ -194,3 +195,31 @@ async def test_two_gateways_racing_never_claim_one_job_twice(
     assert len(claimed) == total and len(set(claimed)) == total  # each exactly once
     assert sum(1 for name, ids in seen.items() if name.startswith("b") and ids) >= 1
     assert (await a.job_counts())["race"]["done"] == total
+
+
+async def test_a_job_whose_claim_is_taken_over_stops_running(queue: MetadataStore) -> None:
+    """A worker that lost its lease (e.g. stalled past it) and sees another worker holding the
+    job stops its own run at the next heartbeat: one job never runs twice at once."""
+    runner = JobRunner(queue, JobSettings(lease=0.3))
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def slow(job: JobRecord) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    runner.register("slow", slow)
+    job_id = await queue.enqueue_job("slow", "one", "b", {})
+    [job] = await queue.claim_jobs(runner.worker, 1, 0.3)
+    run = asyncio.create_task(runner.run_job(job))
+    await asyncio.wait_for(started.wait(), 5)
+    # The lease runs out under the runner (as if stalled), and another worker claims the job.
+    assert await queue.extend_job(job_id, runner.worker, time.time() - 1)
+    [taken] = await queue.claim_jobs("w2", 1, 60)
+    assert taken.id == job_id
+    await asyncio.wait_for(run, 5)  # the heartbeat stopped the stale run
+    assert stopped.is_set() and runner.finished["slow"] == {"lost": 1}
+    assert (await queue.get_job(job_id)).worker == "w2"  # still w2's, untouched

@@ -483,14 +483,9 @@ def test_cancel_stops_and_restores_the_location(local: Gateway) -> None:
 
 
 def test_keep_source(tmp_path: Path) -> None:
-    from gateway.moving.migrate import KEEP_SOURCE_SUPPORTED
-
     with start_gateway(tmp_path, local_locations(tmp_path), config=FAST) as gw:
         bucket, bodies = small_bucket(gw, 5)
         run = migrate(gw, bucket, "--to", "file2", "--keep-source")
-        if not KEEP_SOURCE_SUPPORTED:
-            assert run.returncode == 1 and "keep-source" in run.stderr
-            pytest.skip("relocate() cannot keep the source pieces yet")
         assert run.returncode == 0 and "source copies kept" in run.stdout, run.stdout
         gw.settle()
         assert placements(gw, bucket) == {"file2": 5}

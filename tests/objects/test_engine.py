@@ -146,3 +146,21 @@ async def test_multipart_parts_kept(engine: Engine) -> None:
     with pytest.raises(S3Error) as exc:
         await engine.read(bucket, "mp", GetOptions(part_number=3))
     assert (exc.value.code, exc.value.status) == ("InvalidPartNumber", 416)
+
+
+async def test_a_decided_version_delete_spares_a_newer_write_of_that_version(
+        engine: Engine) -> None:
+    """A background job decides to delete the "null" version, then a client writes a new null
+    version (versioning suspended) before the job acts: the job's delete, conditional on the
+    record it decided on (only_if), must not remove the client's write."""
+    bucket = await new_bucket(engine, "suspended", versioning="Suspended")
+    decided = (await engine.put(bucket, "k", body(b"old"), 3, PutOptions(owner=OWNER))).record
+    await engine.put(bucket, "k", body(b"client's"), 8, PutOptions(owner=OWNER))
+    with pytest.raises(S3Error) as refused:
+        await engine.delete(bucket, "k", "null", OWNER, only_if=decided)
+    assert refused.value.code == "PreconditionFailed"
+    assert await read_all(engine, bucket, "k", GetOptions()) == b"client's"
+    # While it is still the decided record, the same delete goes through.
+    current = await engine.current(bucket, "k")
+    await engine.delete(bucket, "k", "null", OWNER, only_if=current)
+    assert await engine.metadata.get_object(bucket.name, "k") is None
