@@ -26,6 +26,7 @@ from gateway.crypto.objects import is_encrypted, verify_copy
 from gateway.errors import S3Error
 from gateway.metadata.base import ObjectRecord
 from gateway.objects.engine import PieceWrite, object_meta, shielded
+from gateway.objects.multipart import part_sizes
 from gateway.translators.base import Stored
 
 if TYPE_CHECKING:
@@ -55,6 +56,41 @@ class _Digests:
     md5: Any = field(default_factory=hashlib.md5)
     piece_md5s: list[bytes] = field(default_factory=list)
     checksum: Any = None  # the stored full-object checksum's hasher, when it has one
+    # A multipart object's part sizes (its ETag is the MD5 of the parts' MD5s), whether its
+    # parts are pieces (file, mem) or byte ranges of one backend object (clouds).
+    part_sizes: list[int] | None = None
+    part_md5s: list[bytes] = field(default_factory=list)
+    _part: Any = None
+    _part_left: int = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self.md5.update(chunk)
+        if self.checksum is not None:
+            self.checksum.update(chunk)
+        if self.part_sizes is None:
+            return
+        view = memoryview(chunk)
+        while view:
+            if self._part_left == 0:
+                if len(self.part_md5s) + (self._part is not None) >= len(self.part_sizes):
+                    return  # more bytes than the parts: the size check refuses it
+                self._close_part()
+                self._part = hashlib.md5()
+                self._part_left = self.part_sizes[len(self.part_md5s)]
+            taken = view[:self._part_left]
+            self._part.update(taken)
+            self._part_left -= len(taken)
+            view = view[len(taken):]
+
+    def _close_part(self) -> None:
+        if self._part is not None:
+            self.part_md5s.append(self._part.digest())
+            self._part = None
+
+    def multipart_etag(self) -> str:
+        self._close_part()
+        return f"{hashlib.md5(b''.join(self.part_md5s)).hexdigest()}-{len(self.part_md5s)}"
 
 
 def storage_class_attrs(storage_class: str | None) -> dict[str, Any]:
@@ -68,11 +104,8 @@ async def _piece_source(engine: Engine, piece: Stored, digests: _Digests
     piece_md5 = hashlib.md5()
     stream = await engine.locations[piece.location].get(piece)
     async for chunk in stream:
-        digests.size += len(chunk)
-        digests.md5.update(chunk)
+        digests.add(chunk)
         piece_md5.update(chunk)
-        if digests.checksum is not None:
-            digests.checksum.update(chunk)
         yield chunk
     digests.piece_md5s.append(piece_md5.digest())
 
@@ -93,12 +126,9 @@ def _verify(record: ObjectRecord, digests: _Digests) -> None:
     if "-" not in etag:
         if digests.md5.hexdigest() != etag:
             raise RelocationFailed(f"MD5 {digests.md5.hexdigest()} is not the ETag {etag}")
-    else:
-        count = etag.rsplit("-", 1)[1]
-        if count.isdigit() and int(count) == len(digests.piece_md5s) > 1:
-            composite = hashlib.md5(b"".join(digests.piece_md5s)).hexdigest()
-            if f"{composite}-{count}" != etag:
-                raise RelocationFailed(f"multipart ETag {composite}-{count} is not {etag}")
+    elif digests.part_sizes is not None:  # else: completed before part sizes were kept
+        if (computed := digests.multipart_etag()) != etag:
+            raise RelocationFailed(f"multipart ETag {computed} is not {etag}")
     checksum = record.attrs.get("checksum")
     if digests.checksum is not None and isinstance(checksum, dict):
         computed = checksums.encode(bytes(digests.checksum.digest()))
@@ -158,7 +188,8 @@ async def relocate(engine: Engine, bucket: str, key: str, version_id: str | None
             return Relocation(updated, skipped=None if updated else "changed")
         return Relocation(record, skipped="in place")
     location = engine.locations[target]
-    digests = _Digests(checksum=None if is_encrypted(record) else _checksum_hasher(record))
+    digests = _Digests(checksum=None if is_encrypted(record) else _checksum_hasher(record),
+                       part_sizes=None if is_encrypted(record) else part_sizes(record))
     meta = object_meta(record.headers, record.user_meta, record.tags)
     # Piece for piece: the pieces keep their boundaries (a multipart object's parts on file
     # and mem, an encrypted object's sealed streams), so reads map onto them as before.
