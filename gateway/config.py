@@ -436,11 +436,13 @@ def load_workers(data: dict[str, Any], file: str, env: Mapping[str, str],
         raise ConfigFileError(source, where, f'must be a number of processes, 1..256, or '
                               f'"auto", got {raw!r}')
     if raw > 1:
+        from gateway.translators import translator_class  # (imports every translator's deps)
+
         for name, spec in locations.items():
-            if spec.type == "mem":  # each worker would hold its own, different objects
+            if not translator_class(spec.type).shared_across_processes:
                 raise ConfigFileError(str(location_path), f'location "{name}" key "type"',
-                                      f"mem keeps objects in one process's memory: not "
-                                      f"possible with {raw} workers ({where})")
+                                      f"{spec.type} keeps objects in one process's memory: "
+                                      f"not possible with {raw} workers ({where})")
     return raw
 
 

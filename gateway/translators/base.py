@@ -180,6 +180,9 @@ class Translator(ABC):
     # composite translator has `bind(locations)`, called with every Location by name once all
     # are built (gateway/locations.py): it picks its members there (ConfigError, no I/O).
     composite: bool = False
+    # False when the stored bytes live in this process's memory (mem): several worker
+    # processes would each see different objects, so `workers` > 1 refuses the location.
+    shared_across_processes: bool = True
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.name = name

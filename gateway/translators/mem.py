@@ -72,6 +72,7 @@ class MemSettings:
 
 class MemTranslator(Translator):
     type_name = "mem"
+    shared_across_processes = False  # objects live in this process's memory
 
     def __init__(self, name: str, details: Mapping[str, Any], env: Mapping[str, str]) -> None:
         super().__init__(name, details, env)
