@@ -26,6 +26,7 @@ from tests.gatewayproc import (
     ACCESS_KEY,
     SECRET_KEY,
     Gateway,
+    eventually,
     free_port,
     start_gateway,
     write_config,
@@ -169,12 +170,14 @@ def test_metrics_and_console_listeners_are_https_too(tls_gateway: Gateway, pki: 
     with urllib.request.urlopen(tls_gateway.extra["console"], timeout=10,
                                 context=context) as answer:
         assert answer.status == 200 and "text/html" in answer.headers["Content-Type"]
-    assert f"console on {tls_gateway.extra['console']}" in tls_gateway.log()
+    banner = (f"console on {tls_gateway.extra['console']}",
+              f"S3 on https://127.0.0.1:{tls_gateway.port}",
+              f"health and metrics on {tls_gateway.extra['metrics']}")
+    # The log is written by a listener thread (batched): wait for the banner.
+    eventually(lambda: all(line in tls_gateway.log() for line in banner), 5)
     # Plain http to the TLS port gets no S3 answer.
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{tls_gateway.port}/", timeout=10).read()
-    assert f"S3 on https://127.0.0.1:{tls_gateway.port}" in tls_gateway.log()
-    assert f"health and metrics on {tls_gateway.extra['metrics']}" in tls_gateway.log()
 
 
 def test_env_overrides_name_the_files(tmp_path: Path, pki: Pki) -> None:
