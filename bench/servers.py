@@ -104,15 +104,19 @@ class Server:
 
 
 def _spawn(name: str, argv: list[str], workdir: Path, port: int, keys: tuple[str, str],
-           s3: bool, env: dict[str, str] | None = None, cwd: Path | None = None) -> Server:
+           s3: bool, env: dict[str, str] | None = None, cwd: Path | None = None,
+           launcher: list[str] | None = None) -> Server:
+    """`launcher`: a command the server runs under (e.g. valgrind), which also gives it
+    longer to start."""
     workdir.mkdir(parents=True, exist_ok=True)
+    argv = [*(launcher or []), *argv]
     with open(workdir / f"{name}.log", "wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, **(env or {})}, cwd=cwd or workdir,
                                    start_new_session=True)
     server = Server(name, port, process, keys, s3, workdir)
     try:
-        wait_for_port(port, process)
+        wait_for_port(port, process, timeout=600 if launcher else 30)
     except BaseException as exc:
         server.stop()
         log_text = (workdir / f"{name}.log").read_text(errors="replace")[-800:]
@@ -120,10 +124,10 @@ def _spawn(name: str, argv: list[str], workdir: Path, port: int, keys: tuple[str
     return server
 
 
-def start_bare(base: Path) -> Server:
+def start_bare(base: Path, launcher: list[str] | None = None) -> Server:
     port = free_port()
     return _spawn("bare", [sys.executable, "-m", "bench.bare", str(port), str(base / "bare")],
-                  base / "bare-run", port, GATEWAY_KEYS, False, cwd=REPO)
+                  base / "bare-run", port, GATEWAY_KEYS, False, cwd=REPO, launcher=launcher)
 
 
 def start_nginx(base: Path) -> Server:
@@ -208,7 +212,7 @@ def start_s3rver(base: Path) -> Server:
 def start_gateway(base: Path, moto: Server | None, moto_bucket: str | None,
                   env: dict[str, str] | None = None, name: str = "gateway",
                   durability: str | None = None, profile: Path | None = None,
-                  repo: Path = REPO) -> Server:
+                  repo: Path = REPO, launcher: list[str] | None = None) -> Server:
     """The gateway as users run it (`python -m gateway`), file location us-east-1, SQLite
     metadata, plus an aws_s3 location on moto when given. Metadata may be pre-filled.
     `name` is also its folder under `base`; `durability` sets config.json storage.durability
@@ -243,7 +247,7 @@ def start_gateway(base: Path, moto: Server | None, moto_bucket: str | None,
     if profile is not None:
         argv[1:1] = ["-m", "cProfile", "-o", str(profile)]
     server = _spawn(name, argv, work, port, GATEWAY_KEYS, True,
-                    env=gw_env, cwd=repo)
+                    env=gw_env, cwd=repo, launcher=launcher)
     server.extra["locations"] = list(locations)
     return server
 

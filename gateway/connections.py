@@ -19,7 +19,7 @@ from aiohttp.web_request import BaseRequest
 
 from gateway.config import ConnectionSettings
 from gateway.errors import S3Error
-from gateway.s3.front import EARLY_ERROR, request_id
+from gateway.s3.front import early_error, request_id
 from gateway.s3.xml import render_error
 
 log = logging.getLogger("gateway")
@@ -202,7 +202,7 @@ class GuardedHandler(RequestHandler):
         self.headers_since = None
         self.waiting_since = None
         self.leftover = None if request.content.is_eof() else request.content
-        if EARLY_ERROR in request and self.leftover is not None:
+        if self.leftover is not None and early_error(request) is not None:
             # Refused before its body (Expect: 100-continue): the client holds the body back,
             # so nothing more can be read from this connection. Closed now, not after
             # aiohttp's 10 s of lingering for a body that never comes.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway import accesslog
 from gateway.accounts import AccountStore, load_accounts, load_master_key
 from gateway.config import Settings, load_settings
 from gateway.connections import HANDLER_ARGS, ConnectionGuard, GuardedSite, connection_limits
@@ -283,8 +285,24 @@ class BatchedQueueListener(logging.handlers.QueueListener):
         try:
             return self.queue.get_nowait()
         except queue.Empty:
+            self._flush()  # the batch is written: out of the buffer before the pause
             time.sleep(self.INTERVAL)
             return self.queue.get(block)
+
+    def handle(self, record: logging.LogRecord | tuple[float, str]) -> None:
+        if isinstance(record, tuple):  # an access-log line (gateway/accesslog.py), formatted
+            created, line = record
+            for handler in self.handlers:
+                stream = getattr(handler, "stream", None)
+                if stream is not None:
+                    with handler.lock or contextlib.nullcontext():
+                        stream.write(accesslog.stamped(created, line) + "\n")
+            return
+        super().handle(record)
+
+    def _flush(self) -> None:
+        for handler in self.handlers:
+            handler.flush()
 
 
 _listeners: list[logging.handlers.QueueListener] = []
@@ -309,6 +327,11 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.setLevel(getattr(logging, level, logging.INFO))
     root.addHandler(DeferredQueueHandler(log_queue))
+    accesslog.sink = log_queue.put  # access-log lines skip the logging module (accesslog.py)
+    # No line shows the caller's file, thread or process: not looking them up saves each
+    # record (one per request, the access log) a stack walk and three lookups.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
 async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None = None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import random
 import re
@@ -18,6 +17,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from gateway import accesslog
 from gateway.errors import S3Error
 from gateway.objects.options import MAX_PUT_SIZE
 from gateway.s3 import access, auth
@@ -45,6 +45,15 @@ Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
 # An error found before the body of an `Expect: 100-continue` request was asked for: the
 # request is answered with it and its body is never read.
 EARLY_ERROR = web.RequestKey("early_error", S3Error)
+
+
+def early_error(http: web.BaseRequest) -> S3Error | None:
+    """The refusal expect_continue() found before the body, if any. Only a request with an
+    Expect header can have one: the header is looked up first, as a missing request key
+    costs a raised KeyError (aiohttp's Mapping) on every request."""
+    if "Expect" not in http.headers:
+        return None
+    return http.get(EARLY_ERROR)  # type: ignore[arg-type]
 
 # Query keys that select a sub-resource instead of the plain resource, in precedence order.
 SUBRESOURCES = (
@@ -240,24 +249,23 @@ def claimed_access_key(headers: Any, query: dict[str, str]) -> str | None:
     return (query.get("AWSAccessKeyId") or "")[:128] or None
 
 
-def access_entry(http: web.Request, info: dict[str, object], rid: str, status: int,
-                 response: web.StreamResponse, started: float) -> dict[str, object]:
+def write_access_line(http: web.Request, info: dict[str, object], rid: str, status: int,
+                      response: web.StreamResponse, started: float) -> None:
     """The access-log fields people grep for, S3's server access log in JSON."""
     now = time.monotonic()
     answer_started = http.get(ANSWER_STARTED) or now
-    return {
-        "requestId": rid, "clientIp": http.remote, "account": info.get("account"),
-        "canonicalId": info.get("canonicalId"), "accessKeyId": info.get("accessKeyId"),
-        "userAgent": http.headers.get("User-Agent"), "method": http.method,
-        "operation": info["operation"], "bucket": info.get("bucket"), "key": info.get("_key"),
-        "versionId": info.get("versionId"), "location": info.get("location"),
-        "status": status, "errorCode": info.get("error"),
-        "bytesIn": http.content.total_bytes,  # received, not announced
-        "bytesOut": 0 if status == 499 else response.content_length or 0,
-        "totalTimeMs": round((now - started) * 1000, 2),
+    accesslog.write(
+        request_id=rid, client_ip=http.remote, account=info.get("account"),
+        canonical_id=info.get("canonicalId"), access_key_id=info.get("accessKeyId"),
+        user_agent=http.headers.get("User-Agent"), method=http.method,
+        operation=info["operation"], bucket=info.get("bucket"), key=info.get("_key"),
+        version_id=info.get("versionId"), location=info.get("location"), status=status,
+        error_code=info.get("error"),
+        bytes_in=http.content.total_bytes,  # received, not announced
+        bytes_out=0 if status == 499 else response.content_length or 0,
+        total_ms=round((now - started) * 1000, 2),
         # S3's turnaround: until the answer's first byte (for uploads: the body received)
-        "turnAroundTimeMs": round((min(answer_started, now) - started) * 1000, 2),
-    }
+        turnaround_ms=round((min(answer_started, now) - started) * 1000, 2))
 # --- end of the access log ----------------------------------------------------------------
 
 
@@ -323,7 +331,7 @@ class Front:
             status = err.status
             info["error"] = err.code
             response = self.error_response(err, rid, http.method)
-            if EARLY_ERROR in http:  # the client may or may not send the body it held back:
+            if early_error(http) is not None:  # the client may or may not send the body:
                 response.force_close()  # nothing after it on this connection can be parsed
         except web.HTTPRequestEntityTooLarge:
             # An XML body past client_max_size (aiohttp's read()): the XML parser's answer.
@@ -361,9 +369,8 @@ class Front:
         elapsed = time.monotonic() - started
         operation = str(info["operation"])
         self._observe(operation, status, elapsed)
-        if log.isEnabledFor(logging.INFO):
-            log.info(json.dumps(access_entry(http, info, rid, status, response, started),
-                                default=str))
+        if accesslog.enabled():
+            write_access_line(http, info, rid, status, response, started)
         return response
 
     def _browser_at_root(self, http: web.Request) -> bool:
@@ -490,7 +497,7 @@ class Front:
         info["operation"] = handler.__name__ if handler else "unsupported"
         info["versionId"] = query.get("versionId")
         try:
-            early = http.get(EARLY_ERROR)
+            early = early_error(http)
             if early is not None:
                 raise early
             result = auth.authenticate(http.method, raw_path, raw_query, http.headers,
