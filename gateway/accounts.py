@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigFileError
+from gateway.errors import ConfigFileError, MetadataUnavailable
 from gateway.metadata.base import AccessKeyRow, AccountRow, MetadataStore
 
 log = logging.getLogger("gateway.accounts")
@@ -566,7 +566,9 @@ def main(argv: list[str]) -> int:
         print(f"gateway accounts: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # the store is unreachable: one line, not a traceback
-        if not isinstance(err, OSError) and not type(err).__module__.startswith("asyncpg"):
+        if not isinstance(err, (OSError, MetadataUnavailable)) and not type(
+            err
+        ).__module__.startswith("asyncpg"):
             raise
         where = (settings.metadata_backend if settings.metadata_backend == "postgres"
                  else settings.metadata_path)

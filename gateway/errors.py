@@ -96,6 +96,23 @@ class S3Error(Exception):
         super().__init__(f"{code}: {self.message}")
 
 
+class MetadataUnavailable(S3Error):
+    """The metadata store cannot answer now: PostgreSQL down, failing over (a lost connection,
+    a standby, a server shutting down or starting), SQLite locked past its busy timeout. The
+    client gets 503 ServiceUnavailable, which every S3 SDK retries; the store's transaction did
+    not commit, so the request changed nothing. `detail` is for the gateway's log only."""
+
+    RETRY_AFTER = "1"  # seconds: a failover takes a few, and SDKs back off on their own anyway
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("ServiceUnavailable", "The metadata store is unavailable; please try "
+                         "again.", headers={"Retry-After": self.RETRY_AFTER})
+        self.detail = detail
+
+    def __str__(self) -> str:  # logs and the health report say why; the client's XML does not
+        return f"{super().__str__()} ({self.detail})"
+
+
 class ConfigFileError(Exception):
     """A configuration file is wrong: one line naming the file, where in it, and what is wrong."""
 

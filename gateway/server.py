@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import gc
 import logging
 import logging.handlers
 import os
@@ -403,6 +404,10 @@ async def serve(env: Mapping[str, str] | None = None, stop: asyncio.Event | None
     if worker is not None:
         log.info("worker %d of %d (pid %d) serving", worker.index, worker.count, os.getpid())
         worker.report("ready")
+    # What start-up made (modules, settings, caches) lives as long as the process: moved out
+    # of the collector's generations, a full collection no longer walks it again and again.
+    gc.collect()
+    gc.freeze()
     stop = stop or asyncio.Event()
     try:
         await stop.wait()

@@ -85,6 +85,10 @@ def sessions_db(run_dir: Path) -> Any:
 
 
 def make_sessions_db(run_dir: Path) -> None:
+    # 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
+    path = run_dir / "console-sessions.sqlite3"
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)
     db = sessions_db(run_dir)
     try:
         db.execute("PRAGMA journal_mode=WAL")
@@ -100,10 +104,12 @@ def shared_sessions(base: type, run_dir: Path, key: bytes, idle_seconds: float) 
     sends a browser's connections to any worker, so a session made in one must be found in
     the others. Each session is also a row of a small SQLite file in the run folder, its secret
     sealed (AES-256-GCM) under a key the parent made in memory before forking, never written
-    anywhere. Flash messages stay in the worker that made them."""
+    anywhere. A row is keyed by stored_id(id), a hash: the id, the cookie, is never written
+    either. Flash messages stay in the worker that made them."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from gateway.console.s3client import Credentials
+    from gateway.console.session import stored_id
 
     aead = AESGCM(key)
 
@@ -119,7 +125,7 @@ def shared_sessions(base: type, run_dir: Path, key: bytes, idle_seconds: float) 
             sealed = nonce + aead.encrypt(nonce, credentials.secret.encode(),
                                           session.id.encode())
             self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?)",
-                             (session.id, credentials.access_key, sealed, account,
+                             (stored_id(session.id), credentials.access_key, sealed, account,
                               session.csrf, session.created, session.expires))
             self._shared_expiry[session.id] = session.expires
             return session
@@ -127,7 +133,8 @@ def shared_sessions(base: type, run_dir: Path, key: bytes, idle_seconds: float) 
         def get(self, session_id: str | None) -> Any:
             if session_id and session_id not in self._sessions:
                 row = self._db.execute("SELECT access, secret, account, csrf, created, expires "
-                                       "FROM sessions WHERE id=?", (session_id,)).fetchone()
+                                       "FROM sessions WHERE id=?",
+                                       (stored_id(session_id),)).fetchone()
                 if row is None:
                     return None
                 access, sealed, account, csrf, created, expires = row
@@ -144,7 +151,7 @@ def shared_sessions(base: type, run_dir: Path, key: bytes, idle_seconds: float) 
             elif session_id in self._sessions:
                 # Another worker may have slid the expiry meanwhile, or ended the session.
                 row = self._db.execute("SELECT expires FROM sessions WHERE id=?",
-                                       (session_id,)).fetchone()
+                                       (stored_id(session_id),)).fetchone()
                 if row is None:
                     self._sessions.pop(session_id, None)
                     return None
@@ -153,18 +160,18 @@ def shared_sessions(base: type, run_dir: Path, key: bytes, idle_seconds: float) 
             session = super().get(session_id)
             if session is None:
                 if session_id:
-                    self._db.execute("DELETE FROM sessions WHERE id=?", (session_id,))
+                    self._db.execute("DELETE FROM sessions WHERE id=?", (stored_id(session_id),))
                 return None
             if session.expires - self._shared_expiry.get(session.id, 0.0) > 30:
                 self._db.execute("UPDATE sessions SET expires=? WHERE id=?",
-                                 (session.expires, session.id))
+                                 (session.expires, stored_id(session.id)))
                 self._shared_expiry[session.id] = session.expires
             return session
 
         def end(self, session_id: str | None) -> None:
             super().end(session_id)
             if session_id:
-                self._db.execute("DELETE FROM sessions WHERE id=?", (session_id,))
+                self._db.execute("DELETE FROM sessions WHERE id=?", (stored_id(session_id),))
 
     return SharedSessions()
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,69 @@ def test_start_up_sweeps_temporary_files_of_dead_writers(tmp_path: Path) -> None
     asyncio.run(FileTranslator("disk", {}, {"S3DATAPATH": str(root)}).open())
     assert not leftover.exists()
     assert alive.exists()  # a live writer's file is left alone
+
+
+async def test_concurrent_durable_puts_share_folder_fsyncs_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many puts at once into the same folders (small and big bodies): when each put returns,
+    its data was fsynced before its rename, and an fsync of its folder began after that rename
+    and ended. Folder fsyncs are shared (fewer than puts). The calls are the real ones,
+    recorded in order as they begin and end."""
+    import threading
+
+    translator = FileTranslator("disk", {}, {"S3DATAPATH": str(tmp_path / "data")})
+    await translator.open()
+    events: list[tuple[str, str]] = []  # (what, path), in the order they happened
+    lock = threading.Lock()
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def note(what: str, path: str) -> None:
+        with lock:
+            events.append((what, path))
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        note("fsync-begin", path)
+        real_fsync(fd)
+        note("fsync-end", path)
+
+    def replace(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        note("renamed", f"{src}>{dst}")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    # Keys whose files fall into two folders, so concurrent puts meet in each.
+    keys = [k for k in (f"k{i}" for i in range(4000))
+            if translator.relative_path(k)[:2] in ("0a", "0b")][:24]
+    big = os.urandom(600 * 1024)
+
+    async def put(key: str, index: int) -> tuple[str, int]:
+        body = big if index % 4 == 0 else b"s" * 100
+        await translator.put(key, chunks(body, 256 * 1024), len(body), ObjectMeta())
+        with lock:
+            return key, len(events)  # what had happened when the put returned
+
+    returned = await asyncio.gather(*(put(k, i) for i, k in enumerate(keys)))
+    for key, seen in returned:
+        path = str(translator.path_of(key))
+        history = events[:seen]
+        renames = [i for i, (what, p) in enumerate(history)
+                   if what == "renamed" and p.endswith(">" + path)]
+        assert len(renames) == 1, key
+        (renamed,) = renames
+        tmp = history[renamed][1].split(">")[0]
+        assert ("fsync-end", tmp) in history[:renamed]  # data on disk before the name
+        folder = os.path.dirname(path)
+        begun = [i for i, (what, p) in enumerate(history) if i > renamed
+                 and what == "fsync-begin" and p == folder]
+        assert begun, f"no fsync of {folder} began after {key}'s rename"
+        assert ("fsync-end", folder) in history[begun[0] + 1:], key
+        body = big if keys.index(key) % 4 == 0 else b"s" * 100
+        assert await collect(await translator.get(Stored("disk", key, len(body)))) == body
+    folder_syncs = sum(1 for what, p in events
+                       if what == "fsync-begin" and p.endswith(("/0a", "/0b")))
+    assert translator.folders is not None and translator.folders.fsyncs == folder_syncs
+    print(f"\n{len(keys)} puts, {folder_syncs} folder fsyncs")
+    assert folder_syncs <= len(keys)
+    await translator.close()

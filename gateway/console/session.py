@@ -1,8 +1,11 @@
-"""Console sessions: held in this process's memory only. The browser gets an opaque id in an
-HttpOnly, SameSite=Strict cookie; the secret never leaves the server."""
+"""Console sessions: held in this process's memory. The browser gets an opaque id in an
+HttpOnly, SameSite=Strict cookie; the secret never leaves the server. With several worker
+processes each session is also a row of a file in the run folder (gateway/workers.py), which
+holds only stored_id(id): whoever reads that file cannot present a session as a cookie."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections import deque
@@ -13,6 +16,13 @@ from gateway.console.s3client import Credentials
 COOKIE = "s3gw_console"
 LOGIN_COOKIE = "s3gw_console_login"  # double-submit token for the login form (login CSRF)
 ABSOLUTE_LIFETIME = 12 * 3600.0  # however active, a session ends after this
+
+
+def stored_id(session_id: str) -> str:
+    """What is written down for a session instead of its id (the cookie's value): SHA-256 of
+    it. The id has 256 random bits, so no salt or slow hash is needed; a row is looked up by
+    this hash, whose value a guesser cannot steer, so the lookup's timing tells nothing."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 @dataclass

@@ -62,13 +62,16 @@ compares the pieces text as SQLite does.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
+from types import TracebackType
 from typing import Any, NoReturn
 
 import asyncpg
 
+from gateway.errors import MetadataUnavailable
 from gateway.metadata.base import (
     AccessKeyRow,
     AccountConflict,
@@ -508,15 +511,145 @@ async def connect_each_host(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     raise error
 
 
+# A server that cannot answer now: down or unreachable (OSError, a connect timeout, a connection
+# lost: class 08), shutting down or starting (57P01-03), a standby (25006, or no host would do),
+# out of connections (53300), or a connection the client side found broken (InternalClientError:
+# "cannot switch to state N; another operation (2) is in progress" when a dying backend's FATAL
+# arrived while the connection sat in the pool). Not the request's fault, and its transaction
+# did not commit.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError,
+    asyncpg.ReadOnlySQLTransactionError, asyncpg.TooManyConnectionsError,
+    asyncpg.InternalClientError)  # (with TargetServerAttributeNotMatched: no host would do)
+# Errors after which a connection is not used again: the pool connects anew, and
+# target_session_attrs finds the primary.
+DROP_CONNECTION = (asyncpg.ReadOnlySQLTransactionError, asyncpg.InternalClientError)
+OUTAGE_LOG_EVERY = 5.0  # s: one log line per this while requests keep failing
+log = logging.getLogger("gateway.metadata.postgres")
+_outage_logged = 0.0
+
+
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs each failed reconnect (every 1, 2, 4... 60 s during an outage) with a
+    traceback: one line is enough, the outage is not a bug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_OneLine())
+
+
+def _unavailable(exc: BaseException, closed: bool) -> MetadataUnavailable | None:
+    """`exc` as MetadataUnavailable when it means the server cannot answer now, else None.
+    `closed`: whether the connection `exc` came from is closed (or there was none)."""
+    global _outage_logged
+    if not isinstance(exc, UNAVAILABLE) and not (
+            # "connection is closed": lost between two statements; "pool is closing"
+            isinstance(exc, asyncpg.InterfaceError) and closed):
+        return None
+    detail = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+    now = time.monotonic()
+    if now - _outage_logged >= OUTAGE_LOG_EVERY:
+        _outage_logged = now
+        log.warning("metadata store unavailable (requests answer 503): %s", detail)
+    return MetadataUnavailable(detail)
+
+
+class Pool:
+    """The store's connections: asyncpg's pool, where a server that cannot answer now comes
+    out as MetadataUnavailable (503 ServiceUnavailable, which clients retry) instead of
+    asyncpg's error (a 500). The one place those errors are mapped: every call of the store
+    goes through here. A connection to a standby (read-only) or in a broken state is closed on
+    the way (DROP_CONNECTION), so the pool connects again."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.raw = pool
+
+    def acquire(self) -> Acquired:
+        return Acquired(self.raw)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with Acquired(self.raw) as conn:
+            return await conn.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with Acquired(self.raw) as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with Acquired(self.raw) as conn:
+            return await conn.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with Acquired(self.raw) as conn:
+            return await conn.execute(query, *args)
+
+    def __getattr__(self, name: str) -> Any:  # the rest of asyncpg's Pool, for tests and tools
+        return getattr(self.raw, name)
+
+
+class Acquired:
+    """`async with pool.acquire() as conn:` with the errors mapped (see Pool)."""
+
+    __slots__ = ("pool", "conn")
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        try:
+            self.conn = await self.pool.acquire()
+        except Exception as exc:  # connecting anew: refused, timed out, only standbys...
+            unavailable = _unavailable(exc, True)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+        return self.conn
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        conn, self.conn = self.conn, None
+        assert conn is not None
+        unavailable = None
+        if exc is not None:
+            # (A connection closed while checked out is detached from its proxy by the pool:
+            # every call of it then raises InterfaceError.)
+            try:
+                closed = conn.is_closed()
+            except asyncpg.InterfaceError:
+                closed = True
+            unavailable = _unavailable(exc, closed)
+            if isinstance(exc, DROP_CONNECTION) and not closed:
+                conn.terminate()  # a standby, a broken protocol state: the pool connects anew
+        try:
+            await self.pool.release(conn)
+        except Exception as release_error:
+            # Resetting the connection for its next user failed: the server dropped or broke
+            # it after the body was done (seen in a failover: a put committed, then the reset
+            # met a terminating session). asyncpg's pool has closed it and connects anew when
+            # needed; what the body did stands, and its own error, if any, is the answer.
+            log.info("a metadata connection was dropped on release: %s: %s",
+                     type(release_error).__name__, " ".join(str(release_error).split())[:200])
+        if unavailable is not None:
+            raise unavailable from exc
+
+
 class PostgresStore(MetadataStore):
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 20) -> None:
         self.dsn = dsn
         self.min_size = min_size
         self.max_size = max_size
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Pool | None = None
 
     @property
-    def pool(self) -> asyncpg.Pool:
+    def pool(self) -> Pool:
         if self._pool is None:
             raise RuntimeError("PostgresStore is not open")
         return self._pool
@@ -534,11 +667,11 @@ class PostgresStore(MetadataStore):
         except BaseException:
             await pool.close()
             raise
-        self._pool = pool
+        self._pool = Pool(pool)  # (a server unreachable at start refuses the start instead)
 
     async def close(self) -> None:
         if self._pool is not None:
-            await self._pool.close()
+            await self._pool.raw.close()
             self._pool = None
 
     async def ping(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
+from gateway.errors import MetadataUnavailable
 from gateway.metadata.base import (
     AccessKeyRow,
     AccountConflict,
@@ -53,6 +55,21 @@ from gateway.metadata.listing import KeyWalk, UploadWalk, version_listing
 from gateway.translators.base import Stored
 
 T = TypeVar("T")
+log = logging.getLogger("gateway.metadata.sqlite")
+
+
+def _unavailable(exc: BaseException) -> MetadataUnavailable | None:
+    """SQLite's "database is locked" after busy_timeout (another process held the write lock
+    that long: a worker, the accounts CLI) as MetadataUnavailable, as PostgreSQL's outages
+    (gateway/metadata/postgres.py Pool): 503, the client retries; the transaction was rolled
+    back. None for any other error."""
+    if not (isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", 0)
+            & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)):
+        return None
+    log.warning("metadata store unavailable (requests answer 503): %s", exc)
+    unavailable = MetadataUnavailable(f"SQLite: {exc}")
+    unavailable.__cause__ = exc
+    return unavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
@@ -234,7 +251,13 @@ class SQLiteStore(MetadataStore):
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._in_thread, fn)
+        try:
+            return await loop.run_in_executor(self._executor, self._in_thread, fn)
+        except sqlite3.OperationalError as exc:
+            unavailable = _unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
 
     def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self._db is not None
@@ -269,7 +292,7 @@ class SQLiteStore(MetadataStore):
                 if ok:
                     done.set_result(value)
                 else:
-                    done.set_exception(value)
+                    done.set_exception(_unavailable(value) or value)
         self._committing = False
         if self._pending:
             self._commit_pending(loop)
@@ -626,21 +649,81 @@ class SQLiteStore(MetadataStore):
     # Entries of one delete_objects call per transaction: the writer thread is held ~10 ms.
     DELETE_BATCH = 250
 
+    @staticmethod
+    def _current_rows(db: sqlite3.Connection, bucket: str, keys: list[str]
+                      ) -> list[tuple[Any, ...]]:
+        """Each key's current version (marker included; the newest when several claim it, as
+        _object reads it), as rows of OBJECT_COLUMNS and seq, in one SELECT."""
+        if not keys:
+            return []
+        newest: dict[str, tuple[Any, ...]] = {}
+        for row in db.execute(f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=? AND "
+                              f"key IN ({','.join('?' * len(keys))}) AND latest = 1",
+                              (bucket, *keys)):
+            had = newest.get(row[1])
+            if had is None or row[-1] > had[-1]:
+                newest[row[1]] = row
+        return list(newest.values())
+
+    @classmethod
+    def _remove_versions(cls, db: sqlite3.Connection, olds: list[ObjectRecord]) -> None:
+        """_remove_version of each of `olds` (versions of distinct keys), a statement for all
+        of them at a time: the same rows deleted, the same promotions, the same garbage."""
+        if not olds:
+            return
+        db.executemany("DELETE FROM objects WHERE bucket=? AND key=? AND version_id IS NULL",
+                       [(old.bucket, old.key) for old in olds if old.version_id is None])
+        db.executemany("DELETE FROM objects WHERE bucket=? AND key=? AND version_id=?",
+                       [(old.bucket, old.key, old.version_id) for old in olds
+                        if old.version_id is not None])
+        db.executemany("UPDATE objects SET latest=1 WHERE bucket=? AND key=? AND seq="
+                       "(SELECT MAX(seq) FROM objects WHERE bucket=? AND key=?)",
+                       [(old.bucket, old.key, old.bucket, old.key) for old in olds if old.latest])
+        # Nothing is kept: every piece of a removed version is garbage (_drop_pieces with [])
+        cls._add_garbage(db, [(piece.location, "piece", piece.to_dict())
+                              for old in olds for piece in old.pieces])
+
     async def delete_objects(self, bucket: str, versions: list[tuple[str, str | None, Guard]]
                              ) -> list[ObjectRecord | None | Exception]:
         def _delete(db: sqlite3.Connection, chunk: list[tuple[str, str | None, Guard]]
                     ) -> list[ObjectRecord | None | Exception]:
-            results: list[ObjectRecord | None | Exception] = []
-            for key, version_id, guard in chunk:
+            results: list[ObjectRecord | None | Exception] = [None] * len(chunk)
+            # A key's first entry, when it names no version, is read with the others in one
+            # SELECT (nothing of this chunk has touched that key yet) and removed with them in
+            # a few executemany; every other entry (a version id, a key again) after those,
+            # one by one in request order, so each sees what the ones before it did.
+            first: dict[str, int] = {}
+            seen: set[str] = set()
+            later: list[int] = []
+            for index, (key, version_id, _) in enumerate(chunk):
+                if version_id is None and key not in seen:
+                    first[key] = index
+                else:
+                    later.append(index)
+                seen.add(key)
+            removed: list[ObjectRecord] = []
+            for row in self._current_rows(db, bucket, list(first)):
+                index = first[row[1]]
+                old = _object_from(row)
+                try:  # refused before anything of this entry changed
+                    chunk[index][2](old)
+                except Exception as refused:
+                    results[index] = refused
+                    continue
+                removed.append(old)
+                results[index] = old
+            self._remove_versions(db, removed)
+            for index in later:
+                key, version_id, guard = chunk[index]
                 old = self._object(db, bucket, key, version_id, markers=True)
                 if old is not None:
-                    try:  # refused before anything of this entry changed
+                    try:
                         guard(old)
                     except Exception as refused:
-                        results.append(refused)
+                        results[index] = refused
                         continue
                     self._remove_version(db, old)
-                results.append(old)
+                results[index] = old
             return results
 
         results: list[ObjectRecord | None | Exception] = []

@@ -787,6 +787,8 @@ class Engine:
         batch: list[tuple[str, str | None, Callable[[ObjectRecord], None]]] = []
         where: list[int] = []
         markers = versioning_state(bucket) is not None
+        # A guard depends on the bypass only: two for the whole batch, not one per key.
+        guards = {False: object_lock.delete_guard(False), True: object_lock.delete_guard(True)}
         for index, (key, version_id, bypass) in enumerate(entries):
             if version_id is None and markers or version_id == "":
                 try:
@@ -797,7 +799,7 @@ class Engine:
             elif version_id is not None and not VERSION_ID.fullmatch(version_id):
                 results[index] = S3Error("NoSuchVersion", Key=key, VersionId=version_id)
             else:
-                batch.append((key, version_id, object_lock.delete_guard(bypass)))
+                batch.append((key, version_id, guards[bool(bypass)]))
                 where.append(index)
         if not batch:
             return results

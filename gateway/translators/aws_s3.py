@@ -85,6 +85,9 @@ _DEFAULT_POOL = 64
 _PART_KEY = ""  # no S3 object has an empty key
 _CONNECT_TIMEOUT = 5
 _READ_TIMEOUT = 60
+# What a GET's body may buffer ahead of its client (see _widen_buffer).
+_READ_LOW_WATER = CHUNK_SIZE
+_READ_HIGH_WATER = 2 * CHUNK_SIZE
 
 # With awscrt importable (the gateway depends on it for CRC32C/CRC64NVME checksums), botocore
 # signs "s3v4" with awscrt's signer, which wants the body as bytes or a seekable file and fails on a streamed
@@ -270,7 +273,7 @@ class AwsS3Translator(Translator):
             if "IfMatch" in params and _status(exc) == 412:
                 raise NotFound(f"{stored.key} (changed since it was stored)") from exc
             _translate(exc, stored.key)
-        return _read_body(response["Body"])
+        return _read_body(response["Body"], response.get("ContentLength"), stored.key)
 
     async def head(self, stored: Stored) -> Stored:
         _not_a_part(stored)
@@ -622,12 +625,38 @@ class _UploadBody:
             raise self._error
 
 
-async def _read_body(stream: Any) -> ByteStream:
+async def _read_body(stream: Any, size: int | None, key: str) -> ByteStream:
+    """The body as the socket delivers it (up to 256 KB a read), each chunk passed on as it is.
+    Why not the SDK's read(n): it joins the buffered chunks into one more copy of every byte,
+    ~10 % of the gateway's CPU on a big GET. Errors of the connection (cut, read timeout) are
+    aiohttp's, made Unavailable by the Boundary wrapper; the length (when the backend stated
+    one) is checked here."""
+    # aiobotocore 3 names the aiohttp response raw_stream; 2.x proxies its attributes.
+    content = getattr(stream, "raw_stream", stream).content
+    _widen_buffer(content)
+    received = 0
     try:
-        while chunk := await stream.read(CHUNK_SIZE):
-            yield chunk
+        async for chunk, _ in content.iter_chunks():
+            if chunk:  # (b"", True) marks the end of an HTTP chunk of a chunked answer
+                received += len(chunk)
+                yield chunk
+        if size is not None and received != size:
+            raise Unavailable(f"{key}: the backend sent {received} of {size} bytes",
+                              kind="short_body")
     finally:
         stream.close()  # releases (or drops, when unread) the pooled connection
+
+
+def _widen_buffer(content: Any) -> None:
+    """aiohttp stops reading the backend's socket once 2 x read_bufsize (64 KiB, which
+    aiobotocore does not let us set) is buffered, and resumes below 64 KiB: a big GET then
+    stalls the backend whenever the client is slower for a moment. Buffer up to 2 MiB instead
+    (bounded per GET; the S3 port reads uploads with the same 2 MiB, gateway/connections.py).
+    These are aiohttp's private knobs: without them the defaults stay, nothing breaks."""
+    if isinstance(getattr(content, "_high_water", None), int) and \
+            isinstance(getattr(content, "_low_water", None), int):
+        content._low_water = _READ_LOW_WATER
+        content._high_water = _READ_HIGH_WATER
 
 
 async def _empty() -> ByteStream:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 ByteStream = AsyncIterator[bytes]
@@ -108,7 +108,18 @@ class Stored:
     encryption: str | None = None  # server-side encryption the backend applied, e.g. "AES256"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The fields that are set, in field order (what asdict() without the Nones gives:
+        every field is a str or an int). Written out: asdict() deep-copies field by field, ~10x
+        the cost, and every metadata write and delete turns pieces into dicts.
+        tests/translators/test_stored.py holds it to the asdict() form."""
+        data: dict[str, Any] = {"location": self.location, "key": self.key, "size": self.size}
+        if self.version_id is not None:
+            data["version_id"] = self.version_id
+        if self.etag is not None:
+            data["etag"] = self.etag
+        if self.encryption is not None:
+            data["encryption"] = self.encryption
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Stored:

@@ -3,7 +3,8 @@ the first 32 hex digits of SHA-256(K): no object name (`../` included) ever beco
 keys are unique per write (see base.py), so no file is ever overwritten. Writes go to a
 temporary file named after this host and process, are fsynced (file, then folder) and renamed
 into place before put() returns, unless the operator chose `storage.durability: relaxed`.
-Temporary files of dead processes are swept at start-up.
+Temporary files of dead processes are swept at start-up. What makes durable writes cheaper
+(shared folder fsyncs, writeback while a big body streams, a pool for syncs) is filesync.py.
 
 Multipart parts are files in a folder of their upload (`mpu/<hash of upload id>/`), one per
 attempt, so an abort removes every part, recorded or not; completion links them as pieces of
@@ -18,9 +19,12 @@ import random
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from gateway.translators.base import (
     Translator,
     refuse_unknown,
 )
+from gateway.translators.filesync import SYNC_THREADS, FolderSync, start_writeback, steps_crossed
 
 # Reads up to this size are done on the event loop.
 INLINE_READ = 64 * 1024
@@ -54,6 +59,11 @@ _NOTHING_FOREIGN = ("a file location holds only the gateway's own pieces, under 
 # Bodies up to this size are gathered and written in one hop to a thread (mkdir, create, write,
 # close, rename) instead of one hop per step: hops, not bytes, cost a small PUT its CPU.
 SMALL_BODY = 256 * 1024
+# Chunks from this size are written in a thread; smaller ones inline (the hop costs more).
+THREAD_WRITE_MIN = 256 * 1024
+# Chunk writes a big body may have in flight while the next chunk is received (each holds its
+# chunk: memory per write is bounded by this many chunks).
+WRITES_AHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,10 @@ class FileTranslator(Translator):
         self.root = self.settings.root
         self.durable = self.settings.durable
         self._tmp_suffix = f".{socket.gethostname().split('.')[0] or 'host'}.{os.getpid()}.tmp"
+        # Writes run in threads of their own (durable ones block in fsync for milliseconds;
+        # started only when needed), folder fsyncs shared between concurrent writers.
+        self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix=f"file-{name}")
+        self.folders: FolderSync | None = FolderSync() if self.durable else None
 
     async def open(self) -> None:
         def _make_dirs() -> None:
@@ -93,6 +107,9 @@ class FileTranslator(Translator):
             self._sweep_tmp()
 
         await asyncio.to_thread(_make_dirs)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown)
 
     def _sweep_tmp(self) -> None:
         """Remove temporary files left by processes killed mid-write: those of this host whose
@@ -155,6 +172,7 @@ class FileTranslator(Translator):
         path = self.path_of(key)
         tmp = path.with_name(path.name + self._tmp_suffix)
         loop = asyncio.get_running_loop()
+        pool, folders = self._pool, self.folders
         chunks = aiter(body)
         held: list[bytes] = []
         size = 0
@@ -163,31 +181,38 @@ class FileTranslator(Translator):
             if chunk is None:  # the whole (verified) body is here: one hop writes it
                 # (Not inline: creating and renaming a file is a metadata operation that can
                 # take hundreds of microseconds on some filesystems; threads overlap them.)
-                await loop.run_in_executor(None, _write_small, path, tmp, b"".join(held),
-                                           self.durable)
+                await loop.run_in_executor(pool, _write_small, path, tmp, b"".join(held),
+                                           folders)
                 return Stored(location=self.name, key=key, size=size)
             held.append(chunk)
             size += len(chunk)
-        fd = await loop.run_in_executor(None, lambda: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        fd = await loop.run_in_executor(pool, _create, tmp)
+        # Chunks are written at their offsets (pwrite), so a write in a thread overlaps the
+        # receiving of the next chunk; durable, each SYNC_STEP written starts its writeback.
+        writes: deque[Future[None]] = deque()
+        offset = 0
         try:
-            for chunk in held:
-                await loop.run_in_executor(None, _write_all, fd, chunk)
-            held.clear()
-            async for chunk in chunks:
-                size += len(chunk)
-                # Small chunks are cheaper to write inline than to hand to a thread.
-                if len(chunk) < 256 * 1024:
-                    os.write(fd, chunk)
+            async for chunk in _prepend(held, chunks):
+                if len(chunk) < THREAD_WRITE_MIN:  # cheaper inline than a hop
+                    _write_at(fd, chunk, offset, False)
                 else:
-                    await loop.run_in_executor(None, _write_all, fd, chunk)
+                    if len(writes) >= WRITES_AHEAD:
+                        await asyncio.wrap_future(writes[0])
+                        writes.popleft()
+                    writes.append(pool.submit(_write_at, fd, chunk, offset, self.durable))
+                offset += len(chunk)
+            while writes:
+                await asyncio.wrap_future(writes[0])
+                writes.popleft()
             written, fd = fd, -1  # _finish closes it, whatever happens
-            await loop.run_in_executor(None, _finish, written, tmp, path, self.durable)
+            await loop.run_in_executor(pool, _finish, written, tmp, path, folders)
         except BaseException:
             if fd >= 0:
-                os.close(fd)
-            tmp.unlink(missing_ok=True)
+                await _discard(writes, fd, tmp)
+            else:
+                tmp.unlink(missing_ok=True)
             raise
-        return Stored(location=self.name, key=key, size=size)
+        return Stored(location=self.name, key=key, size=offset)
 
     async def put(self, key: str, body: ByteStream, size: int, meta: ObjectMeta) -> Stored:
         return await self._write(key, body)
@@ -223,20 +248,20 @@ class FileTranslator(Translator):
     async def copy(self, src: Stored, key: str, meta: ObjectMeta) -> Stored | None:
         src_path = self.path_of(src.key)
         dst = self.path_of(key)
-        durable = self.durable
+        folders = self.folders
         tmp = dst.with_name(dst.name + self._tmp_suffix)
 
         def _copy() -> None:
             try:
                 shutil.copyfile(src_path, tmp)  # uses sendfile/copy_file_range on Linux
                 fd = os.open(tmp, os.O_WRONLY)
-                _finish(fd, tmp, dst, durable)
+                _finish(fd, tmp, dst, folders)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
 
         try:
-            await asyncio.to_thread(_copy)
+            await asyncio.get_running_loop().run_in_executor(self._pool, _copy)
         except FileNotFoundError:
             raise NotFound(src.key) from None
         return Stored(location=self.name, key=key, size=src.size)
@@ -292,8 +317,8 @@ class FileTranslator(Translator):
         return Health(ok=ok, message="OK" if ok else f"data path {self.root} is not writable")
 
 
-def _write_small(path: Path, tmp: Path, data: bytes, durable: bool) -> None:
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+def _write_small(path: Path, tmp: Path, data: bytes, folders: FolderSync | None) -> None:
+    fd = _create(tmp)
     try:
         _write_all(fd, data)
     except BaseException:
@@ -301,27 +326,81 @@ def _write_small(path: Path, tmp: Path, data: bytes, durable: bool) -> None:
         tmp.unlink(missing_ok=True)
         raise
     try:
-        _finish(fd, tmp, path, durable)
+        _finish(fd, tmp, path, folders)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _finish(fd: int, tmp: Path, path: Path, durable: bool) -> None:
+def _create(tmp: Path) -> int:
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def _finish(fd: int, tmp: Path, path: Path, folders: FolderSync | None) -> None:
     """Make a written temporary file the piece: data on disk, then the name, then the name on
-    disk (the folder fsynced), so an acknowledged piece survives a power cut. Closes `fd`."""
+    disk (an fsync of the folder begun after the rename, maybe shared with other writers), so
+    an acknowledged piece survives a power cut. Durable when `folders` is given. Closes `fd`."""
     try:
-        if durable:
+        if folders is not None:
             os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    if durable:
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    if folders is not None:
+        folders.sync(str(path.parent))
+
+
+def _write_at(fd: int, data: bytes, offset: int, writeback: bool) -> None:
+    """Write all of `data` at `offset`; with `writeback`, start writing to disk each
+    SYNC_STEP range this write completes, so the final fsync has little left to do."""
+    view = memoryview(data)
+    at = offset
+    while view:
+        written = os.pwrite(fd, view, at)
+        view = view[written:]
+        at += written
+    if writeback:
+        for start in steps_crossed(offset, len(data)):
+            start_writeback(fd, start, at - start)
+
+
+async def _prepend(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in held:
+        yield chunk
+    held.clear()
+    async for chunk in rest:
+        yield chunk
+
+
+async def _discard(writes: deque[Future[None]], fd: int, tmp: Path) -> None:
+    """Close and remove a temporary file given up on, once no thread writes to it any more:
+    its descriptor must not be closed (and its number reused) under a pending pwrite."""
+    if any(not job.done() for job in writes):
         try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+            await asyncio.wait([asyncio.wrap_future(job) for job in writes])
+        except BaseException:  # cancelled again: the last write to end closes it (below)
+            pass
+    running = [job for job in writes if not job.cancel() and not job.done()]
+    if not running:
+        _drop(fd, tmp)
+        return
+    lock = threading.Lock()
+    left = [len(running)]
+
+    def one_done(_: Future[None]) -> None:
+        with lock:
+            left[0] -= 1
+            last = not left[0]
+        if last:
+            _drop(fd, tmp)
+
+    for job in running:
+        job.add_done_callback(one_done)
+
+
+def _drop(fd: int, tmp: Path) -> None:
+    os.close(fd)
+    tmp.unlink(missing_ok=True)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -73,6 +73,51 @@ async def test_delete_objects_current_marker(store: MetadataStore) -> None:
     assert same(await store.get_object(B, "m"), v1, latest=True)
 
 
+async def test_delete_objects_same_key_again_sees_the_entries_before(
+        store: MetadataStore) -> None:
+    """A key named again in one call is deleted as if each entry ran after the previous
+    (SQLite reads a key's first entry with the others in one SELECT, the rest one by one)."""
+    await make_bucket(store)
+    d1, d2 = rec("d", vid()), rec("d", vid())
+    e1, e2 = rec("e", vid()), rec("e", vid())
+    f = rec("f")
+    for record in (d1, d2, e1, e2, f):
+        await store.put_object(record)
+    results = await store.delete_objects(B, [
+        ("d", None, allow), ("d", None, allow), ("d", None, allow),  # d2, then d1, then none
+        ("e", e2.version_id, allow), ("e", None, allow),  # e2 by id, then e1 became current
+        ("f", None, refuse), ("f", None, allow),  # refused changes nothing; the next goes on
+    ])
+    assert isinstance(results[5], Refused)
+    assert [same(got, want) for got, want in zip(
+        results[:5] + results[6:], [d2, d1, None, e2, e1, f], strict=True)] == [True] * 6
+    for key in ("d", "e", "f"):
+        assert await store.get_object(B, key, markers=True) is None
+    assert sorted(map(str, garbage_pieces(await all_garbage(store)))) == \
+        sorted(map(str, pieces_of(d1, d2, e1, e2, f)))
+
+
+async def test_delete_objects_over_several_transactions(store: MetadataStore) -> None:
+    """More entries than SQLite puts in one transaction: every one removed, its pieces
+    garbage once, refusals anywhere in the list still only their own."""
+    await make_bucket(store)
+    records = [rec(f"many/{i:04d}") for i in range(2 * SQLiteStore.DELETE_BATCH + 7)]
+    await asyncio.gather(*(store.put_object(r) for r in records))
+    locked = {3, SQLiteStore.DELETE_BATCH, len(records) - 1}
+    results = await store.delete_objects(B, [
+        (r.key, None, refuse if i in locked else allow) for i, r in enumerate(records)])
+    gone = [r for i, r in enumerate(records) if i not in locked]
+    for i, (record, result) in enumerate(zip(records, results, strict=True)):
+        if i in locked:
+            assert isinstance(result, Refused)
+            assert same(await store.get_object(B, record.key), record)
+        else:
+            assert same(result, record)
+            assert await store.get_object(B, record.key) is None
+    assert sorted(map(str, garbage_pieces(await all_garbage(store)))) == \
+        sorted(map(str, pieces_of(*gone)))
+
+
 class CountingStore(SQLiteStore):
     """Records the size of every group it commits."""
 

@@ -32,6 +32,7 @@ from gateway.translators.base import (
     Unauthenticated,
     Unavailable,
 )
+from gateway.translators.wrappers import Boundary
 from tests.clouds.aws_s3 import S3Emulator
 
 pytestmark = pytest.mark.aws_s3
@@ -382,6 +383,99 @@ async def test_hung_backend_times_out(silent_server: int, monkeypatch: pytest.Mo
         with pytest.raises(BotoCoreError):
             await translator.head(Stored(location="loc", key="k", size=1))
         assert time.monotonic() - started < 5
+    finally:
+        await translator.close()
+
+
+@pytest.fixture
+def scripted_backend() -> Iterator[Callable[[bytes, str], int]]:
+    """A port whose every connection gets one canned GET answer, then (`after`) is closed
+    ("close") or left silent ("hang"): a backend that breaks off mid-body."""
+    listeners: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve(listener: socket.socket, answer: bytes, after: str) -> None:
+        listener.settimeout(0.2)
+        held: list[socket.socket] = []
+        while not stop.is_set():
+            try:
+                conn = listener.accept()[0]
+            except OSError:
+                continue
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536) or b"\r\n\r\n"
+            conn.sendall(answer)
+            if after == "close":
+                conn.close()
+            else:
+                held.append(conn)
+        for conn in held:
+            conn.close()
+
+    def start(answer: bytes, after: str) -> int:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listeners.append(listener)
+        threading.Thread(target=serve, args=(listener, answer, after), daemon=True).start()
+        return listener.getsockname()[1]
+
+    yield start
+    stop.set()
+    time.sleep(0.3)
+    for listener in listeners:
+        listener.close()
+
+
+def _answer(body: bytes, length: int | None = None, chunked: bool = False) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Type: binary/octet-stream\r\n"
+    if chunked:
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000])
+                          for i in range(0, len(body), 1000))
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+    return head + b"Content-Length: %d\r\n\r\n" % (len(body) if length is None else length) + body
+
+
+@pytest.mark.parametrize("after", ["close", "hang"])
+async def test_a_body_cut_short_is_unavailable(
+        scripted_backend: Callable[[bytes, str], int], after: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body is read chunk by chunk straight from aiohttp (aws_s3._read_body): a backend
+    that stops early (closes, or goes silent past the read timeout) still fails the GET
+    (Unavailable through the wrappers), never ends it as if complete."""
+    monkeypatch.setattr(aws_s3_module, "_READ_TIMEOUT", 1)
+    port = scripted_backend(_answer(pattern(3, 300_000), length=1_000_000), after)
+    translator = AwsS3Translator("loc", {**GOOD, "awsEndpoint": f"127.0.0.1:{port}",
+                                         "https": False, "supportsVersioning": False}, {})
+    store = Boundary(translator)
+    await translator.open()
+    try:
+        started = time.monotonic()
+        stream = await store.get(Stored(location="loc", key="k", size=1_000_000, etag="e"))
+        received = 0
+        with pytest.raises(Unavailable):
+            async for chunk in stream:
+                received += len(chunk)
+        assert received <= 300_000
+        assert time.monotonic() - started < 5
+    finally:
+        await translator.close()
+
+
+async def test_a_chunked_body_is_read_whole(
+        scripted_backend: Callable[[bytes, str], int]) -> None:
+    """An S3-compatible backend may answer without Content-Length (chunked): every byte
+    arrives, the HTTP chunks' ends are no empty chunks of the object."""
+    data = pattern(4, 123_457)
+    port = scripted_backend(_answer(data, chunked=True), "close")
+    translator = AwsS3Translator("loc", {**GOOD, "awsEndpoint": f"127.0.0.1:{port}",
+                                         "https": False, "supportsVersioning": False}, {})
+    await translator.open()
+    try:
+        chunks = [c async for c in await translator.get(
+            Stored(location="loc", key="k", size=len(data), etag="e"))]
+        assert b"".join(chunks) == data and all(chunks)
     finally:
         await translator.close()
 

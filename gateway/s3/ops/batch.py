@@ -62,8 +62,13 @@ async def delete_objects(req: S3Request) -> web.Response:
     removed = await req.gateway.engine.delete_many(bucket, allowed, requester)
     for index, outcome in zip(where, removed, strict=True):
         outcomes[index] = outcome
-    nodes = [node for (key, version_id), outcome in zip(entries, outcomes, strict=True)
-             if (node := result_node(key, version_id, outcome, quiet)) is not None]
+    if quiet:  # only the failures: no call per deleted key
+        nodes = [error_node(key, version_id, outcome)
+                 for (key, version_id), outcome in zip(entries, outcomes, strict=True)
+                 if isinstance(outcome, S3Error)]
+    else:
+        nodes = [node for (key, version_id), outcome in zip(entries, outcomes, strict=True)
+                 if (node := result_node(key, version_id, outcome, quiet)) is not None]
     return web.Response(body=render("DeleteResult", nodes), content_type="application/xml")
 
 
@@ -71,11 +76,7 @@ def result_node(key: str, version_id: str | None, outcome: ObjectRecord | S3Erro
                 quiet: bool) -> Node | None:
     """One entry's <Deleted> or <Error> node (None when quiet and deleted)."""
     if isinstance(outcome, S3Error):
-        error: list[Node] = [("Key", key)]
-        if version_id is not None:
-            error.append(("VersionId", version_id))
-        error += [("Code", outcome.code), ("Message", outcome.message)]
-        return ("Error", error)
+        return error_node(key, version_id, outcome)
     if quiet:  # Quiet mode reports only the failures
         return None
     deleted: list[Node] = [("Key", key)]
@@ -85,3 +86,12 @@ def result_node(key: str, version_id: str | None, outcome: ObjectRecord | S3Erro
         deleted.append(("DeleteMarker", True))
         deleted.append(("DeleteMarkerVersionId", outcome.version_id or "null"))
     return ("Deleted", deleted)
+
+
+def error_node(key: str, version_id: str | None, error: S3Error) -> Node:
+    """One refused entry's <Error> node."""
+    nodes: list[Node] = [("Key", key)]
+    if version_id is not None:
+        nodes.append(("VersionId", version_id))
+    nodes += [("Code", error.code), ("Message", error.message)]
+    return ("Error", nodes)
