@@ -71,6 +71,7 @@ class Gateway:
         self.locations = Locations(settings.locations, location_env, settings.rest_endpoints,
                                    str(settings.location_path))
         self.metadata = make_metadata(settings)
+        self.store_claim: int | None = None  # SQLite: this gateway's lock on the store
         # With workers the parent did the exclusive recovery before forking them.
         self.engine = Engine(self.metadata, self.locations, settings.storage,
                              exclusive_store=settings.metadata_backend == "sqlite"
@@ -102,6 +103,8 @@ class Gateway:
         self.read_through = ReadThrough(self.engine, self.jobs, settings.read_through)
 
     async def start(self) -> None:
+        if self.settings.metadata_backend == "sqlite" and self.worker is None:
+            self.store_claim = claim_sqlite_store(self.settings)  # workers: the parent's
         await self.metadata.open()
         # Runtime accounts (python -m gateway accounts): loaded now, then polled.
         await self.accounts.start(self.metadata, load_master_key(self.settings.master_key_path),
@@ -139,6 +142,9 @@ class Gateway:
         await self.health.stop()
         await self.locations.close()
         await self.metadata.close()
+        if self.store_claim is not None:
+            os.close(self.store_claim)
+            self.store_claim = None
 
     def app(self) -> web.Application:
         # client_max_size only bounds bodies read whole (XML), at the XML parser's own limit
@@ -161,6 +167,16 @@ class StartupError(Exception):
     """The gateway cannot start; the message is the one line to show."""
 
     exit_code = 3
+
+
+def claim_sqlite_store(settings: Settings) -> int:
+    """The lock that makes this gateway the SQLite store's only one (see claim_store)."""
+    from gateway.metadata.sqlite import StoreInUse, claim_store
+
+    try:
+        return claim_store(settings.metadata_path)
+    except StoreInUse as exc:
+        raise StartupError(str(exc)) from None
 
 
 # --- listeners: TLS, ports taken, the start-up banner (gateway/tls.py) ------------------------

@@ -247,6 +247,58 @@ class SharedHealth:
                 self.metrics.location_up.labels(location.name, location.type_name).set(value)
 
 
+class SharedJobReports:
+    """What each worker that ran jobs (the leader, and any earlier one) finished, one small JSON
+    file per process in the run folder, summed for /health by whichever worker answers: the
+    machine is one gateway, whoever leads now."""
+
+    def __init__(self, directory: Path, runner: Any) -> None:
+        self.directory = directory
+        self.runner = runner
+        directory.mkdir(exist_ok=True)
+
+    def publish(self) -> None:
+        """The leader, after each job: its tallies (written whole, then renamed)."""
+        path = self.directory / f"{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({**self.runner.report(), "at": time.time()}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot share the job tallies: %s", exc)
+
+    def machine(self) -> dict[str, Any]:
+        reports = []
+        for path in self.directory.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                reports.append((int(path.stem), json.loads(path.read_text())))
+        reports = [(pid, r) for pid, r in reports if pid != os.getpid()]
+        reports.append((os.getpid(), {**self.runner.report(), "at": time.time()}))
+        finished: dict[str, dict[str, int]] = {}
+        for _, report in reports:
+            for kind, outcomes in report["finishedHere"].items():
+                tally = finished.setdefault(kind, {})
+                for outcome, n in outcomes.items():
+                    tally[outcome] = tally.get(outcome, 0) + n
+        live = [(pid, r) for pid, r in reports if pid == os.getpid() or _alive(pid)]
+        newest = max(reports, key=lambda pr: pr[1]["at"] if pr[1]["lastError"] else 0)[1]
+        # The leader's id: this process's when it leads, else the one that reported last.
+        leader = self.runner.report() if self.runner.on_finish is not None else \
+            max(live, key=lambda pr: (pr[0] != os.getpid(), pr[1]["at"]))[1]
+        return {"worker": leader["worker"], "active": sum(r["active"] for _, r in live),
+                "finishedHere": finished, "lastError": newest["lastError"]}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class WorkerRole:
     """A worker's part in the whole: leader or follower. Built by the gateway of a worker."""
 
@@ -257,6 +309,7 @@ class WorkerRole:
         self._task: asyncio.Task[None] | None = None
         self.gateway: Gateway | None = None
         self.health: SharedHealth | None = None
+        self.jobs: SharedJobReports | None = None
 
     async def start(self, gateway: Gateway) -> None:
         """After the gateway started (its engine too): lead if no one does, follow."""
@@ -264,6 +317,8 @@ class WorkerRole:
         self.health = SharedHealth(self.context.run_dir / "health", gateway.locations,
                                    gateway.metrics)
         gateway.health.on_check = self.health.publish
+        self.jobs = SharedJobReports(self.context.run_dir / "jobs", gateway.jobs)
+        gateway.jobs.machine_report = self.jobs.machine
         for location in gateway.locations:  # the start-up flight check's results
             self.health.publish(location)
         self._lock_fd = os.open(self.context.run_dir / "leader.lock",
@@ -285,6 +340,7 @@ class WorkerRole:
                  self.context.index, os.getpid())
         gateway.health.start()
         gateway.engine.collector.lead()
+        gateway.jobs.on_finish = self.jobs.publish
         # Not exclusive: the parent released a crashed run's jobs before the first fork; a
         # dead leader's jobs run again when their leases end.
         await gateway.jobs.start(exclusive_store=False)
@@ -685,6 +741,10 @@ def supervise(env: Mapping[str, str], settings: Settings) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         supervisor.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         make_sessions_db(supervisor.run_dir)
+        if settings.metadata_backend == "sqlite":  # held by every fork, until the last goes
+            from gateway.server import claim_sqlite_store
+
+            claim_sqlite_store(settings)
         supervisor.recover()
     except BaseException:
         supervisor.close_sockets()

@@ -4,8 +4,10 @@ process (for backends whose emulator lives in-process, such as b2sdk's simulator
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +78,20 @@ class Gateway:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def crash(self) -> None:
+        """kill -9 of the whole gateway: the process and, with workers, every worker at once
+        (killing only a supervising parent lets its workers drain: a stop, not a crash)."""
+        assert self.process is not None
+        pid = self.process.pid
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGSTOP)  # no new worker forked meanwhile
+            workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            for child in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(child), signal.SIGKILL)
+        self.process.kill()
+        self.process.wait(10)
 
 
 def write_config(workdir: Path, port: int, locations: dict[str, Any] | None,
@@ -152,6 +168,8 @@ def start_gateway(workdir: Path, locations: dict[str, Any] | None = None, *,
     `config` entries override config.json keys; `env` adds environment variables.
     """
     port = free_port()
+    if inprocess and "workers" not in (config or {}):
+        config = {**(config or {}), "workers": 1}  # in this process: one worker, whatever S3GW_TEST_WORKERS
     gw_env = write_config(workdir, port, locations, config)
     gw_env.update(env or {})
     if gw_env.get("S3BACKEND") == "mem" and "S3_WORKERS" not in gw_env:

@@ -429,3 +429,60 @@ def test_mem_location_is_refused_with_workers(tmp_path: Path) -> None:
     line = result.stderr.strip().splitlines()[-1]
     assert 'location "us-east-1" key "type": mem keeps objects in one process' in line, line
 
+
+
+def test_kill_9_of_the_parent_a_restart_waits_for_its_draining_workers(tmp_path: Path) -> None:
+    """kill -9 of the supervising parent: its workers get SIGTERM and drain (an upload in
+    flight still finishes with 200). A gateway started at once on the same SQLite store waits
+    until the last of them is gone (gateway.lock, held by every fork) before its start-up
+    recovery, which would otherwise take their live writes and job claims for a crash's."""
+    shared = {"S3METADATAPATH": str(tmp_path / "metadata"), "S3DATAPATH": str(tmp_path / "data")}
+    results: list[Any] = []
+    with start_gateway(tmp_path / "first", config=workers_config(free_port()),
+                       env=shared) as first:
+        wait_both(first)
+        old_workers = worker_pids(first)
+        s3 = first.client()
+        bucket = scenarios.new_bucket(s3, None, "orphans")
+        chunks = [b"o" * 65536] * 16
+        thread = threading.Thread(target=lambda: results.append(
+            scenarios.streaming_put(s3, bucket, "slow", chunks, 0.25)))
+        thread.start()
+        time.sleep(0.8)
+        assert first.process is not None
+        first.process.kill()
+        first.process.wait()
+    with start_gateway(tmp_path / "second", config=workers_config(free_port()), env=shared,
+                       timeout=60) as second:
+        wait_both(second)
+        assert not [pid for pid in old_workers if Path(f"/proc/{pid}").exists()
+                    and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
+        assert "is in use by pid" in second.log() and "waiting up to" in second.log()
+        thread.join(30)
+        assert results and results[0][0] == 200, results  # acknowledged by a draining worker
+        got = second.client().get_object(Bucket=bucket, Key="slow")["Body"].read()
+        assert got == b"".join(chunks)
+        assert "Traceback" not in second.log(), second.log()
+
+
+def test_a_second_gateway_on_one_sqlite_store_is_refused_with_one_line(tmp_path: Path) -> None:
+    """claim_store: while a gateway holds the store, another waits, then refuses in one line."""
+    from gateway.metadata.sqlite import StoreInUse, claim_store
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from gateway.metadata.sqlite import claim_store; claim_store(Path(sys.argv[1])); "
+         "print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreInUse) as refused:
+            claim_store(tmp_path, wait=0.3)
+        assert str(refused.value) == (
+            f"metadata store {tmp_path.resolve()} is in use by another gateway "
+            f"(pid {holder.pid}); stop it first, or share metadata through PostgreSQL")
+    finally:
+        holder.kill()
+        holder.wait()
+    fd = claim_store(tmp_path, wait=0.3)  # free once its holder is gone
+    os.close(fd)

@@ -71,6 +71,10 @@ class JobRunner:
         # This process's own tallies (the store's are in job_counts()).
         self.finished: dict[str, dict[str, int]] = {}
         self.last_error: str | None = None
+        # With several worker processes (gateway/workers.py): told of each finished job, and
+        # what the whole machine ran, for status() in any worker.
+        self.on_finish: Callable[[], None] | None = None
+        self.machine_report: Callable[[], dict[str, Any]] | None = None
         registry = metrics.registry if metrics is not None else CollectorRegistry()
         self._m_finished = Counter("s3gw_jobs_finished", "Background jobs this gateway finished, "
                                    "by kind and outcome (done, retry, failed; lost: "
@@ -214,6 +218,8 @@ class JobRunner:
         self._m_finished.labels(job.kind, outcome).inc()
         tally = self.finished.setdefault(job.kind, {})
         tally[outcome] = tally.get(outcome, 0) + 1
+        if self.on_finish is not None:
+            self.on_finish()
 
     async def _finish(self, job: JobRecord, call: Callable[[], Awaitable[bool]]) -> bool:
         """Record the outcome; False when the claim was no longer ours ("lost": the lease
@@ -253,8 +259,12 @@ class JobRunner:
         for kind, states in counts.items():
             for state, n in states.items():
                 self._m_queue.labels(kind, state).set(n)
+        here = self.machine_report() if self.machine_report is not None else self.report()
+        return {**here, "concurrency": self.settings.concurrency, "queue": counts}
+
+    def report(self) -> dict[str, Any]:
+        """What this process runs and ran."""
         return {"worker": self.worker, "active": len(self._running),
-                "concurrency": self.settings.concurrency, "queue": counts,
                 "finishedHere": self.finished, "lastError": self.last_error}
 
 

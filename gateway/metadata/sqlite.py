@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection
@@ -223,6 +225,44 @@ def _garbage_from(row: tuple[Any, ...]) -> GarbageRecord:
 def _job_from(row: tuple[Any, ...]) -> JobRecord:  # background jobs
     return JobRecord(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5], row[6], row[7],
                      row[8], row[9], row[10], row[11])
+
+
+class StoreInUse(Exception):
+    """Another gateway holds this SQLite store; the message is one line naming it."""
+
+
+def claim_store(directory: Path, wait: float = 30.0) -> int:
+    """One gateway per SQLite store: an flock on `gateway.lock` beside the database, taken
+    by the serving process and, with several workers, inherited by each fork, so it is held
+    until the last of them is gone. Start-up recovery (stale intents, crashed runs' job
+    claims) is only safe while it is held. A gateway whose previous run is still stopping
+    (workers draining after their parent was killed -9) waits up to `wait` s for it; a
+    second gateway on the same store then refuses. Returns the descriptor to keep open."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "gateway.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    warned = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StoreInUse(
+                    f"metadata store {directory.resolve()} is in use by another gateway "
+                    f"(pid {holder}); stop it first, or share metadata through PostgreSQL"
+                ) from None
+            if not warned:
+                log.warning("metadata store %s is in use by pid %s (a previous run still "
+                            "stopping?): waiting up to %gs", directory.resolve(), holder, wait)
+                warned = True
+            time.sleep(0.1)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class SQLiteStore(MetadataStore):

@@ -242,9 +242,7 @@ def test_import_resumes_after_the_gateway_is_killed(
     with start_gateway(tmp_path, locations, config=config) as gw:
         assert run_import(gw, "old-s3", "resumed", "--detach")["state"] == "running"
         eventually(lambda: progress(gw)["imported"] >= 4 * BATCH, timeout=60)  # pages saved
-        assert gw.process is not None
-        gw.process.kill()  # SIGKILL mid-import: no chance to finish its page or its job
-        gw.process.wait()
+        gw.crash()  # SIGKILL mid-import: no chance to finish its page or its job
     with start_gateway(tmp_path, locations, config=config) as gw:
         before = progress(gw)
         assert before["state"] == "running" and before["cursor"]  # it stopped half-way

@@ -48,9 +48,7 @@ def crash_rounds(workdir: Path, rounds: int, *, locations: dict[str, Any] | None
             load = scenarios.WriteLoad(s3, bucket, f"r{round_}/", put_threads=4,
                                        upload_threads=2).start()
             time.sleep(rng.uniform(0.3, 1.0))
-            assert gw.process is not None
-            gw.process.kill()  # kill -9: no cleanup of any kind
-            gw.process.wait(10)
+            gw.crash()  # kill -9: no cleanup of any kind
             load.join()
             assert not load.unexpected, load.unexpected
             assert load.acked() > 0, "nothing acknowledged before the kill"
