@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.processes import pid_alive
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -208,11 +210,15 @@ class SharedHealth:
         return self.directory / (urllib.parse.quote(name, safe="") + ".json")
 
     def publish(self, location: Location) -> None:
+        """Share `location`'s state: after each check (the leader), and when a worker's breaker
+        trips (so every worker fails fast, and /health says down whichever worker answers)."""
         health = location.health
-        if health.last_check is None:
+        if health.last_check is None and health.state != "down":
             return
+        health.changed = max(health.changed, time.time())
         record = {"state": health.state, "lastCheck": health.last_check,
-                  "latency": health.latency, "message": health.message}
+                  "latency": health.latency, "message": health.message,
+                  "changed": health.changed}
         path = self._path(location.name)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         try:
@@ -221,30 +227,41 @@ class SharedHealth:
         except OSError as exc:
             log.warning("cannot share the health of %s: %s", location.name, exc)
 
+    def share(self, location: Location) -> None:
+        """Hook `location` up: its breaker's trips are published, and a worker about to fail
+        fast on it reads the shared state first (a stat while it is down: no window where
+        one worker still refuses a location another has seen come back)."""
+        location.health.shared = lambda: self.publish(location)
+        location.health.refresh = lambda: self.follow_one(location)
+
     def follow(self) -> None:
         """Take every newer result another worker wrote."""
         for location in self.locations:
-            path = self._path(location.name)
-            try:
-                mtime = path.stat().st_mtime_ns
-                if self._seen.get(location.name) == mtime:
-                    continue
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            self._seen[location.name] = mtime
-            health = location.health
-            if health.last_check is not None and record["lastCheck"] <= health.last_check:
-                continue  # this worker's own result, or an older one
-            health.state = record["state"]
-            health.last_check = record["lastCheck"]
-            health.latency = record["latency"]
-            health.message = record["message"]
-            if health.state == "up":
-                health.consecutive_failures = 0
-            if self.metrics is not None:
-                value = {"up": 1, "down": 0}.get(health.state, -1)
-                self.metrics.location_up.labels(location.name, location.type_name).set(value)
+            self.follow_one(location)
+
+    def follow_one(self, location: Location) -> None:
+        path = self._path(location.name)
+        try:
+            mtime = path.stat().st_mtime_ns
+            if self._seen.get(location.name) == mtime:
+                return
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        self._seen[location.name] = mtime
+        health = location.health
+        if record.get("changed", 0.0) <= health.changed:
+            return  # this worker's own result, or an older one
+        health.state = record["state"]
+        health.last_check = record["lastCheck"]
+        health.latency = record["latency"]
+        health.message = record["message"]
+        health.changed = record["changed"]
+        if health.state == "up":
+            health.consecutive_failures = 0
+        if self.metrics is not None:
+            value = {"up": 1, "down": 0}.get(health.state, -1)
+            self.metrics.location_up.labels(location.name, location.type_name).set(value)
 
 
 class SharedJobReports:
@@ -280,7 +297,7 @@ class SharedJobReports:
                 tally = finished.setdefault(kind, {})
                 for outcome, n in outcomes.items():
                     tally[outcome] = tally.get(outcome, 0) + n
-        live = [(pid, r) for pid, r in reports if pid == os.getpid() or _alive(pid)]
+        live = [(pid, r) for pid, r in reports if pid == os.getpid() or pid_alive(pid)]
         newest = max(reports, key=lambda pr: pr[1]["at"] if pr[1]["lastError"] else 0)[1]
         # The leader's id: this process's when it leads, else the one that reported last.
         leader = self.runner.report() if self.runner.on_finish is not None else \
@@ -288,15 +305,6 @@ class SharedJobReports:
         return {"worker": leader["worker"], "active": sum(r["active"] for _, r in live),
                 "finishedHere": finished, "lastError": newest["lastError"]}
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class WorkerRole:
@@ -320,6 +328,7 @@ class WorkerRole:
         self.jobs = SharedJobReports(self.context.run_dir / "jobs", gateway.jobs)
         gateway.jobs.machine_report = self.jobs.machine
         for location in gateway.locations:  # the start-up flight check's results
+            self.health.share(location)
             self.health.publish(location)
         self._lock_fd = os.open(self.context.run_dir / "leader.lock",
                                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

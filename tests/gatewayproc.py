@@ -23,6 +23,8 @@ import boto3
 import requests
 from botocore.config import Config
 
+from gateway.processes import pid_alive
+
 REPO = Path(__file__).resolve().parent.parent
 ACCESS_KEY, SECRET_KEY = "accessKey1", "verySecretKey1"
 ACCESS_KEY2, SECRET_KEY2 = "accessKey2", "verySecretKey2"
@@ -84,6 +86,7 @@ class Gateway:
         (killing only a supervising parent lets its workers drain: a stop, not a crash)."""
         assert self.process is not None
         pid = self.process.pid
+        workers: list[str] = []
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGSTOP)  # no new worker forked meanwhile
             workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -92,6 +95,11 @@ class Gateway:
                     os.kill(int(child), signal.SIGKILL)
         self.process.kill()
         self.process.wait(10)
+        # SIGKILL lands once a worker leaves the kernel (an fsync, say): wait until each is gone,
+        # as after a real crash, before anyone judges what they left.
+        deadline = time.monotonic() + 10
+        while any(pid_alive(int(child)) for child in workers) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def write_config(workdir: Path, port: int, locations: dict[str, Any] | None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -235,6 +236,44 @@ def test_health_is_checked_once_and_shared_by_every_worker(gw: Gateway) -> None:
                            for _ in range(6)), timeout=10)
     # One leader runs the checks: the log says so once (no handover happened here).
     assert gw.log().count("leads: health checks") == 1
+
+
+def test_a_breaker_trip_in_one_worker_is_shared_by_every_worker_at_once(tmp_path: Path) -> None:
+    """Requests, not checks, find the location broken (no scheduled check in sight): the
+    worker whose breaker trips shares it, and every worker fails fast and reports it down at
+    once, without waiting for its next look at the shared state."""
+    config = workers_config(free_port(), healthChecks={"interval": 3600, "timeout": 1})
+    with start_gateway(tmp_path, flaky_location(tmp_path), config=config) as gw:
+        wait_both(gw)
+        s3 = gw.client()
+        bucket = f"flaky-{uuid.uuid4().hex[:8]}"
+        s3.create_bucket(Bucket=bucket,
+                         CreateBucketConfiguration={"LocationConstraint": "flaky"})
+        shutil.rmtree(tmp_path / "flaky")
+        (tmp_path / "flaky").write_bytes(b"")  # a file, not a folder: every call fails
+        # Each PUT on a connection of its own: at most 2 failures in each worker before one
+        # of them has 3 in a row and trips; from then on every answer is the fail-fast one.
+        for attempt in range(12):
+            answer = signed(gw, "PUT", f"/{bucket}/k-{attempt}", b"x")
+            assert answer.status_code == 503, answer.text
+            if b"consecutive request failures" in answer.content:
+                break
+        else:
+            pytest.fail("the breaker never tripped")
+        assert attempt <= 5
+        seen = set()
+        while seen != {"0", "1"}:
+            got = requests.get(f"{gw.endpoint}/_/healthcheck/deep", timeout=5,
+                               headers={"Connection": "close"})
+            seen.add(worker_of(got))
+            flaky = got.json()["locations"]["flaky"]
+            assert flaky["state"] == "down", (worker_of(got), flaky)
+            assert "consecutive request failures" in flaky["message"]
+            started = time.monotonic()
+            answer = signed(gw, "GET", f"/{bucket}/k-0")
+            assert answer.status_code in (404, 503), answer.text
+            if answer.status_code == 503:
+                assert time.monotonic() - started < 0.5
 
 
 def test_a_console_session_works_in_every_worker(gw: Gateway) -> None:

@@ -88,4 +88,7 @@ class HealthMonitor:
         }
 
     def deep(self) -> dict[str, Any]:
+        for location in self.locations:
+            if location.health.refresh is not None:  # what the other workers learnt
+                location.health.refresh()
         return {loc.name: self.describe(loc) for loc in self.locations}

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.processes import pid_alive
 from gateway.translators.base import (
     CHUNK_SIZE,
     ByteStream,
@@ -124,7 +125,7 @@ class FileTranslator(Translator):
                 except FileNotFoundError:
                     continue
                 mine_dead = (match is not None and match["host"] == host
-                             and not _pid_alive(int(match["pid"])))
+                             and not pid_alive(int(match["pid"])))
                 if stale or mine_dead or match is None:
                     tmp.unlink(missing_ok=True)
 
@@ -401,16 +402,6 @@ async def _discard(writes: deque[Future[None]], fd: int, tmp: Path) -> None:
 def _drop(fd: int, tmp: Path) -> None:
     os.close(fd)
     tmp.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _list_files(folder: Path) -> list[tuple[str, int]]:

@@ -70,6 +70,11 @@ class HealthState:
     latency: float | None = None
     message: str = ""
     consecutive_failures: int = 0
+    changed: float = 0.0  # when this process last learnt a state (a check, a trip, or shared)
+    # With several workers (gateway/workers.py): `shared` hands a trip to the others,
+    # `refresh` takes what the others learnt before failing fast.
+    shared: Callable[[], None] | None = None
+    refresh: Callable[[], None] | None = None
 
 
 class TrackedBody:
@@ -380,7 +385,10 @@ class Breaker(Wrapper):
                     args: tuple[Any, ...], body: ByteStream | None = None) -> T:
         health = self.health
         if health.state == "down":
-            raise Unavailable(health.message or "marked down by health checks", kind="down")
+            if health.refresh is not None:
+                health.refresh()  # another worker may have seen it come back
+            if health.state == "down":
+                raise Unavailable(health.message or "marked down by health checks", kind="down")
         try:
             result = await method(*args)
         except Unavailable:
@@ -407,6 +415,9 @@ class Breaker(Wrapper):
         if health.consecutive_failures >= self.FAILURES_TO_TRIP and health.state != "down":
             health.state = "down"
             health.message = f"{health.consecutive_failures} consecutive request failures"
+            health.changed = time.time()
+            if health.shared is not None:
+                health.shared()
             log.warning("location %s marked down after %d failures", self.name,
                         health.consecutive_failures)
 
