@@ -9,35 +9,39 @@ database is code-point order, the order of S3, of SQLite's BINARY collation and 
 
 Concurrency. SQLite serializes every write through one connection; here many connections of
 many processes write at once, so each multi-statement write runs in one READ COMMITTED
-transaction holding transaction-scoped advisory locks, always taken in this order:
+transaction holding row locks, always taken in this order (row locks, not advisory locks: the
+schema stays portable to distributed PostgreSQL-compatible engines, see the README):
 
-1. the bucket lock, `(NS, hashtext(bucket))` in the two-int key space: *shared* by every write
-   that adds an object or an upload (put_object, finish_upload, create_upload), *exclusive* by
+1. the bucket lock, the bucket's own row in `buckets`: `FOR KEY SHARE` by every write that adds
+   an object or an upload (put_object, finish_upload, create_upload), `FOR UPDATE` by
    delete_bucket. So delete_bucket waits for in-flight writes, then its emptiness check (a later
-   statement, hence a fresh snapshot) sees their rows; writes that start later wait for it, and
-   put_object's `bucket_created` check (after the lock) sees a delete that committed before.
-   Writers of one bucket do not block each other.
-2. the key lock, `hashtextextended(bucket || '/' || key, 0)` in the bigint key space,
-   exclusive: every write of a key's versions (put, delete, update, completion) holds it, so
-   "demote the latest, insert with MAX(seq) + 1" runs alone per key, and a statement run after
-   taking it sees every earlier writer's commit. Different keys proceed in parallel; a hash
-   collision only makes two keys wait for each other.
+   statement, hence a fresh snapshot) sees their rows; writes that start later wait for it and
+   then find the row gone, and put_object's `bucket_created` check (after the lock) sees a
+   delete that committed before. Writers of one bucket do not block each other, nor attribute
+   updates (`FOR NO KEY UPDATE`).
+2. the key lock, row `key_slot(bucket, key)` (0..KEY_SLOTS-1, a CRC-32 computed by the
+   gateway) of the lock table `s3gw_locks`, `FOR UPDATE`: every write of a key's versions (put,
+   delete, update, completion) holds it, so "demote the latest, insert with MAX(seq) + 1" runs
+   alone per key, and a statement run after taking it sees every earlier writer's commit.
+   Different keys proceed in parallel; two keys of one slot only wait for each other (no
+   transaction holds two key locks, so a shared slot cannot deadlock).
 
-create_bucket alone takes a third one, the location lock `(NS_LOCATION, hashtext(location))`,
-and no other: creates of one location queue, so the exclusive-location check and the insert are
-one step. Row locks: update_bucket_attrs locks its bucket row (FOR NO KEY UPDATE) for its
-read-merge-write, so attribute updates queue per bucket and never undo each other; no other
-write locks bucket rows. put_part locks its upload row (FOR NO KEY UPDATE) and checks the state;
-claim_upload, release_upload and finish_upload change or delete that row, so a part is either
-refused or committed before the claim (and then seen by the completion), and exactly one of a
-claim and an abort wins.
+create_bucket (and a bucket's change of location) alone takes a third one, row
+BUCKET_CREATION of `s3gw_locks`, and no other: creates queue, so the exclusive-location check
+and the insert are one step. Row locks: update_bucket_attrs locks its bucket row (FOR NO KEY
+UPDATE) for its read-merge-write, so attribute updates queue per bucket and never undo each
+other. put_part locks its upload row (FOR NO KEY UPDATE) and checks the state; claim_upload,
+release_upload and finish_upload change or delete that row, so a part is either refused or
+committed before the claim (and then seen by the completion), and exactly one of a claim and an
+abort wins.
 
 The two hot writes, put_object and delete_object, are server-side PL/pgSQL functions
 (s3gw_put_object, s3gw_delete_object, created with the schema) taking those same locks: one
 round trip, the statement's own transaction, instead of BEGIN / lock / statements / COMMIT. They
 also do the garbage bookkeeping (s3gw_drop_pieces: the replaced or deleted version's pieces
 into the garbage ledger), the bucket check and the intent removal, in that same statement.
-finish_upload calls s3gw_put_object inside its transaction (advisory locks are re-entrant).
+finish_upload calls s3gw_put_object inside its transaction (a transaction's row locks are
+re-entrant).
 Refusals come back as our own SQLSTATEs (BUCKET_GONE, INTENT_GONE) and are raised as
 BucketGone / LookupError.
 
@@ -49,8 +53,9 @@ read-only transaction: their several seeks see one snapshot, as a SQLite listing
 single connection.
 
 The schema is created (IF NOT EXISTS, functions replaced, columns added to databases made by an
-older version) by every open(), under an advisory lock so gateways starting together do not
-collide; the DSN's user needs CREATE on its schema.
+older version) by every open(), holding row SCHEMA_LOCK of `s3gw_locks` so gateways starting
+together do not collide (the lock table itself first, retried if two create it at once); the
+DSN's user needs CREATE on its schema.
 Pool size: `max_size` connections per gateway process (default 20): mind max_connections.
 Bucket records are not cached (SQLite caches them): another gateway may change them anytime.
 
@@ -61,9 +66,11 @@ compares the pieces text as SQLite does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
 from types import TracebackType
@@ -102,10 +109,16 @@ from gateway.metadata.ledger import (
 from gateway.metadata.listing import KeyWalk, UploadWalk, version_listing
 from gateway.translators.base import Stored
 
-# Namespaces of our two-int advisory locks ("S3GW", "S3GX"), so they stay apart from other
-# users' and from each other.
-NS = 0x53334757
-NS_LOCATION = 0x53334758
+# Rows of the lock table s3gw_locks: the key slots 0..KEY_SLOTS-1, and two of their own.
+KEY_SLOTS = 65536
+BUCKET_CREATION = -1
+SCHEMA_LOCK = -2
+LOCKS_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS s3gw_locks (id INTEGER PRIMARY KEY);
+INSERT INTO s3gw_locks (id) SELECT g FROM generate_series({SCHEMA_LOCK}, {KEY_SLOTS - 1}) AS g
+    WHERE NOT EXISTS (SELECT 1 FROM s3gw_locks WHERE id = {KEY_SLOTS - 1})
+    ON CONFLICT (id) DO NOTHING;
+"""
 # SQLSTATEs our functions raise (class "S3" is no PostgreSQL class).
 BUCKET_GONE = "S3G01"
 INTENT_GONE = "S3G02"
@@ -193,6 +206,9 @@ DROP FUNCTION IF EXISTS s3gw_delete_object(TEXT, TEXT, TEXT);
 DROP FUNCTION IF EXISTS s3gw_put_object(TEXT, TEXT, BIGINT, TEXT, DOUBLE PRECISION, TEXT, TEXT,
     TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, BOOLEAN, BIGINT, DOUBLE PRECISION, DOUBLE PRECISION);
 DROP FUNCTION IF EXISTS s3gw_delete_object(TEXT, TEXT, TEXT, DOUBLE PRECISION);
+DROP FUNCTION IF EXISTS s3gw_put_object(TEXT, TEXT, BIGINT, TEXT, DOUBLE PRECISION, TEXT, TEXT,
+    TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, BOOLEAN, BIGINT, DOUBLE PRECISION, DOUBLE PRECISION, TEXT);
+DROP FUNCTION IF EXISTS s3gw_delete_object(TEXT, TEXT, TEXT, DOUBLE PRECISION, TEXT);
 """ + f"""
 -- Pieces (JSON arrays of Stored dicts, as text) of `p_old` that lost their record go to the
 -- garbage ledger, but for those `p_kept` may still name (same location and key, and the same
@@ -223,13 +239,13 @@ CREATE OR REPLACE FUNCTION s3gw_put_object(
     p_location TEXT, p_pieces TEXT, p_owner TEXT, p_headers TEXT, p_user_meta TEXT,
     p_tags TEXT, p_attrs TEXT, p_version_id TEXT, p_delete_marker BOOLEAN,
     p_intent BIGINT, p_bucket_created DOUBLE PRECISION, p_now DOUBLE PRECISION,
-    p_expect TEXT)
+    p_expect TEXT, p_slot INTEGER)
 RETURNS SETOF objects LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     r objects;
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared({NS}, hashtext(p_bucket));
-    PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
+    PERFORM 1 FROM buckets b WHERE b.name = p_bucket FOR KEY SHARE;
+    PERFORM 1 FROM s3gw_locks l WHERE l.id = p_slot FOR UPDATE;
     PERFORM s3gw_expect(p_bucket, p_key, p_expect);
     IF p_bucket_created IS NOT NULL AND NOT EXISTS (
             SELECT 1 FROM buckets b WHERE b.name = p_bucket AND b.created = p_bucket_created) THEN
@@ -280,13 +296,14 @@ $fn$;
 -- Remove one version (NULL: the null version) and return it; when it was the current one,
 -- the next newest becomes current. Its pieces become garbage.
 CREATE OR REPLACE FUNCTION s3gw_delete_object(p_bucket TEXT, p_key TEXT, p_version_id TEXT,
-                                              p_now DOUBLE PRECISION, p_expect TEXT)
+                                              p_now DOUBLE PRECISION, p_expect TEXT,
+                                              p_slot INTEGER)
 RETURNS SETOF objects LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     r objects;
     was_latest BOOLEAN := FALSE;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
+    PERFORM 1 FROM s3gw_locks l WHERE l.id = p_slot FOR UPDATE;
     PERFORM s3gw_expect(p_bucket, p_key, p_expect);
     IF p_version_id IS NULL THEN
         FOR r IN DELETE FROM objects o WHERE o.bucket = p_bucket AND o.key = p_key
@@ -359,8 +376,8 @@ INSERT_KEY = ("INSERT INTO access_keys (access, account, secret, enabled, create
 # --- end of accounts -------------------------------------------------------------------------
 
 PUT_OBJECT = (f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_put_object("
-              "$1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)")
-DELETE_OBJECT = f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_delete_object($1, $2, $3, $4, $5)"
+              "$1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)")
+DELETE_OBJECT = f"SELECT {OBJECT_COLUMNS}, seq FROM s3gw_delete_object($1, $2, $3, $4, $5, $6)"
 CURRENT = "latest AND NOT delete_marker"
 UPLOAD_COLUMNS = ("upload_id, bucket, key, initiated, owner, location, backend_key, "
                   "backend_upload_id, headers, user_meta, tags, attrs, state")
@@ -369,14 +386,35 @@ BUCKET_COLUMNS = "name, owner, location, created, attrs"
 GARBAGE_COLUMNS = "id, location, kind, data, added, attempts"
 INSERT_GARBAGE = "INSERT INTO garbage (location, kind, data, added) VALUES ($1, $2, $3, $4)"
 # Bucket lock first, key lock second (see the module docstring). The select list is evaluated
-# left to right, so one round trip takes both in that order.
-LOCK_WRITE = ("SELECT pg_advisory_xact_lock_shared($1::int, hashtext($2)), "
-              "pg_advisory_xact_lock(hashtextextended($2 || '/' || $3, 0))")
-# (s3gw_put_object and s3gw_delete_object take the same locks, in the same order.)
-LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))"
-LOCK_BUCKET_SHARED = "SELECT pg_advisory_xact_lock_shared($1::int, hashtext($2))"
-LOCK_BUCKET = "SELECT pg_advisory_xact_lock($1::int, hashtext($2))"
-LOCK_LOCATION = "SELECT pg_advisory_xact_lock($1::int, hashtext($2))"
+# left to right, so one round trip takes both in that order. (s3gw_put_object and
+# s3gw_delete_object take the same locks, in the same order.)
+LOCK_WRITE = ("SELECT (SELECT count(*) FROM (SELECT 1 FROM buckets WHERE name=$1 "
+              "FOR KEY SHARE) b), "
+              "(SELECT count(*) FROM (SELECT 1 FROM s3gw_locks WHERE id=$2 FOR UPDATE) k)")
+LOCK_KEY = "SELECT 1 FROM s3gw_locks WHERE id=$1 FOR UPDATE"
+LOCK_BUCKET_SHARED = "SELECT 1 FROM buckets WHERE name=$1 FOR KEY SHARE"
+LOCK_BUCKET = "SELECT 1 FROM buckets WHERE name=$1 FOR UPDATE"
+LOCK_BUCKET_CREATION = f"SELECT 1 FROM s3gw_locks WHERE id={BUCKET_CREATION} FOR UPDATE"
+
+
+async def _create_locks_table(conn: asyncpg.Connection) -> None:
+    """The lock table, before anything can be locked: two gateways creating it at once make
+    one of them fail on a duplicate catalog row; that one tries again and finds it made."""
+    for attempt in range(20):
+        try:
+            async with conn.transaction():
+                await conn.execute(LOCKS_SCHEMA)
+            return
+        except (asyncpg.UniqueViolationError, asyncpg.DuplicateTableError,
+                asyncpg.DuplicateObjectError):
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+
+
+def key_slot(bucket: str, key: str) -> int:
+    """The key lock's row: the same in every gateway (not Python's salted hash())."""
+    return zlib.crc32(f"{bucket}/{key}".encode("utf-8", "surrogatepass")) % KEY_SLOTS
 # referenced_pieces reads this many rows per round trip.
 PAGE = 500
 
@@ -513,15 +551,16 @@ async def connect_each_host(dsn: str, **kwargs: Any) -> asyncpg.Connection:
 
 # A server that cannot answer now: down or unreachable (OSError, a connect timeout, a connection
 # lost: class 08), shutting down or starting (57P01-03), a standby (25006, or no host would do),
-# out of connections (53300), or a connection the client side found broken (InternalClientError:
+# out of connections (53300), a connection the client side found broken (InternalClientError:
 # "cannot switch to state N; another operation (2) is in progress" when a dying backend's FATAL
-# arrived while the connection sat in the pool). Not the request's fault, and its transaction
-# did not commit.
+# arrived while the connection sat in the pool), or a transaction the server rolled back to be
+# tried again (class 40: a serialization failure, as engines that run SERIALIZABLE answer a
+# conflict; a deadlock). Not the request's fault, and its transaction did not commit.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError,
     asyncpg.ReadOnlySQLTransactionError, asyncpg.TooManyConnectionsError,
-    asyncpg.InternalClientError)  # (with TargetServerAttributeNotMatched: no host would do)
+    asyncpg.InternalClientError, asyncpg.TransactionRollbackError)  # (with TargetServerAttributeNotMatched: no host would do)
 # Errors after which a connection is not used again: the pool connects anew, and
 # target_session_attrs finds the primary.
 DROP_CONNECTION = (asyncpg.ReadOnlySQLTransactionError, asyncpg.InternalClientError)
@@ -659,11 +698,14 @@ class PostgresStore(MetadataStore):
             self.dsn, min_size=self.min_size, max_size=self.max_size, connect=connect_each_host,
             server_settings={"application_name": "s3-gateway"})
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                # Gateways starting together would race on CREATE ... IF NOT EXISTS (duplicate
-                # catalog rows): one creates, the others wait and find it done.
-                await conn.execute("SELECT pg_advisory_xact_lock($1::int, 0)", NS)
-                await conn.execute(SCHEMA)
+            async with pool.acquire() as conn:
+                await _create_locks_table(conn)
+                async with conn.transaction():
+                    # Gateways starting together would race on CREATE ... IF NOT EXISTS
+                    # (duplicate catalog rows): one creates, the others wait and find it done.
+                    await conn.execute(f"SELECT 1 FROM s3gw_locks WHERE id={SCHEMA_LOCK} "
+                                       "FOR UPDATE")
+                    await conn.execute(SCHEMA)
         except BaseException:
             await pool.close()
             raise
@@ -685,7 +727,7 @@ class PostgresStore(MetadataStore):
                 async with conn.transaction():
                     # Every create of this location queues here, so the check below and the
                     # insert are one step against any concurrent create.
-                    await conn.execute(LOCK_LOCATION, NS_LOCATION, bucket.location)
+                    await conn.execute(LOCK_BUCKET_CREATION)
                     existing = await self._bucket(conn, bucket.name)
                     if existing is not None:
                         return existing
@@ -737,7 +779,7 @@ class PostgresStore(MetadataStore):
         async with self.pool.acquire() as conn, conn.transaction():
             # Exclusive bucket lock: in-flight writes into the bucket finish first and the
             # check below (a new snapshot) sees them; later writes wait for this commit.
-            await conn.execute(LOCK_BUCKET, NS, name)
+            await conn.execute(LOCK_BUCKET, name)
             busy = await conn.fetchval(
                 "SELECT EXISTS(SELECT 1 FROM objects WHERE bucket=$1) "
                 "OR EXISTS(SELECT 1 FROM uploads WHERE bucket=$1 AND state='completing')", name)
@@ -785,7 +827,8 @@ class PostgresStore(MetadataStore):
         try:
             rows = await conn.fetch(
                 PUT_OBJECT, *_object_row(obj), intent,
-                None if bucket_created is None else float(bucket_created), time.time(), expect)
+                None if bucket_created is None else float(bucket_created), time.time(), expect,
+                key_slot(obj.bucket, obj.key))
         except asyncpg.PostgresError as e:
             _refused(e, obj.bucket, intent)
         return _object_from(max(rows, key=lambda r: r[-1])) if rows else None
@@ -808,7 +851,8 @@ class PostgresStore(MetadataStore):
         if guard is not None:  # Object Lock: the version is checked under the same locks
             return await self._guarded_delete(bucket, key, vid, expect, guard)
         try:
-            rows = await self.pool.fetch(DELETE_OBJECT, bucket, key, vid, time.time(), expect)
+            rows = await self.pool.fetch(DELETE_OBJECT, bucket, key, vid, time.time(), expect,
+                                         key_slot(bucket, key))
         except asyncpg.PostgresError as e:
             _refused(e, bucket, None)
         return _object_from(max(rows, key=lambda r: r[-1])) if rows else None
@@ -819,12 +863,13 @@ class PostgresStore(MetadataStore):
         then key, as s3gw_delete_object does; they are re-entrant), reads the version, lets
         the guard refuse, then deletes, so no update can change the version in between."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(LOCK_WRITE, NS, bucket, key)
+            await conn.execute(LOCK_WRITE, bucket, key_slot(bucket, key))
             stored = await self._object(conn, bucket, key, vid or "null", markers=True)
             if stored is not None:
                 guard(stored)
             try:
-                rows = await conn.fetch(DELETE_OBJECT, bucket, key, vid, time.time(), expect)
+                rows = await conn.fetch(DELETE_OBJECT, bucket, key, vid, time.time(), expect,
+                                         key_slot(bucket, key))
             except asyncpg.PostgresError as e:
                 _refused(e, bucket, None)
         return _object_from(max(rows, key=lambda r: r[-1])) if rows else None
@@ -835,7 +880,7 @@ class PostgresStore(MetadataStore):
         async with self.pool.acquire() as conn, conn.transaction():
             # The key lock makes this read-compare-write atomic against every other writer.
             # The pieces name the version: every version's bytes sit at their own backend keys.
-            await conn.execute(LOCK_KEY, bucket, key)
+            await conn.execute(LOCK_KEY, key_slot(bucket, key))
             row = await conn.fetchrow(
                 f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=$1 AND key=$2 AND "
                 "pieces=$3 AND NOT delete_marker ORDER BY seq DESC LIMIT 1",
@@ -939,7 +984,7 @@ class PostgresStore(MetadataStore):
     async def create_upload(self, upload: UploadRecord) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             # Shared bucket lock: delete_bucket must see this upload or run before it.
-            await conn.execute(LOCK_BUCKET_SHARED, NS, upload.bucket)
+            await conn.execute(LOCK_BUCKET_SHARED, upload.bucket)
             await conn.execute(
                 f"INSERT INTO uploads ({UPLOAD_COLUMNS}) "
                 "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)", *_upload_row(upload))
@@ -1040,7 +1085,7 @@ class PostgresStore(MetadataStore):
                             ) -> tuple[list[PartRecord], ObjectRecord | None] | None:
         async with self.pool.acquire() as conn, conn.transaction():
             if obj is not None:  # the object write's locks first, as put_object takes them
-                await conn.execute(LOCK_WRITE, NS, obj.bucket, obj.key)
+                await conn.execute(LOCK_WRITE, obj.bucket, key_slot(obj.bucket, obj.key))
             # Deleting the upload row first waits for a put_part or claim in flight and makes
             # any later one (or a concurrent finish) find the upload gone.
             up = await conn.fetchrow(
@@ -1288,7 +1333,7 @@ class PostgresStore(MetadataStore):
         async with self.pool.acquire() as conn, conn.transaction():
             # The key lock: no put, delete or update of this key runs between the check and
             # the swap.
-            await conn.execute(LOCK_KEY, bucket, key)
+            await conn.execute(LOCK_KEY, key_slot(bucket, key))
             row = await conn.fetchrow(
                 f"SELECT {OBJECT_COLUMNS}, seq FROM objects WHERE bucket=$1 AND key=$2 AND "
                 "version_id IS NOT DISTINCT FROM $3 AND pieces=$4 AND NOT delete_marker",
@@ -1322,7 +1367,7 @@ class PostgresStore(MetadataStore):
         async with self.pool.acquire() as conn, conn.transaction():
             if location is not None and exclusive_location:
                 # As create_bucket: the location lock makes check and change one step.
-                await conn.execute(LOCK_LOCATION, NS_LOCATION, location)
+                await conn.execute(LOCK_BUCKET_CREATION)
             row = await conn.fetchrow(
                 f"SELECT {BUCKET_COLUMNS} FROM buckets WHERE name=$1 FOR NO KEY UPDATE", name)
             if row is None:

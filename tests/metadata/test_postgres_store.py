@@ -14,16 +14,16 @@ import asyncpg
 import pytest
 
 from gateway.metadata.base import BucketGone, BucketRecord, ObjectRecord
-from gateway.metadata.postgres import PostgresStore
-from tests.metadata.conftest import pg_dsn
+from gateway.metadata.postgres import LOCK_BUCKET, PostgresStore
+from tests.metadata.conftest import PG_PARAMS, pg_dsn
 from tests.metadata.test_store_contract import OWNER, T0, part, rec, upload
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
+@pytest.fixture(params=PG_PARAMS)
 def dsn(request: pytest.FixtureRequest) -> str:
-    return pg_dsn(request, "pgstore")
+    return pg_dsn(request, "pgstore", request.param)
 
 
 @pytest.fixture
@@ -59,13 +59,27 @@ async def test_delete_bucket_waits_for_a_write_in_flight(stores: list[PostgresSt
     assert await b.get_bucket("bkt") is not None
 
 
+async def test_locks_are_rows_not_advisory_locks(stores: list[PostgresStore]) -> None:
+    """Distributed PostgreSQL-compatible engines (CockroachDB, YugabyteDB) have no advisory
+    locks: a write in flight, a guarded delete and a completion hold row locks only."""
+    a, b = stores
+    await a.create_bucket(BucketRecord("bkt", OWNER, "us-east-1", T0))
+    async with write_in_flight(a, rec("k")):
+        waiting = asyncio.create_task(b.put_object(rec("k")))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # the key lock holds...
+        kinds = {row[0] for row in await b.pool.fetch("SELECT DISTINCT locktype FROM pg_locks")}
+        assert "advisory" not in kinds, kinds
+        assert "transactionid" in kinds  # ...as a wait on the holder's row lock
+    await asyncio.wait_for(waiting, 5)
+
+
 async def test_write_after_delete_bucket_waits_for_it(stores: list[PostgresStore]) -> None:
     a, b = stores
     await a.create_bucket(BucketRecord("bkt", OWNER, "us-east-1", T0))
     async with a.pool.acquire() as conn, conn.transaction():
         # what delete_bucket holds while it checks and deletes
-        await conn.execute("SELECT pg_advisory_xact_lock($1::int, hashtext($2))",
-                           0x53334757, "bkt")
+        await conn.execute(LOCK_BUCKET, "bkt")
         put = asyncio.create_task(b.put_object(rec("k")))
         upload_task = asyncio.create_task(b.create_upload(upload("k2")))
         await asyncio.sleep(0.3)
@@ -91,8 +105,10 @@ async def test_writes_to_other_keys_do_not_wait(stores: list[PostgresStore]) -> 
     assert await asyncio.wait_for(deleting, 5) is not None
 
 
-async def test_concurrent_open_creates_the_schema_once(request: pytest.FixtureRequest) -> None:
-    dsn = pg_dsn(request, f"fresh_{uuid.uuid4().hex[:8]}")
+@pytest.mark.parametrize("server", PG_PARAMS)
+async def test_concurrent_open_creates_the_schema_once(request: pytest.FixtureRequest,
+                                                       server: str) -> None:
+    dsn = pg_dsn(request, f"fresh_{uuid.uuid4().hex[:8]}", server)
     stores = [PostgresStore(dsn, min_size=1, max_size=2) for _ in range(6)]
     await asyncio.gather(*(s.open() for s in stores))
     try:
@@ -152,10 +168,12 @@ async def test_one_latest_version_per_key_is_enforced(stores: list[PostgresStore
             "FROM objects WHERE key='k'")
 
 
-async def test_opens_a_database_of_the_old_schema(request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("server", PG_PARAMS)
+async def test_opens_a_database_of_the_old_schema(request: pytest.FixtureRequest,
+                                                  server: str) -> None:
     """A database made by the version before intents, garbage and upload states: open()
     adds what is missing and replaces the old functions (no stale overloads left)."""
-    dsn = pg_dsn(request, f"old_{uuid.uuid4().hex[:8]}")
+    dsn = pg_dsn(request, f"old_{uuid.uuid4().hex[:8]}", server)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(OLD_SCHEMA)
@@ -175,8 +193,8 @@ async def test_opens_a_database_of_the_old_schema(request: pytest.FixtureRequest
             functions = await store.pool.fetch(
                 "SELECT proname, pronargs FROM pg_proc WHERE proname LIKE 's3gw_%' ORDER BY 1")
             assert [(f[0], f[1]) for f in functions] == [
-                ("s3gw_delete_object", 5), ("s3gw_drop_pieces", 3), ("s3gw_expect", 3),
-                ("s3gw_put_object", 18)]
+                ("s3gw_delete_object", 6), ("s3gw_drop_pieces", 3), ("s3gw_expect", 3),
+                ("s3gw_put_object", 19)]
             indexes = {r[0] for r in await store.pool.fetch(
                 "SELECT indexname FROM pg_indexes WHERE tablename='uploads'")}
             assert "uploads_order" in indexes and not {"uploads_key", "uploads_backend"} & indexes
@@ -206,8 +224,7 @@ async def test_put_object_bucket_check_waits_for_a_delete_in_flight(
     bucket = BucketRecord("bkt", OWNER, "us-east-1", T0)
     await a.create_bucket(bucket)
     async with a.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1::int, hashtext($2))",
-                           0x53334757, "bkt")
+        await conn.execute(LOCK_BUCKET, "bkt")
         await conn.execute("DELETE FROM buckets WHERE name='bkt'")
         put = asyncio.create_task(b.put_object(rec("k"), bucket_created=T0))
         await asyncio.sleep(0.3)
@@ -245,4 +262,10 @@ CREATE FUNCTION s3gw_put_object(
     BOOLEAN) RETURNS SETOF objects LANGUAGE sql AS 'SELECT * FROM objects WHERE FALSE';
 CREATE FUNCTION s3gw_delete_object(TEXT, TEXT, TEXT) RETURNS SETOF objects LANGUAGE sql
     AS 'SELECT * FROM objects WHERE FALSE';
+-- and those of the version that took advisory locks
+CREATE FUNCTION s3gw_put_object(TEXT, TEXT, BIGINT, TEXT, DOUBLE PRECISION, TEXT, TEXT, TEXT,
+    TEXT, TEXT, TEXT, TEXT, TEXT, BOOLEAN, BIGINT, DOUBLE PRECISION, DOUBLE PRECISION, TEXT)
+    RETURNS SETOF objects LANGUAGE sql AS 'SELECT * FROM objects WHERE FALSE';
+CREATE FUNCTION s3gw_delete_object(TEXT, TEXT, TEXT, DOUBLE PRECISION, TEXT)
+    RETURNS SETOF objects LANGUAGE sql AS 'SELECT * FROM objects WHERE FALSE';
 """
