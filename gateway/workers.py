@@ -267,30 +267,45 @@ class SharedHealth:
 class SharedJobReports:
     """What each worker that ran jobs (the leader, and any earlier one) finished, one small JSON
     file per process in the run folder, summed for /health by whichever worker answers: the
-    machine is one gateway, whoever leads now."""
+    machine is one gateway, whoever leads now. The lifecycle's transitioned bytes ride along."""
 
-    def __init__(self, directory: Path, runner: Any) -> None:
+    def __init__(self, directory: Path, runner: Any, lifecycle: Any) -> None:
         self.directory = directory
         self.runner = runner
+        self.lifecycle = lifecycle
         directory.mkdir(exist_ok=True)
+
+    def _mine(self) -> dict[str, Any]:
+        return {**self.runner.report(), "at": time.time(),
+                "moved": [self.lifecycle.moved_bytes, self.lifecycle.moved_seconds]}
 
     def publish(self) -> None:
         """The leader, after each job: its tallies (written whole, then renamed)."""
         path = self.directory / f"{os.getpid()}.json"
         tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps({**self.runner.report(), "at": time.time()}))
+            tmp.write_text(json.dumps(self._mine()))
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cannot share the job tallies: %s", exc)
 
-    def machine(self) -> dict[str, Any]:
+    def _reports(self) -> list[tuple[int, dict[str, Any]]]:
+        """Every process's last report, this one's as of now."""
         reports = []
         for path in self.directory.glob("*.json"):
             with contextlib.suppress(OSError, ValueError):
                 reports.append((int(path.stem), json.loads(path.read_text())))
         reports = [(pid, r) for pid, r in reports if pid != os.getpid()]
-        reports.append((os.getpid(), {**self.runner.report(), "at": time.time()}))
+        reports.append((os.getpid(), self._mine()))
+        return reports
+
+    def moved(self) -> tuple[int, float]:
+        """The lifecycle's transitioned bytes and seconds, all workers (lifecycle status)."""
+        totals = [r.get("moved", [0, 0.0]) for _, r in self._reports()]
+        return sum(t[0] for t in totals), sum(t[1] for t in totals)
+
+    def machine(self) -> dict[str, Any]:
+        reports = self._reports()
         finished: dict[str, dict[str, int]] = {}
         for _, report in reports:
             for kind, outcomes in report["finishedHere"].items():
@@ -325,8 +340,10 @@ class WorkerRole:
         self.health = SharedHealth(self.context.run_dir / "health", gateway.locations,
                                    gateway.metrics)
         gateway.health.on_check = self.health.publish
-        self.jobs = SharedJobReports(self.context.run_dir / "jobs", gateway.jobs)
+        self.jobs = SharedJobReports(self.context.run_dir / "jobs", gateway.jobs,
+                                     gateway.lifecycle)
         gateway.jobs.machine_report = self.jobs.machine
+        gateway.lifecycle.machine_moved = self.jobs.moved
         for location in gateway.locations:  # the start-up flight check's results
             self.health.share(location)
             self.health.publish(location)

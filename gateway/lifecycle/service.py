@@ -16,6 +16,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,8 @@ class Lifecycle:
                                 "lifecycle transitions", ["storage_class"], **kwargs)
         self.moved_bytes = 0
         self.moved_seconds = 0.0
+        # With several workers (gateway/workers.py): what every worker moved, for status().
+        self.machine_moved: Callable[[], tuple[int, float]] | None = None
         jobs.register(SCAN, self._scan_job, retry_forever=True)
         jobs.register(EXPIRE, self._action_job)
         jobs.register(DELETE_VERSION, self._action_job)
@@ -298,9 +301,11 @@ class Lifecycle:
                 raise
 
     def status(self) -> dict[str, Any]:
-        rate = self.moved_bytes / self.moved_seconds if self.moved_seconds else 0.0
+        moved, seconds = (self.machine_moved() if self.machine_moved is not None
+                          else (self.moved_bytes, self.moved_seconds))
+        rate = moved / seconds if seconds else 0.0
         return {"dayLengthSeconds": self.settings.day,
                 "scanIntervalSeconds": self.settings.scan_interval,
                 "storageClasses": self.storage_classes,
-                "transitionedBytes": self.moved_bytes,
+                "transitionedBytes": moved,
                 "transitionMBps": round(rate / 1e6, 3)}

@@ -218,10 +218,11 @@ class Migrations:
         return describe(bucket_name, cancelled)
 
     async def status(self, bucket_name: str | None = None) -> list[dict[str, Any]]:
-        """The migration of one bucket (as stored now), or every migration known."""
+        """The migration of one bucket, or every migration, as stored now (another worker or
+        gateway may have started one this process has not seen)."""
         if bucket_name is None:
             await self._seed()
-            names = sorted(self.known)
+            names = sorted(set(self.known) | set(await self._stored()))
         else:
             names = [bucket_name]
         found = []
@@ -247,9 +248,24 @@ class Migrations:
             await self._next_pass(bucket, m, 0, 0.0)
 
     async def health(self) -> list[dict[str, Any]]:
-        """For the deep health JSON: every migration this gateway knows of."""
+        """For the deep health JSON: every migration as the store has it now. Not only what
+        this process knows: another worker (or gateway) may have started or advanced one."""
         await self._seed()
-        return [describe(name, m) for name, m in sorted(self.known.items())]
+        try:
+            found = await self._stored()
+        except Exception as exc:  # the store is down: what this process last saw
+            log.warning("migrations: reading their state failed: %s", exc)
+            found = dict(self.known)
+        return [describe(name, m) for name, m in sorted(found.items())]
+
+    async def _stored(self) -> dict[str, dict[str, Any]]:
+        """Every bucket's migration state in the store, by bucket."""
+        found: dict[str, dict[str, Any]] = {}
+        for owner in self.owners():
+            for bucket in await self.metadata.list_buckets(owner):
+                if bucket.attrs.get(ATTR):
+                    found[bucket.name] = bucket.attrs[ATTR]
+        return found
 
     async def _seed(self, force: bool = False) -> None:
         """Learn of migrations started before this process (once): buckets of every account."""
@@ -417,15 +433,10 @@ class Migrations:
         """A write placed before the switch (a PUT already streaming, a multipart upload
         created earlier) may commit on the source after the pass walked past its key, or
         after the migration is done: move it too."""
-        if not event.kind.startswith("ObjectCreated"):
-            return
-        if not self._seeded:  # a worker process that never ran start(): learn once
-            self._seeded = True
-            self._background(self._seed(force=True))
-        m = self.known.get(event.bucket)
-        if m is None or m.get("state") not in (COPYING, DONE):
-            return
-        self._background(self._straggler(event))
+        if event.kind.startswith("ObjectCreated"):
+            # Not from `known`: another worker or gateway may have begun (or ended) one since;
+            # the store decides (_straggler reads the bucket; SQLite answers from its cache).
+            self._background(self._straggler(event))
 
     async def _straggler(self, event: ObjectEvent) -> None:
         try:
