@@ -560,7 +560,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError,
     asyncpg.ReadOnlySQLTransactionError, asyncpg.TooManyConnectionsError,
-    asyncpg.InternalClientError, asyncpg.TransactionRollbackError)  # (with TargetServerAttributeNotMatched: no host would do)
+    asyncpg.InternalClientError,  # (with TargetServerAttributeNotMatched: no host would do)
+    asyncpg.TransactionRollbackError)
 # Errors after which a connection is not used again: the pool connects anew, and
 # target_session_attrs finds the primary.
 DROP_CONNECTION = (asyncpg.ReadOnlySQLTransactionError, asyncpg.InternalClientError)

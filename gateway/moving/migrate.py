@@ -222,23 +222,21 @@ class Migrations:
         gateway may have started one this process has not seen)."""
         if bucket_name is None:
             await self._seed()
-            names = sorted(set(self.known) | set(await self._stored()))
+            stored = await self._stored()
+            for gone in set(self.known) - set(stored):
+                del self.known[gone]
+            migrations = sorted(stored.items())
         else:
-            names = [bucket_name]
-        found = []
-        for name in names:
-            bucket = await self.metadata.get_bucket(name)
-            m = bucket.attrs.get(ATTR) if bucket is not None else None
-            if m is None:
-                if bucket_name is not None:
-                    raise S3Error("NoSuchBucket", BucketName=name) if bucket is None else \
-                        S3Error("InvalidRequest", f"Bucket {name} was never migrated.")
-                self.known.pop(name, None)
-                continue
+            bucket = await self.metadata.get_bucket(bucket_name)
+            if bucket is None:
+                raise S3Error("NoSuchBucket", BucketName=bucket_name)
+            if not bucket.attrs.get(ATTR):
+                raise S3Error("InvalidRequest", f"Bucket {bucket_name} was never migrated.")
+            migrations = [(bucket_name, bucket.attrs[ATTR])]
+        for name, m in migrations:
             self._seen(name, m)
             await self._ensure_first_pass(name, m)
-            found.append(describe(name, m))
-        return found
+        return [describe(name, m) for name, m in migrations]
 
     async def _ensure_first_pass(self, bucket: str, m: dict[str, Any]) -> None:
         """A gateway that died between starting a migration and queueing its first pass
@@ -267,18 +265,16 @@ class Migrations:
                     found[bucket.name] = bucket.attrs[ATTR]
         return found
 
-    async def _seed(self, force: bool = False) -> None:
+    async def _seed(self) -> None:
         """Learn of migrations started before this process (once): buckets of every account."""
-        if self._seeded and not force:
+        if self._seeded:
             return
         self._seeded = True
         try:
-            for owner in self.owners():
-                for bucket in await self.metadata.list_buckets(owner):
-                    m = bucket.attrs.get(ATTR)
-                    if m and bucket.name not in self.known:
-                        self._seen(bucket.name, m)
-                        await self._ensure_first_pass(bucket.name, m)
+            for name, m in (await self._stored()).items():
+                if name not in self.known:
+                    self._seen(name, m)
+                    await self._ensure_first_pass(name, m)
         except Exception as exc:  # the store is down: try again on the next call
             self._seeded = False
             log.warning("migrations: looking for migrations failed: %s", exc)

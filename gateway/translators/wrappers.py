@@ -70,7 +70,7 @@ class HealthState:
     latency: float | None = None
     message: str = ""
     consecutive_failures: int = 0
-    changed: float = 0.0  # when this process last learnt a state (a check, a trip, or shared)
+    changed: float = 0.0  # workers only: when the state held here was shared, or taken from another
     # With several workers (gateway/workers.py): `shared` hands a trip to the others,
     # `refresh` takes what the others learnt before failing fast.
     shared: Callable[[], None] | None = None
@@ -415,7 +415,6 @@ class Breaker(Wrapper):
         if health.consecutive_failures >= self.FAILURES_TO_TRIP and health.state != "down":
             health.state = "down"
             health.message = f"{health.consecutive_failures} consecutive request failures"
-            health.changed = time.time()
             if health.shared is not None:
                 health.shared()
             log.warning("location %s marked down after %d failures", self.name,
